@@ -1,0 +1,1 @@
+//! ruleop: a generic Kubernetes operator driven by YAML rule files.
