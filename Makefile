@@ -1,0 +1,38 @@
+# ruleop developer entry points. `make help` lists them.
+SHELL := /bin/bash
+# Cargo's build output lives outside the clone so fresh CI clones reuse it.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/ruleop/target
+CARGO ?= cargo
+RULEOP := $(CARGO_TARGET_DIR)/debug/ruleop
+CP_BIN := target/controlplane/controlplane
+CP_KUBECONFIG := target/controlplane/kubeconfig
+
+.PHONY: help build lint test unit check-rules controlplane cluster schema
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+build: ## build the ruleop binary
+	$(CARGO) build --bin ruleop
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+controlplane: ## build the local control plane (our envtest)
+	cd tests/controlplane && go build -o ../../$(CP_BIN) .
+
+cluster: controlplane ## run the local control plane in the foreground
+	$(CP_BIN) --kubeconfig $(CP_KUBECONFIG)
+
+schema: build ## regenerate rules/rule.schema.json
+	$(RULEOP) schema > rules/rule.schema.json
+
+check-rules: build ## validate the reference rules
+	$(RULEOP) check rules/
+
+unit: ## unit tests only (no cluster)
+	$(CARGO) test --lib --bins
+
+test: lint controlplane check-rules ## the whole suite: lint, unit, golden and cluster tests
+	$(CARGO) test --all-targets
