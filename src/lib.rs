@@ -1,1 +1,8 @@
 //! ruleop: a generic Kubernetes operator driven by YAML rule files.
+//!
+//! The reconcile path is observe → plan → act. [`plan`] is a pure function of a compiled
+//! [`rule`], a parent and the observed objects; the command line's `render` and the controller
+//! call the same planner.
+
+pub mod rule;
+pub mod template;

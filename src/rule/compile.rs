@@ -1,0 +1,361 @@
+//! Compiles a parsed rule file: checks it, compiles every template, expression and JSONPath
+//! once, and reports all problems at once with their positions.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jsonpath_rust::parser::model::JpQuery;
+use jsonpath_rust::parser::parse_json_path;
+
+use super::{
+    Location, RULE_API_VERSION, RULE_KIND, RuleFile, RuleSpec, Scope, Spans, parse_duration,
+};
+use crate::template::{TemplateError, Templates};
+
+/// A rule ready to plan with: its spec plus compiled templates, expressions and paths.
+///
+/// Templates are registered under the YAML path of their source (`spec.children[0].template`),
+/// so any evaluation error can be traced back to a file position.
+#[derive(Debug)]
+pub struct CompiledRule {
+    /// `metadata.name`.
+    pub name: String,
+    /// The rule as written.
+    pub spec: RuleSpec,
+    /// The file it came from (for error messages).
+    pub path: PathBuf,
+    /// Positions of the file's nodes.
+    pub spans: Spans,
+    /// Compiled templates and expressions.
+    pub templates: Templates,
+    /// Compiled JSONPath of each status field that has one.
+    pub paths: HashMap<String, JpQuery>,
+    /// `spec.resync`, parsed.
+    pub resync: Option<Duration>,
+    /// `spec.finalizer.cleanup[i].timeout`, parsed.
+    pub cleanup_timeouts: Vec<Option<Duration>>,
+}
+
+impl CompiledRule {
+    /// `Kind.group` of the parent (`Kind` for the core group), unique per rule set.
+    pub fn parent_key(&self) -> String {
+        let (group, _) = super::split_api_version(&self.spec.parent.api_version);
+        if group.is_empty() {
+            self.spec.parent.kind.clone()
+        } else {
+            format!("{}.{group}", self.spec.parent.kind)
+        }
+    }
+
+    /// Whether parents of this rule carry ruleop's finalizer.
+    pub fn needs_finalizer(&self) -> bool {
+        self.spec.finalizer.is_some()
+    }
+
+    /// `file:line:col` of the template or expression registered as `name`, refined by the
+    /// template's own line when the error carries one.
+    pub fn locate(&self, name: &str, err: Option<&TemplateError>) -> String {
+        let location = match err.and_then(TemplateError::template_line) {
+            Some(line) if name.ends_with("template") || name.ends_with("message") => {
+                self.spans.line_in(name, line)
+            }
+            _ => self.spans.find(name),
+        };
+        format!("{}:{location}", self.path.display())
+    }
+}
+
+struct Checker<'a> {
+    spans: &'a Spans,
+    errors: Vec<(Location, String)>,
+    templates: Templates,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push((self.spans.find(path), message.into()));
+    }
+
+    fn template(&mut self, path: &str, source: &str) {
+        if let Err(e) = self.templates.add_template(path, source) {
+            let location = match e.template_line() {
+                Some(line) => self.spans.line_in(path, line),
+                None => self.spans.find(path),
+            };
+            self.errors
+                .push((location, format!("template does not compile: {e}")));
+        }
+    }
+
+    fn expression(&mut self, path: &str, source: &str) {
+        if let Err(e) = self.templates.add_expression(path, source) {
+            self.error(path, format!("expression does not compile: {e}"));
+        }
+    }
+
+    fn duration(&mut self, path: &str, text: Option<&str>) -> Option<Duration> {
+        let text = text?;
+        let parsed = parse_duration(text);
+        if parsed.is_none() {
+            self.error(
+                path,
+                format!("invalid duration {text:?} (use e.g. 30s, 5m, 1h)"),
+            );
+        }
+        parsed
+    }
+
+    fn name(&mut self, path: &str, name: &str, seen: &mut BTreeSet<String>) {
+        if !is_dns_label(name) {
+            self.error(
+                path,
+                format!("{name:?} is not a DNS label (lowercase letters, digits and '-')"),
+            );
+        }
+        if !seen.insert(name.to_string()) {
+            self.error(path, format!("duplicate name {name:?}"));
+        }
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Checks and compiles `file`; errors carry their positions from `spans`.
+pub fn compile(
+    file: RuleFile,
+    spans: &Spans,
+    path: PathBuf,
+) -> Result<CompiledRule, Vec<(Location, String)>> {
+    let spec = file.spec;
+    let mut c = Checker {
+        spans,
+        errors: Vec::new(),
+        templates: Templates::new(&spec.limits),
+    };
+    if file.api_version != RULE_API_VERSION {
+        c.error(
+            "apiVersion",
+            format!(
+                "apiVersion must be {RULE_API_VERSION}, got {:?}",
+                file.api_version
+            ),
+        );
+    }
+    if file.kind != RULE_KIND {
+        c.error(
+            "kind",
+            format!("kind must be {RULE_KIND}, got {:?}", file.kind),
+        );
+    }
+    if !is_dns_label(&file.metadata.name) {
+        c.error(
+            "metadata.name",
+            format!("{:?} is not a DNS label", file.metadata.name),
+        );
+    }
+    let (_, version) = super::split_api_version(&spec.parent.api_version);
+    if version.is_empty() || spec.parent.kind.is_empty() {
+        c.error(
+            "spec.parent",
+            "parent needs apiVersion (group/version) and kind",
+        );
+    }
+
+    for (i, allowed) in spec.allow.iter().enumerate() {
+        if allowed.cross_namespace && spec.parent.scope == Scope::Namespaced {
+            c.error(
+                &format!("spec.allow[{i}].crossNamespace"),
+                "crossNamespace needs a cluster-scoped parent: Kubernetes cannot garbage-collect a child in another namespace than its parent",
+            );
+        }
+    }
+    let allowed = |api_version: &str, kind: &str| {
+        spec.allow
+            .iter()
+            .any(|a| a.api_version == api_version && a.kind == kind)
+    };
+    let allowed_list = || {
+        spec.allow
+            .iter()
+            .map(|a| format!("{}/{}", a.api_version, a.kind))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+
+    for (i, v) in spec.validate.iter().enumerate() {
+        c.expression(&format!("spec.validate[{i}].rule"), &v.rule);
+        c.template(&format!("spec.validate[{i}].message"), &v.message);
+    }
+
+    let mut child_names = BTreeSet::new();
+    for (i, child) in spec.children.iter().enumerate() {
+        let base = format!("spec.children[{i}]");
+        c.name(&format!("{base}.name"), &child.name, &mut child_names);
+        if !allowed(&child.api_version, &child.kind) {
+            c.error(
+                &format!("{base}.kind"),
+                format!(
+                    "child kind {}/{} is not in spec.allow (allowed: {})",
+                    child.api_version,
+                    child.kind,
+                    allowed_list()
+                ),
+            );
+        }
+        c.template(&format!("{base}.template"), &child.template);
+        if let Some(when) = &child.when {
+            c.expression(&format!("{base}.when"), when);
+        }
+        if let Some(ready) = &child.ready {
+            c.expression(&format!("{base}.ready"), ready);
+        }
+        if let Some(replicas) = &child.replicas {
+            c.expression(&format!("{base}.replicas.count"), &replicas.count);
+            if let Some(prefix) = &replicas.prefix {
+                c.expression(&format!("{base}.replicas.prefix"), prefix);
+            }
+        }
+        for (j, field) in child.managed_elsewhere.iter().enumerate() {
+            if field.is_empty() || field.split('.').any(str::is_empty) {
+                c.error(
+                    &format!("{base}.managedElsewhere[{j}]"),
+                    format!("invalid field path {field:?}"),
+                );
+            }
+            if [
+                "apiVersion",
+                "kind",
+                "metadata",
+                "metadata.name",
+                "metadata.namespace",
+            ]
+            .contains(&field.as_str())
+            {
+                c.error(
+                    &format!("{base}.managedElsewhere[{j}]"),
+                    format!("{field} cannot be managed elsewhere"),
+                );
+            }
+        }
+    }
+
+    let mut related_names = BTreeSet::new();
+    for (i, related) in spec.related.iter().enumerate() {
+        let base = format!("spec.related[{i}]");
+        c.name(&format!("{base}.name"), &related.name, &mut related_names);
+        if related.selector.is_empty() {
+            c.error(
+                &format!("{base}.selector"),
+                "a related selector needs at least one label",
+            );
+        }
+        for (key, value) in &related.selector {
+            c.template(&format!("{base}.selector.{key}"), value);
+        }
+    }
+
+    let mut paths = HashMap::new();
+    for (name, projection) in &spec.status.fields {
+        let base = format!("spec.status.fields.{name}");
+        if ["conditions", "observedGeneration"].contains(&name.as_str()) {
+            c.error(&base, format!("status.{name} is written by ruleop itself"));
+        }
+        match (&projection.path, &projection.expr) {
+            (Some(p), None) => match parse_json_path(p) {
+                Ok(query) => {
+                    paths.insert(name.clone(), query);
+                }
+                Err(e) => c.error(
+                    &format!("{base}.path"),
+                    format!("invalid JSONPath {p:?}: {e}"),
+                ),
+            },
+            (None, Some(e)) => c.expression(&format!("{base}.expr"), e),
+            _ => c.error(&base, "a status field needs exactly one of path or expr"),
+        }
+    }
+    if let Some(ready) = &spec.status.ready {
+        c.expression("spec.status.ready.when", &ready.when);
+        if let Some(m) = &ready.message {
+            c.template("spec.status.ready.message", m);
+        }
+    }
+    let mut condition_types = BTreeSet::new();
+    for (i, cond) in spec.status.conditions.iter().enumerate() {
+        let base = format!("spec.status.conditions[{i}]");
+        if cond.type_ == "Ready" {
+            c.error(&format!("{base}.type"), "declare Ready under status.ready");
+        }
+        if !condition_types.insert(cond.type_.clone()) {
+            c.error(
+                &format!("{base}.type"),
+                format!("duplicate condition type {:?}", cond.type_),
+            );
+        }
+        c.expression(&format!("{base}.when"), &cond.when);
+        if let Some(m) = &cond.message {
+            c.template(&format!("{base}.message"), m);
+        }
+    }
+
+    let mut cleanup_timeouts = Vec::new();
+    if let Some(fin) = &spec.finalizer {
+        let mut step_names = BTreeSet::new();
+        for (i, step) in fin.cleanup.iter().enumerate() {
+            let base = format!("spec.finalizer.cleanup[{i}]");
+            c.name(&format!("{base}.name"), &step.name, &mut step_names);
+            if child_names.contains(&step.name) {
+                c.error(
+                    &format!("{base}.name"),
+                    format!("cleanup step {:?} has the name of a child", step.name),
+                );
+            }
+            if !allowed(&step.api_version, &step.kind) {
+                c.error(
+                    &format!("{base}.kind"),
+                    format!(
+                        "cleanup kind {}/{} is not in spec.allow (allowed: {})",
+                        step.api_version,
+                        step.kind,
+                        allowed_list()
+                    ),
+                );
+            }
+            c.template(&format!("{base}.template"), &step.template);
+            c.expression(&format!("{base}.until"), &step.until);
+            cleanup_timeouts.push(c.duration(&format!("{base}.timeout"), step.timeout.as_deref()));
+        }
+        for (i, name) in fin.delete_order.iter().enumerate() {
+            if !child_names.contains(name) {
+                c.error(
+                    &format!("spec.finalizer.deleteOrder[{i}]"),
+                    format!("no child named {name:?}"),
+                );
+            }
+        }
+    }
+    let resync = c.duration("spec.resync", spec.resync.as_deref());
+
+    if !c.errors.is_empty() {
+        c.errors.sort_by_key(|(l, _)| (l.line, l.column));
+        return Err(c.errors);
+    }
+    Ok(CompiledRule {
+        name: file.metadata.name,
+        spec,
+        path,
+        spans: spans.clone(),
+        templates: c.templates,
+        paths,
+        resync,
+        cleanup_timeouts,
+    })
+}
