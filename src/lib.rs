@@ -6,3 +6,8 @@
 
 pub mod rule;
 pub mod template;
+pub mod meta;
+pub mod plan;
+pub mod scale;
+pub mod status;
+pub mod cli;

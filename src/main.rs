@@ -1,4 +1,67 @@
 //! `ruleop` command line: parses arguments and dispatches to the library.
-fn main() {
-    println!("ruleop");
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ruleop::cli::{self, Format};
+
+#[derive(Parser)]
+#[command(name = "ruleop", version, about = "A Kubernetes operator driven by YAML rule files")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate rule files and directories.
+    Check {
+        /// Rule files or directories (default: rules/).
+        paths: Vec<PathBuf>,
+    },
+    /// Plan one resource offline: print its child manifests, then the status.
+    Render {
+        /// The rule file.
+        #[arg(long)]
+        rule: PathBuf,
+        /// The parent resource (YAML).
+        #[arg(long)]
+        resource: PathBuf,
+        /// Objects as observed in the cluster (YAML, repeatable).
+        #[arg(long)]
+        observed: Vec<PathBuf>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "yaml")]
+        output: Format,
+        /// The time to plan at (RFC 3339), for reproducible output.
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
+    },
+    /// Print the JSON Schema of the rule format.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut out = std::io::stdout().lock();
+    let result = match args.command {
+        Command::Check { mut paths } => {
+            if paths.is_empty() {
+                paths.push(PathBuf::from("rules"));
+            }
+            cli::check(&paths, &mut out)
+        }
+        Command::Render { rule, resource, observed, output, now } => {
+            cli::render(&rule, &resource, &observed, now, output, &mut out).map(|_| ())
+        }
+        Command::Schema => cli::schema(&mut out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ruleop: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

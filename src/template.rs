@@ -99,6 +99,7 @@ impl Templates {
         // `safe` would let a parent's string bypass the placeholder mechanism.
         env.remove_filter("safe");
         env.add_function("ready", |obj: Value| is_ready_value(&obj));
+        env.add_test("ready", |obj: Value| is_ready_value(&obj));
         env.set_formatter(|out, state, value| {
             if value.is_undefined() {
                 return Err(minijinja::Error::new(

@@ -1,0 +1,208 @@
+//! The offline subcommands: `check`, `render` and `schema`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use crate::plan::{self, Action, Input, Plan};
+use crate::rule::{self, LoadedRule, RuleFile};
+
+/// A failure of an offline command, printed as is.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Rule files have problems (already printed, one per line).
+    #[error("{0} error(s) in rule files")]
+    InvalidRules(usize),
+    /// An input file could not be read or parsed.
+    #[error("{path}: {message}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// `ruleop check`: validates rule files; prints a summary line per rule or one located
+/// error per line.
+pub fn check(paths: &[PathBuf], out: &mut impl Write) -> Result<(), CliError> {
+    let (rules, errors) = rule::load_paths(paths);
+    for r in &rules {
+        writeln!(out, "ok    {}", summary(r))?;
+    }
+    for e in &errors {
+        writeln!(out, "error {e}")?;
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::InvalidRules(errors.len()))
+    }
+}
+
+fn summary(r: &LoadedRule) -> String {
+    let spec = &r.rule.spec;
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    format!(
+        "{}: rule {} governs {} ({}, {}, {}{})",
+        r.path.display(),
+        r.rule.name,
+        r.rule.parent_key(),
+        count(spec.children.len(), "child"),
+        count(spec.related.len(), "related kind"),
+        count(spec.status.fields.len(), "status field"),
+        if r.rule.needs_finalizer() { ", finalizer" } else { "" }
+    )
+    .replace("1 childs", "1 child")
+    .replace("childs", "children")
+}
+
+/// Every object in a YAML stream (documents, and `items` of `List` documents).
+pub fn read_objects(path: &Path) -> Result<Vec<Json>, CliError> {
+    let err = |message: String| CliError::Input { path: path.to_path_buf(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let mut objects = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = Json::deserialize(doc).map_err(|e| err(e.to_string()))?;
+        match value {
+            Json::Null => {}
+            Json::Object(ref m) if m.get("kind").and_then(Json::as_str).is_some_and(|k| k.ends_with("List")) => {
+                if let Some(items) = m.get("items").and_then(Json::as_array) {
+                    objects.extend(items.iter().cloned());
+                }
+            }
+            Json::Object(_) => objects.push(value),
+            _ => return Err(err("expected Kubernetes objects".into())),
+        }
+    }
+    Ok(objects)
+}
+
+/// Output format of `render`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Multi-document YAML: children, then the status.
+    Yaml,
+    /// The whole plan as JSON.
+    Json,
+}
+
+/// Fills what a parent read from a file lacks but the API server would set.
+fn complete_parent(parent: &mut Json) {
+    let Some(meta) = parent.get_mut("metadata").and_then(Json::as_object_mut) else {
+        return;
+    };
+    meta.entry("namespace").or_insert_with(|| json!("default"));
+    meta.entry("uid").or_insert_with(|| json!("00000000-0000-0000-0000-000000000000"));
+    meta.entry("generation").or_insert_with(|| json!(1));
+}
+
+/// `ruleop render`: plans one parent offline.
+pub fn render(
+    rule_path: &Path,
+    resource: &Path,
+    observed: &[PathBuf],
+    now: Option<Timestamp>,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<Plan, CliError> {
+    let source = std::fs::read_to_string(rule_path).map_err(|e| CliError::Input {
+        path: rule_path.to_path_buf(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let compiled = rule::parse_rule(rule_path, &source).map_err(|errors| {
+        for e in &errors {
+            let _ = writeln!(std::io::stderr(), "error {e}");
+        }
+        CliError::InvalidRules(errors.len())
+    })?;
+    let mut parents = read_objects(resource)?;
+    if parents.len() != 1 {
+        return Err(CliError::Input {
+            path: resource.to_path_buf(),
+            message: format!("expected exactly one resource, found {}", parents.len()),
+        });
+    }
+    let mut parent = parents.remove(0);
+    complete_parent(&mut parent);
+    let expected = (&compiled.spec.parent.api_version, &compiled.spec.parent.kind);
+    if (crate::meta::api_version(&parent), crate::meta::kind(&parent)) != (expected.0.as_str(), expected.1.as_str()) {
+        return Err(CliError::Input {
+            path: resource.to_path_buf(),
+            message: format!("the rule governs {}/{}, not {}/{}", expected.0, expected.1, crate::meta::api_version(&parent), crate::meta::kind(&parent)),
+        });
+    }
+    let mut objects = Vec::new();
+    for path in observed {
+        objects.extend(read_objects(path)?);
+    }
+    let plan = plan::plan(
+        &compiled,
+        Input {
+            parent: &parent,
+            observed: &objects,
+            now: now.unwrap_or_else(Timestamp::now),
+        },
+    );
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &plan).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Format::Yaml => write_yaml(&plan, out)?,
+    }
+    Ok(plan)
+}
+
+fn to_yaml(value: &Json) -> String {
+    serde_yaml::to_string(value).unwrap_or_default()
+}
+
+fn write_yaml(plan: &Plan, out: &mut impl Write) -> std::io::Result<()> {
+    if let Some(f) = &plan.failure {
+        writeln!(out, "# plan failed ({}): {}", f.reason, f.message)?;
+    }
+    for d in &plan.apply {
+        let verb = match d.action {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::UpToDate => "unchanged",
+            Action::Conflict => "conflict (not applied)",
+        };
+        writeln!(out, "---\n# {verb}: child {}", d.child)?;
+        write!(out, "{}", to_yaml(&d.object))?;
+    }
+    for d in &plan.delete {
+        writeln!(out, "---\n# delete: {} ({})", d.key, d.reason)?;
+    }
+    for e in &plan.events {
+        writeln!(out, "# event {:?} {}: {}", e.type_, e.reason, e.message)?;
+    }
+    match plan.finalizer {
+        plan::FinalizerChange::Add => writeln!(out, "# finalizer: add {}", crate::meta::FINALIZER)?,
+        plan::FinalizerChange::Remove => writeln!(out, "# finalizer: remove {}", crate::meta::FINALIZER)?,
+        plan::FinalizerChange::None => {}
+    }
+    if let Some(after) = plan.requeue_after {
+        writeln!(out, "# requeue after {}s", after.as_secs())?;
+    }
+    match &plan.status {
+        Some(status) => write!(out, "---\n# status\n{}", to_yaml(&json!({ "status": status })))?,
+        None => writeln!(out, "---\n# status unchanged")?,
+    }
+    Ok(())
+}
+
+/// `ruleop schema`: the JSON Schema of rule files.
+pub fn schema(out: &mut impl Write) -> Result<(), CliError> {
+    let schema = schemars::schema_for!(RuleFile);
+    serde_json::to_writer_pretty(&mut *out, &schema).map_err(std::io::Error::from)?;
+    writeln!(out)?;
+    Ok(())
+}

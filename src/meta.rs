@@ -1,0 +1,175 @@
+//! Names ruleop writes onto objects (labels, annotations, finalizer, field manager) and small
+//! accessors for untyped Kubernetes objects.
+
+use serde_json::{Value as Json, json};
+
+/// The server-side apply field manager.
+pub const FIELD_MANAGER: &str = "ruleop";
+/// Standard label marking objects ruleop manages.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "ruleop";
+/// The rule that rendered the object.
+pub const RULE_LABEL: &str = "ruleop.dev/rule";
+/// The uid of the parent the object was rendered for.
+pub const OWNER_LABEL: &str = "ruleop.dev/owner";
+/// The child (or cleanup step) name within the rule.
+pub const CHILD_LABEL: &str = "ruleop.dev/child";
+/// A replica's sequence number; newest is highest.
+pub const REPLICA_ANNOTATION: &str = "ruleop.dev/replica";
+/// Hash of the rendered manifest, to tell template changes from no change.
+pub const HASH_ANNOTATION: &str = "ruleop.dev/hash";
+/// The finalizer of rules that declare cleanup.
+pub const FINALIZER: &str = "ruleop.dev/cleanup";
+
+/// `metadata.name`.
+pub fn name(obj: &Json) -> &str {
+    str_at(obj, "/metadata/name")
+}
+
+/// `metadata.namespace` (empty when cluster-scoped).
+pub fn namespace(obj: &Json) -> &str {
+    str_at(obj, "/metadata/namespace")
+}
+
+/// `metadata.uid`.
+pub fn uid(obj: &Json) -> &str {
+    str_at(obj, "/metadata/uid")
+}
+
+/// `kind`.
+pub fn kind(obj: &Json) -> &str {
+    str_at(obj, "/kind")
+}
+
+/// `apiVersion`.
+pub fn api_version(obj: &Json) -> &str {
+    str_at(obj, "/apiVersion")
+}
+
+/// The API group of `apiVersion` (empty for the core group).
+pub fn group(obj: &Json) -> &str {
+    crate::rule::split_api_version(api_version(obj)).0
+}
+
+/// A label's value.
+pub fn label<'a>(obj: &'a Json, key: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get("labels")?.get(key)?.as_str()
+}
+
+/// An annotation's value.
+pub fn annotation<'a>(obj: &'a Json, key: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get("annotations")?.get(key)?.as_str()
+}
+
+/// Whether the object is being deleted.
+pub fn is_deleting(obj: &Json) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+}
+
+/// Whether `metadata.finalizers` holds `finalizer`.
+pub fn has_finalizer(obj: &Json, finalizer: &str) -> bool {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Json::as_array)
+        .is_some_and(|f| f.iter().any(|x| x.as_str() == Some(finalizer)))
+}
+
+/// Whether an ownerReference points at `owner_uid`.
+pub fn is_owned_by(obj: &Json, owner_uid: &str) -> bool {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Json::as_array)
+        .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Json::as_str) == Some(owner_uid)))
+}
+
+/// The controller ownerReference that makes `parent` own a child.
+pub fn owner_reference(parent: &Json) -> Json {
+    json!({
+        "apiVersion": api_version(parent),
+        "kind": kind(parent),
+        "name": name(parent),
+        "uid": uid(parent),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+/// Identity of an object: group, kind, namespace, name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct ObjectKey {
+    /// `apiVersion` as rendered.
+    pub api_version: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace (empty when cluster-scoped).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of `obj`.
+    pub fn of(obj: &Json) -> Self {
+        Self {
+            api_version: api_version(obj).to_string(),
+            kind: kind(obj).to_string(),
+            namespace: namespace(obj).to_string(),
+            name: name(obj).to_string(),
+        }
+    }
+
+    /// Same object, ignoring the API version (a kind is one resource across versions).
+    pub fn same_object(&self, other: &ObjectKey) -> bool {
+        let g = |k: &ObjectKey| crate::rule::split_api_version(&k.api_version).0.to_string();
+        self.kind == other.kind && self.namespace == other.namespace && self.name == other.name && g(self) == g(other)
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+fn str_at<'a>(obj: &'a Json, pointer: &str) -> &'a str {
+    obj.pointer(pointer).and_then(Json::as_str).unwrap_or_default()
+}
+
+/// Whether every field of `desired` has the same value in `observed` (lists element by
+/// element). Fields the server adds (defaults, status) do not count as drift.
+pub fn contains(observed: &Json, desired: &Json) -> bool {
+    match (observed, desired) {
+        (Json::Object(o), Json::Object(d)) => d
+            .iter()
+            .all(|(k, dv)| o.get(k).is_some_and(|ov| contains(ov, dv)) || (dv.is_null() && !o.contains_key(k))),
+        (Json::Array(o), Json::Array(d)) => o.len() == d.len() && o.iter().zip(d).all(|(ov, dv)| contains(ov, dv)),
+        (Json::Number(o), Json::Number(d)) => o.as_f64() == d.as_f64(),
+        (o, d) => o == d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containment_ignores_server_defaults() {
+        let observed = json!({"spec": {"replicas": 3, "strategy": {"type": "RollingUpdate"},
+            "template": {"spec": {"containers": [{"name": "a", "image": "x", "imagePullPolicy": "Always"}]}}}});
+        assert!(contains(&observed, &json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}})));
+        assert!(!contains(&observed, &json!({"spec": {"replicas": 2}})));
+        assert!(!contains(&observed, &json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}}})));
+        assert!(contains(&json!({"a": 1.0}), &json!({"a": 1})));
+    }
+
+    #[test]
+    fn ownership() {
+        let obj = json!({"metadata": {"ownerReferences": [{"uid": "u1"}], "finalizers": ["f"]}});
+        assert!(is_owned_by(&obj, "u1"));
+        assert!(!is_owned_by(&obj, "u2"));
+        assert!(has_finalizer(&obj, "f"));
+    }
+}

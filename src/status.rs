@@ -1,0 +1,212 @@
+//! Status projection: status fields from JSONPath or expressions, and conditions that keep
+//! their transition time while their status holds.
+
+use std::cmp::Ordering;
+
+use jiff::Timestamp;
+use jsonpath_rust::query::js_path_process;
+use minijinja::Value;
+use serde_json::{Map, Value as Json, json};
+
+use crate::rule::{CompiledRule, Projection};
+use crate::template::{TemplateError, to_json};
+
+/// The condition every rule writes.
+pub const READY: &str = "Ready";
+
+/// A status field that could not be computed.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: status field {field}: {message}")]
+pub struct ProjectionError {
+    /// `file:line:col` of the field.
+    pub location: String,
+    /// The field.
+    pub field: String,
+    /// What failed.
+    pub message: String,
+}
+
+/// Whether a JSONPath can select several values (then the field is a list).
+pub fn is_list_path(path: &str) -> bool {
+    path.contains('*') || path.contains("..") || path.contains("[?") || {
+        // Slices and unions live inside brackets.
+        path.split('[').skip(1).any(|b| {
+            let inner = b.split(']').next().unwrap_or_default();
+            !inner.starts_with('\'') && !inner.starts_with('"') && (inner.contains(':') || inner.contains(','))
+        })
+    }
+}
+
+/// Computes the rule's status fields over `doc` (`{parent, children, related}`) and `ctx`.
+pub fn project(rule: &CompiledRule, doc: &Json, ctx: &Value) -> Result<Map<String, Json>, ProjectionError> {
+    let mut out = Map::new();
+    for (field, projection) in &rule.spec.status.fields {
+        if let Some(value) = project_one(rule, field, projection, doc, ctx)? {
+            out.insert(field.clone(), value);
+        }
+    }
+    Ok(out)
+}
+
+fn project_one(
+    rule: &CompiledRule,
+    field: &str,
+    projection: &Projection,
+    doc: &Json,
+    ctx: &Value,
+) -> Result<Option<Json>, ProjectionError> {
+    let fail = |path: &str, err: Option<&TemplateError>, message: String| ProjectionError {
+        location: rule.locate(path, err),
+        field: field.to_string(),
+        message,
+    };
+    let mut value = if let (Some(path), Some(query)) = (&projection.path, rule.paths.get(field)) {
+        let found = js_path_process(query, doc)
+            .map_err(|e| fail(&format!("spec.status.fields.{field}.path"), None, e.to_string()))?;
+        let mut values: Vec<Json> = found.into_iter().map(|r| r.val().clone()).collect();
+        if is_list_path(path) {
+            Some(Json::Array(std::mem::take(&mut values)))
+        } else {
+            values.into_iter().next()
+        }
+    } else {
+        let name = format!("spec.status.fields.{field}.expr");
+        let v = rule
+            .templates
+            .eval(&name, ctx)
+            .map_err(|e| fail(&name, Some(&e), e.to_string()))?;
+        Some(to_json(&v)).filter(|j| !j.is_null())
+    };
+    if projection.sort {
+        if let Some(Json::Array(items)) = &mut value {
+            items.sort_by(compare);
+        }
+    }
+    Ok(value.or_else(|| projection.default.clone()))
+}
+
+fn compare(a: &Json, b: &Json) -> Ordering {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
+        (Json::String(x), Json::String(y)) => x.cmp(y),
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+/// A condition's new state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// The type.
+    pub type_: String,
+    /// Whether it holds.
+    pub status: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl Condition {
+    /// A condition that holds.
+    pub fn met(type_: &str, reason: &str, message: impl Into<String>) -> Self {
+        Self { type_: type_.into(), status: true, reason: reason.into(), message: message.into() }
+    }
+
+    /// A condition that does not hold.
+    pub fn unmet(type_: &str, reason: &str, message: impl Into<String>) -> Self {
+        Self { type_: type_.into(), status: false, reason: reason.into(), message: message.into() }
+    }
+}
+
+fn status_word(status: bool) -> &'static str {
+    if status { "True" } else { "False" }
+}
+
+/// The `status.conditions` list: `new` conditions replace those of the same type in
+/// `previous`; a condition whose status did not change keeps its `lastTransitionTime`.
+pub fn merge_conditions(previous: Option<&Json>, new: &[Condition], generation: Option<i64>, now: Timestamp) -> Json {
+    let previous: Vec<Json> = previous.and_then(Json::as_array).cloned().unwrap_or_default();
+    let find = |t: &str| previous.iter().find(|c| c.get("type").and_then(Json::as_str) == Some(t));
+    let now = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut out: Vec<Json> = new
+        .iter()
+        .map(|c| {
+            let status = status_word(c.status);
+            let since = find(&c.type_)
+                .filter(|p| p.get("status").and_then(Json::as_str) == Some(status))
+                .and_then(|p| p.get("lastTransitionTime").cloned())
+                .unwrap_or_else(|| Json::String(now.clone()));
+            let mut cond = json!({
+                "type": c.type_,
+                "status": status,
+                "reason": c.reason,
+                "message": c.message,
+                "lastTransitionTime": since,
+            });
+            if let Some(g) = generation {
+                cond["observedGeneration"] = json!(g);
+            }
+            cond
+        })
+        .collect();
+    // Conditions written by others (or no longer computed) stay as they are.
+    for p in &previous {
+        let t = p.get("type").and_then(Json::as_str).unwrap_or_default();
+        if !new.iter().any(|c| c.type_ == t) {
+            out.push(p.clone());
+        }
+    }
+    Json::Array(out)
+}
+
+/// The status of condition `type_` in a status object, if present.
+pub fn condition_status(status: Option<&Json>, type_: &str) -> Option<bool> {
+    status?
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Json::as_str) == Some(type_))
+        .and_then(|c| c.get("status").and_then(Json::as_str))
+        .map(|s| s == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_paths() {
+        assert!(is_list_path("$.related.pods[*].metadata.name"));
+        assert!(is_list_path("$..name"));
+        assert!(is_list_path("$.a[0:2]"));
+        assert!(is_list_path("$.a[?@.x == 1]"));
+        assert!(!is_list_path("$.children.deployment.status.readyReplicas"));
+        assert!(!is_list_path("$.children.pods[0]"));
+        assert!(!is_list_path("$.a['x:y']"));
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_status_holds() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-01-01T00:05:00Z".parse().unwrap();
+        let first = merge_conditions(None, &[Condition::unmet(READY, "Progressing", "x")], Some(1), t0);
+        let same = merge_conditions(Some(&first), &[Condition::unmet(READY, "Progressing", "y")], Some(2), t1);
+        assert_eq!(same[0]["lastTransitionTime"], "2026-01-01T00:00:00Z");
+        assert_eq!(same[0]["observedGeneration"], 2);
+        let flipped = merge_conditions(Some(&same), &[Condition::met(READY, "Ready", "")], Some(2), t1);
+        assert_eq!(flipped[0]["lastTransitionTime"], "2026-01-01T00:05:00Z");
+        assert_eq!(flipped[0]["status"], "True");
+    }
+
+    #[test]
+    fn foreign_conditions_are_kept() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let prev = json!([{"type": "Custom", "status": "True"}]);
+        let out = merge_conditions(Some(&prev), &[Condition::met(READY, "Ready", "")], None, t0);
+        assert_eq!(out.as_array().unwrap().len(), 2);
+        assert_eq!(condition_status(Some(&json!({"conditions": out})), "Custom"), Some(true));
+    }
+}
