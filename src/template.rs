@@ -17,6 +17,8 @@ use crate::rule::Limits;
 
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
+/// The variable an expression's value is stored in.
+const RESULT: &str = "__ruleop_result";
 
 /// Values printed during one render, in order.
 #[derive(Default)]
@@ -137,7 +139,7 @@ impl Templates {
         self.env
             .compile_expression(expr)
             .map_err(|e| TemplateError::jinja(&e))?;
-        self.add_template(name, &format!("{{{{ ({expr}) }}}}"))
+        self.add_template(name, &format!("{{% set {RESULT} = ({expr}) %}}"))
     }
 
     fn render_raw(&self, name: &str, ctx: &Value) -> Result<(String, Vec<Value>), TemplateError> {
@@ -164,10 +166,16 @@ impl Templates {
         Ok((text, slots))
     }
 
-    /// Evaluates the expression registered as `name`.
+    /// Evaluates the expression registered as `name` (undefined is a valid result).
     pub fn eval(&self, name: &str, ctx: &Value) -> Result<Value, TemplateError> {
-        let (_, mut slots) = self.render_raw(name, ctx)?;
-        Ok(slots.pop().unwrap_or(Value::UNDEFINED))
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|e| TemplateError::jinja(&e))?;
+        let captured = template
+            .render_captured(ctx.clone())
+            .map_err(|e| TemplateError::jinja(&e))?;
+        Ok(captured.state().lookup(RESULT).unwrap_or(Value::UNDEFINED))
     }
 
     /// Renders the template `name` as plain text (messages), splicing values in as text.
