@@ -57,7 +57,11 @@ fn summary(r: &LoadedRule) -> String {
         count(spec.children.len(), "child"),
         count(spec.related.len(), "related kind"),
         count(spec.status.fields.len(), "status field"),
-        if r.rule.needs_finalizer() { ", finalizer" } else { "" }
+        if r.rule.needs_finalizer() {
+            ", finalizer"
+        } else {
+            ""
+        }
     )
     .replace("1 childs", "1 child")
     .replace("childs", "children")
@@ -65,14 +69,21 @@ fn summary(r: &LoadedRule) -> String {
 
 /// Every object in a YAML stream (documents, and `items` of `List` documents).
 pub fn read_objects(path: &Path) -> Result<Vec<Json>, CliError> {
-    let err = |message: String| CliError::Input { path: path.to_path_buf(), message };
+    let err = |message: String| CliError::Input {
+        path: path.to_path_buf(),
+        message,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let mut objects = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value = Json::deserialize(doc).map_err(|e| err(e.to_string()))?;
         match value {
             Json::Null => {}
-            Json::Object(ref m) if m.get("kind").and_then(Json::as_str).is_some_and(|k| k.ends_with("List")) => {
+            Json::Object(ref m)
+                if m.get("kind")
+                    .and_then(Json::as_str)
+                    .is_some_and(|k| k.ends_with("List")) =>
+            {
                 if let Some(items) = m.get("items").and_then(Json::as_array) {
                     objects.extend(items.iter().cloned());
                 }
@@ -99,7 +110,8 @@ fn complete_parent(parent: &mut Json) {
         return;
     };
     meta.entry("namespace").or_insert_with(|| json!("default"));
-    meta.entry("uid").or_insert_with(|| json!("00000000-0000-0000-0000-000000000000"));
+    meta.entry("uid")
+        .or_insert_with(|| json!("00000000-0000-0000-0000-000000000000"));
     meta.entry("generation").or_insert_with(|| json!(1));
 }
 
@@ -131,11 +143,24 @@ pub fn render(
     }
     let mut parent = parents.remove(0);
     complete_parent(&mut parent);
-    let expected = (&compiled.spec.parent.api_version, &compiled.spec.parent.kind);
-    if (crate::meta::api_version(&parent), crate::meta::kind(&parent)) != (expected.0.as_str(), expected.1.as_str()) {
+    let expected = (
+        &compiled.spec.parent.api_version,
+        &compiled.spec.parent.kind,
+    );
+    if (
+        crate::meta::api_version(&parent),
+        crate::meta::kind(&parent),
+    ) != (expected.0.as_str(), expected.1.as_str())
+    {
         return Err(CliError::Input {
             path: resource.to_path_buf(),
-            message: format!("the rule governs {}/{}, not {}/{}", expected.0, expected.1, crate::meta::api_version(&parent), crate::meta::kind(&parent)),
+            message: format!(
+                "the rule governs {}/{}, not {}/{}",
+                expected.0,
+                expected.1,
+                crate::meta::api_version(&parent),
+                crate::meta::kind(&parent)
+            ),
         });
     }
     let mut objects = Vec::new();
@@ -186,14 +211,20 @@ fn write_yaml(plan: &Plan, out: &mut impl Write) -> std::io::Result<()> {
     }
     match plan.finalizer {
         plan::FinalizerChange::Add => writeln!(out, "# finalizer: add {}", crate::meta::FINALIZER)?,
-        plan::FinalizerChange::Remove => writeln!(out, "# finalizer: remove {}", crate::meta::FINALIZER)?,
+        plan::FinalizerChange::Remove => {
+            writeln!(out, "# finalizer: remove {}", crate::meta::FINALIZER)?
+        }
         plan::FinalizerChange::None => {}
     }
     if let Some(after) = plan.requeue_after {
         writeln!(out, "# requeue after {}s", after.as_secs())?;
     }
     match &plan.status {
-        Some(status) => write!(out, "---\n# status\n{}", to_yaml(&json!({ "status": status })))?,
+        Some(status) => write!(
+            out,
+            "---\n# status\n{}",
+            to_yaml(&json!({ "status": status }))
+        )?,
         None => writeln!(out, "---\n# status unchanged")?,
     }
     Ok(())

@@ -4,10 +4,10 @@
 //! [`rule`], a parent and the observed objects; the command line's `render` and the controller
 //! call the same planner.
 
-pub mod rule;
-pub mod template;
+pub mod cli;
 pub mod meta;
 pub mod plan;
+pub mod rule;
 pub mod scale;
 pub mod status;
-pub mod cli;
+pub mod template;

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use ruleop::cli::{self, Format};
 
 #[derive(Parser)]
-#[command(name = "ruleop", version, about = "A Kubernetes operator driven by YAML rule files")]
+#[command(
+    name = "ruleop",
+    version,
+    about = "A Kubernetes operator driven by YAML rule files"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -52,9 +56,13 @@ fn main() -> ExitCode {
             }
             cli::check(&paths, &mut out)
         }
-        Command::Render { rule, resource, observed, output, now } => {
-            cli::render(&rule, &resource, &observed, now, output, &mut out).map(|_| ())
-        }
+        Command::Render {
+            rule,
+            resource,
+            observed,
+            output,
+            now,
+        } => cli::render(&rule, &resource, &observed, now, output, &mut out).map(|_| ()),
         Command::Schema => cli::schema(&mut out),
     };
     match result {

@@ -64,7 +64,8 @@ pub fn annotation<'a>(obj: &'a Json, key: &str) -> Option<&'a str> {
 
 /// Whether the object is being deleted.
 pub fn is_deleting(obj: &Json) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 /// Whether `metadata.finalizers` holds `finalizer`.
@@ -78,7 +79,10 @@ pub fn has_finalizer(obj: &Json, finalizer: &str) -> bool {
 pub fn is_owned_by(obj: &Json, owner_uid: &str) -> bool {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Json::as_array)
-        .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Json::as_str) == Some(owner_uid)))
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("uid").and_then(Json::as_str) == Some(owner_uid))
+        })
 }
 
 /// The controller ownerReference that makes `parent` own a child.
@@ -120,7 +124,10 @@ impl ObjectKey {
     /// Same object, ignoring the API version (a kind is one resource across versions).
     pub fn same_object(&self, other: &ObjectKey) -> bool {
         let g = |k: &ObjectKey| crate::rule::split_api_version(&k.api_version).0.to_string();
-        self.kind == other.kind && self.namespace == other.namespace && self.name == other.name && g(self) == g(other)
+        self.kind == other.kind
+            && self.namespace == other.namespace
+            && self.name == other.name
+            && g(self) == g(other)
     }
 }
 
@@ -135,17 +142,21 @@ impl std::fmt::Display for ObjectKey {
 }
 
 fn str_at<'a>(obj: &'a Json, pointer: &str) -> &'a str {
-    obj.pointer(pointer).and_then(Json::as_str).unwrap_or_default()
+    obj.pointer(pointer)
+        .and_then(Json::as_str)
+        .unwrap_or_default()
 }
 
 /// Whether every field of `desired` has the same value in `observed` (lists element by
 /// element). Fields the server adds (defaults, status) do not count as drift.
 pub fn contains(observed: &Json, desired: &Json) -> bool {
     match (observed, desired) {
-        (Json::Object(o), Json::Object(d)) => d
-            .iter()
-            .all(|(k, dv)| o.get(k).is_some_and(|ov| contains(ov, dv)) || (dv.is_null() && !o.contains_key(k))),
-        (Json::Array(o), Json::Array(d)) => o.len() == d.len() && o.iter().zip(d).all(|(ov, dv)| contains(ov, dv)),
+        (Json::Object(o), Json::Object(d)) => d.iter().all(|(k, dv)| {
+            o.get(k).is_some_and(|ov| contains(ov, dv)) || (dv.is_null() && !o.contains_key(k))
+        }),
+        (Json::Array(o), Json::Array(d)) => {
+            o.len() == d.len() && o.iter().zip(d).all(|(ov, dv)| contains(ov, dv))
+        }
         (Json::Number(o), Json::Number(d)) => o.as_f64() == d.as_f64(),
         (o, d) => o == d,
     }
@@ -159,9 +170,15 @@ mod tests {
     fn containment_ignores_server_defaults() {
         let observed = json!({"spec": {"replicas": 3, "strategy": {"type": "RollingUpdate"},
             "template": {"spec": {"containers": [{"name": "a", "image": "x", "imagePullPolicy": "Always"}]}}}});
-        assert!(contains(&observed, &json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}})));
+        assert!(contains(
+            &observed,
+            &json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}})
+        ));
         assert!(!contains(&observed, &json!({"spec": {"replicas": 2}})));
-        assert!(!contains(&observed, &json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}}})));
+        assert!(!contains(
+            &observed,
+            &json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}}})
+        ));
         assert!(contains(&json!({"a": 1.0}), &json!({"a": 1})));
     }
 

@@ -189,8 +189,11 @@ impl<'a> View<'a> {
                 .filter(|o| {
                     meta::kind(o) == r.kind
                         && meta::group(o) == group
-                        && (rule.spec.parent.scope == Scope::Cluster || meta::namespace(o) == meta::namespace(input.parent))
-                        && selector.iter().all(|(k, v)| meta::label(o, k) == Some(v.as_str()))
+                        && (rule.spec.parent.scope == Scope::Cluster
+                            || meta::namespace(o) == meta::namespace(input.parent))
+                        && selector
+                            .iter()
+                            .all(|(k, v)| meta::label(o, k) == Some(v.as_str()))
                 })
                 .collect();
             matching.sort_by_key(|o| meta::name(o));
@@ -204,7 +207,10 @@ impl<'a> View<'a> {
     }
 
     fn observed_children(&self, name: &str) -> &[&'a Json] {
-        self.children.get(name).map(Vec::as_slice).unwrap_or_default()
+        self.children
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// `{parent, children, related}`: the JSONPath document and template context.
@@ -231,7 +237,12 @@ impl<'a> View<'a> {
         let related: Map<String, Json> = self
             .related
             .iter()
-            .map(|(k, v)| (k.clone(), Json::Array(v.iter().map(|o| (*o).clone()).collect())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Json::Array(v.iter().map(|o| (*o).clone()).collect()),
+                )
+            })
             .collect();
         json!({"parent": self.parent, "children": children, "related": related})
     }
@@ -256,7 +267,9 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         requeue_after: rule.resync,
         ..Plan::default()
     };
-    let parent_only = from_json(&json!({"parent": parent, "children": {}, "related": {}, "now": now_string(input.now)}));
+    let parent_only = from_json(
+        &json!({"parent": parent, "children": {}, "related": {}, "now": now_string(input.now)}),
+    );
     let view = match View::new(rule, &input, &parent_only) {
         Ok(v) => v,
         Err(f) => return failed(rule, &input, plan, f),
@@ -282,7 +295,10 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
                     .render_text(&message_name, &ctx)
                     .unwrap_or_else(|e| format!("{}: {e}", rule.locate(&message_name, Some(&e))));
                 let f = Failure {
-                    reason: v.reason.clone().unwrap_or_else(|| reason::VALIDATION_FAILED.into()),
+                    reason: v
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| reason::VALIDATION_FAILED.into()),
                     message,
                     permanent: true,
                 };
@@ -317,9 +333,16 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         }
         for obj in objects {
             let key = ObjectKey::of(obj);
-            let desired = plan.apply.iter().any(|d| ObjectKey::of(&d.object).same_object(&key));
+            let desired = plan
+                .apply
+                .iter()
+                .any(|d| ObjectKey::of(&d.object).same_object(&key));
             let deleting = plan.delete.iter().any(|d| d.key.same_object(&key));
-            if !desired && !deleting && !meta::is_deleting(obj) && meta::is_owned_by(obj, meta::uid(parent)) {
+            if !desired
+                && !deleting
+                && !meta::is_deleting(obj)
+                && meta::is_owned_by(obj, meta::uid(parent))
+            {
                 plan.delete.push(Deletion {
                     child: child.to_string(),
                     key,
@@ -344,7 +367,10 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         }
     }
     for d in &plan.delete {
-        plan.events.push(normal("Deleted", format!("deleted {} ({})", d.key, d.reason)));
+        plan.events.push(normal(
+            "Deleted",
+            format!("deleted {} ({})", d.key, d.reason),
+        ));
     }
 
     let conditions = match conditions(rule, &view, &ctx, &plan, &waiting) {
@@ -391,32 +417,63 @@ fn failed(rule: &CompiledRule, input: &Input<'_>, mut plan: Plan, failure: Failu
         reason: failure.reason.clone(),
         message: failure.message.clone(),
     });
-    let previous = input.parent.get("status").and_then(Json::as_object).cloned().unwrap_or_default();
+    let previous = input
+        .parent
+        .get("status")
+        .and_then(Json::as_object)
+        .cloned()
+        .unwrap_or_default();
     let mut fields = previous;
     fields.remove("conditions");
     fields.remove("observedGeneration");
     let _ = rule;
-    set_status(input, &mut plan, fields, &[Condition::unmet(READY, &failure.reason, failure.message.clone())]);
+    set_status(
+        input,
+        &mut plan,
+        fields,
+        &[Condition::unmet(
+            READY,
+            &failure.reason,
+            failure.message.clone(),
+        )],
+    );
     plan.failure = Some(failure);
     plan
 }
 
 /// Builds the full status and keeps it only if it differs from the parent's.
-fn set_status(input: &Input<'_>, plan: &mut Plan, mut fields: Map<String, Json>, conditions: &[Condition]) {
+fn set_status(
+    input: &Input<'_>,
+    plan: &mut Plan,
+    mut fields: Map<String, Json>,
+    conditions: &[Condition],
+) {
     let previous = input.parent.get("status");
-    let generation = input.parent.pointer("/metadata/generation").and_then(Json::as_i64);
+    let generation = input
+        .parent
+        .pointer("/metadata/generation")
+        .and_then(Json::as_i64);
     fields.insert(
         "conditions".into(),
-        status::merge_conditions(previous.and_then(|s| s.get("conditions")), conditions, generation, input.now),
+        status::merge_conditions(
+            previous.and_then(|s| s.get("conditions")),
+            conditions,
+            generation,
+            input.now,
+        ),
     );
     if let Some(g) = generation {
         fields.insert("observedGeneration".into(), json!(g));
     }
     let was_ready = status::condition_status(previous, READY);
-    if let Some(ready) = conditions.iter().find(|c| c.type_ == READY) {
-        if was_ready != Some(ready.status) && ready.status {
-            plan.events.push(normal("Ready", format!("{} is ready", meta::kind(input.parent))));
-        }
+    if let Some(ready) = conditions.iter().find(|c| c.type_ == READY)
+        && was_ready != Some(ready.status)
+        && ready.status
+    {
+        plan.events.push(normal(
+            "Ready",
+            format!("{} is ready", meta::kind(input.parent)),
+        ));
     }
     let new = Json::Object(fields);
     if previous != Some(&new) {
@@ -453,7 +510,17 @@ fn plan_child(
             .templates
             .render_object(&template, ctx)
             .map_err(|e| render_failure(rule, &template, &e))?;
-        let desired = finish(rule, input, &template, &child.name, &child.api_version, &child.kind, child, object, None)?;
+        let desired = finish(
+            rule,
+            input,
+            &template,
+            &child.name,
+            &child.api_version,
+            &child.kind,
+            child,
+            object,
+            None,
+        )?;
         plan.apply.push(desired);
         return Ok(());
     };
@@ -465,7 +532,10 @@ fn plan_child(
         .map_err(|e| render_failure(rule, &count_name, &e))?;
     let count = to_json(&count).as_u64().ok_or_else(|| Failure {
         reason: reason::RENDER_FAILED.into(),
-        message: format!("{}: replica count must be a non-negative integer, got {count}", rule.locate(&count_name, None)),
+        message: format!(
+            "{}: replica count must be a non-negative integer, got {count}",
+            rule.locate(&count_name, None)
+        ),
         permanent: true,
     })?;
     let prefix = match &replicas.prefix {
@@ -475,7 +545,10 @@ fn plan_child(
                 .templates
                 .eval(&name, ctx)
                 .map_err(|e| render_failure(rule, &name, &e))?;
-            to_json(&v).as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+            to_json(&v)
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
         }
         None => format!("{}-{}", meta::name(input.parent), child.name),
     };
@@ -503,16 +576,30 @@ fn plan_child(
         waiting.push(format!("{}: scaling to {count}", child.name));
     }
     for replica in step.keep.iter().chain(&step.create) {
-        let replica_ctx = context! { name => replica.name.clone(), index => replica.ordinal, ..ctx.clone() };
+        let replica_ctx =
+            context! { name => replica.name.clone(), index => replica.ordinal, ..ctx.clone() };
         let object = rule
             .templates
             .render_object(&template, &replica_ctx)
             .map_err(|e| render_failure(rule, &template, &e))?;
-        let desired = finish(rule, input, &template, &child.name, &child.api_version, &child.kind, child, object, Some(replica))?;
+        let desired = finish(
+            rule,
+            input,
+            &template,
+            &child.name,
+            &child.api_version,
+            &child.kind,
+            child,
+            object,
+            Some(replica),
+        )?;
         plan.apply.push(desired);
     }
     for replica in &step.delete {
-        if let Some(obj) = observed.iter().find(|o| meta::name(o.object) == replica.name) {
+        if let Some(obj) = observed
+            .iter()
+            .find(|o| meta::name(o.object) == replica.name)
+        {
             plan.delete.push(Deletion {
                 child: child.name.clone(),
                 key: ObjectKey::of(obj.object),
@@ -524,7 +611,13 @@ fn plan_child(
     Ok(())
 }
 
-fn child_ready(rule: &CompiledRule, child: &Child, name: &str, ctx: &Value, obj: &Json) -> Result<bool, Failure> {
+fn child_ready(
+    rule: &CompiledRule,
+    child: &Child,
+    name: &str,
+    ctx: &Value,
+    obj: &Json,
+) -> Result<bool, Failure> {
     if child.ready.is_none() {
         return Ok(is_ready(obj));
     }
@@ -565,7 +658,9 @@ fn finish(
             }
             Some(Json::String(s)) if s == expected => {}
             Some(other) => {
-                return Err(fail(format!("rendered {field} {other} but the rule declares {expected:?}")));
+                return Err(fail(format!(
+                    "rendered {field} {other} but the rule declares {expected:?}"
+                )));
             }
         }
     }
@@ -581,21 +676,35 @@ fn finish(
                 metadata.insert("name".into(), json!(replica.name));
             }
             Some(n) if n == replica.name => {}
-            Some(n) => return Err(fail(format!("a replicated child must be named {{{{ name }}}}, got {n:?}"))),
+            Some(n) => {
+                return Err(fail(format!(
+                    "a replicated child must be named {{{{ name }}}}, got {n:?}"
+                )));
+            }
         }
         metadata
             .entry("annotations")
             .or_insert_with(|| json!({}))
             .as_object_mut()
             .ok_or_else(|| fail("metadata.annotations must be a mapping".into()))?
-            .insert(meta::REPLICA_ANNOTATION.into(), json!(replica.ordinal.to_string()));
+            .insert(
+                meta::REPLICA_ANNOTATION.into(),
+                json!(replica.ordinal.to_string()),
+            );
     }
-    let name = metadata.get("name").and_then(Json::as_str).unwrap_or_default().to_string();
+    let name = metadata
+        .get("name")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
     if name.is_empty() {
         return Err(fail("metadata.name is missing or empty".into()));
     }
     let parent_ns = meta::namespace(parent);
-    let rendered_ns = metadata.get("namespace").and_then(Json::as_str).map(str::to_string);
+    let rendered_ns = metadata
+        .get("namespace")
+        .and_then(Json::as_str)
+        .map(str::to_string);
     match (rule.spec.parent.scope, rendered_ns) {
         (Scope::Namespaced, None) => {
             metadata.insert("namespace".into(), json!(parent_ns));
@@ -607,7 +716,9 @@ fn finish(
             )));
         }
         (Scope::Cluster, None) => {
-            return Err(fail(format!("{kind} {name:?} needs metadata.namespace: its parent is cluster-scoped")));
+            return Err(fail(format!(
+                "{kind} {name:?} needs metadata.namespace: its parent is cluster-scoped"
+            )));
         }
         (Scope::Cluster, Some(ns)) => {
             let permitted = rule
@@ -632,7 +743,10 @@ fn finish(
     labels.insert(meta::OWNER_LABEL.into(), json!(meta::uid(parent)));
     labels.insert(meta::CHILD_LABEL.into(), json!(child_name));
     if child.deletion_policy == DeletionPolicy::Delete {
-        metadata.insert("ownerReferences".into(), json!([meta::owner_reference(parent)]));
+        metadata.insert(
+            "ownerReferences".into(),
+            json!([meta::owner_reference(parent)]),
+        );
     } else {
         metadata.remove("ownerReferences");
     }
@@ -640,22 +754,27 @@ fn finish(
         remove_path(&mut object, field);
     }
     let hash = content_hash(&object);
-    if let Some(annotations) = object.pointer_mut("/metadata").and_then(Json::as_object_mut).map(|m| {
-        m.entry("annotations").or_insert_with(|| json!({}))
-    }) {
-        if let Some(a) = annotations.as_object_mut() {
-            a.insert(meta::HASH_ANNOTATION.into(), json!(hash));
-        }
+    if let Some(annotations) = object
+        .pointer_mut("/metadata")
+        .and_then(Json::as_object_mut)
+        .map(|m| m.entry("annotations").or_insert_with(|| json!({})))
+        && let Some(a) = annotations.as_object_mut()
+    {
+        a.insert(meta::HASH_ANNOTATION.into(), json!(hash));
     }
 
     let key = ObjectKey::of(&object);
-    let existing = input.observed.iter().find(|o| ObjectKey::of(o).same_object(&key));
+    let existing = input
+        .observed
+        .iter()
+        .find(|o| ObjectKey::of(o).same_object(&key));
     let parent_uid = meta::uid(parent);
     let action = match existing {
         None => Action::Create,
         Some(o) => {
             let ours = meta::label(o, meta::OWNER_LABEL) == Some(parent_uid)
-                && (child.deletion_policy == DeletionPolicy::Retain || meta::is_owned_by(o, parent_uid));
+                && (child.deletion_policy == DeletionPolicy::Retain
+                    || meta::is_owned_by(o, parent_uid));
             if !ours {
                 Action::Conflict
             } else if meta::annotation(o, meta::HASH_ANNOTATION) == Some(hash.as_str())
@@ -706,7 +825,13 @@ fn remove_path(object: &mut Json, path: &str) {
 }
 
 /// `Ready` and the declared conditions.
-fn conditions(rule: &CompiledRule, view: &View<'_>, ctx: &Value, plan: &Plan, waiting: &[String]) -> Result<Vec<Condition>, Failure> {
+fn conditions(
+    rule: &CompiledRule,
+    view: &View<'_>,
+    ctx: &Value,
+    plan: &Plan,
+    waiting: &[String],
+) -> Result<Vec<Condition>, Failure> {
     let mut out = Vec::new();
     let conflicts: Vec<String> = plan
         .apply
@@ -718,10 +843,22 @@ fn conditions(rule: &CompiledRule, view: &View<'_>, ctx: &Value, plan: &Plan, wa
         Condition::unmet(
             READY,
             reason::CONFLICT,
-            format!("not owned by this object, left untouched: {}", conflicts.join(", ")),
+            format!(
+                "not owned by this object, left untouched: {}",
+                conflicts.join(", ")
+            ),
         )
     } else if let Some(r) = &rule.spec.status.ready {
-        evaluate(rule, "spec.status.ready", READY, &r.when, r.reason.as_deref(), r.false_reason.as_deref(), r.message.is_some(), ctx)?
+        evaluate(
+            rule,
+            "spec.status.ready",
+            READY,
+            &r.when,
+            r.reason.as_deref(),
+            r.false_reason.as_deref(),
+            r.message.is_some(),
+            ctx,
+        )?
     } else {
         default_ready(rule, view, ctx, plan, waiting)?
     };
@@ -776,15 +913,30 @@ fn evaluate(
 }
 
 /// Ready when every rendered child exists and is ready and no scaling step is pending.
-fn default_ready(rule: &CompiledRule, view: &View<'_>, ctx: &Value, plan: &Plan, waiting: &[String]) -> Result<Condition, Failure> {
+fn default_ready(
+    rule: &CompiledRule,
+    view: &View<'_>,
+    ctx: &Value,
+    plan: &Plan,
+    waiting: &[String],
+) -> Result<Condition, Failure> {
     let mut pending: Vec<String> = waiting.to_vec();
     for d in &plan.apply {
         let key = ObjectKey::of(&d.object);
-        let observed = view.observed_children(&d.child).iter().find(|o| ObjectKey::of(o).same_object(&key));
+        let observed = view
+            .observed_children(&d.child)
+            .iter()
+            .find(|o| ObjectKey::of(o).same_object(&key));
         match observed {
             None => pending.push(format!("{key} not created yet")),
             Some(o) => {
-                let Some((i, child)) = rule.spec.children.iter().enumerate().find(|(_, c)| c.name == d.child) else {
+                let Some((i, child)) = rule
+                    .spec
+                    .children
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| c.name == d.child)
+                else {
                     continue;
                 };
                 if !child_ready(rule, child, &format!("spec.children[{i}].ready"), ctx, o)? {
@@ -805,7 +957,13 @@ fn default_ready(rule: &CompiledRule, view: &View<'_>, ctx: &Value, plan: &Plan,
 
 /// The deletion path: cleanup steps in order, then ordered child deletion, then the
 /// finalizer is removed.
-fn finalize(rule: &CompiledRule, input: &Input<'_>, view: &View<'_>, ctx: &Value, mut plan: Plan) -> Plan {
+fn finalize(
+    rule: &CompiledRule,
+    input: &Input<'_>,
+    view: &View<'_>,
+    ctx: &Value,
+    mut plan: Plan,
+) -> Plan {
     plan.requeue_after = None;
     if !meta::has_finalizer(input.parent, meta::FINALIZER) {
         return plan;
@@ -815,11 +973,21 @@ fn finalize(rule: &CompiledRule, input: &Input<'_>, view: &View<'_>, ctx: &Value
         return plan;
     };
     let deleting = |plan: &mut Plan, message: String, after: Duration| {
-        let previous = input.parent.get("status").and_then(Json::as_object).cloned().unwrap_or_default();
+        let previous = input
+            .parent
+            .get("status")
+            .and_then(Json::as_object)
+            .cloned()
+            .unwrap_or_default();
         let mut fields = previous;
         fields.remove("conditions");
         fields.remove("observedGeneration");
-        set_status(input, plan, fields, &[Condition::unmet(READY, reason::DELETING, message)]);
+        set_status(
+            input,
+            plan,
+            fields,
+            &[Condition::unmet(READY, reason::DELETING, message)],
+        );
         plan.requeue_after = Some(after);
     };
     for (i, step) in fin.cleanup.iter().enumerate() {
@@ -843,14 +1011,31 @@ fn finalize(rule: &CompiledRule, input: &Input<'_>, view: &View<'_>, ctx: &Value
                             update_strategy: UpdateStrategy::Apply,
                             managed_elsewhere: Vec::new(),
                         };
-                        finish(rule, input, &template, &step.name, &step.api_version, &step.kind, &as_child, object, None)
+                        finish(
+                            rule,
+                            input,
+                            &template,
+                            &step.name,
+                            &step.api_version,
+                            &step.kind,
+                            &as_child,
+                            object,
+                            None,
+                        )
                     });
                 match rendered {
                     Ok(desired) => {
                         let key = ObjectKey::of(&desired.object);
-                        plan.events.push(normal("CleanupStarted", format!("cleanup step {}: created {key}", step.name)));
+                        plan.events.push(normal(
+                            "CleanupStarted",
+                            format!("cleanup step {}: created {key}", step.name),
+                        ));
                         plan.apply.push(desired);
-                        deleting(&mut plan, format!("cleanup step {} started", step.name), Duration::from_secs(2));
+                        deleting(
+                            &mut plan,
+                            format!("cleanup step {} started", step.name),
+                            Duration::from_secs(2),
+                        );
                     }
                     Err(f) => {
                         // A broken cleanup step must not block deletion forever.
@@ -873,7 +1058,11 @@ fn finalize(rule: &CompiledRule, input: &Input<'_>, view: &View<'_>, ctx: &Value
                         plan.events.push(PlanEvent {
                             type_: EventType::Warning,
                             reason: reason::RENDER_FAILED.into(),
-                            message: format!("cleanup step {} skipped: {}: {e}", step.name, rule.locate(&until, Some(&e))),
+                            message: format!(
+                                "cleanup step {} skipped: {}: {e}",
+                                step.name,
+                                rule.locate(&until, Some(&e))
+                            ),
                         });
                         true
                     }
@@ -892,12 +1081,19 @@ fn finalize(rule: &CompiledRule, input: &Input<'_>, view: &View<'_>, ctx: &Value
                         plan.events.push(PlanEvent {
                             type_: EventType::Warning,
                             reason: "CleanupTimedOut".into(),
-                            message: format!("cleanup step {} did not finish within {timeout:?}; going on", step.name),
+                            message: format!(
+                                "cleanup step {} did not finish within {timeout:?}; going on",
+                                step.name
+                            ),
                         });
                         continue;
                     }
                 }
-                deleting(&mut plan, format!("waiting for cleanup step {}", step.name), Duration::from_secs(5));
+                deleting(
+                    &mut plan,
+                    format!("waiting for cleanup step {}", step.name),
+                    Duration::from_secs(5),
+                );
                 return plan;
             }
         }
@@ -907,7 +1103,10 @@ fn finalize(rule: &CompiledRule, input: &Input<'_>, view: &View<'_>, ctx: &Value
         if objects.is_empty() {
             continue;
         }
-        for obj in objects.iter().filter(|o| !meta::is_deleting(o) && meta::is_owned_by(o, meta::uid(input.parent))) {
+        for obj in objects
+            .iter()
+            .filter(|o| !meta::is_deleting(o) && meta::is_owned_by(o, meta::uid(input.parent)))
+        {
             plan.delete.push(Deletion {
                 child: name.clone(),
                 key: ObjectKey::of(obj),
@@ -915,10 +1114,15 @@ fn finalize(rule: &CompiledRule, input: &Input<'_>, view: &View<'_>, ctx: &Value
                 reason: "ordered deletion of the parent".into(),
             });
         }
-        deleting(&mut plan, format!("deleting {name}"), Duration::from_secs(2));
+        deleting(
+            &mut plan,
+            format!("deleting {name}"),
+            Duration::from_secs(2),
+        );
         return plan;
     }
     plan.finalizer = FinalizerChange::Remove;
-    plan.events.push(normal("CleanupDone", "cleanup finished".into()));
+    plan.events
+        .push(normal("CleanupDone", "cleanup finished".into()));
     plan
 }

@@ -52,7 +52,9 @@ impl ObservedReplica<'_> {
 
 /// The ordinal ruleop stored on a replica, if any.
 pub fn ordinal_of(obj: &Json) -> Option<u64> {
-    meta::annotation(obj, meta::REPLICA_ANNOTATION)?.parse().ok()
+    meta::annotation(obj, meta::REPLICA_ANNOTATION)?
+        .parse()
+        .ok()
 }
 
 const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -77,7 +79,10 @@ pub fn step(
     desired: usize,
     observed: &[ObservedReplica<'_>],
 ) -> Step {
-    let mut live: Vec<&ObservedReplica> = observed.iter().filter(|r| !meta::is_deleting(r.object)).collect();
+    let mut live: Vec<&ObservedReplica> = observed
+        .iter()
+        .filter(|r| !meta::is_deleting(r.object))
+        .collect();
     live.sort_by_key(|r| r.ordinal);
     let terminating = observed.len() - live.len();
     let mut step = Step::default();
@@ -112,8 +117,14 @@ pub fn step(
             return step;
         }
         let count = if one_at_a_time { 1 } else { extra };
-        step.delete = removed.iter().rev().take(count).map(|r| r.replica()).collect();
-        step.keep.extend(removed.iter().rev().skip(count).rev().map(|r| r.replica()));
+        step.delete = removed
+            .iter()
+            .rev()
+            .take(count)
+            .map(|r| r.replica())
+            .collect();
+        step.keep
+            .extend(removed.iter().rev().skip(count).rev().map(|r| r.replica()));
         return step;
     }
 
@@ -160,7 +171,11 @@ mod tests {
 
     fn observe(pods: &[Json]) -> Vec<ObservedReplica<'_>> {
         pods.iter()
-            .map(|p| ObservedReplica { object: p, ordinal: ordinal_of(p).unwrap(), ready: true })
+            .map(|p| ObservedReplica {
+                object: p,
+                ordinal: ordinal_of(p).unwrap(),
+                ready: true,
+            })
             .collect()
     }
 
@@ -176,24 +191,64 @@ mod tests {
     fn scale_up_from_zero_one_per_step() {
         let mut pods = Vec::new();
         for expected in 1..=3 {
-            let s = step(Naming::Generated, StepPolicy::OneAtATime, "ps-pod", "uid", 3, &observe(&pods));
+            let s = step(
+                Naming::Generated,
+                StepPolicy::OneAtATime,
+                "ps-pod",
+                "uid",
+                3,
+                &observe(&pods),
+            );
             assert_eq!(s.create.len(), 1, "one create per step");
             assert!(s.delete.is_empty());
             apply(&mut pods, &s);
             assert_eq!(pods.len(), expected);
         }
-        let s = step(Naming::Generated, StepPolicy::OneAtATime, "ps-pod", "uid", 3, &observe(&pods));
-        assert_eq!(s, Step { keep: s.keep.clone(), ..Step::default() });
+        let s = step(
+            Naming::Generated,
+            StepPolicy::OneAtATime,
+            "ps-pod",
+            "uid",
+            3,
+            &observe(&pods),
+        );
+        assert_eq!(
+            s,
+            Step {
+                keep: s.keep.clone(),
+                ..Step::default()
+            }
+        );
         assert_eq!(s.keep.len(), 3);
-        assert!(pods.iter().all(|p| meta::name(p).starts_with("ps-pod") && meta::name(p).len() == 11));
+        assert!(
+            pods.iter()
+                .all(|p| meta::name(p).starts_with("ps-pod") && meta::name(p).len() == 11)
+        );
     }
 
     #[test]
     fn unobserved_create_is_repeated_not_duplicated() {
         let pods: Vec<Json> = Vec::new();
-        let a = step(Naming::Generated, StepPolicy::OneAtATime, "p", "uid", 3, &observe(&pods));
-        let b = step(Naming::Generated, StepPolicy::OneAtATime, "p", "uid", 3, &observe(&pods));
-        assert_eq!(a.create, b.create, "same view, same name: applying twice is one pod");
+        let a = step(
+            Naming::Generated,
+            StepPolicy::OneAtATime,
+            "p",
+            "uid",
+            3,
+            &observe(&pods),
+        );
+        let b = step(
+            Naming::Generated,
+            StepPolicy::OneAtATime,
+            "p",
+            "uid",
+            3,
+            &observe(&pods),
+        );
+        assert_eq!(
+            a.create, b.create,
+            "same view, same name: applying twice is one pod"
+        );
     }
 
     #[test]
@@ -201,7 +256,14 @@ mod tests {
         let mut pods: Vec<Json> = (0..5).map(|i| pod(&format!("p{i}"), i, false)).collect();
         let mut deleted = Vec::new();
         for _ in 0..3 {
-            let s = step(Naming::Generated, StepPolicy::OneAtATime, "p", "uid", 2, &observe(&pods));
+            let s = step(
+                Naming::Generated,
+                StepPolicy::OneAtATime,
+                "p",
+                "uid",
+                2,
+                &observe(&pods),
+            );
             assert_eq!(s.delete.len(), 1);
             assert!(s.create.is_empty());
             deleted.push(s.delete[0].name.clone());
@@ -215,7 +277,14 @@ mod tests {
     #[test]
     fn waits_while_a_deleted_replica_terminates() {
         let pods = vec![pod("p0", 0, false), pod("p1", 1, false), pod("p2", 2, true)];
-        let s = step(Naming::Generated, StepPolicy::OneAtATime, "p", "uid", 1, &observe(&pods));
+        let s = step(
+            Naming::Generated,
+            StepPolicy::OneAtATime,
+            "p",
+            "uid",
+            1,
+            &observe(&pods),
+        );
         assert!(s.delete.is_empty() && s.create.is_empty());
         assert!(s.waiting.unwrap().contains("terminate"));
     }
@@ -223,7 +292,14 @@ mod tests {
     #[test]
     fn deleted_replica_is_replaced_with_a_new_name() {
         let pods = vec![pod("p0", 0, false), pod("p2", 2, false)];
-        let s = step(Naming::Generated, StepPolicy::OneAtATime, "p", "uid", 3, &observe(&pods));
+        let s = step(
+            Naming::Generated,
+            StepPolicy::OneAtATime,
+            "p",
+            "uid",
+            3,
+            &observe(&pods),
+        );
         assert_eq!(s.create.len(), 1);
         assert_eq!(s.create[0].ordinal, 3);
         assert!(!["p0", "p2"].contains(&s.create[0].name.as_str()));
@@ -235,7 +311,14 @@ mod tests {
         let names: Vec<&str> = s.create.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["web-0", "web-1", "web-2"]);
         let pods: Vec<Json> = (0..5).map(|i| pod(&format!("web-{i}"), i, false)).collect();
-        let s = step(Naming::Ordinal, StepPolicy::AllAtOnce, "web", "uid", 2, &observe(&pods));
+        let s = step(
+            Naming::Ordinal,
+            StepPolicy::AllAtOnce,
+            "web",
+            "uid",
+            2,
+            &observe(&pods),
+        );
         let names: Vec<&str> = s.delete.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["web-4", "web-3", "web-2"]);
     }
@@ -243,8 +326,21 @@ mod tests {
     #[test]
     fn ordinal_naming_fills_the_lowest_gap() {
         let pods = vec![pod("web-0", 0, false), pod("web-2", 2, false)];
-        let s = step(Naming::Ordinal, StepPolicy::OneAtATime, "web", "uid", 3, &observe(&pods));
-        assert_eq!(s.create, [Replica { name: "web-1".into(), ordinal: 1 }]);
+        let s = step(
+            Naming::Ordinal,
+            StepPolicy::OneAtATime,
+            "web",
+            "uid",
+            3,
+            &observe(&pods),
+        );
+        assert_eq!(
+            s.create,
+            [Replica {
+                name: "web-1".into(),
+                ordinal: 1
+            }]
+        );
     }
 
     #[test]
@@ -252,11 +348,25 @@ mod tests {
         let pods = vec![pod("web-0", 0, false)];
         let mut observed = observe(&pods);
         observed[0].ready = false;
-        let s = step(Naming::Ordinal, StepPolicy::Ordered, "web", "uid", 2, &observed);
+        let s = step(
+            Naming::Ordinal,
+            StepPolicy::Ordered,
+            "web",
+            "uid",
+            2,
+            &observed,
+        );
         assert!(s.create.is_empty());
         assert!(s.waiting.unwrap().contains("ready"));
         observed[0].ready = true;
-        let s = step(Naming::Ordinal, StepPolicy::Ordered, "web", "uid", 2, &observed);
+        let s = step(
+            Naming::Ordinal,
+            StepPolicy::Ordered,
+            "web",
+            "uid",
+            2,
+            &observed,
+        );
         assert_eq!(s.create.len(), 1);
     }
 }

@@ -32,13 +32,19 @@ pub fn is_list_path(path: &str) -> bool {
         // Slices and unions live inside brackets.
         path.split('[').skip(1).any(|b| {
             let inner = b.split(']').next().unwrap_or_default();
-            !inner.starts_with('\'') && !inner.starts_with('"') && (inner.contains(':') || inner.contains(','))
+            !inner.starts_with('\'')
+                && !inner.starts_with('"')
+                && (inner.contains(':') || inner.contains(','))
         })
     }
 }
 
 /// Computes the rule's status fields over `doc` (`{parent, children, related}`) and `ctx`.
-pub fn project(rule: &CompiledRule, doc: &Json, ctx: &Value) -> Result<Map<String, Json>, ProjectionError> {
+pub fn project(
+    rule: &CompiledRule,
+    doc: &Json,
+    ctx: &Value,
+) -> Result<Map<String, Json>, ProjectionError> {
     let mut out = Map::new();
     for (field, projection) in &rule.spec.status.fields {
         if let Some(value) = project_one(rule, field, projection, doc, ctx)? {
@@ -61,8 +67,13 @@ fn project_one(
         message,
     };
     let mut value = if let (Some(path), Some(query)) = (&projection.path, rule.paths.get(field)) {
-        let found = js_path_process(query, doc)
-            .map_err(|e| fail(&format!("spec.status.fields.{field}.path"), None, e.to_string()))?;
+        let found = js_path_process(query, doc).map_err(|e| {
+            fail(
+                &format!("spec.status.fields.{field}.path"),
+                None,
+                e.to_string(),
+            )
+        })?;
         let mut values: Vec<Json> = found.into_iter().map(|r| r.val().clone()).collect();
         if is_list_path(path) {
             Some(Json::Array(std::mem::take(&mut values)))
@@ -77,10 +88,10 @@ fn project_one(
             .map_err(|e| fail(&name, Some(&e), e.to_string()))?;
         Some(to_json(&v)).filter(|j| !j.is_null())
     };
-    if projection.sort {
-        if let Some(Json::Array(items)) = &mut value {
-            items.sort_by(compare);
-        }
+    if projection.sort
+        && let Some(Json::Array(items)) = &mut value
+    {
+        items.sort_by(compare);
     }
     Ok(value.or_else(|| projection.default.clone()))
 }
@@ -112,12 +123,22 @@ pub struct Condition {
 impl Condition {
     /// A condition that holds.
     pub fn met(type_: &str, reason: &str, message: impl Into<String>) -> Self {
-        Self { type_: type_.into(), status: true, reason: reason.into(), message: message.into() }
+        Self {
+            type_: type_.into(),
+            status: true,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     /// A condition that does not hold.
     pub fn unmet(type_: &str, reason: &str, message: impl Into<String>) -> Self {
-        Self { type_: type_.into(), status: false, reason: reason.into(), message: message.into() }
+        Self {
+            type_: type_.into(),
+            status: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -127,9 +148,21 @@ fn status_word(status: bool) -> &'static str {
 
 /// The `status.conditions` list: `new` conditions replace those of the same type in
 /// `previous`; a condition whose status did not change keeps its `lastTransitionTime`.
-pub fn merge_conditions(previous: Option<&Json>, new: &[Condition], generation: Option<i64>, now: Timestamp) -> Json {
-    let previous: Vec<Json> = previous.and_then(Json::as_array).cloned().unwrap_or_default();
-    let find = |t: &str| previous.iter().find(|c| c.get("type").and_then(Json::as_str) == Some(t));
+pub fn merge_conditions(
+    previous: Option<&Json>,
+    new: &[Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Json {
+    let previous: Vec<Json> = previous
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let find = |t: &str| {
+        previous
+            .iter()
+            .find(|c| c.get("type").and_then(Json::as_str) == Some(t))
+    };
     let now = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let mut out: Vec<Json> = new
         .iter()
@@ -192,11 +225,26 @@ mod tests {
     fn transition_time_is_kept_while_status_holds() {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2026-01-01T00:05:00Z".parse().unwrap();
-        let first = merge_conditions(None, &[Condition::unmet(READY, "Progressing", "x")], Some(1), t0);
-        let same = merge_conditions(Some(&first), &[Condition::unmet(READY, "Progressing", "y")], Some(2), t1);
+        let first = merge_conditions(
+            None,
+            &[Condition::unmet(READY, "Progressing", "x")],
+            Some(1),
+            t0,
+        );
+        let same = merge_conditions(
+            Some(&first),
+            &[Condition::unmet(READY, "Progressing", "y")],
+            Some(2),
+            t1,
+        );
         assert_eq!(same[0]["lastTransitionTime"], "2026-01-01T00:00:00Z");
         assert_eq!(same[0]["observedGeneration"], 2);
-        let flipped = merge_conditions(Some(&same), &[Condition::met(READY, "Ready", "")], Some(2), t1);
+        let flipped = merge_conditions(
+            Some(&same),
+            &[Condition::met(READY, "Ready", "")],
+            Some(2),
+            t1,
+        );
         assert_eq!(flipped[0]["lastTransitionTime"], "2026-01-01T00:05:00Z");
         assert_eq!(flipped[0]["status"], "True");
     }
@@ -207,6 +255,9 @@ mod tests {
         let prev = json!([{"type": "Custom", "status": "True"}]);
         let out = merge_conditions(Some(&prev), &[Condition::met(READY, "Ready", "")], None, t0);
         assert_eq!(out.as_array().unwrap().len(), 2);
-        assert_eq!(condition_status(Some(&json!({"conditions": out})), "Custom"), Some(true));
+        assert_eq!(
+            condition_status(Some(&json!({"conditions": out})), "Custom"),
+            Some(true)
+        );
     }
 }

@@ -110,10 +110,10 @@ impl Templates {
                 ));
             }
             // Output of macros and `{% filter %}` blocks is template text with its own tokens.
-            if value.is_safe() {
-                if let Some(text) = value.as_str() {
-                    return out.write_str(text).map_err(minijinja::Error::from);
-                }
+            if value.is_safe()
+                && let Some(text) = value.as_str()
+            {
+                return out.write_str(text).map_err(minijinja::Error::from);
             }
             let slots = state.get_or_insert_extension_with(Slots::default);
             let index = slots.0.len();
@@ -203,13 +203,12 @@ impl Templates {
 
 /// Generic readiness: a `Ready` condition decides; else a Pod must be `Running`; else ready.
 pub fn is_ready(obj: &Json) -> bool {
-    if let Some(conditions) = obj.pointer("/status/conditions").and_then(Json::as_array) {
-        if let Some(ready) = conditions
+    if let Some(conditions) = obj.pointer("/status/conditions").and_then(Json::as_array)
+        && let Some(ready) = conditions
             .iter()
             .find(|c| c.get("type").and_then(Json::as_str) == Some("Ready"))
-        {
-            return ready.get("status").and_then(Json::as_str) == Some("True");
-        }
+    {
+        return ready.get("status").and_then(Json::as_str) == Some("True");
     }
     if obj.get("kind").and_then(Json::as_str) == Some("Pod") {
         return obj.pointer("/status/phase").and_then(Json::as_str) == Some("Running");
@@ -388,28 +387,27 @@ fn plain(raw: &str) -> Json {
     if let Ok(i) = raw.parse::<i64>() {
         return Json::from(i);
     }
-    if let Some(hex) = raw.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Json::from(i);
-        }
+    if let Some(hex) = raw.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Json::from(i);
     }
-    if let Some(oct) = raw.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
-            return Json::from(i);
-        }
+    if let Some(oct) = raw.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Json::from(i);
     }
     let looks_numeric = raw
         .chars()
         .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
         && raw.chars().any(|c| c.is_ascii_digit());
-    if looks_numeric {
-        if let Some(n) = raw
+    if looks_numeric
+        && let Some(n) = raw
             .parse::<f64>()
             .ok()
             .and_then(serde_json::Number::from_f64)
-        {
-            return Json::Number(n);
-        }
+    {
+        return Json::Number(n);
     }
     Json::String(raw.to_string())
 }

@@ -119,6 +119,21 @@ impl Checker<'_> {
     }
 }
 
+/// Condenses a parser's multi-line report (`--> 1:16`, a caret drawing, `= expected x`)
+/// into one line, so each error stays one line of `ruleop check` output.
+fn one_line(report: &str) -> String {
+    let column = report
+        .split("-->")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pos| pos.split(':').nth(1));
+    let expected = report.lines().find_map(|l| l.trim().strip_prefix("= "));
+    match (column, expected) {
+        (Some(col), Some(what)) => format!("at character {col}: {what}"),
+        _ => report.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
+
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -275,7 +290,7 @@ pub fn compile(
                 }
                 Err(e) => c.error(
                     &format!("{base}.path"),
-                    format!("invalid JSONPath {p:?}: {e}"),
+                    format!("invalid JSONPath {p:?}: {}", one_line(&e.to_string())),
                 ),
             },
             (None, Some(e)) => c.expression(&format!("{base}.expr"), e),

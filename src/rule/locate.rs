@@ -54,11 +54,11 @@ impl Spans {
             match event {
                 Event::Scalar(value, style, ..) => {
                     // A scalar in key position only names the next value.
-                    if let Some(Frame::Map { key, .. }) = stack.last_mut() {
-                        if key.is_none() {
-                            *key = Some(value.into_owned());
-                            continue;
-                        }
+                    if let Some(Frame::Map { key, .. }) = stack.last_mut()
+                        && key.is_none()
+                    {
+                        *key = Some(value.into_owned());
+                        continue;
                     }
                     let content_line = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded)
                         .then(|| block_content_line(source, span.start.index()));

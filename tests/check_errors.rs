@@ -1,0 +1,152 @@
+//! `ruleop check` on broken rule files: each gives exactly one located error and a
+//! non-zero exit; a valid set prints one summary line per rule.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on bad fixtures
+
+use std::path::Path;
+use std::process::Command;
+
+const GOOD: &str = include_str!("../rules/memcached.yaml");
+
+fn check(dir: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
+        .arg("check")
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Writes `source` as the only rule file of a fresh directory and checks it.
+fn check_source(source: &str) -> (bool, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rule.yaml"), source).unwrap();
+    let (ok, out) = check(dir.path());
+    (ok, out.lines().map(str::to_string).collect())
+}
+
+/// The single error line, asserting its position.
+fn single_error(source: &str, line: usize, needle: &str) {
+    let (ok, lines) = check_source(source);
+    assert!(!ok, "check must fail");
+    assert_eq!(lines.len(), 1, "exactly one error: {lines:#?}");
+    let expected = format!("rule.yaml:{line}:");
+    assert!(
+        lines[0].starts_with("error ") && lines[0].contains(&expected),
+        "wanted {expected} in {}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(needle),
+        "wanted {needle:?} in {}",
+        lines[0]
+    );
+}
+
+fn line_of(source: &str, needle: &str) -> usize {
+    source.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn reference_rules_pass() {
+    let (ok, out) = check(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")));
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), 6, "{out}");
+    assert!(out.lines().all(|l| l.starts_with("ok ")), "{out}");
+}
+
+#[test]
+fn yaml_syntax_error() {
+    let source = GOOD.replace("  children:\n", "  children: [\n");
+    // The parser reports the error where it gives up: the line after the open bracket.
+    single_error(
+        &source,
+        line_of(&source, "children: [") + 1,
+        "did not find expected node content",
+    );
+}
+
+#[test]
+fn unknown_field() {
+    let source = GOOD.replace("      template: |\n        metadata:\n          name: {{ parent.metadata.name }}\n        spec:\n          replicas", "      tempalte: |\n        metadata:\n          name: {{ parent.metadata.name }}\n        spec:\n          replicas");
+    single_error(
+        &source,
+        line_of(&source, "tempalte"),
+        "unknown field `tempalte`",
+    );
+}
+
+#[test]
+fn template_that_does_not_compile() {
+    let source = GOOD.replace(
+        "replicas: {{ parent.spec.size }}",
+        "replicas: {{ parent.spec.size }",
+    );
+    single_error(
+        &source,
+        line_of(&source, "replicas: {{ parent.spec.size }"),
+        "template does not compile",
+    );
+}
+
+#[test]
+fn bad_jsonpath() {
+    let source = GOOD.replace(
+        "$.related.pods[*].metadata.name",
+        "$.related.pods[*.metadata.name",
+    );
+    single_error(
+        &source,
+        line_of(&source, "pods[*.metadata"),
+        "invalid JSONPath",
+    );
+}
+
+#[test]
+fn child_kind_not_allowed() {
+    let source = GOOD.replace("    - {apiVersion: v1, kind: Service}\n", "");
+    let child_kind = source
+        .lines()
+        .position(|l| l == "      kind: Service")
+        .unwrap()
+        + 1;
+    single_error(
+        &source,
+        child_kind,
+        "child kind v1/Service is not in spec.allow",
+    );
+}
+
+#[test]
+fn expression_that_does_not_compile() {
+    let source = GOOD.replace(
+        "rule: parent.spec.size is number",
+        "rule: parent.spec.size is number and (",
+    );
+    single_error(
+        &source,
+        line_of(&source, "and ("),
+        "expression does not compile",
+    );
+}
+
+#[test]
+fn two_rules_for_one_kind_refuse_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        GOOD.replace("name: memcached\nspec:", "name: memcached-two\nspec:"),
+    )
+    .unwrap();
+    let (ok, out) = check(dir.path());
+    assert!(!ok);
+    assert!(
+        out.contains("ok    ")
+            && out.contains("b.yaml")
+            && out.contains("already governed by rule \"memcached\""),
+        "{out}"
+    );
+}
