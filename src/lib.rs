@@ -4,10 +4,16 @@
 //! [`rule`], a parent and the observed objects; the command line's `render` and the controller
 //! call the same planner.
 
+pub mod apply;
+pub mod cache;
 pub mod cli;
+pub mod controller;
+pub mod leader;
 pub mod meta;
 pub mod plan;
 pub mod rule;
+pub mod run;
 pub mod scale;
 pub mod status;
+pub mod telemetry;
 pub mod template;

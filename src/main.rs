@@ -44,6 +44,8 @@ enum Command {
     },
     /// Print the JSON Schema of the rule format.
     Schema,
+    /// Run the controller against the cluster of the current kubeconfig.
+    Run(ruleop::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,8 +66,29 @@ fn main() -> ExitCode {
             now,
         } => cli::render(&rule, &resource, &observed, now, output, &mut out).map(|_| ()),
         Command::Schema => cli::schema(&mut out),
+        Command::Run(run_args) => {
+            drop(out);
+            return run_controller(run_args);
+        }
     };
     match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ruleop: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_controller(args: ruleop::run::RunArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ruleop: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ruleop::run::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ruleop: {e}");

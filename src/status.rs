@@ -195,6 +195,30 @@ pub fn merge_conditions(
     Json::Array(out)
 }
 
+/// `status` with `condition` set (others kept), as [`merge_conditions`] would.
+pub fn with_condition(
+    status: Option<&Json>,
+    condition: &Condition,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Json {
+    let mut out = status
+        .cloned()
+        .filter(Json::is_object)
+        .unwrap_or_else(|| json!({}));
+    let merged = merge_conditions(
+        status.and_then(|s| s.get("conditions")),
+        std::slice::from_ref(condition),
+        generation,
+        now,
+    );
+    out["conditions"] = merged;
+    if let Some(g) = generation {
+        out["observedGeneration"] = json!(g);
+    }
+    out
+}
+
 /// The status of condition `type_` in a status object, if present.
 pub fn condition_status(status: Option<&Json>, type_: &str) -> Option<bool> {
     status?

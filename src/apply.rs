@@ -1,0 +1,493 @@
+//! Acting on a plan against the API server: server-side apply with one field manager,
+//! deletions with uid preconditions (prune only after every apply succeeded), status through
+//! the status subresource only when it changed, finalizer patches and Events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
+};
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
+use serde_json::{Value as Json, json};
+
+use crate::cache::{GroupKind, KindCache};
+use crate::controller::queue::Outcome;
+use crate::meta::{self, ObjectKey};
+use crate::plan::{Action, Deletion, Desired, EventType, FinalizerChange, Plan, reason};
+use crate::rule::{UpdateStrategy, split_api_version};
+use crate::status::{self, Condition, READY};
+use crate::telemetry::Metrics;
+
+/// How long a parent waits before a retry when retrying cannot help until something changes
+/// (bad input, forbidden, a name conflict); its watch events still trigger reconciles.
+pub const PERMANENT_RETRY: Duration = Duration::from_secs(300);
+
+/// A failed API call, classified.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {verb} {object}: {source}")]
+pub struct ActError {
+    /// What was attempted (`apply`, `delete`, ...).
+    pub verb: &'static str,
+    /// The object.
+    pub object: String,
+    /// The API error.
+    #[source]
+    pub source: kube::Error,
+}
+
+impl ActError {
+    /// Whether a retry may succeed without anything changing.
+    pub fn is_transient(&self) -> bool {
+        match &self.source {
+            kube::Error::Api(status) => {
+                matches!(status.code, 404 | 409 | 429) || status.code >= 500
+            }
+            _ => true,
+        }
+    }
+
+    /// The CamelCase reason shown in the condition.
+    pub fn reason(&self) -> &'static str {
+        match &self.source {
+            kube::Error::Api(s) if s.code == 403 => "Forbidden",
+            kube::Error::Api(s) if s.code == 422 || s.code == 400 => "Invalid",
+            kube::Error::Api(s) if s.code == 409 => "Conflict",
+            _ => "ApplyFailed",
+        }
+    }
+
+    /// The API server's own message.
+    pub fn message(&self) -> String {
+        match &self.source {
+            kube::Error::Api(s) => format!("{} {}: {}", self.verb, self.object, s.message),
+            other => format!("{} {}: {other}", self.verb, self.object),
+        }
+    }
+}
+
+/// How a reconcile went, for metrics and the queue.
+#[derive(Debug)]
+pub struct Report {
+    /// What the queue does next.
+    pub outcome: Outcome,
+    /// `ok`, `invalid` or `error`.
+    pub result: &'static str,
+    /// The error reason, if any.
+    pub reason: Option<String>,
+}
+
+/// Everything needed to act for one parent.
+pub struct Target<'a> {
+    /// The parent.
+    pub parent: &'a Json,
+    /// The parent's kind.
+    pub parent_kind: &'a KindCache,
+    /// Caches of the rule's child kinds.
+    pub kinds: &'a HashMap<GroupKind, Arc<KindCache>>,
+}
+
+/// Executes plans.
+pub struct Actor {
+    client: Client,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+}
+
+fn api_for(client: &Client, cache: &KindCache, namespace: &str) -> Api<DynamicObject> {
+    if cache.namespaced {
+        Api::namespaced_with(client.clone(), namespace, &cache.resource)
+    } else {
+        Api::all_with(client.clone(), &cache.resource)
+    }
+}
+
+fn group_kind(api_version: &str, kind: &str) -> GroupKind {
+    GroupKind {
+        group: split_api_version(api_version).0.to_string(),
+        kind: kind.to_string(),
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+impl Actor {
+    /// An actor writing with `client`, recording Events as `reporter`.
+    pub fn new(client: Client, metrics: Arc<Metrics>, reporter: &str) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "ruleop".into(),
+                instance: Some(reporter.to_string()),
+            },
+        );
+        Self {
+            client,
+            metrics,
+            recorder,
+        }
+    }
+
+    /// Carries out `plan` for `target`.
+    pub async fn execute(&self, target: &Target<'_>, plan: Plan) -> Report {
+        let parent = target.parent;
+        let parent_api = api_for(&self.client, target.parent_kind, meta::namespace(parent));
+        let parent_name = meta::name(parent).to_string();
+        let mut events = plan.events.clone();
+        let mut failure: Option<(Condition, bool)> = None;
+
+        if plan.finalizer == FinalizerChange::Add
+            && let Err(e) = self.set_finalizer(&parent_api, parent, true).await
+        {
+            return self.fail(target, &parent_api, e, events).await;
+        }
+
+        let mut applied_all = true;
+        for desired in &plan.apply {
+            match self.apply_one(target, desired).await {
+                Ok(ApplyResult::Done) => {}
+                Ok(ApplyResult::Conflict(message)) => {
+                    applied_all = false;
+                    events.retain(|e| {
+                        !(e.reason == "Created"
+                            && e.message
+                                .contains(&ObjectKey::of(&desired.object).to_string()))
+                    });
+                    events.push(crate::plan::PlanEvent {
+                        type_: EventType::Warning,
+                        reason: reason::CONFLICT.into(),
+                        message: message.clone(),
+                    });
+                    failure = Some((Condition::unmet(READY, reason::CONFLICT, message), false));
+                }
+                Err(e) => {
+                    events.retain(|ev| ev.type_ == EventType::Warning);
+                    return self.fail(target, &parent_api, e, events).await;
+                }
+            }
+        }
+
+        // Prune only after every apply succeeded.
+        if applied_all {
+            for deletion in &plan.delete {
+                if let Err(e) = self.delete_one(target, deletion).await {
+                    return self.fail(target, &parent_api, e, events).await;
+                }
+            }
+        } else {
+            events.retain(|e| e.reason != "Deleted");
+        }
+
+        let generation = parent
+            .pointer("/metadata/generation")
+            .and_then(Json::as_i64);
+        let new_status = match &failure {
+            Some((condition, _)) => Some(status::with_condition(
+                plan.status.as_ref().or(parent.get("status")),
+                condition,
+                generation,
+                Timestamp::now(),
+            )),
+            None => plan.status.clone(),
+        };
+        if let Some(new_status) = new_status
+            && parent.get("status") != Some(&new_status)
+            && let Err(e) = self.write_status(&parent_api, parent, &new_status).await
+        {
+            return self.fail(target, &parent_api, e, events).await;
+        }
+        self.publish(parent, &events).await;
+
+        if plan.finalizer == FinalizerChange::Remove
+            && let Err(e) = self.set_finalizer(&parent_api, parent, false).await
+        {
+            return self.fail(target, &parent_api, e, Vec::new()).await;
+        }
+        let _ = parent_name;
+        if failure.is_some() {
+            return Report {
+                outcome: Outcome::Ok(Some(Duration::from_secs(60))),
+                result: "invalid",
+                reason: Some(reason::CONFLICT.into()),
+            };
+        }
+        if let Some(f) = &plan.failure {
+            return Report {
+                outcome: Outcome::Ok(plan.requeue_after.or(Some(PERMANENT_RETRY))),
+                result: "invalid",
+                reason: Some(f.reason.clone()),
+            };
+        }
+        Report {
+            outcome: Outcome::Ok(plan.requeue_after),
+            result: "ok",
+            reason: None,
+        }
+    }
+
+    /// Reports an API failure on the parent: `Ready=False` with the server's message and a
+    /// Warning; transient failures retry with backoff, permanent ones wait.
+    async fn fail(
+        &self,
+        target: &Target<'_>,
+        parent_api: &Api<DynamicObject>,
+        error: ActError,
+        mut events: Vec<crate::plan::PlanEvent>,
+    ) -> Report {
+        let parent = target.parent;
+        let transient = error.is_transient();
+        let message = error.message();
+        if transient {
+            tracing::info!(parent = %ObjectKey::of(parent), error = %message, "transient error; retrying with backoff");
+        } else {
+            tracing::warn!(parent = %ObjectKey::of(parent), error = %message, "reconcile failed");
+            let generation = parent
+                .pointer("/metadata/generation")
+                .and_then(Json::as_i64);
+            let condition = Condition::unmet(READY, error.reason(), message.clone());
+            let new_status = status::with_condition(
+                parent.get("status"),
+                &condition,
+                generation,
+                Timestamp::now(),
+            );
+            if parent.get("status") != Some(&new_status)
+                && let Err(e) = self.write_status(parent_api, parent, &new_status).await
+            {
+                tracing::warn!(error = %e, "cannot write status");
+            }
+            events.push(crate::plan::PlanEvent {
+                type_: EventType::Warning,
+                reason: error.reason().into(),
+                message,
+            });
+            self.publish(parent, &events).await;
+        }
+        Report {
+            outcome: if transient {
+                Outcome::Retry
+            } else {
+                Outcome::Ok(Some(PERMANENT_RETRY))
+            },
+            result: "error",
+            reason: Some(error.reason().into()),
+        }
+    }
+
+    async fn apply_one(
+        &self,
+        target: &Target<'_>,
+        desired: &Desired,
+    ) -> Result<ApplyResult, ActError> {
+        let key = ObjectKey::of(&desired.object);
+        let gk = group_kind(&key.api_version, &key.kind);
+        let Some(cache) = target.kinds.get(&gk) else {
+            return Ok(ApplyResult::Conflict(format!(
+                "{key}: kind {gk} is not served by the cluster"
+            )));
+        };
+        let api = api_for(&self.client, cache, &key.namespace);
+        let err = |verb: &'static str, source: kube::Error| ActError {
+            verb,
+            object: key.to_string(),
+            source,
+        };
+        match desired.action {
+            Action::UpToDate => return Ok(ApplyResult::Done),
+            Action::Conflict => {
+                return Ok(ApplyResult::Conflict(format!(
+                    "{key} exists and is not owned by this {}; ruleop will not adopt or overwrite it",
+                    meta::kind(target.parent)
+                )));
+            }
+            Action::Create => {
+                // A label-filtered cache cannot see objects others made: look before creating.
+                if cache.managed_only
+                    && cache.get(&key.namespace, &key.name).is_none()
+                    && let Some(existing) =
+                        api.get_opt(&key.name).await.map_err(|e| err("get", e))?
+                {
+                    let json = serde_json::to_value(&existing).unwrap_or(Json::Null);
+                    let parent_uid = meta::uid(target.parent);
+                    if !(meta::label(&json, meta::OWNER_LABEL) == Some(parent_uid)
+                        && meta::is_owned_by(&json, parent_uid))
+                    {
+                        return Ok(ApplyResult::Conflict(format!(
+                            "{key} exists and is not owned by this {}; ruleop will not adopt or overwrite it",
+                            meta::kind(target.parent)
+                        )));
+                    }
+                }
+            }
+            Action::Update if desired.strategy == UpdateStrategy::Recreate => {
+                if let Some(old) = cache.get(&key.namespace, &key.name) {
+                    self.metrics.write("delete");
+                    let dp = DeleteParams {
+                        preconditions: Some(Preconditions {
+                            uid: Some(meta::uid(&old).to_string()),
+                            resource_version: None,
+                        }),
+                        propagation_policy: Some(PropagationPolicy::Background),
+                        ..DeleteParams::default()
+                    };
+                    match api.delete(&key.name, &dp).await {
+                        Ok(_) => {}
+                        Err(e) if is_not_found(&e) => {}
+                        Err(e) => return Err(err("delete", e)),
+                    }
+                    // The deletion's watch event brings the next reconcile, which creates it anew.
+                    return Ok(ApplyResult::Done);
+                }
+            }
+            Action::Update => {}
+        }
+        self.metrics.write("apply");
+        let params = PatchParams::apply(meta::FIELD_MANAGER).force();
+        api.patch(&key.name, &params, &Patch::Apply(&desired.object))
+            .await
+            .map_err(|e| err("apply", e))?;
+        Ok(ApplyResult::Done)
+    }
+
+    async fn delete_one(&self, target: &Target<'_>, deletion: &Deletion) -> Result<(), ActError> {
+        let gk = group_kind(&deletion.key.api_version, &deletion.key.kind);
+        let Some(cache) = target.kinds.get(&gk) else {
+            return Ok(());
+        };
+        let api = api_for(&self.client, cache, &deletion.key.namespace);
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(deletion.uid.clone()),
+                resource_version: None,
+            }),
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        self.metrics.write("delete");
+        match api.delete(&deletion.key.name, &dp).await {
+            Ok(_) => Ok(()),
+            // Gone already, or a newer object of that name: nothing of ours to delete.
+            Err(e) if is_not_found(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) => {
+                Ok(())
+            }
+            Err(e) => Err(ActError {
+                verb: "delete",
+                object: deletion.key.to_string(),
+                source: e,
+            }),
+        }
+    }
+
+    async fn write_status(
+        &self,
+        api: &Api<DynamicObject>,
+        parent: &Json,
+        new: &Json,
+    ) -> Result<(), ActError> {
+        // A merge patch merges maps: fields that disappeared are set to null to remove them.
+        let mut patch = new.clone();
+        if let (Some(old), Some(p)) = (
+            parent.get("status").and_then(Json::as_object),
+            patch.as_object_mut(),
+        ) {
+            for k in old.keys() {
+                p.entry(k.clone()).or_insert(Json::Null);
+            }
+        }
+        self.metrics.write("status");
+        api.patch_status(
+            meta::name(parent),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": patch })),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| ActError {
+            verb: "update status of",
+            object: ObjectKey::of(parent).to_string(),
+            source: e,
+        })
+    }
+
+    async fn set_finalizer(
+        &self,
+        api: &Api<DynamicObject>,
+        parent: &Json,
+        present: bool,
+    ) -> Result<(), ActError> {
+        let mut finalizers: Vec<String> = parent
+            .pointer("/metadata/finalizers")
+            .and_then(Json::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        finalizers.retain(|f| f != meta::FINALIZER);
+        if present {
+            finalizers.push(meta::FINALIZER.into());
+        }
+        // resourceVersion makes the patch fail (409, retried) if the list changed meanwhile.
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": parent.pointer("/metadata/resourceVersion")}});
+        self.metrics.write("finalizer");
+        match api
+            .patch(
+                meta::name(parent),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if !present && is_not_found(&e) => Ok(()),
+            Err(e) => Err(ActError {
+                verb: "update finalizers of",
+                object: ObjectKey::of(parent).to_string(),
+                source: e,
+            }),
+        }
+    }
+
+    async fn publish(&self, parent: &Json, events: &[crate::plan::PlanEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let reference = ObjectReference {
+            api_version: Some(meta::api_version(parent).into()),
+            kind: Some(meta::kind(parent).into()),
+            name: Some(meta::name(parent).into()),
+            namespace: Some(meta::namespace(parent).into()).filter(|n: &String| !n.is_empty()),
+            uid: Some(meta::uid(parent).into()),
+            ..ObjectReference::default()
+        };
+        for e in events {
+            let event = Event {
+                type_: if e.type_ == EventType::Warning {
+                    KubeEventType::Warning
+                } else {
+                    KubeEventType::Normal
+                },
+                reason: e.reason.clone(),
+                note: Some(e.message.chars().take(1000).collect()),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            self.metrics.write("event");
+            if let Err(err) = self.recorder.publish(&event, &reference).await {
+                tracing::debug!(error = %err, "cannot record event");
+            }
+        }
+    }
+}
+
+enum ApplyResult {
+    Done,
+    Conflict(String),
+}

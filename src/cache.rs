@@ -1,0 +1,331 @@
+//! In-memory caches of watched kinds. One watch per kind (per namespace in scope), shared by
+//! every rule that uses the kind; objects are kept as JSON without `managedFields`, indexed by
+//! namespace/name, by parent uid (ruleop's owner label) and by uid.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde_json::Value as Json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::meta;
+
+/// `(namespace, name)`.
+pub type ObjKey = (String, String);
+
+/// A watched kind, identified by group and kind (the version is the preferred one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKind {
+    /// API group ("" for core).
+    pub group: String,
+    /// Kind.
+    pub kind: String,
+}
+
+impl std::fmt::Display for GroupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.group.is_empty() {
+            write!(f, "{}", self.kind)
+        } else {
+            write!(f, "{}.{}", self.kind, self.group)
+        }
+    }
+}
+
+/// A change seen by a watch.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The kind.
+    pub kind: GroupKind,
+    /// The object as now (or as last seen, when deleted).
+    pub object: Arc<Json>,
+    /// The object before the change, if it was cached.
+    pub old: Option<Arc<Json>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    objects: HashMap<ObjKey, Arc<Json>>,
+    by_owner: HashMap<String, HashSet<ObjKey>>,
+    by_uid: HashMap<String, ObjKey>,
+}
+
+impl Inner {
+    fn insert(&mut self, obj: Arc<Json>) -> Option<Arc<Json>> {
+        let key = key_of(&obj);
+        let old = self.remove(&key);
+        if let Some(owner) = meta::label(&obj, meta::OWNER_LABEL) {
+            self.by_owner
+                .entry(owner.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
+        self.by_uid.insert(meta::uid(&obj).to_string(), key.clone());
+        self.objects.insert(key, obj);
+        old
+    }
+
+    fn remove(&mut self, key: &ObjKey) -> Option<Arc<Json>> {
+        let old = self.objects.remove(key)?;
+        if let Some(owner) = meta::label(&old, meta::OWNER_LABEL)
+            && let Some(set) = self.by_owner.get_mut(owner)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_owner.remove(owner);
+            }
+        }
+        self.by_uid.remove(meta::uid(&old));
+        Some(old)
+    }
+}
+
+fn key_of(obj: &Json) -> ObjKey {
+    (
+        meta::namespace(obj).to_string(),
+        meta::name(obj).to_string(),
+    )
+}
+
+/// The cache of one kind.
+pub struct KindCache {
+    /// The kind.
+    pub kind: GroupKind,
+    /// How to reach it.
+    pub resource: ApiResource,
+    /// Whether objects live in namespaces.
+    pub namespaced: bool,
+    /// Whether only ruleop-managed objects are watched (children-only kinds).
+    pub managed_only: bool,
+    inner: RwLock<Inner>,
+    synced: AtomicBool,
+    synced_scopes: std::sync::Mutex<usize>,
+    scopes: usize,
+}
+
+impl KindCache {
+    /// An empty cache.
+    pub fn new(
+        kind: GroupKind,
+        resource: ApiResource,
+        namespaced: bool,
+        managed_only: bool,
+        scopes: usize,
+    ) -> Self {
+        Self {
+            kind,
+            resource,
+            namespaced,
+            managed_only,
+            inner: RwLock::default(),
+            synced: AtomicBool::new(false),
+            synced_scopes: std::sync::Mutex::new(0),
+            scopes: scopes.max(1),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether every watch of this kind has listed once.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// The object at `namespace/name`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Json>> {
+        self.read()
+            .objects
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// The object with `uid`.
+    pub fn by_uid(&self, uid: &str) -> Option<Arc<Json>> {
+        let inner = self.read();
+        inner
+            .by_uid
+            .get(uid)
+            .and_then(|k| inner.objects.get(k))
+            .cloned()
+    }
+
+    /// Objects labelled as rendered for the parent with `uid`.
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<Json>> {
+        let inner = self.read();
+        inner
+            .by_owner
+            .get(uid)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| inner.objects.get(k).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Objects in `namespace` (all objects when `None`).
+    pub fn list(&self, namespace: Option<&str>) -> Vec<Arc<Json>> {
+        self.read()
+            .objects
+            .iter()
+            .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// Number of cached objects.
+    pub fn len(&self) -> usize {
+        self.read().objects.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn apply(&self, obj: Arc<Json>) -> Option<Arc<Json>> {
+        self.write().insert(obj)
+    }
+
+    fn delete(&self, obj: &Json) -> Option<Arc<Json>> {
+        self.write().remove(&key_of(obj))
+    }
+
+    /// Replaces the objects of one scope (a namespace, or all) after a (re)list; returns the
+    /// objects that vanished.
+    fn replace_scope(&self, namespace: Option<&str>, objects: Vec<Arc<Json>>) -> Vec<Arc<Json>> {
+        let mut inner = self.write();
+        let fresh: HashSet<ObjKey> = objects.iter().map(|o| key_of(o)).collect();
+        let stale: Vec<ObjKey> = inner
+            .objects
+            .keys()
+            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns))
+            .filter(|k| !fresh.contains(*k))
+            .cloned()
+            .collect();
+        let gone = stale.iter().filter_map(|k| inner.remove(k)).collect();
+        for o in objects {
+            inner.insert(o);
+        }
+        gone
+    }
+}
+
+/// Converts a watched object into the cached form.
+fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Json> {
+    let mut obj = obj;
+    obj.metadata.managed_fields = None;
+    let mut json = serde_json::to_value(&obj).unwrap_or(Json::Null);
+    if let Some(map) = json.as_object_mut() {
+        map.entry("apiVersion")
+            .or_insert_with(|| Json::String(resource.api_version.clone()));
+        map.entry("kind")
+            .or_insert_with(|| Json::String(resource.kind.clone()));
+        if let Some(annotations) = map
+            .get_mut("metadata")
+            .and_then(|m| m.get_mut("annotations"))
+            .and_then(Json::as_object_mut)
+        {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+    Arc::new(json)
+}
+
+/// Runs the watch of `cache` for one namespace (or all), feeding `changes` until cancelled.
+pub async fn watch(
+    client: Client,
+    cache: Arc<KindCache>,
+    namespace: Option<String>,
+    changes: mpsc::UnboundedSender<Change>,
+    cancel: CancellationToken,
+) {
+    let api: Api<DynamicObject> = match (&namespace, cache.namespaced) {
+        (Some(ns), true) => Api::namespaced_with(client, ns, &cache.resource),
+        _ => Api::all_with(client, &cache.resource),
+    };
+    let mut config = watcher::Config::default().any_semantic();
+    if cache.managed_only {
+        config = config.labels(&format!("{}={}", meta::MANAGED_BY_LABEL, meta::MANAGED_BY));
+    }
+    let scope = if cache.namespaced {
+        namespace.clone()
+    } else {
+        None
+    };
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut buffer: Vec<Arc<Json>> = Vec::new();
+    let mut counted = false;
+    loop {
+        let event = tokio::select! {
+            () = cancel.cancelled() => return,
+            next = stream.next() => match next {
+                Some(e) => e,
+                None => return,
+            },
+        };
+        let send = |object: Arc<Json>, old: Option<Arc<Json>>| {
+            let _ = changes.send(Change {
+                kind: cache.kind.clone(),
+                object,
+                old,
+            });
+        };
+        match event {
+            Ok(Event::Apply(obj)) => {
+                let obj = to_cached(obj, &cache.resource);
+                let old = cache.apply(obj.clone());
+                send(obj, old);
+            }
+            Ok(Event::Delete(obj)) => {
+                let obj = to_cached(obj, &cache.resource);
+                let old = cache.delete(&obj);
+                send(obj, old);
+            }
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(obj)) => buffer.push(to_cached(obj, &cache.resource)),
+            Ok(Event::InitDone) => {
+                let objects = std::mem::take(&mut buffer);
+                let gone = cache.replace_scope(scope.as_deref(), objects.clone());
+                if !counted {
+                    counted = true;
+                    let mut synced = cache
+                        .synced_scopes
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *synced += 1;
+                    if *synced >= cache.scopes {
+                        cache.synced.store(true, Ordering::Release);
+                    }
+                }
+                tracing::debug!(kind = %cache.kind, objects = objects.len(), "listed");
+                for o in gone {
+                    send(o.clone(), Some(o));
+                }
+                for o in objects {
+                    send(o, None);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(kind = %cache.kind, error = %e, "watch failed; retrying with backoff");
+            }
+        }
+    }
+}

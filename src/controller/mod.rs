@@ -1,0 +1,616 @@
+//! `ruleop run`: one dynamic controller for every rule. Observe (shared per-kind watches) →
+//! plan (the pure planner) → act (the apply module), per parent, from a deduplicating queue.
+
+pub mod queue;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::Client;
+use kube::core::GroupVersionKind;
+use serde_json::{Value as Json, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{Actor, Target};
+use crate::cache::{self, Change, GroupKind, KindCache};
+use crate::meta;
+use crate::plan::{self, Input};
+use crate::rule::{CompiledRule, LoadedRule, Scope, split_api_version};
+use crate::telemetry::{Metrics, ResultLabels, RuleLabels, RuleStateLabels};
+use queue::{Key, Outcome, Queue};
+
+/// How often rules whose kinds are not served yet look again.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
+
+/// Settings of `ruleop run`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Namespaces to act in (all when empty).
+    pub namespaces: Vec<String>,
+    /// Parallel reconciles.
+    pub concurrency: usize,
+    /// Who this replica is (Events, leases).
+    pub identity: String,
+}
+
+/// A rule whose kinds are all served, with the kinds it touches.
+struct ActiveRule {
+    loaded: LoadedRule,
+    parent: GroupKind,
+    /// Child and cleanup-step kinds.
+    children: Vec<GroupKind>,
+    /// Related kinds, by related index.
+    related: Vec<GroupKind>,
+}
+
+impl ActiveRule {
+    fn rule(&self) -> &CompiledRule {
+        &self.loaded.rule
+    }
+}
+
+struct RunningCache {
+    cache: Arc<KindCache>,
+    cancel: CancellationToken,
+}
+
+/// The controller's shared state.
+pub struct Controller {
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    actor: Actor,
+    queue: Queue,
+    caches: RwLock<HashMap<GroupKind, RunningCache>>,
+    rules: RwLock<HashMap<String, Arc<ActiveRule>>>,
+    waiting: Mutex<BTreeMap<String, (LoadedRule, String)>>,
+    changes: mpsc::UnboundedSender<Change>,
+    selectors: Mutex<HashMap<(String, String), CachedSelectors>>,
+    ready: Arc<AtomicBool>,
+    cancel: CancellationToken,
+}
+
+/// A parent's rendered related selectors and the resourceVersion they were rendered at.
+type CachedSelectors = (String, Vec<BTreeMap<String, String>>);
+
+/// What discovery found for one kind.
+struct Resolved {
+    gk: GroupKind,
+    resource: kube::api::ApiResource,
+    namespaced: bool,
+}
+
+impl Controller {
+    /// A controller acting through `client`. Nothing runs until [`Controller::run`].
+    pub fn new(
+        client: Client,
+        config: Config,
+        metrics: Arc<Metrics>,
+        ready: Arc<AtomicBool>,
+        cancel: CancellationToken,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = Actor::new(client.clone(), metrics.clone(), &config.identity);
+        let controller = Arc::new(Self {
+            client,
+            config,
+            metrics,
+            actor,
+            queue: Queue::new(),
+            caches: RwLock::default(),
+            rules: RwLock::default(),
+            waiting: Mutex::default(),
+            changes: tx,
+            selectors: Mutex::default(),
+            ready,
+            cancel,
+        });
+        (controller, rx)
+    }
+
+    /// Runs until cancelled: routes watch changes, reconciles, retries discovery; on
+    /// cancellation waits for in-flight reconciles to finish.
+    pub async fn run(self: &Arc<Self>, mut changes: mpsc::UnboundedReceiver<Change>) {
+        let router = {
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Some(change) = changes.recv().await {
+                    this.route(&change);
+                }
+            })
+        };
+        let mut workers = Vec::new();
+        for _ in 0..self.config.concurrency.max(1) {
+            let this = self.clone();
+            workers.push(tokio::spawn(async move { this.work().await }));
+        }
+        let mut tick = tokio::time::interval(DISCOVERY_RETRY);
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                _ = tick.tick() => {
+                    self.activate_waiting().await;
+                    self.update_gauges();
+                }
+            }
+        }
+        tracing::info!("shutting down: finishing in-flight reconciles");
+        for w in workers {
+            let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+        }
+        router.abort();
+        for running in self.caches_read().values() {
+            running.cancel.cancel();
+        }
+        tracing::info!("stopped");
+    }
+
+    fn caches_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupKind, RunningCache>> {
+        self.caches
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn rules_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<ActiveRule>>> {
+        self.rules
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cache(&self, gk: &GroupKind) -> Option<Arc<KindCache>> {
+        self.caches_read().get(gk).map(|r| r.cache.clone())
+    }
+
+    /// Adds rules (at start or on reload). Each becomes active once its kinds are served.
+    pub async fn add_rules(self: &Arc<Self>, rules: Vec<LoadedRule>) {
+        {
+            let mut waiting = self
+                .waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for r in rules {
+                waiting.insert(r.rule.name.clone(), (r, "not resolved yet".into()));
+            }
+        }
+        self.activate_waiting().await;
+        self.update_gauges();
+    }
+
+    /// Names of active rules and of rules waiting for their kinds.
+    pub fn rule_states(&self) -> (Vec<String>, Vec<String>) {
+        let active = self.rules_read().keys().cloned().collect();
+        let waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        (active, waiting)
+    }
+
+    async fn activate_waiting(self: &Arc<Self>) {
+        let pending: Vec<LoadedRule> = self
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|(r, _)| r.clone())
+            .collect();
+        for loaded in pending {
+            match self.resolve(&loaded.rule).await {
+                Ok(kinds) => self.activate(loaded, kinds).await,
+                Err(why) => {
+                    let mut waiting = self
+                        .waiting
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Some(entry) = waiting.get_mut(&loaded.rule.name)
+                        && entry.1 != why
+                    {
+                        tracing::info!(rule = %loaded.rule.name, reason = %why, "rule waiting for its kinds to be served");
+                        entry.1 = why;
+                    }
+                }
+            }
+        }
+        let synced = self.rules_read().values().all(|r| {
+            std::iter::once(&r.parent)
+                .chain(&r.children)
+                .chain(&r.related)
+                .all(|gk| self.cache(gk).is_some_and(|c| c.is_synced()))
+        });
+        self.ready.store(synced, Ordering::Release);
+    }
+
+    /// Resolves every kind a rule names through discovery.
+    async fn resolve(&self, rule: &CompiledRule) -> Result<Vec<(Role, Resolved)>, String> {
+        let spec = &rule.spec;
+        let mut wanted: Vec<(Role, &str, &str)> =
+            vec![(Role::Parent, &spec.parent.api_version, &spec.parent.kind)];
+        wanted.extend(
+            spec.children
+                .iter()
+                .map(|c| (Role::Child, c.api_version.as_str(), c.kind.as_str())),
+        );
+        if let Some(f) = &spec.finalizer {
+            wanted.extend(
+                f.cleanup
+                    .iter()
+                    .map(|c| (Role::Child, c.api_version.as_str(), c.kind.as_str())),
+            );
+        }
+        wanted.extend(
+            spec.related
+                .iter()
+                .map(|r| (Role::Related, r.api_version.as_str(), r.kind.as_str())),
+        );
+        let mut out = Vec::new();
+        for (role, api_version, kind) in wanted {
+            let (group, version) = split_api_version(api_version);
+            let gvk = GroupVersionKind::gvk(group, version, kind);
+            match kube::discovery::pinned_kind(&self.client, &gvk).await {
+                Ok((resource, caps)) => out.push((
+                    role,
+                    Resolved {
+                        gk: GroupKind {
+                            group: group.into(),
+                            kind: kind.into(),
+                        },
+                        resource,
+                        namespaced: caps.scope == kube::discovery::Scope::Namespaced,
+                    },
+                )),
+                Err(e) => return Err(format!("{api_version}/{kind} is not served: {e}")),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn activate(self: &Arc<Self>, loaded: LoadedRule, kinds: Vec<(Role, Resolved)>) {
+        let name = loaded.rule.name.clone();
+        let mut parent = None;
+        let mut children = Vec::new();
+        let mut related = Vec::new();
+        for (role, r) in &kinds {
+            match role {
+                Role::Parent => parent = Some(r.gk.clone()),
+                Role::Child => children.push(r.gk.clone()),
+                Role::Related => related.push(r.gk.clone()),
+            }
+        }
+        let Some(parent) = parent else { return };
+        let active = Arc::new(ActiveRule {
+            loaded: loaded.clone(),
+            parent,
+            children,
+            related,
+        });
+        self.rules
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.clone(), active);
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&name);
+        for (_, r) in kinds {
+            self.ensure_watch(r);
+        }
+        tracing::info!(rule = %name, file = %loaded.path.display(), hash = %loaded.hash, "rule active");
+        // Parents already cached (kind shared with an earlier rule) need a first reconcile.
+        self.enqueue_all(&name);
+    }
+
+    /// Reconciles every parent of a rule.
+    pub fn enqueue_all(&self, rule: &str) {
+        let Some(active) = self.rules_read().get(rule).cloned() else {
+            return;
+        };
+        if let Some(cache) = self.cache(&active.parent) {
+            for p in cache.list(None) {
+                self.queue.add(key_for(rule, &p));
+            }
+        }
+    }
+
+    /// Whether objects of `gk` must be watched in full (some rule uses it as parent or related).
+    fn needs_all_objects(&self, gk: &GroupKind) -> bool {
+        self.rules_read()
+            .values()
+            .any(|r| &r.parent == gk || r.related.contains(gk))
+    }
+
+    fn ensure_watch(self: &Arc<Self>, r: Resolved) {
+        let managed_only = !self.needs_all_objects(&r.gk);
+        let mut caches = self
+            .caches
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(existing) = caches.get(&r.gk) {
+            if !existing.cache.managed_only || managed_only {
+                return;
+            }
+            // A kind watched for ruleop's children only is now needed in full.
+            existing.cancel.cancel();
+        }
+        let scopes: Vec<Option<String>> = if self.config.namespaces.is_empty() || !r.namespaced {
+            vec![None]
+        } else {
+            self.config.namespaces.iter().cloned().map(Some).collect()
+        };
+        let cache = Arc::new(KindCache::new(
+            r.gk.clone(),
+            r.resource,
+            r.namespaced,
+            managed_only,
+            scopes.len(),
+        ));
+        let cancel = self.cancel.child_token();
+        tracing::info!(kind = %r.gk, managed_only, "watching");
+        for scope in scopes {
+            tokio::spawn(cache::watch(
+                self.client.clone(),
+                cache.clone(),
+                scope,
+                self.changes.clone(),
+                cancel.clone(),
+            ));
+        }
+        caches.insert(r.gk, RunningCache { cache, cancel });
+    }
+
+    /// Maps a watch change to the parents it concerns.
+    fn route(&self, change: &Change) {
+        let rules: Vec<Arc<ActiveRule>> = self.rules_read().values().cloned().collect();
+        for rule in rules {
+            let name = &rule.rule().name;
+            if rule.parent == change.kind {
+                self.queue.add(key_for(name, &change.object));
+            }
+            if rule.children.contains(&change.kind) {
+                for obj in std::iter::once(&change.object).chain(change.old.iter()) {
+                    if meta::label(obj, meta::RULE_LABEL) != Some(name.as_str()) {
+                        continue;
+                    }
+                    let Some(uid) = meta::label(obj, meta::OWNER_LABEL) else {
+                        continue;
+                    };
+                    if let Some(parent) = self.cache(&rule.parent).and_then(|c| c.by_uid(uid)) {
+                        self.queue.add(key_for(name, &parent));
+                    }
+                }
+            }
+            if rule.related.contains(&change.kind) {
+                self.route_related(&rule, change);
+            }
+        }
+    }
+
+    /// Enqueues the parents whose related selectors match the changed object (before or after).
+    fn route_related(&self, rule: &ActiveRule, change: &Change) {
+        let Some(parents) = self.cache(&rule.parent) else {
+            return;
+        };
+        let namespace = (rule.rule().spec.parent.scope == Scope::Namespaced)
+            .then(|| meta::namespace(&change.object));
+        for parent in parents.list(namespace) {
+            let selectors = self.selectors_of(rule, &parent);
+            let matches = |obj: &Json| {
+                rule.related.iter().zip(&selectors).any(|(gk, sel)| {
+                    gk == &change.kind
+                        && sel
+                            .iter()
+                            .all(|(k, v)| meta::label(obj, k) == Some(v.as_str()))
+                })
+            };
+            if matches(&change.object) || change.old.as_deref().is_some_and(matches) {
+                self.queue.add(key_for(&rule.rule().name, &parent));
+            }
+        }
+    }
+
+    /// The rendered related selectors of a parent, cached per parent version.
+    fn selectors_of(&self, rule: &ActiveRule, parent: &Json) -> Vec<BTreeMap<String, String>> {
+        let cache_key = (rule.rule().name.clone(), meta::uid(parent).to_string());
+        let version = parent
+            .pointer("/metadata/resourceVersion")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let mut cache = self
+            .selectors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((v, s)) = cache.get(&cache_key)
+            && *v == version
+        {
+            return s.clone();
+        }
+        let ctx =
+            crate::template::from_json(&json!({"parent": parent, "children": {}, "related": {}}));
+        let compiled = rule.rule();
+        let selectors: Vec<BTreeMap<String, String>> = compiled
+            .spec
+            .related
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.selector
+                    .keys()
+                    .map(|k| {
+                        let value = compiled
+                            .templates
+                            .render_text(&format!("spec.related[{i}].selector.{k}"), &ctx)
+                            // An unrenderable selector matches nothing rather than everything.
+                            .unwrap_or_else(|_| "\u{0}".into());
+                        (k.clone(), value)
+                    })
+                    .collect()
+            })
+            .collect();
+        cache.insert(cache_key, (version, selectors.clone()));
+        selectors
+    }
+
+    async fn work(self: Arc<Self>) {
+        loop {
+            let next = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                next = self.queue.next() => next,
+            };
+            let Some((key, waited)) = next else { return };
+            self.metrics.queue_wait.observe(waited.as_secs_f64());
+            self.metrics.queue_depth.set(self.queue.depth() as i64);
+            let started = Instant::now();
+            let (outcome, result) = match self.reconcile(&key).await {
+                Some(report) => (report.outcome, Some((report.result, report.reason))),
+                None => (Outcome::Ok(None), None),
+            };
+            if let Some((result, reason)) = result {
+                let labels = RuleLabels {
+                    rule: key.rule.clone(),
+                };
+                self.metrics
+                    .duration
+                    .get_or_create(&labels)
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .reconciles
+                    .get_or_create(&ResultLabels {
+                        rule: key.rule.clone(),
+                        result: result.into(),
+                    })
+                    .inc();
+                if let Some(reason) = reason {
+                    self.metrics
+                        .errors
+                        .get_or_create(&crate::telemetry::ErrorLabels {
+                            rule: key.rule.clone(),
+                            reason,
+                        })
+                        .inc();
+                }
+            }
+            self.queue.done(&key, outcome);
+        }
+    }
+
+    /// Observe → plan → act for one parent. `None` when there is nothing to do (rule or
+    /// parent gone).
+    async fn reconcile(&self, key: &Key) -> Option<crate::apply::Report> {
+        let rule = self.rules_read().get(&key.rule).cloned()?;
+        let parent_cache = self.cache(&rule.parent)?;
+        let Some(parent) = parent_cache.get(&key.namespace, &key.name) else {
+            self.queue.forget(key);
+            return None;
+        };
+        let compiled = rule.rule();
+        let uid = meta::uid(&parent);
+        let mut kinds = HashMap::new();
+        let mut observed: Vec<Json> = Vec::new();
+        let mut seen: HashSet<&GroupKind> = HashSet::new();
+        for gk in &rule.children {
+            if let Some(c) = self.cache(gk) {
+                if seen.insert(gk) {
+                    observed.extend(c.owned_by(uid).iter().map(|o| (**o).clone()));
+                }
+                kinds.insert(gk.clone(), c);
+            }
+        }
+        let selectors = self.selectors_of(&rule, &parent);
+        let namespace =
+            (compiled.spec.parent.scope == Scope::Namespaced).then_some(key.namespace.as_str());
+        for (gk, selector) in rule.related.iter().zip(&selectors) {
+            if let Some(c) = self.cache(gk) {
+                observed.extend(
+                    c.list(namespace)
+                        .iter()
+                        .filter(|o| {
+                            selector
+                                .iter()
+                                .all(|(k, v)| meta::label(o, k) == Some(v.as_str()))
+                        })
+                        .map(|o| (**o).clone()),
+                );
+            }
+        }
+        let plan = plan::plan(
+            compiled,
+            Input {
+                parent: &parent,
+                observed: &observed,
+                now: Timestamp::now(),
+            },
+        );
+        let writes = plan
+            .apply
+            .iter()
+            .filter(|d| d.action != plan::Action::UpToDate)
+            .count()
+            + plan.delete.len();
+        if writes > 0 || plan.status.is_some() {
+            tracing::info!(
+                parent = %key,
+                apply = writes - plan.delete.len(),
+                delete = plan.delete.len(),
+                status = plan.status.is_some(),
+                failure = plan.failure.as_ref().map(|f| f.message.as_str()),
+                "reconciling"
+            );
+        }
+        let target = Target {
+            parent: &parent,
+            parent_kind: &parent_cache,
+            kinds: &kinds,
+        };
+        Some(self.actor.execute(&target, plan).await)
+    }
+
+    fn update_gauges(&self) {
+        self.metrics.queue_depth.set(self.queue.depth() as i64);
+        let cached: usize = self.caches_read().values().map(|r| r.cache.len()).sum();
+        self.metrics.cached_objects.set(cached as i64);
+        self.metrics.rules.clear();
+        for r in self.rules_read().values() {
+            let labels = RuleStateLabels {
+                rule: r.rule().name.clone(),
+                hash: r.loaded.hash.clone(),
+                state: "active".into(),
+            };
+            self.metrics.rules.get_or_create(&labels).set(1);
+        }
+        for (r, _) in self
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+        {
+            let labels = RuleStateLabels {
+                rule: r.rule.name.clone(),
+                hash: r.hash.clone(),
+                state: "waiting".into(),
+            };
+            self.metrics.rules.get_or_create(&labels).set(1);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Parent,
+    Child,
+    Related,
+}
+
+fn key_for(rule: &str, parent: &Json) -> Key {
+    Key {
+        rule: rule.to_string(),
+        namespace: meta::namespace(parent).to_string(),
+        name: meta::name(parent).to_string(),
+    }
+}
