@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use support::{TestEnv, kubectl, wait_for, wait_for_ok};
+use support::{TestEnv, kubectl, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 
