@@ -11,6 +11,7 @@ pub mod controller;
 pub mod leader;
 pub mod meta;
 pub mod plan;
+pub mod rbac;
 pub mod rule;
 pub mod run;
 pub mod scale;

@@ -44,6 +44,15 @@ enum Command {
     },
     /// Print the JSON Schema of the rule format.
     Schema,
+    /// Print the least-privilege ClusterRole the rule files need.
+    Rbac {
+        /// Rule files or directories (default: rules/).
+        #[arg(long)]
+        rules: Vec<PathBuf>,
+        /// Name of the ClusterRole.
+        #[arg(long, default_value = "ruleop")]
+        name: String,
+    },
     /// Run the controller against the cluster of the current kubeconfig.
     Run(ruleop::run::RunArgs),
 }
@@ -66,6 +75,12 @@ fn main() -> ExitCode {
             now,
         } => cli::render(&rule, &resource, &observed, now, output, &mut out).map(|_| ()),
         Command::Schema => cli::schema(&mut out),
+        Command::Rbac { mut rules, name } => {
+            if rules.is_empty() {
+                rules.push(PathBuf::from("rules"));
+            }
+            cli::rbac(&rules, &name, &mut out)
+        }
         Command::Run(run_args) => {
             drop(out);
             return run_controller(run_args);

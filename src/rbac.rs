@@ -1,0 +1,113 @@
+//! `ruleop rbac`: the least-privilege ClusterRole a rule set needs.
+//!
+//! Parents: read, watch, patch (finalizers) and their `status` and `finalizers`
+//! subresources. Children (every kind in a rule's `allow` list): full lifecycle. Related
+//! kinds: read and watch. Plus Events and the leader-election Lease.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value as Json, json};
+
+use crate::rule::{CompiledRule, split_api_version};
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &[
+    "get", "list", "watch", "create", "update", "patch", "delete",
+];
+
+/// The resource name of a kind: lowercase plural, as Kubernetes forms most of them.
+pub fn plural(kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    if lower.ends_with('s')
+        || lower.ends_with("sh")
+        || lower.ends_with("ch")
+        || lower.ends_with('x')
+    {
+        format!("{lower}es")
+    } else if let Some(stem) = lower
+        .strip_suffix('y')
+        .filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u']))
+    {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    }
+}
+
+/// The ClusterRole (as a Kubernetes object) for `rules`.
+pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
+    let mut grants: BTreeMap<(String, String), BTreeSet<&str>> = BTreeMap::new();
+    let mut grant = |api_version: &str, resource: String, verbs: &[&'static str]| {
+        let group = split_api_version(api_version).0.to_string();
+        grants
+            .entry((group, resource))
+            .or_default()
+            .extend(verbs.iter().copied());
+    };
+    for rule in rules {
+        let spec = &rule.spec;
+        let parent = plural(&spec.parent.kind);
+        grant(
+            &spec.parent.api_version,
+            parent.clone(),
+            &["get", "list", "watch", "patch", "update"],
+        );
+        grant(
+            &spec.parent.api_version,
+            format!("{parent}/status"),
+            &["get", "patch", "update"],
+        );
+        // Setting blockOwnerDeletion on a child needs update on the owner's finalizers.
+        grant(
+            &spec.parent.api_version,
+            format!("{parent}/finalizers"),
+            &["update"],
+        );
+        for allowed in &spec.allow {
+            grant(&allowed.api_version, plural(&allowed.kind), WRITE);
+        }
+        for related in &spec.related {
+            grant(&related.api_version, plural(&related.kind), READ);
+        }
+    }
+    grant("events.k8s.io/v1", "events".into(), &["create", "patch"]);
+    grant("v1", "events".into(), &["create", "patch"]);
+    grant(
+        "coordination.k8s.io/v1",
+        "leases".into(),
+        &["get", "create", "update"],
+    );
+
+    // One rule entry per group and verb set keeps the role short and readable.
+    let mut merged: BTreeMap<(String, Vec<&str>), Vec<String>> = BTreeMap::new();
+    for ((group, resource), verbs) in grants {
+        merged
+            .entry((group, verbs.into_iter().collect()))
+            .or_default()
+            .push(resource);
+    }
+    let policy: Vec<Json> = merged
+        .into_iter()
+        .map(|((group, verbs), resources)| json!({"apiGroups": [group], "resources": resources, "verbs": verbs}))
+        .collect();
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {crate::meta::MANAGED_BY_LABEL: "ruleop"}},
+        "rules": policy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural("Memcached"), "memcacheds");
+        assert_eq!(plural("Ingress"), "ingresses");
+        assert_eq!(plural("Policy"), "policies");
+        assert_eq!(plural("Gateway"), "gateways");
+        assert_eq!(plural("StatefulSet"), "statefulsets");
+    }
+}
