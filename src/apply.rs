@@ -357,9 +357,13 @@ impl Actor {
 
     async fn delete_one(&self, target: &Target<'_>, deletion: &Deletion) -> Result<(), ActError> {
         let gk = group_kind(&deletion.key.api_version, &deletion.key.kind);
-        let Some(cache) = target.kinds.get(&gk) else {
-            return Ok(());
-        };
+        match target.kinds.get(&gk) {
+            Some(cache) => self.delete_in(cache, deletion).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn delete_in(&self, cache: &KindCache, deletion: &Deletion) -> Result<(), ActError> {
         let api = api_for(&self.client, cache, &deletion.key.namespace);
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
@@ -415,7 +419,8 @@ impl Actor {
         })
     }
 
-    async fn set_finalizer(
+    /// Adds or removes ruleop's finalizer on `parent`.
+    pub async fn set_finalizer(
         &self,
         api: &Api<DynamicObject>,
         parent: &Json,
@@ -484,6 +489,24 @@ impl Actor {
                 tracing::debug!(error = %err, "cannot record event");
             }
         }
+    }
+}
+
+impl Actor {
+    /// An `Api` for objects of `cache`'s kind in `namespace`.
+    pub fn api(&self, cache: &KindCache, namespace: &str) -> Api<DynamicObject> {
+        api_for(&self.client, cache, namespace)
+    }
+
+    /// Deletes `obj` (of `cache`'s kind) if it is still the same object.
+    pub async fn delete_object(&self, cache: &KindCache, obj: &Json) -> Result<(), ActError> {
+        let deletion = Deletion {
+            child: String::new(),
+            key: ObjectKey::of(obj),
+            uid: meta::uid(obj).to_string(),
+            reason: String::new(),
+        };
+        self.delete_in(cache, &deletion).await
     }
 }
 

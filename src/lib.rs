@@ -12,6 +12,7 @@ pub mod leader;
 pub mod meta;
 pub mod plan;
 pub mod rbac;
+pub mod reload;
 pub mod rule;
 pub mod run;
 pub mod scale;

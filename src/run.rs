@@ -6,11 +6,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::{Config, Controller};
 use crate::leader::Elector;
-use crate::rule::load_paths;
+use crate::reload::{Snapshot, configmap_snapshot, plan_reload, read_snapshot, watch_paths};
+use crate::rule::{LoadedRule, RuleError};
 use crate::telemetry::{self, LogFormat, Metrics};
 
 /// Options of `ruleop run`.
@@ -19,6 +28,9 @@ pub struct RunArgs {
     /// Rule files or directories.
     #[arg(long, default_value = "rules", num_args = 1..)]
     pub rules: Vec<PathBuf>,
+    /// Read rules from this ConfigMap (`NAMESPACE/NAME`) through a watch instead of files.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub rules_configmap: Option<String>,
     /// Namespace to act in (repeatable; default: all).
     #[arg(long = "namespace", short = 'n')]
     pub namespaces: Vec<String>,
@@ -51,6 +63,12 @@ pub enum RunError {
     /// Bad `--metrics-addr`.
     #[error("invalid --metrics-addr {0:?}")]
     MetricsAddr(String),
+    /// Bad `--rules-configmap`.
+    #[error("invalid --rules-configmap {0:?}: use NAMESPACE/NAME")]
+    ConfigMapRef(String),
+    /// The rules directory cannot be watched.
+    #[error("cannot watch rules: {0}")]
+    Watch(#[from] notify::Error),
     /// Leadership lost: exit so a restarted replica joins as a standby.
     #[error("lost leadership")]
     LostLeadership,
@@ -138,19 +156,60 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         });
     }
 
-    let (loaded, errors) = load_paths(&args.rules);
-    for e in &errors {
-        tracing::error!(error = %e, "rule refused");
-        metrics.rule_errors.inc();
-    }
-    tracing::info!(rules = loaded.len(), refused = errors.len(), "rules loaded");
     let config = Config {
         namespaces: args.namespaces.clone(),
         concurrency: args.concurrency,
         identity,
     };
-    let (controller, changes) = Controller::new(client, config, metrics, ready, cancel.clone());
-    controller.add_rules(loaded).await;
+    let (controller, changes) = Controller::new(
+        client.clone(),
+        config,
+        metrics.clone(),
+        ready,
+        cancel.clone(),
+    );
+    let reloader = Arc::new(Reloader {
+        controller: controller.clone(),
+        metrics,
+        current: Mutex::default(),
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel::<Snapshot>();
+    match &args.rules_configmap {
+        Some(reference) => {
+            let (namespace, name) = reference
+                .split_once('/')
+                .ok_or_else(|| RunError::ConfigMapRef(reference.clone()))?;
+            tokio::spawn(watch_configmap(
+                client,
+                namespace.to_string(),
+                name.to_string(),
+                tx,
+                cancel.clone(),
+            ));
+        }
+        None => {
+            let (snapshot, errors) = read_snapshot(&args.rules);
+            reloader.reload(snapshot, errors).await;
+            let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
+            watch_paths(args.rules.clone(), changed_tx, cancel.clone())?;
+            let paths = args.rules.clone();
+            let reloader = reloader.clone();
+            tokio::spawn(async move {
+                while changed_rx.recv().await.is_some() {
+                    let (snapshot, errors) = read_snapshot(&paths);
+                    reloader.reload(snapshot, errors).await;
+                }
+            });
+        }
+    }
+    {
+        let reloader = reloader.clone();
+        tokio::spawn(async move {
+            while let Some(snapshot) = rx.recv().await {
+                reloader.reload(snapshot, Vec::new()).await;
+            }
+        });
+    }
     controller.run(changes).await;
 
     if lost.load(std::sync::atomic::Ordering::Acquire) {
@@ -160,4 +219,85 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         elector.release().await;
     }
     Ok(())
+}
+
+/// Applies rule snapshots to the controller, one at a time.
+struct Reloader {
+    controller: Arc<Controller>,
+    metrics: Arc<Metrics>,
+    current: Mutex<Vec<LoadedRule>>,
+}
+
+impl Reloader {
+    async fn reload(&self, snapshot: Snapshot, read_errors: Vec<RuleError>) {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (next, mut diff) = plan_reload(&current, &snapshot);
+        diff.refused.extend(read_errors);
+        for e in &diff.refused {
+            tracing::error!(error = %e, "rule refused");
+            self.metrics.rule_errors.inc();
+        }
+        let names = |rules: &[LoadedRule]| {
+            rules
+                .iter()
+                .map(|r| r.rule.name.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if diff.is_empty() && diff.refused.is_empty() && !current.is_empty() {
+            tracing::debug!("rules unchanged");
+        } else {
+            tracing::info!(
+                added = %names(&diff.added),
+                changed = %names(&diff.changed),
+                removed = %names(&diff.removed),
+                refused = diff.refused.len(),
+                kept_last_good = %diff.kept.join(","),
+                active = next.len(),
+                "rules loaded"
+            );
+        }
+        self.metrics.reloads.inc();
+        self.controller.apply_diff(&diff).await;
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+    }
+}
+
+/// Sends a snapshot of the ConfigMap's rule files whenever it changes.
+async fn watch_configmap(
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    tx: mpsc::UnboundedSender<Snapshot>,
+    cancel: CancellationToken,
+) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(api, config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    loop {
+        let next = tokio::select! {
+            () = cancel.cancelled() => return,
+            next = stream.next() => next,
+        };
+        match next {
+            Some(Ok(cm)) => {
+                let data = cm.data.unwrap_or_default();
+                let _ = tx.send(configmap_snapshot(&namespace, &name, &data));
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, configmap = %format!("{namespace}/{name}"), "cannot watch the rules ConfigMap; retrying")
+            }
+            None => return,
+        }
+    }
 }

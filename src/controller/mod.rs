@@ -3,7 +3,7 @@
 
 pub mod queue;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -318,6 +318,75 @@ impl Controller {
         }
     }
 
+    /// Whether some active rule creates objects of `gk`.
+    fn is_child_kind(&self, gk: &GroupKind) -> bool {
+        self.rules_read().values().any(|r| r.children.contains(gk))
+    }
+
+    /// Applies a reload: starts added rules, restarts changed ones (every parent reconciled
+    /// with the new version), and stops removed ones, releasing their parents.
+    pub async fn apply_diff(self: &Arc<Self>, diff: &crate::reload::Diff) {
+        for gone in diff.removed.iter().chain(&diff.changed) {
+            let name = &gone.rule.name;
+            let removed = diff.removed.iter().any(|r| &r.rule.name == name);
+            self.waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(name);
+            let active = self
+                .rules
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(name);
+            if let (true, Some(active)) = (removed, active) {
+                self.release(&active).await;
+            }
+        }
+        let mut start: Vec<LoadedRule> = diff.changed.clone();
+        start.extend(diff.added.iter().cloned());
+        self.add_rules(start).await;
+    }
+
+    /// A removed rule lets go of its parents: ruleop's finalizer is removed so none is left
+    /// stuck in deletion; children stay unless the rule asked for them to be deleted.
+    async fn release(&self, rule: &ActiveRule) {
+        let name = &rule.rule().name;
+        let delete_children =
+            rule.rule().spec.on_rule_removal == crate::rule::RemovalPolicy::DeleteChildren;
+        if let Some(parents) = self.cache(&rule.parent) {
+            for parent in parents.list(None) {
+                if !meta::has_finalizer(&parent, meta::FINALIZER) {
+                    continue;
+                }
+                let api = self.actor.api(&parents, meta::namespace(&parent));
+                match self.actor.set_finalizer(&api, &parent, false).await {
+                    Ok(()) => {
+                        tracing::info!(rule = %name, parent = %meta::ObjectKey::of(&parent), "finalizer removed: rule gone")
+                    }
+                    Err(e) => tracing::warn!(rule = %name, error = %e, "cannot remove finalizer"),
+                }
+            }
+        }
+        if delete_children {
+            let caches: Vec<Arc<KindCache>> = self
+                .caches_read()
+                .values()
+                .map(|r| r.cache.clone())
+                .collect();
+            for cache in caches {
+                for obj in cache
+                    .list(None)
+                    .iter()
+                    .filter(|o| meta::label(o, meta::RULE_LABEL) == Some(name.as_str()))
+                {
+                    if let Err(e) = self.actor.delete_object(&cache, obj).await {
+                        tracing::warn!(rule = %name, error = %e, "cannot delete child of removed rule");
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether objects of `gk` must be watched in full (some rule uses it as parent or related).
     fn needs_all_objects(&self, gk: &GroupKind) -> bool {
         self.rules_read()
@@ -511,15 +580,14 @@ impl Controller {
         };
         let compiled = rule.rule();
         let uid = meta::uid(&parent);
+        // Owned objects of every watched kind: a changed rule may have dropped a kind whose
+        // old children must still be pruned.
         let mut kinds = HashMap::new();
         let mut observed: Vec<Json> = Vec::new();
-        let mut seen: HashSet<&GroupKind> = HashSet::new();
-        for gk in &rule.children {
-            if let Some(c) = self.cache(gk) {
-                if seen.insert(gk) {
-                    observed.extend(c.owned_by(uid).iter().map(|o| (**o).clone()));
-                }
-                kinds.insert(gk.clone(), c);
+        for (gk, running) in self.caches_read().iter() {
+            if running.cache.managed_only || rule.children.contains(gk) || self.is_child_kind(gk) {
+                observed.extend(running.cache.owned_by(uid).iter().map(|o| (**o).clone()));
+                kinds.insert(gk.clone(), running.cache.clone());
             }
         }
         let selectors = self.selectors_of(&rule, &parent);

@@ -10,6 +10,8 @@
 #![allow(dead_code)]
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod operator;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
