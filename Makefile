@@ -36,3 +36,19 @@ unit: ## unit tests only (no cluster)
 
 test: lint controlplane check-rules ## the whole suite: lint, unit, golden and cluster tests
 	$(CARGO) test --all-targets
+
+# --- deployment and demo (deploy/, hack/) ---
+.PHONY: deploy-sync deploy-check demo
+DEPLOY_KUBECONFIG ?= $(or $(KUBECONFIG),$(HOME)/.kube/config)
+
+deploy-sync: build ## regenerate deploy/rules/ and deploy/rbac/clusterrole.yaml from rules/
+	RULEOP=$(RULEOP) hack/deploy-sync.sh
+
+deploy/rbac/clusterrole.yaml: build ## regenerate the operator's ClusterRole (ruleop rbac --rules rules)
+	$(RULEOP) rbac --rules rules > $@
+
+deploy-check: build ## deploy/ in sync, renders, and passes kubectl apply -k --dry-run=server on $(KUBECONFIG)
+	RULEOP=$(RULEOP) KUBECONFIG=$(DEPLOY_KUBECONFIG) hack/deploy-check.sh
+
+demo: ## build, start a local control plane + ruleop, apply samples/, live summary (DEMO_ONCE=1: once)
+	hack/demo.sh
