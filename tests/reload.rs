@@ -211,3 +211,45 @@ async fn rules_follow_the_mounted_configmap() {
         "removed rule leaves the active set"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_follow_a_configmap_read_through_the_api() {
+    install_crds();
+    let env = TestEnv::new("e2e-rulecm").await;
+    let memcached = rule("memcached");
+    let write_cm = |content: &str| {
+        let mut cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rules"}, "data": {}});
+        cm["data"]["memcached.yaml"] = content.into();
+        env.apply_yaml(&serde_json::to_string(&cm).unwrap());
+    };
+    write_cm(&memcached);
+    let source = format!("{}/rules", env.ns);
+    let _op = Operator::start_with_rules(
+        &env.ns,
+        &root().join("rules"),
+        &["--rules-configmap", &source],
+    );
+    env.apply_yaml(&sample("memcached"));
+    wait_for("Memcached Ready", T, || async {
+        ready(&env, "memcached", "example-memcached") == "True"
+    })
+    .await;
+    write_cm(&memcached.replace("image: memcached:1.4.36", "image: memcached:1.6.38"));
+    wait_for("Deployment follows the ConfigMap", T, || async {
+        jsonpath(
+            &env,
+            "deployment",
+            "example-memcached",
+            "{.spec.template.spec.containers[0].image}",
+        ) == "memcached:1.6.38"
+    })
+    .await;
+    // Only the ConfigMap's rules run: the directory passed with --rules is ignored.
+    env.apply_yaml(&sample("myapp"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        ready(&env, "myapp", "myapp-sample"),
+        "",
+        "no rule for MyApp in the ConfigMap"
+    );
+}
