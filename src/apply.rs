@@ -44,6 +44,10 @@ impl ActError {
     /// Whether a retry may succeed without anything changing.
     pub fn is_transient(&self) -> bool {
         match &self.source {
+            // Server-side apply reports a manifest that does not fit the schema as a 500.
+            kube::Error::Api(s) if s.message.contains("failed to create typed patch object") => {
+                false
+            }
             kube::Error::Api(status) => {
                 matches!(status.code, 404 | 409 | 429) || status.code >= 500
             }
@@ -57,6 +61,9 @@ impl ActError {
             kube::Error::Api(s) if s.code == 403 => "Forbidden",
             kube::Error::Api(s) if s.code == 422 || s.code == 400 => "Invalid",
             kube::Error::Api(s) if s.code == 409 => "Conflict",
+            kube::Error::Api(s) if s.message.contains("failed to create typed patch object") => {
+                "Invalid"
+            }
             _ => "ApplyFailed",
         }
     }
@@ -89,7 +96,12 @@ pub struct Target<'a> {
     pub parent_kind: &'a KindCache,
     /// Caches of the rule's child kinds.
     pub kinds: &'a HashMap<GroupKind, Arc<KindCache>>,
+    /// Consecutive failed attempts before this one.
+    pub failures: u32,
 }
+
+/// After this many consecutive transient failures the error is shown on the parent too.
+pub const REPORT_AFTER_FAILURES: u32 = 3;
 
 /// Executes plans.
 pub struct Actor {
@@ -243,7 +255,7 @@ impl Actor {
         let parent = target.parent;
         let transient = error.is_transient();
         let message = error.message();
-        if transient {
+        if transient && target.failures < REPORT_AFTER_FAILURES {
             tracing::info!(parent = %ObjectKey::of(parent), error = %message, "transient error; retrying with backoff");
         } else {
             tracing::warn!(parent = %ObjectKey::of(parent), error = %message, "reconcile failed");

@@ -635,6 +635,7 @@ impl Controller {
             parent: &parent,
             parent_kind: &parent_cache,
             kinds: &kinds,
+            failures: self.queue.failures(key),
         };
         Some(self.actor.execute(&target, plan).await)
     }

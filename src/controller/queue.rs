@@ -137,6 +137,11 @@ impl Queue {
         }
     }
 
+    /// Consecutive failures of `key` so far.
+    pub fn failures(&self, key: &Key) -> u32 {
+        self.state().failures.get(key).copied().unwrap_or(0)
+    }
+
     /// Forgets a key's failure history (its object is gone).
     pub fn forget(&self, key: &Key) {
         self.state().failures.remove(key);
