@@ -49,12 +49,17 @@ impl Operator {
     }
 
     pub fn start_with_rules(ns: &str, rules: &Path, extra: &[&str]) -> Operator {
+        Self::start_as(ns, rules, extra, super::kubeconfig())
+    }
+
+    /// Runs the operator with the credentials of `kubeconfig` (e.g. a ServiceAccount token).
+    pub fn start_as(ns: &str, rules: &Path, extra: &[&str], kubeconfig: &Path) -> Operator {
         let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ruleop"))
             .args(["run", "--rules", rules.to_str().unwrap(), "--namespace", ns])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
-            .env("KUBECONFIG", super::kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
