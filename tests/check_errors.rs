@@ -153,6 +153,9 @@ fn two_rules_for_one_kind_refuse_the_second() {
 
 #[test]
 fn readme_examples_pass() {
-    let (ok, out) = check(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples")));
+    let (ok, out) = check(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/examples"
+    )));
     assert!(ok, "{out}");
 }
