@@ -86,6 +86,12 @@ stop_ticker() {
     return 0
 }
 
+# The control plane and ruleop run in their own session (setsid), so that Ctrl-C reaches only
+# this script, whose trap stops ruleop first and then the control plane. (The control plane
+# also stops by itself if this script dies: it watches its parent process.)
+DETACH=""
+command -v setsid >/dev/null && DETACH=setsid
+
 mkdir -p "$DEMO_DIR"
 rm -rf "$DATA" "$KC"
 mkdir -p "$DATA"
@@ -118,7 +124,7 @@ fi
 
 # 2. Control plane.
 step "starting the local control plane (kubeconfig $KC, log $CP_LOG)"
-"$CP_BIN" --kubeconfig "$KC" --data-dir "$DATA" >"$DEMO_DIR/controlplane.out" 2>"$CP_LOG" &
+$DETACH "$CP_BIN" --kubeconfig "$KC" --data-dir "$DATA" >"$DEMO_DIR/controlplane.out" 2>"$CP_LOG" &
 CP_PID=$!
 deadline=$((SECONDS + 120))
 until grep -q '^ready ' "$DEMO_DIR/controlplane.out" 2>/dev/null; do
@@ -127,7 +133,7 @@ until grep -q '^ready ' "$DEMO_DIR/controlplane.out" 2>/dev/null; do
     sleep 0.5
 done
 export KUBECONFIG="$ROOT/$KC"
-echo "    ready: $(kubectl get --raw /version | python3 -c 'import json,sys; print("Kubernetes", json.load(sys.stdin)["gitVersion"])'), $(kubectl get nodes --no-headers | wc -l) simulated nodes (kwok: pods go Running, no real containers)"
+echo "    ready: Kubernetes $(kubectl get --raw /version | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["major"] + "." + v["minor"])'), $(kubectl get nodes --no-headers | wc -l) simulated nodes (kwok: pods go Running, no real containers)"
 
 # 3. CRDs and namespace.
 step "installing the reference CRDs (kubectl apply -f crds/)"
@@ -138,7 +144,7 @@ kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
 # 4. The operator.
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 step "starting ruleop run --rules rules --namespace $NS --metrics-addr 127.0.0.1:$PORT (log $OP_LOG)"
-"$RULEOP" run --rules rules --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" >"$OP_LOG" 2>&1 &
+$DETACH "$RULEOP" run --rules rules --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" >"$OP_LOG" 2>&1 &
 OP_PID=$!
 deadline=$((SECONDS + 30))
 until curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
@@ -168,9 +174,9 @@ print(",".join(sorted(out)) or "pods")
 ')"
 
 HEADERS=(
-    "${B}ruleop demo${N}: ruleop reconciles the $EXPECT sample CRs of samples/ in namespace $NS on a local"
-    "control plane (kwok nodes: pods are simulated). logs: $OP_LOG  kubeconfig: $KC"
-    "metrics: http://127.0.0.1:$PORT/metrics   Ctrl-C stops everything and removes the cluster data"
+    "${B}ruleop demo${N}: ruleop reconciles the $EXPECT sample CRs in namespace $NS on a local control"
+    "plane (kwok nodes: pods are simulated). Ctrl-C stops everything and removes the cluster data."
+    "log: $OP_LOG  kubeconfig: $KC  metrics: 127.0.0.1:$PORT/metrics"
     "try: kubectl --kubeconfig $KC -n $NS patch podset example-podset --type merge \\"
     "       -p '{\"spec\":{\"replicas\":5}}'      or edit rules/*.yaml (hot reload)"
 )
