@@ -124,10 +124,11 @@ fi
 
 # 2. Control plane.
 step "starting the local control plane (kubeconfig $KC, log $CP_LOG)"
+rm -f "$DEMO_DIR/controlplane.out" "$KC" # no stale "ready" line from a previous run
 $DETACH "$CP_BIN" --kubeconfig "$KC" --data-dir "$DATA" >"$DEMO_DIR/controlplane.out" 2>"$CP_LOG" &
 CP_PID=$!
 deadline=$((SECONDS + 120))
-until grep -q '^ready ' "$DEMO_DIR/controlplane.out" 2>/dev/null; do
+until grep -q '^ready ' "$DEMO_DIR/controlplane.out" 2>/dev/null && [[ -s "$KC" ]]; do
     kill -0 "$CP_PID" 2>/dev/null || { tail -20 "$CP_LOG" >&2; die "the control plane exited; see $CP_LOG"; }
     ((SECONDS < deadline)) || { tail -20 "$CP_LOG" >&2; die "the control plane was not ready within 120 s; see $CP_LOG"; }
     sleep 0.5
