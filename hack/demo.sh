@@ -198,7 +198,7 @@ if ((ONCE)); then
         sleep 2
     done
     echo
-    summary "${HEADERS[@]}" || true
+    summary "${HEADERS[@]}" && rc=0 || true # the final word: it may have become Ready meanwhile
     echo
     if ((rc == 0)); then
         printf '%sall %s CRs Ready after %ds%s\n' "$G" "$EXPECT" $((SECONDS - start)) "$N"
