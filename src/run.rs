@@ -138,6 +138,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             &args.leader_elect_name,
             &identity,
         );
+        // A standby is healthy and ready to take over: not ready would block rolling updates.
+        ready.store(true, std::sync::atomic::Ordering::Release);
         if !elector.acquire(&cancel).await {
             return Ok(());
         }

@@ -547,6 +547,14 @@ async fn two_replicas_with_leader_election_never_both_act() {
     );
     assert!(!b.log().contains("reconciling"), "standby must not act");
     assert_eq!(b.counter("ruleop_api_writes_total", ""), 0.0);
+    assert!(
+        b.http_get("/readyz").starts_with("HTTP/1.1 200"),
+        "a standby is ready to take over"
+    );
+    assert!(
+        a.http_get("/readyz").starts_with("HTTP/1.1 200"),
+        "the leader is ready once synced"
+    );
     a.stop();
     wait_for("standby takes over", T, || async {
         b.log().contains("became leader")

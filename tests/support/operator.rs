@@ -87,11 +87,16 @@ impl Operator {
     }
 
     pub fn metrics(&self) -> String {
+        self.http_get("/metrics")
+    }
+
+    /// The raw HTTP response (status line, headers, body) of `path` on the metrics address.
+    pub fn http_get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
             return String::new();
         };
-        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        let _ = s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
