@@ -1,0 +1,344 @@
+//! Test support for cluster tests: one local control plane per test binary.
+//!
+//! Use it from an integration test with `mod support;`. The first call to
+//! [`TestEnv::new`] (or [`kubeconfig`]) starts `target/controlplane/controlplane`
+//! (build it with `make controlplane`) unless `RULEOP_TEST_KUBECONFIG` names
+//! the kubeconfig of a cluster that is already running. The control plane is
+//! shared by every test of the binary and stops when the binary exits: it
+//! watches its stdin pipe and its parent process. Each test gets its own
+//! namespace from [`TestEnv::new`], deleted when the `TestEnv` is dropped.
+#![allow(dead_code)]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// How long to wait for the control plane to print `ready`.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct ControlPlane {
+    kubeconfig: PathBuf,
+    // Held for the life of the process: when the test binary exits the pipe
+    // closes and the control plane (run with --exit-on-stdin-eof) stops.
+    _stdin: Option<Mutex<ChildStdin>>,
+}
+
+static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// Path of the control plane binary built by `make controlplane`.
+pub fn controlplane_binary() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/controlplane/controlplane")
+}
+
+fn start_control_plane() -> Result<ControlPlane, String> {
+    if let Ok(path) = std::env::var("RULEOP_TEST_KUBECONFIG") {
+        if !path.is_empty() {
+            return Ok(ControlPlane {
+                kubeconfig: PathBuf::from(path),
+                _stdin: None,
+            });
+        }
+    }
+    let bin = controlplane_binary();
+    if !bin.exists() {
+        return Err(format!(
+            "control plane binary {} is missing: run `make controlplane` first \
+             (or set RULEOP_TEST_KUBECONFIG to the kubeconfig of a running cluster)",
+            bin.display()
+        ));
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let kubeconfig = dir.join(format!("controlplane-{}.kubeconfig", std::process::id()));
+
+    let mut child = Command::new(&bin)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--exit-with-parent")
+        .arg("--exit-on-stdin-eof")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+
+    // Forward the control plane's stderr (quiet unless something is wrong)
+    // and keep its tail for the error message if it fails to start.
+    let tail = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+    let tail2 = tail.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[controlplane] {line}");
+            let mut t = tail2.lock().unwrap();
+            t.push(line);
+            if t.len() > 40 {
+                t.remove(0);
+            }
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next();
+        let _ = tx.send(first);
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let started = Instant::now();
+    let res = rx.recv_timeout(START_TIMEOUT);
+    let fail = |msg: String| {
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!(
+            "{msg}\n--- control plane stderr (tail) ---\n{}",
+            tail.lock().unwrap().join("\n")
+        ))
+    };
+    match res {
+        Ok(Some(Ok(line))) if line.starts_with("ready ") => {
+            eprintln!(
+                "[controlplane] ready in {:.1}s, kubeconfig {}",
+                started.elapsed().as_secs_f64(),
+                kubeconfig.display()
+            );
+            // Not waited for: it outlives no test binary (it exits with us).
+            drop(child);
+            Ok(ControlPlane {
+                kubeconfig,
+                _stdin: stdin.map(Mutex::new),
+            })
+        }
+        Ok(Some(Ok(line))) => fail(format!("control plane printed {line:?} instead of `ready PATH`")),
+        Ok(_) => fail("control plane exited before it was ready".to_string()),
+        Err(_) => fail(format!("control plane not ready within {START_TIMEOUT:?}")),
+    }
+}
+
+fn control_plane() -> &'static ControlPlane {
+    match CONTROL_PLANE.get_or_init(start_control_plane) {
+        Ok(cp) => cp,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The admin kubeconfig of the shared test cluster (starting it if needed).
+pub fn kubeconfig() -> &'static Path {
+    &control_plane().kubeconfig
+}
+
+/// A `kube::Client` (cluster admin) for the shared test cluster. Create one
+/// per test: a client is tied to the tokio runtime it was created on.
+pub async fn client() -> Client {
+    Client::try_from(admin_config().await).expect("kube client")
+}
+
+/// The admin `kube::Config` of the shared test cluster.
+pub async fn admin_config() -> Config {
+    let kc = Kubeconfig::read_from(kubeconfig()).expect("read kubeconfig");
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kube config from kubeconfig")
+}
+
+/// A client that authenticates with a bearer token (for example a service
+/// account token) instead of the admin certificate.
+pub async fn client_with_token(token: &str) -> Client {
+    let mut config = admin_config().await;
+    config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))
+        .expect("auth info with token");
+    Client::try_from(config).expect("kube client with token")
+}
+
+/// Runs kubectl against the shared cluster and returns its stdout; fails the
+/// test, showing stderr, if kubectl fails.
+pub fn kubectl(args: &[&str]) -> String {
+    kubectl_with_input(args, None)
+}
+
+/// Like [`kubectl`], feeding `input` to kubectl's stdin (for `-f -`).
+pub fn kubectl_with_input(args: &[&str], input: Option<&str>) -> String {
+    match try_kubectl(args, input) {
+        Ok(out) => out,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Runs kubectl; `Err` carries the command line, exit status and stderr.
+pub fn try_kubectl(args: &[&str], input: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run kubectl (is it installed?): {e}"))?;
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| format!("writing kubectl stdin: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("kubectl: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`kubectl {}` failed ({}):\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ))
+    }
+}
+
+/// Polls `check` every 250 ms until it returns true; fails the test after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for_ok(what, timeout, || {
+        let fut = check();
+        async move { if fut.await { Ok(()) } else { Err(String::new()) } }
+    })
+    .await
+}
+
+/// Polls `check` every 250 ms until it returns `Ok(value)`, and returns the
+/// value; fails the test after `timeout`, showing the last `Err` message.
+pub async fn wait_for_ok<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => {
+                if start.elapsed() >= timeout {
+                    panic!("timed out after {timeout:?} waiting for {what}; last state: {last}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A short suffix unique within this machine and run: pid, clock and counter.
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{:x}{n}", std::process::id() % 0x10000, nanos % 0x100000)
+}
+
+/// One test's view of the cluster: an admin client and a fresh namespace,
+/// deleted (with everything in it) when the `TestEnv` is dropped.
+pub struct TestEnv {
+    pub client: Client,
+    pub ns: String,
+    cleanup: Mutex<Vec<Vec<String>>>,
+}
+
+impl TestEnv {
+    /// Creates the namespace `<prefix>-<unique suffix>`.
+    pub async fn new(prefix: &str) -> TestEnv {
+        let ns = format!("{prefix}-{}", unique_suffix());
+        let client = client().await;
+        let api: Api<Namespace> = Api::all(client.clone());
+        let mut obj = Namespace::default();
+        obj.metadata.name = Some(ns.clone());
+        obj.metadata.labels = Some([("ruleop.test/owner".to_string(), "tests".to_string())].into());
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {ns}: {e}"));
+        TestEnv {
+            client,
+            ns,
+            cleanup: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A namespaced `Api<K>` in this test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// kubectl in this test's namespace (`-n <ns>` is added).
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", &self.ns];
+        full.extend_from_slice(args);
+        kubectl(&full)
+    }
+
+    /// Like [`TestEnv::kubectl`] but returns kubectl's failure instead of panicking.
+    pub fn try_kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let mut full = vec!["-n", &self.ns];
+        full.extend_from_slice(args);
+        try_kubectl(&full, None)
+    }
+
+    /// `kubectl apply -f -` of a YAML document (or several) in this namespace.
+    pub fn apply_yaml(&self, yaml: &str) -> String {
+        kubectl_with_input(&["-n", &self.ns, "apply", "-f", "-"], Some(yaml))
+    }
+
+    /// Deletes a cluster-scoped object (e.g. a CRD) when the `TestEnv` drops.
+    pub fn delete_on_drop(&self, resource: &str, name: &str) {
+        self.cleanup
+            .lock()
+            .unwrap()
+            .push(vec![resource.to_string(), name.to_string()]);
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // kubectl is synchronous and independent of the (maybe finished) runtime.
+        let mut items = std::mem::take(&mut *self.cleanup.lock().unwrap());
+        items.push(vec!["namespace".to_string(), self.ns.clone()]);
+        for item in items {
+            let _ = try_kubectl(
+                &[
+                    "delete",
+                    &item[0],
+                    &item[1],
+                    "--wait=false",
+                    "--ignore-not-found",
+                ],
+                None,
+            );
+        }
+    }
+}
