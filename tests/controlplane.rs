@@ -435,7 +435,7 @@ data: {k: v}
     let sas: Api<ServiceAccount> = env.api();
     let tr: TokenRequest = serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).unwrap();
     let tr = sas.create_token_request("reader", &PostParams::default(), &tr).await.unwrap();
-    let token_api = tr.status.unwrap().token;
+    let token_api = tr.status.unwrap().token.expect("token in TokenRequest status");
     let token_kubectl = env.kubectl(&["create", "token", "reader", "--duration=1h"]);
     let token_kubectl = token_kubectl.trim();
     assert!(!token_kubectl.is_empty());

@@ -19,7 +19,7 @@ import (
 
 // pki holds the files of the cluster's throwaway PKI, all in one directory.
 type pki struct {
-	CACert, CAKey          string // cluster CA (signs serving and client certs)
+	CACert, CAKey           string // cluster CA (signs serving and client certs)
 	ServingCert, ServingKey string // kube-apiserver serving cert
 	AdminCert, AdminKey     string // client cert: CN=kubernetes-admin, O=system:masters
 	SAKey, SAPub            string // service-account token signing key pair

@@ -21,10 +21,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/util/compatibility"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	cliflag "k8s.io/component-base/cli/flag"
-	"k8s.io/component-base/compatibility"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
@@ -108,6 +108,9 @@ func (cp *controlPlane) start(ctx context.Context) (err error) {
 		"--max-mutating-requests-inflight=500",
 		"--profiling=false",
 		"--event-ttl=1h",
+		// The endpoint reconciler refuses loopback addresses; there is no
+		// Service data plane here anyway.
+		"--endpoint-reconciler-type=none",
 	}); err != nil {
 		return fmt.Errorf("kube-apiserver flags: %w", err)
 	}
@@ -289,10 +292,7 @@ func (cp *controlPlane) startEtcd() (string, error) {
 		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 		cfg.ListenMetricsUrls = nil
 		cfg.UnsafeNoFsync = true // throwaway data: trade durability for speed
-		cfg.LogLevel = "error"
-		if cp.opts.verbose {
-			cfg.LogLevel = "warn"
-		}
+		cfg.LogLevel = "error" // "warn" logs every request's stats
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {
 			lastErr = err
@@ -366,7 +366,7 @@ func (cp *controlPlane) bootstrapObjects(ctx context.Context) error {
 					"type":                   "kwok",
 				},
 				Annotations: map[string]string{
-					kwokNodeAnnotation:            "fake",
+					kwokNodeAnnotation:             "fake",
 					"node.alpha.kubernetes.io/ttl": "0",
 				},
 			},

@@ -99,7 +99,7 @@ fn start_control_plane() -> Result<ControlPlane, String> {
     });
     let started = Instant::now();
     let res = rx.recv_timeout(START_TIMEOUT);
-    let fail = |msg: String| {
+    let mut fail = |msg: String| {
         let _ = child.kill();
         let _ = child.wait();
         Err(format!(
@@ -114,8 +114,7 @@ fn start_control_plane() -> Result<ControlPlane, String> {
                 started.elapsed().as_secs_f64(),
                 kubeconfig.display()
             );
-            // Not waited for: it outlives no test binary (it exits with us).
-            drop(child);
+            // `child` is not waited for: it exits with this process.
             Ok(ControlPlane {
                 kubeconfig,
                 _stdin: stdin.map(Mutex::new),
