@@ -111,7 +111,10 @@ spec:
     );
 
     // kube: read it back dynamically, patch its status subresource.
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Widget"), "widgets");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(&group, "v1", "Widget"),
+        "widgets",
+    );
     let widgets: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), &env.ns, &ar);
     let w = widgets.get("w1").await.unwrap();
     assert_eq!(w.data["spec"]["size"], 3);
@@ -136,7 +139,13 @@ spec:
         )
         .await
         .unwrap();
-    let out = env.kubectl(&["get", "wdg", "w1", "-o", "jsonpath={.spec.size} {.status.phase}"]);
+    let out = env.kubectl(&[
+        "get",
+        "wdg",
+        "w1",
+        "-o",
+        "jsonpath={.spec.size} {.status.phase}",
+    ]);
     assert_eq!(out, "4 Ready");
 
     // kubectl can patch the status subresource too.
@@ -170,7 +179,10 @@ async fn deployment_reaches_three_ready_pods() {
         }
     }))
     .unwrap();
-    deployments.create(&PostParams::default(), &d).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
 
     wait_for_ok("deployment web: 3 ready replicas", T90, || async {
         let d = deployments.get("web").await.map_err(|e| e.to_string())?;
@@ -183,17 +195,29 @@ async fn deployment_reaches_three_ready_pods() {
     .await;
 
     let pods: Api<Pod> = env.api();
-    let list = pods.list(&ListParams::default().labels("app=web")).await.unwrap();
+    let list = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 3);
     for p in &list.items {
         assert_eq!(phase(p), "Running");
         assert!(is_ready(p), "pod not Ready: {:?}", p.status);
         assert!(pod_ip(p).is_some_and(|ip| !ip.is_empty()), "no pod IP");
-        assert!(p.spec.as_ref().unwrap().node_name.is_some(), "pod not scheduled");
+        assert!(
+            p.spec.as_ref().unwrap().node_name.is_some(),
+            "pod not scheduled"
+        );
     }
     // kubectl agrees.
     env.kubectl(&["rollout", "status", "deployment/web", "--timeout=30s"]);
-    let ready = env.kubectl(&["get", "deployment", "web", "-o", "jsonpath={.status.readyReplicas}"]);
+    let ready = env.kubectl(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.status.readyReplicas}",
+    ]);
     assert_eq!(ready, "3");
 }
 
@@ -262,8 +286,14 @@ spec:
         let pvc = pvcs.get(&format!("data-db-{i}")).await.unwrap();
         let st = pvc.status.unwrap();
         assert_eq!(st.phase.as_deref(), Some("Bound"));
-        assert_eq!(pvc.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("standard"));
-        let pv = pvs.get(pvc.spec.unwrap().volume_name.as_deref().unwrap()).await.unwrap();
+        assert_eq!(
+            pvc.spec.as_ref().unwrap().storage_class_name.as_deref(),
+            Some("standard")
+        );
+        let pv = pvs
+            .get(pvc.spec.unwrap().volume_name.as_deref().unwrap())
+            .await
+            .unwrap();
         assert_eq!(pv.status.unwrap().phase.as_deref(), Some("Bound"));
     }
     let phases = env.kubectl(&["get", "pvc", "-o", "jsonpath={.items[*].status.phase}"]);
@@ -287,7 +317,10 @@ fn job_complete(job: &Job) -> bool {
     job.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Complete" && c.status == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True")
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,13 +330,21 @@ async fn job_completes() {
     let job: Job = serde_json::from_value(job_manifest("hello")).unwrap();
     jobs.create(&PostParams::default(), &job).await.unwrap();
 
-    env.kubectl(&["wait", "--for=condition=Complete", "job/hello", "--timeout=90s"]);
+    env.kubectl(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/hello",
+        "--timeout=90s",
+    ]);
     let job = jobs.get("hello").await.unwrap();
     assert!(job_complete(&job));
     assert_eq!(job.status.as_ref().unwrap().succeeded, Some(1));
 
     let pods: Api<Pod> = env.api();
-    let list = pods.list(&ListParams::default().labels("job-name=hello")).await.unwrap();
+    let list = pods
+        .list(&ListParams::default().labels("job-name=hello"))
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(phase(&list.items[0]), "Succeeded");
 }
@@ -324,28 +365,37 @@ async fn cronjob_creates_jobs() {
 
     // A Job created from the CronJob's template runs to completion ...
     env.kubectl(&["create", "job", "--from=cronjob/backup", "backup-manual"]);
-    env.kubectl(&["wait", "--for=condition=Complete", "job/backup-manual", "--timeout=90s"]);
+    env.kubectl(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/backup-manual",
+        "--timeout=90s",
+    ]);
 
     // ... and the cronjob controller itself starts one on schedule (within a minute).
     let jobs: Api<Job> = env.api();
-    let scheduled = wait_for_ok("a scheduled job owned by cronjob backup", T90, || async {
-        let list = jobs.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
-        list.items
-            .into_iter()
-            .find(|j| {
-                j.metadata
-                    .owner_references
-                    .as_ref()
-                    .is_some_and(|o| o.iter().any(|o| o.kind == "CronJob" && o.name == "backup"))
-                    && j.metadata.name.as_deref() != Some("backup-manual")
-            })
-            .ok_or_else(|| "no scheduled job yet".to_string())
-    })
-    .await;
+    let scheduled =
+        wait_for_ok("a scheduled job owned by cronjob backup", T90, || async {
+            let list = jobs
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .into_iter()
+                .find(|j| {
+                    j.metadata.owner_references.as_ref().is_some_and(|o| {
+                        o.iter().any(|o| o.kind == "CronJob" && o.name == "backup")
+                    }) && j.metadata.name.as_deref() != Some("backup-manual")
+                })
+                .ok_or_else(|| "no scheduled job yet".to_string())
+        })
+        .await;
     let name = scheduled.metadata.name.unwrap();
-    wait_for(&format!("scheduled job {name} to complete"), T60, || async {
-        jobs.get(&name).await.is_ok_and(|j| job_complete(&j))
-    })
+    wait_for(
+        &format!("scheduled job {name} to complete"),
+        T60,
+        || async { jobs.get(&name).await.is_ok_and(|j| job_complete(&j)) },
+    )
     .await;
     let cj = cronjobs.get("backup").await.unwrap();
     assert!(cj.status.unwrap().last_schedule_time.is_some());
@@ -365,21 +415,38 @@ async fn deleting_owner_garbage_collects_dependents() {
         "uid": owner.metadata.uid.clone().unwrap(), "controller": true, "blockOwnerDeletion": true
     }]);
     let dep_cm: ConfigMap =
-        serde_json::from_value(json!({"metadata": {"name": "dep", "ownerReferences": oref}})).unwrap();
+        serde_json::from_value(json!({"metadata": {"name": "dep", "ownerReferences": oref}}))
+            .unwrap();
     let dep_secret: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "dep", "ownerReferences": oref}})).unwrap();
+        serde_json::from_value(json!({"metadata": {"name": "dep", "ownerReferences": oref}}))
+            .unwrap();
     cms.create(&PostParams::default(), &dep_cm).await.unwrap();
-    secrets.create(&PostParams::default(), &dep_secret).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &dep_secret)
+        .await
+        .unwrap();
 
-    cms.delete("owner", &DeleteParams::background()).await.unwrap();
-    wait_for("dependents of the deleted owner to be collected", T60, || async {
-        cms.get_opt("dep").await.is_ok_and(|o| o.is_none())
-            && secrets.get_opt("dep").await.is_ok_and(|o| o.is_none())
-    })
+    cms.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_for(
+        "dependents of the deleted owner to be collected",
+        T60,
+        || async {
+            cms.get_opt("dep").await.is_ok_and(|o| o.is_none())
+                && secrets.get_opt("dep").await.is_ok_and(|o| o.is_none())
+        },
+    )
     .await;
 
     // Controllers' children: a Deployment's ReplicaSet and Pods go with it.
-    env.kubectl(&["create", "deployment", "app", "--image=nginx", "--replicas=2"]);
+    env.kubectl(&[
+        "create",
+        "deployment",
+        "app",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
     env.kubectl(&["rollout", "status", "deployment/app", "--timeout=90s"]);
     let rss: Api<ReplicaSet> = env.api();
     let pods: Api<Pod> = env.api();
@@ -387,16 +454,23 @@ async fn deleting_owner_garbage_collects_dependents() {
     assert_eq!(rss.list(&lp).await.unwrap().items.len(), 1);
     assert_eq!(pods.list(&lp).await.unwrap().items.len(), 2);
     let deployments: Api<Deployment> = env.api();
-    deployments.delete("app", &DeleteParams::background()).await.unwrap();
-    wait_for_ok("replicaset and pods of deployment app to be collected", T60, || async {
-        let r = rss.list(&lp).await.map_err(|e| e.to_string())?.items.len();
-        let p = pods.list(&lp).await.map_err(|e| e.to_string())?.items.len();
-        if r == 0 && p == 0 {
-            Ok(())
-        } else {
-            Err(format!("{r} replicasets, {p} pods left"))
-        }
-    })
+    deployments
+        .delete("app", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_for_ok(
+        "replicaset and pods of deployment app to be collected",
+        T60,
+        || async {
+            let r = rss.list(&lp).await.map_err(|e| e.to_string())?.items.len();
+            let p = pods.list(&lp).await.map_err(|e| e.to_string())?.items.len();
+            if r == 0 && p == 0 {
+                Ok(())
+            } else {
+                Err(format!("{r} replicasets, {p} pods left"))
+            }
+        },
+    )
     .await;
 }
 
@@ -433,9 +507,17 @@ data: {k: v}
 
     // A token from the TokenRequest API (kube) and one from `kubectl create token`.
     let sas: Api<ServiceAccount> = env.api();
-    let tr: TokenRequest = serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).unwrap();
-    let tr = sas.create_token_request("reader", &PostParams::default(), &tr).await.unwrap();
-    let token_api = tr.status.unwrap().token.expect("token in TokenRequest status");
+    let tr: TokenRequest =
+        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).unwrap();
+    let tr = sas
+        .create_token_request("reader", &PostParams::default(), &tr)
+        .await
+        .unwrap();
+    let token_api = tr
+        .status
+        .unwrap()
+        .token
+        .expect("token in TokenRequest status");
     let token_kubectl = env.kubectl(&["create", "token", "reader", "--duration=1h"]);
     let token_kubectl = token_kubectl.trim();
     assert!(!token_kubectl.is_empty());
@@ -449,25 +531,42 @@ data: {k: v}
             .await
             .unwrap();
         let user = review.status.unwrap().user_info.unwrap();
-        assert_eq!(user.username.as_deref(), Some(format!("system:serviceaccount:{ns}:reader").as_str()));
+        assert_eq!(
+            user.username.as_deref(),
+            Some(format!("system:serviceaccount:{ns}:reader").as_str())
+        );
 
         // What the Role grants works ...
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         let cm = cms.get("visible").await.unwrap();
         assert_eq!(cm.data.unwrap()["k"], "v");
         // ... and everything else is forbidden.
-        assert!(is_forbidden(cms.list(&ListParams::default()).await), "list configmaps");
-        let new_cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "nope"}})).unwrap();
-        assert!(is_forbidden(cms.create(&PostParams::default(), &new_cm).await), "create configmap");
+        assert!(
+            is_forbidden(cms.list(&ListParams::default()).await),
+            "list configmaps"
+        );
+        let new_cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "nope"}})).unwrap();
+        assert!(
+            is_forbidden(cms.create(&PostParams::default(), &new_cm).await),
+            "create configmap"
+        );
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         assert!(is_forbidden(secrets.get("anything").await), "get secret");
         let other: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-        assert!(is_forbidden(other.get("kube-root-ca.crt").await), "other namespace");
+        assert!(
+            is_forbidden(other.get("kube-root-ca.crt").await),
+            "other namespace"
+        );
     }
 
     // kubectl's view of the same RBAC rules.
     let sa = format!("system:serviceaccount:{ns}:reader");
-    assert_eq!(env.kubectl(&["auth", "can-i", "get", "configmaps", "--as", &sa]).trim(), "yes");
+    assert_eq!(
+        env.kubectl(&["auth", "can-i", "get", "configmaps", "--as", &sa])
+            .trim(),
+        "yes"
+    );
     let denied = env.try_kubectl(&["auth", "can-i", "list", "configmaps", "--as", &sa]);
     assert!(denied.is_err_and(|e| e.contains("no")));
 }

@@ -292,7 +292,7 @@ func (cp *controlPlane) startEtcd() (string, error) {
 		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 		cfg.ListenMetricsUrls = nil
 		cfg.UnsafeNoFsync = true // throwaway data: trade durability for speed
-		cfg.LogLevel = "error" // "warn" logs every request's stats
+		cfg.LogLevel = "error"   // "warn" logs every request's stats
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {
 			lastErr = err

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -66,11 +68,12 @@ func stages() (map[internalversion.StageResourceRef][]*internalversion.Stage, er
 // startKwok runs kwok's controller (the fake kubelets) in this process, the
 // way the kwok binary's root command wires it, with stages from stages().
 func startKwok(ctx context.Context, kubeconfig string, verbose bool) error {
-	level := log.LevelWarn
+	level := log.LevelError
+	var w io.Writer = notFoundFilter{os.Stderr}
 	if verbose {
-		level = log.LevelInfo
+		level, w = log.LevelInfo, os.Stderr
 	}
-	ctx = log.NewContext(ctx, log.NewLogger(os.Stderr, level))
+	ctx = log.NewContext(ctx, log.NewLogger(w, level))
 
 	localStages, err := stages()
 	if err != nil {
@@ -133,4 +136,15 @@ func startKwok(ctx context.Context, kubeconfig string, verbose bool) error {
 		return err
 	}
 	return ctr.Start(ctx)
+}
+
+// notFoundFilter drops kwok's log records about objects that were deleted
+// while a stage was being played (a benign race, e.g. pod-delete after GC).
+type notFoundFilter struct{ w io.Writer }
+
+func (f notFoundFilter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("not found")) {
+		return len(p), nil
+	}
+	return f.w.Write(p)
 }

@@ -98,6 +98,10 @@ func run(o options) int {
 		}
 	}
 
+	// A harness that piped our stdout/stderr may be gone: a write to the
+	// broken pipe must fail (EPIPE), not kill us before we clean up.
+	signal.Ignore(syscall.SIGPIPE)
+
 	// Stop reasons: signals, parent death, stdin EOF.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)

@@ -41,13 +41,13 @@ pub fn controlplane_binary() -> PathBuf {
 }
 
 fn start_control_plane() -> Result<ControlPlane, String> {
-    if let Ok(path) = std::env::var("RULEOP_TEST_KUBECONFIG") {
-        if !path.is_empty() {
-            return Ok(ControlPlane {
-                kubeconfig: PathBuf::from(path),
-                _stdin: None,
-            });
-        }
+    if let Ok(path) = std::env::var("RULEOP_TEST_KUBECONFIG")
+        && !path.is_empty()
+    {
+        return Ok(ControlPlane {
+            kubeconfig: PathBuf::from(path),
+            _stdin: None,
+        });
     }
     let bin = controlplane_binary();
     if !bin.exists() {
@@ -75,13 +75,16 @@ fn start_control_plane() -> Result<ControlPlane, String> {
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
 
-    // Forward the control plane's stderr (quiet unless something is wrong)
-    // and keep its tail for the error message if it fails to start.
+    // The control plane's stderr (errors only, unless it fails) goes to a log
+    // file next to the kubeconfig; its tail is kept for the error message.
+    let log_path = kubeconfig.with_extension("log");
+    let mut log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let tail = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
     let tail2 = tail.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[controlplane] {line}");
+            let _ = writeln!(log, "{line}");
             let mut t = tail2.lock().unwrap();
             t.push(line);
             if t.len() > 40 {
@@ -110,9 +113,10 @@ fn start_control_plane() -> Result<ControlPlane, String> {
     match res {
         Ok(Some(Ok(line))) if line.starts_with("ready ") => {
             eprintln!(
-                "[controlplane] ready in {:.1}s, kubeconfig {}",
+                "[controlplane] ready in {:.1}s, kubeconfig {}, log {}",
                 started.elapsed().as_secs_f64(),
-                kubeconfig.display()
+                kubeconfig.display(),
+                log_path.display()
             );
             // `child` is not waited for: it exits with this process.
             Ok(ControlPlane {
@@ -120,7 +124,9 @@ fn start_control_plane() -> Result<ControlPlane, String> {
                 _stdin: stdin.map(Mutex::new),
             })
         }
-        Ok(Some(Ok(line))) => fail(format!("control plane printed {line:?} instead of `ready PATH`")),
+        Ok(Some(Ok(line))) => fail(format!(
+            "control plane printed {line:?} instead of `ready PATH`"
+        )),
         Ok(_) => fail("control plane exited before it was ready".to_string()),
         Err(_) => fail(format!("control plane not ready within {START_TIMEOUT:?}")),
     }
@@ -221,7 +227,13 @@ where
 {
     wait_for_ok(what, timeout, || {
         let fut = check();
-        async move { if fut.await { Ok(()) } else { Err(String::new()) } }
+        async move {
+            if fut.await {
+                Ok(())
+            } else {
+                Err(String::new())
+            }
+        }
     })
     .await
 }
@@ -255,7 +267,11 @@ pub fn unique_suffix() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}{:x}{n}", std::process::id() % 0x10000, nanos % 0x100000)
+    format!(
+        "{:x}{:x}{n}",
+        std::process::id() % 0x10000,
+        nanos % 0x100000
+    )
 }
 
 /// One test's view of the cluster: an admin client and a fresh namespace,
