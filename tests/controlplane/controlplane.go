@@ -292,7 +292,12 @@ func (cp *controlPlane) startEtcd() (string, error) {
 		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 		cfg.ListenMetricsUrls = nil
 		cfg.UnsafeNoFsync = true // throwaway data: trade durability for speed
-		cfg.LogLevel = "error"   // "warn" logs every request's stats
+		// "warn" logs every request's stats; "error" logs spurious errors
+		// on shutdown. Real etcd trouble surfaces through the apiserver.
+		cfg.LogLevel = "fatal"
+		if cp.opts.verbose {
+			cfg.LogLevel = "error"
+		}
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {
 			lastErr = err

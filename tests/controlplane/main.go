@@ -144,13 +144,21 @@ func run(o options) int {
 		return 1
 	}
 
-	<-ctx.Done()
-	if o.verbose {
-		logf("stopping: %v", context.Cause(ctx))
+	code := 0
+	select {
+	case <-ctx.Done():
+		if o.verbose {
+			logf("stopping: %v", context.Cause(ctx))
+		}
+	case err := <-cp.Errs():
+		// A component stopped on its own: do not linger half-working.
+		logf("stopping: %v", err)
+		cancel(err)
+		code = 1
 	}
 	cp.stop()
 	cleanupDir()
-	return 0
+	return code
 }
 
 // watchParent cancels ctx when this process is re-parented (its parent died).
