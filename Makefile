@@ -20,7 +20,7 @@ lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) clippy --all-targets -- -D warnings
 
 controlplane: ## build the local control plane (our envtest)
-	cd tests/controlplane && go build -o ../../$(CP_BIN) .
+	cd tests/controlplane && go build -ldflags='-s -w' -o ../../$(CP_BIN) .
 
 cluster: controlplane ## run the local control plane in the foreground
 	$(CP_BIN) --kubeconfig $(CP_KUBECONFIG)

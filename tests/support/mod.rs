@@ -61,6 +61,7 @@ fn start_control_plane() -> Result<ControlPlane, String> {
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    remove_stale_files(&dir);
     let kubeconfig = dir.join(format!("controlplane-{}.kubeconfig", std::process::id()));
 
     let mut child = Command::new(&bin)
@@ -131,6 +132,25 @@ fn start_control_plane() -> Result<ControlPlane, String> {
         )),
         Ok(_) => fail("control plane exited before it was ready".to_string()),
         Err(_) => fail(format!("control plane not ready within {START_TIMEOUT:?}")),
+    }
+}
+
+/// Removes the kubeconfig and log files of earlier test processes that are gone.
+fn remove_stale_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("controlplane-")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
