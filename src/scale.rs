@@ -93,7 +93,8 @@ pub fn step(
     };
     let next_ordinals = |count: usize| -> Vec<u64> {
         match naming {
-            // After the highest ever observed, so a replacement is a new replica.
+            // After the highest currently observed: a replacement for a middle replica gets a
+            // new name; one for the newest may reuse its name (a new object, new uid).
             Naming::Generated => {
                 let max = observed.iter().map(|r| r.ordinal + 1).max().unwrap_or(0);
                 (max..).take(count).collect()
