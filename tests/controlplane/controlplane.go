@@ -89,8 +89,12 @@ func (cp *controlPlane) start(ctx context.Context) (err error) {
 
 	// All three components share one process-wide feature-gate/version
 	// registry: build and parse every option set first, then Set() it once.
+	apiArgs, err := cp.auditArgs()
+	if err != nil {
+		return err
+	}
 	apiOpts := apiserveroptions.NewServerRunOptions()
-	if err := flagSet("kube-apiserver", apiOpts.Flags()).Parse([]string{
+	if err := flagSet("kube-apiserver", apiOpts.Flags()).Parse(append(apiArgs, []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -111,7 +115,7 @@ func (cp *controlPlane) start(ctx context.Context) (err error) {
 		// The endpoint reconciler refuses loopback addresses; there is no
 		// Service data plane here anyway.
 		"--endpoint-reconciler-type=none",
-	}); err != nil {
+	}...)); err != nil {
 		return fmt.Errorf("kube-apiserver flags: %w", err)
 	}
 	apiOpts.SecureServing.Listener = ln
@@ -394,4 +398,34 @@ func (cp *controlPlane) bootstrapObjects(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// defaultAuditPolicy records who mutated what (no request bodies).
+const defaultAuditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+`
+
+// auditArgs are the kube-apiserver flags for --audit-log (none without it).
+func (cp *controlPlane) auditArgs() ([]string, error) {
+	if cp.opts.auditLog == "" {
+		return nil, nil
+	}
+	policy := cp.opts.auditPolicy
+	if policy == "" {
+		policy = filepath.Join(cp.dir, "audit-policy.yaml")
+		if err := writeFileAtomic(policy, []byte(defaultAuditPolicy), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return []string{
+		"--audit-log-path=" + cp.opts.auditLog,
+		"--audit-policy-file=" + policy,
+		"--audit-log-format=json",
+		"--audit-log-maxbackup=0",
+	}, nil
 }

@@ -42,6 +42,8 @@ type options struct {
 	exitWithParent bool
 	exitOnStdinEOF bool
 	readyTimeout   time.Duration
+	auditLog       string
+	auditPolicy    string
 }
 
 func main() {
@@ -53,9 +55,11 @@ func main() {
 	flag.BoolVar(&o.exitWithParent, "exit-with-parent", true, "stop when the parent process dies")
 	flag.BoolVar(&o.exitOnStdinEOF, "exit-on-stdin-eof", false, "stop when stdin is closed (for test harnesses that keep a pipe open)")
 	flag.DurationVar(&o.readyTimeout, "ready-timeout", 120*time.Second, "give up if the cluster is not ready within this time")
+	flag.StringVar(&o.auditLog, "audit-log", "", "write the kube-apiserver audit log (JSON lines) to this file; default policy: mutating requests at Metadata level")
+	flag.StringVar(&o.auditPolicy, "audit-policy", "", "audit policy file for --audit-log (default: mutating requests at Metadata level)")
 	flag.Parse()
 	if o.kubeconfig == "" || flag.NArg() != 0 || o.nodes < 0 {
-		fmt.Fprintln(os.Stderr, "usage: controlplane --kubeconfig PATH [--data-dir DIR] [--nodes N] [--verbose] [--exit-with-parent=true] [--exit-on-stdin-eof]")
+		fmt.Fprintln(os.Stderr, "usage: controlplane --kubeconfig PATH [--data-dir DIR] [--nodes N] [--verbose] [--exit-with-parent=true] [--exit-on-stdin-eof] [--audit-log PATH [--audit-policy FILE]]")
 		os.Exit(2)
 	}
 	setupLogging(o.verbose)
