@@ -506,21 +506,7 @@ fn plan_child(
     }
     let template = format!("{base}.template");
     let Some(replicas) = &child.replicas else {
-        let object = rule
-            .templates
-            .render_object(&template, ctx)
-            .map_err(|e| render_failure(rule, &template, &e))?;
-        let desired = finish(
-            rule,
-            input,
-            &template,
-            &child.name,
-            &child.api_version,
-            &child.kind,
-            child,
-            object,
-            None,
-        )?;
+        let desired = render_child(rule, input, &template, child, ctx, None)?;
         plan.apply.push(desired);
         return Ok(());
     };
@@ -578,21 +564,7 @@ fn plan_child(
     for replica in step.keep.iter().chain(&step.create) {
         let replica_ctx =
             context! { name => replica.name.clone(), index => replica.ordinal, ..ctx.clone() };
-        let object = rule
-            .templates
-            .render_object(&template, &replica_ctx)
-            .map_err(|e| render_failure(rule, &template, &e))?;
-        let desired = finish(
-            rule,
-            input,
-            &template,
-            &child.name,
-            &child.api_version,
-            &child.kind,
-            child,
-            object,
-            Some(replica),
-        )?;
+        let desired = render_child(rule, input, &template, child, &replica_ctx, Some(replica))?;
         plan.apply.push(desired);
     }
     for replica in &step.delete {
@@ -628,21 +600,38 @@ fn child_ready(
         .map_err(|e| render_failure(rule, name, &e))
 }
 
+/// Renders `child` (one replica of it, when `replica` is given) and completes it.
+fn render_child(
+    rule: &CompiledRule,
+    input: &Input<'_>,
+    template: &str,
+    child: &Child,
+    ctx: &Value,
+    replica: Option<&scale::Replica>,
+) -> Result<Desired, Failure> {
+    let object = rule
+        .templates
+        .render_object(template, ctx)
+        .map_err(|e| render_failure(rule, template, &e))?;
+    finish(rule, input, template, child, object, replica)
+}
+
 /// Completes a rendered object: identity checks, namespace, labels, ownership, fields left
 /// to other managers, content hash, and what applying it would do.
-#[allow(clippy::too_many_arguments)]
 fn finish(
     rule: &CompiledRule,
     input: &Input<'_>,
     template: &str,
-    child_name: &str,
-    api_version: &str,
-    kind: &str,
     child: &Child,
     mut object: Json,
     replica: Option<&scale::Replica>,
 ) -> Result<Desired, Failure> {
     let parent = input.parent;
+    let (child_name, api_version, kind) = (
+        child.name.as_str(),
+        child.api_version.as_str(),
+        child.kind.as_str(),
+    );
     let fail = |message: String| Failure {
         reason: reason::RENDER_FAILED.into(),
         message: format!("{}: {message}", rule.locate(template, None)),
@@ -853,7 +842,6 @@ fn conditions(
             rule,
             "spec.status.ready",
             READY,
-            &r.when,
             r.reason.as_deref(),
             r.false_reason.as_deref(),
             r.message.is_some(),
@@ -868,7 +856,6 @@ fn conditions(
             rule,
             &format!("spec.status.conditions[{i}]"),
             &c.type_,
-            &c.when,
             c.reason.as_deref(),
             c.false_reason.as_deref(),
             c.message.is_some(),
@@ -878,12 +865,11 @@ fn conditions(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Evaluates the condition whose compiled `when`/`message` live under `base`.
 fn evaluate(
     rule: &CompiledRule,
     base: &str,
     type_: &str,
-    _when: &str,
     reason: Option<&str>,
     false_reason: Option<&str>,
     has_message: bool,
@@ -994,35 +980,20 @@ fn finalize(
         let template = format!("spec.finalizer.cleanup[{i}].template");
         match view.observed_children(&step.name).first() {
             None => {
-                let rendered = rule
-                    .templates
-                    .render_object(&template, ctx)
-                    .map_err(|e| render_failure(rule, &template, &e))
-                    .and_then(|object| {
-                        let as_child = Child {
-                            name: step.name.clone(),
-                            api_version: step.api_version.clone(),
-                            kind: step.kind.clone(),
-                            when: None,
-                            template: String::new(),
-                            replicas: None,
-                            ready: None,
-                            deletion_policy: DeletionPolicy::Delete,
-                            update_strategy: UpdateStrategy::Apply,
-                            managed_elsewhere: Vec::new(),
-                        };
-                        finish(
-                            rule,
-                            input,
-                            &template,
-                            &step.name,
-                            &step.api_version,
-                            &step.kind,
-                            &as_child,
-                            object,
-                            None,
-                        )
-                    });
+                // A cleanup step is applied like a child owned by the parent.
+                let as_child = Child {
+                    name: step.name.clone(),
+                    api_version: step.api_version.clone(),
+                    kind: step.kind.clone(),
+                    when: None,
+                    template: String::new(),
+                    replicas: None,
+                    ready: None,
+                    deletion_policy: DeletionPolicy::Delete,
+                    update_strategy: UpdateStrategy::Apply,
+                    managed_elsewhere: Vec::new(),
+                };
+                let rendered = render_child(rule, input, &template, &as_child, ctx, None);
                 match rendered {
                     Ok(desired) => {
                         let key = ObjectKey::of(&desired.object);
