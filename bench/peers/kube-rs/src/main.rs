@@ -209,11 +209,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let cfg = watcher::Config::default();
     let (deployments, dep_w) = reflector::store();
-    let dep_stream = reflector(dep_w, watcher(api::<Deployment>(&client, &ns), cfg.clone()))
+    let dep_stream = reflector::reflector(dep_w, watcher(api::<Deployment>(&client, &ns), cfg.clone()))
         .default_backoff()
         .touched_objects();
     let (services, svc_w) = reflector::store();
-    let svc_stream = reflector(svc_w, watcher(api::<Service>(&client, &ns), cfg.clone()))
+    let svc_stream = reflector::reflector(svc_w, watcher(api::<Service>(&client, &ns), cfg.clone()))
         .default_backoff()
         .touched_objects();
     let pods: PodIndex = Arc::default();
