@@ -243,7 +243,10 @@ async fn main() -> anyhow::Result<()> {
         })
         .try_flatten();
     let ctx = Arc::new(Ctx { client: client.clone(), deployments, services, pods });
+    // 16 parallel reconciles, like `ruleop run`'s default --concurrency (kube-rs'
+    // default is unbounded: one TLS connection per in-flight reconcile).
     Controller::new(api::<Memcached>(&client, &ns), cfg.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(16))
         .owns_stream(dep_stream)
         .owns_stream(svc_stream)
         .watches_stream(pod_stream, |p: Pod| {
