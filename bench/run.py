@@ -6,7 +6,7 @@ control plane (tests/controlplane), one system at a time, with its own
 ServiceAccount token, so the kube-apiserver audit log attributes every mutating
 request to it. Every number is measured here; nothing is hard-coded.
 
-Environment: QUICK=1 (one repetition, 200 parents, short phases), REPS, PARENTS,
+Environment: QUICK=1 (one repetition, 100 parents, short phases), REPS, PARENTS,
 SYSTEMS (comma list), CONTROLPLANE (binary), RULEOP (binary).
 """
 import base64
@@ -32,14 +32,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOME = os.path.expanduser("~")
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 REPS = int(os.environ.get("REPS", "1" if QUICK else "3"))
-PARENTS = int(os.environ.get("PARENTS", "200" if QUICK else "1000"))
+PARENTS = int(os.environ.get("PARENTS", "100" if QUICK else "1000"))
 SIZE = int(os.environ.get("SIZE", "1"))  # spec.size of every parent (pods per parent)
 RATE, RATE_SECONDS = (10, 15) if QUICK else (20, 60)
-IDLE_SECONDS = int(os.environ.get("IDLE_SECONDS", "15" if QUICK else "60"))
+IDLE_SECONDS = int(os.environ.get("IDLE_SECONDS", "10" if QUICK else "60"))
 UPDATE_RATES = [10, 25] if QUICK else [10, 25, 50, 100, 200]
 UPDATE_STEP_SECONDS = 5 if QUICK else 10
 RELOAD_PARENTS = 100
-DONE_TIMEOUT = float(os.environ.get("DONE_TIMEOUT", "120" if QUICK else "600"))
+DONE_TIMEOUT = float(os.environ.get("DONE_TIMEOUT", "60" if QUICK else "600"))
 NS = "bench"
 OP_USER = "system:serviceaccount:kube-system:bench-operator"
 MUTATING = {"create", "update", "patch", "delete", "deletecollection"}
@@ -625,6 +625,8 @@ METRICS = [
     ("idle_writes", "", "lower"), ("idle_lease_writes", "", "lower"), ("idle_cpu_seconds", "s", "lower"),
     ("rss_peak_mib", "MiB", "lower"), ("rss_steady_mib", "MiB", "lower"),
     ("updates_per_second", "/s", "higher"), ("hot_reload_seconds", "s", "lower"),
+    ("planner_steady_plans_per_second_per_core", "/s", "higher"),
+    ("planner_first_plans_per_second_per_core", "/s", "higher"), ("parse_rule_per_second", "/s", "higher"),
 ]
 
 
@@ -647,6 +649,18 @@ def main():
             run_system(system, rep, policy, results)
         if "ruleop" in SYSTEMS:
             run_reload(rep, results)
+    # Criterion's planner results (`cargo bench --bench planner`, run before this by make bench).
+    crit = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(HOME, ".cache/ruleop/target")), "criterion/memcached")
+    for bench, metric in (("plan_steady", "planner_steady_plans_per_second_per_core"),
+                          ("plan_first", "planner_first_plans_per_second_per_core"),
+                          ("parse_rule", "parse_rule_per_second")):
+        try:
+            est = json.load(open(os.path.join(crit, bench, "new/estimates.json")))
+            mtime = os.path.getmtime(os.path.join(crit, bench, "new/estimates.json"))
+            results.add(metric, "ruleop", 1e9 / est["median"]["point_estimate"], source="criterion",
+                        measured_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(mtime)))
+        except (OSError, KeyError, ValueError):
+            log(f"no Criterion estimate for {bench} under {crit}")
     out = {"machine": machine(), "quick": QUICK, "repetitions": REPS, "parents": PARENTS, "size": SIZE,
            "wall_seconds": round(time.monotonic() - t_start, 1), "notes": results.notes, "results": []}
     for (metric, system), vals in sorted(results.raw.items()):
