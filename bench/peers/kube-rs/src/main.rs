@@ -24,7 +24,13 @@ const IMAGE: &str = "memcached:1.4.36";
 const MANAGER: &str = "memcached-kube-rs";
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
-#[kube(group = "cache.example.com", version = "v1alpha1", kind = "Memcached", namespaced, status = "MemcachedStatus")]
+#[kube(
+    group = "cache.example.com",
+    version = "v1alpha1",
+    kind = "Memcached",
+    namespaced,
+    status = "MemcachedStatus"
+)]
 pub struct MemcachedSpec {
     pub size: i32,
 }
@@ -67,7 +73,10 @@ struct Ctx {
 }
 
 fn labels(name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("app".into(), "memcached".into()), ("memcached_cr".into(), name.into())])
+    BTreeMap::from([
+        ("app".into(), "memcached".into()),
+        ("memcached_cr".into(), name.into()),
+    ])
 }
 
 fn pod_key(p: &Pod) -> Option<(String, String)> {
@@ -80,7 +89,12 @@ fn deployment_ok(d: &Deployment, size: i32, ls: &BTreeMap<String, String>) -> bo
     let Some(spec) = &d.spec else { return false };
     let pod = spec.template.spec.as_ref();
     spec.replicas == Some(size)
-        && spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()) == Some(ls)
+        && spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            == Some(ls)
         && pod.is_some_and(|p| {
             p.containers.len() == 1 && p.containers[0].image.as_deref() == Some(IMAGE)
         })
@@ -92,7 +106,11 @@ async fn reconcile(mc: Arc<Memcached>, ctx: Arc<Ctx>) -> Result<Action, kube::Er
     let size = mc.spec.size;
     let ls = labels(&name);
     let owner = mc.controller_owner_ref(&()).into_iter().collect::<Vec<_>>();
-    let meta = ObjectMeta { name: Some(name.clone()), owner_references: Some(owner), ..Default::default() };
+    let meta = ObjectMeta {
+        name: Some(name.clone()),
+        owner_references: Some(owner),
+        ..Default::default()
+    };
     let pp = PatchParams::apply(MANAGER).force();
 
     let key = ObjectRef::<Deployment>::new(&name).within(&ns);
@@ -104,9 +122,15 @@ async fn reconcile(mc: Arc<Memcached>, ctx: Arc<Ctx>) -> Result<Action, kube::Er
                 metadata: meta.clone(),
                 spec: Some(DeploymentSpec {
                     replicas: Some(size),
-                    selector: LabelSelector { match_labels: Some(ls.clone()), ..Default::default() },
+                    selector: LabelSelector {
+                        match_labels: Some(ls.clone()),
+                        ..Default::default()
+                    },
                     template: PodTemplateSpec {
-                        metadata: Some(ObjectMeta { labels: Some(ls.clone()), ..Default::default() }),
+                        metadata: Some(ObjectMeta {
+                            labels: Some(ls.clone()),
+                            ..Default::default()
+                        }),
                         spec: Some(PodSpec {
                             containers: vec![Container {
                                 name: "memcached".into(),
@@ -126,16 +150,26 @@ async fn reconcile(mc: Arc<Memcached>, ctx: Arc<Ctx>) -> Result<Action, kube::Er
                 ..Default::default()
             };
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-            let d = api.patch(&name, &pp, &Patch::Apply(&serde_json::json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": desired.metadata, "spec": desired.spec,
-            }))).await?;
+            let d = api
+                .patch(
+                    &name,
+                    &pp,
+                    &Patch::Apply(&serde_json::json!({
+                        "apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": desired.metadata, "spec": desired.spec,
+                    })),
+                )
+                .await?;
             d.status.and_then(|s| s.ready_replicas)
         }
     }
     .unwrap_or(0);
 
-    if ctx.services.get(&ObjectRef::new(&name).within(&ns)).is_none() {
+    if ctx
+        .services
+        .get(&ObjectRef::new(&name).within(&ns))
+        .is_none()
+    {
         let spec = ServiceSpec {
             selector: Some(ls.clone()),
             ports: Some(vec![ServicePort {
@@ -147,9 +181,14 @@ async fn reconcile(mc: Arc<Memcached>, ctx: Arc<Ctx>) -> Result<Action, kube::Er
             ..Default::default()
         };
         let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch(&name, &pp, &Patch::Apply(&serde_json::json!({
-            "apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec,
-        }))).await?;
+        api.patch(
+            &name,
+            &pp,
+            &Patch::Apply(&serde_json::json!({
+                "apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec,
+            })),
+        )
+        .await?;
     }
 
     let nodes: Vec<String> = ctx
@@ -169,15 +208,26 @@ async fn reconcile(mc: Arc<Memcached>, ctx: Arc<Ctx>) -> Result<Action, kube::Er
         message: format!("{ready}/{size} pods ready"),
         last_transition_time: match prev {
             Some(p) if p.status == is_ready => p.last_transition_time.clone(),
-            _ => jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_default().to_string(),
+            _ => jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or_default()
+                .to_string(),
         },
         observed_generation: mc.metadata.generation.unwrap_or(0),
     };
-    let new = MemcachedStatus { nodes, ready_replicas: ready, conditions: vec![cond] };
+    let new = MemcachedStatus {
+        nodes,
+        ready_replicas: ready,
+        conditions: vec![cond],
+    };
     if new != old {
         let api: Api<Memcached> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "status": new })))
-            .await?;
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": new })),
+        )
+        .await?;
     }
     Ok(Action::await_change())
 }
@@ -199,7 +249,10 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     fn api<K>(c: &Client, ns: &Option<String>) -> Api<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
         K::DynamicType: Default,
     {
         match ns {
@@ -209,40 +262,50 @@ async fn main() -> anyhow::Result<()> {
     }
     let cfg = watcher::Config::default();
     let (deployments, dep_w) = reflector::store();
-    let dep_stream = reflector::reflector(dep_w, watcher(api::<Deployment>(&client, &ns), cfg.clone()))
-        .default_backoff()
-        .touched_objects();
+    let dep_stream =
+        reflector::reflector(dep_w, watcher(api::<Deployment>(&client, &ns), cfg.clone()))
+            .default_backoff()
+            .touched_objects();
     let (services, svc_w) = reflector::store();
-    let svc_stream = reflector::reflector(svc_w, watcher(api::<Service>(&client, &ns), cfg.clone()))
-        .default_backoff()
-        .touched_objects();
+    let svc_stream =
+        reflector::reflector(svc_w, watcher(api::<Service>(&client, &ns), cfg.clone()))
+            .default_backoff()
+            .touched_objects();
     let pods: PodIndex = Arc::default();
     let index = pods.clone();
-    let pod_stream = watcher(api::<Pod>(&client, &ns), cfg.clone().labels("app=memcached"))
-        .default_backoff()
-        .map_ok(move |ev| {
-            let mut idx = index.lock().expect("pod index");
-            let mut touched = Vec::new();
-            match ev {
-                watcher::Event::Init => idx.clear(),
-                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                    if let (Some(k), Some(n)) = (pod_key(&p), p.metadata.name.clone()) {
-                        idx.entry(k).or_default().insert(n);
-                    }
-                    touched.push(p);
+    let pod_stream = watcher(
+        api::<Pod>(&client, &ns),
+        cfg.clone().labels("app=memcached"),
+    )
+    .default_backoff()
+    .map_ok(move |ev| {
+        let mut idx = index.lock().expect("pod index");
+        let mut touched = Vec::new();
+        match ev {
+            watcher::Event::Init => idx.clear(),
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                if let (Some(k), Some(n)) = (pod_key(&p), p.metadata.name.clone()) {
+                    idx.entry(k).or_default().insert(n);
                 }
-                watcher::Event::Delete(p) => {
-                    if let (Some(k), Some(n)) = (pod_key(&p), p.metadata.name.as_ref()) {
-                        idx.entry(k).or_default().remove(n);
-                    }
-                    touched.push(p);
-                }
-                watcher::Event::InitDone => {}
+                touched.push(p);
             }
-            futures::stream::iter(touched.into_iter().map(Ok))
-        })
-        .try_flatten();
-    let ctx = Arc::new(Ctx { client: client.clone(), deployments, services, pods });
+            watcher::Event::Delete(p) => {
+                if let (Some(k), Some(n)) = (pod_key(&p), p.metadata.name.as_ref()) {
+                    idx.entry(k).or_default().remove(n);
+                }
+                touched.push(p);
+            }
+            watcher::Event::InitDone => {}
+        }
+        futures::stream::iter(touched.into_iter().map(Ok))
+    })
+    .try_flatten();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        deployments,
+        services,
+        pods,
+    });
     // 16 parallel reconciles, like `ruleop run`'s default --concurrency (kube-rs'
     // default is unbounded: one TLS connection per in-flight reconcile).
     Controller::new(api::<Memcached>(&client, &ns), cfg.clone())
