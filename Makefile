@@ -52,3 +52,16 @@ deploy-check: build ## deploy/ in sync, renders, and passes kubectl apply -k --d
 
 demo: ## build, start a local control plane + ruleop, apply samples/, live summary (DEMO_ONCE=1: once)
 	hack/demo.sh
+
+# --- benchmarks (bench/, benches/, docs/benchmarks.md) ---
+.PHONY: bench
+BENCH_TARGET := $(HOME)/.cache/ruleop/bench-target
+BENCH_VENV := target/bench/venv
+
+bench: controlplane ## planner Criterion bench + ruleop vs kube-rs, controller-runtime, Kopf on the local control plane (QUICK=1: ~5 min)
+	$(CARGO) build --release --bin ruleop
+	cd bench/peers/kube-rs && CARGO_TARGET_DIR=$(BENCH_TARGET) $(CARGO) build --release
+	cd bench/peers/go-controller-runtime && go build -o $(BENCH_TARGET)/go-controller-runtime .
+	test -x $(BENCH_VENV)/bin/kopf || { python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q -r bench/peers/kopf/requirements.txt; }
+	$(CARGO) bench --bench planner -- $(if $(filter 1,$(QUICK)),--warm-up-time 1 --measurement-time 2,)
+	QUICK=$(QUICK) CONTROLPLANE=$${CONTROLPLANE:-$(CURDIR)/$(CP_BIN)} $(BENCH_VENV)/bin/python bench/run.py
