@@ -484,8 +484,9 @@ impl Actor {
             uid: Some(meta::uid(parent).into()),
             ..ObjectReference::default()
         };
-        for e in events {
-            let event = Event {
+        let events: Vec<Event> = events
+            .iter()
+            .map(|e| Event {
                 type_: if e.type_ == EventType::Warning {
                     KubeEventType::Warning
                 } else {
@@ -495,12 +496,19 @@ impl Actor {
                 note: Some(e.message.chars().take(1000).collect()),
                 action: "Reconcile".into(),
                 secondary: None,
-            };
-            self.metrics.write("event");
-            if let Err(err) = self.recorder.publish(&event, &reference).await {
-                tracing::debug!(error = %err, "cannot record event");
+            })
+            .collect();
+        // Events are informational: recording them must not hold up the reconcile.
+        let recorder = self.recorder.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            for event in events {
+                metrics.write("event");
+                if let Err(err) = recorder.publish(&event, &reference).await {
+                    tracing::debug!(error = %err, "cannot record event");
+                }
             }
-        }
+        });
     }
 }
 

@@ -50,11 +50,26 @@ pub struct Change {
     pub old: Option<Arc<Json>>,
 }
 
+/// `(namespace, label key, label value)`.
+type LabelKey = (String, String, String);
+
 #[derive(Default)]
 struct Inner {
     objects: HashMap<ObjKey, Arc<Json>>,
     by_owner: HashMap<String, HashSet<ObjKey>>,
     by_uid: HashMap<String, ObjKey>,
+    /// Objects by namespace and label, so selecting related objects does not scan the kind.
+    by_label: HashMap<LabelKey, HashSet<ObjKey>>,
+}
+
+fn labels_of(obj: &Json) -> impl Iterator<Item = (&str, &str)> {
+    obj.pointer("/metadata/labels")
+        .and_then(Json::as_object)
+        .into_iter()
+        .flat_map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+        })
 }
 
 impl Inner {
@@ -68,6 +83,12 @@ impl Inner {
                 .insert(key.clone());
         }
         self.by_uid.insert(meta::uid(&obj).to_string(), key.clone());
+        for (k, v) in labels_of(&obj) {
+            self.by_label
+                .entry((key.0.clone(), k.to_string(), v.to_string()))
+                .or_default()
+                .insert(key.clone());
+        }
         self.objects.insert(key, obj);
         old
     }
@@ -83,6 +104,15 @@ impl Inner {
             }
         }
         self.by_uid.remove(meta::uid(&old));
+        for (k, v) in labels_of(&old) {
+            let label = (key.0.clone(), k.to_string(), v.to_string());
+            if let Some(set) = self.by_label.get_mut(&label) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_label.remove(&label);
+                }
+            }
+        }
         Some(old)
     }
 }
@@ -178,6 +208,43 @@ impl KindCache {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Objects in `namespace` (every namespace when `None`) carrying all `selector` labels,
+    /// found through the label index rather than a scan.
+    pub fn select(
+        &self,
+        namespace: Option<&str>,
+        selector: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<Arc<Json>> {
+        let inner = self.read();
+        let matches = |o: &Json| {
+            selector
+                .iter()
+                .all(|(k, v)| meta::label(o, k) == Some(v.as_str()))
+        };
+        let Some((k, v)) = selector.iter().next() else {
+            return Vec::new();
+        };
+        let namespaces: Vec<String> = match namespace {
+            Some(ns) => vec![ns.to_string()],
+            None => {
+                let all: HashSet<&String> = inner
+                    .by_label
+                    .keys()
+                    .filter(|(_, lk, lv)| lk == k && lv == v)
+                    .map(|(ns, _, _)| ns)
+                    .collect();
+                all.into_iter().cloned().collect()
+            }
+        };
+        namespaces
+            .into_iter()
+            .filter_map(|ns| inner.by_label.get(&(ns, k.clone(), v.clone())))
+            .flat_map(|keys| keys.iter().filter_map(|key| inner.objects.get(key)))
+            .filter(|o| matches(o))
+            .cloned()
+            .collect()
     }
 
     /// Objects in `namespace` (all objects when `None`).
@@ -327,5 +394,59 @@ pub async fn watch(
                 tracing::warn!(kind = %cache.kind, error = %e, "watch failed; retrying with backoff");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(ns: &str, name: &str, labels: Json) -> Arc<Json> {
+        Arc::new(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": ns, "name": name, "uid": name, "labels": labels}}),
+        )
+    }
+
+    #[test]
+    fn selects_by_label_through_the_index_and_forgets_removed_objects() {
+        let resource = ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            plural: "pods".into(),
+        };
+        let cache = KindCache::new(
+            GroupKind {
+                group: String::new(),
+                kind: "Pod".into(),
+            },
+            resource,
+            true,
+            false,
+            1,
+        );
+        cache.apply(pod("a", "p1", json!({"app": "mc", "cr": "one"})));
+        cache.apply(pod("a", "p2", json!({"app": "mc", "cr": "two"})));
+        cache.apply(pod("b", "p3", json!({"app": "mc", "cr": "one"})));
+        let selector = [
+            ("app".to_string(), "mc".to_string()),
+            ("cr".to_string(), "one".to_string()),
+        ]
+        .into();
+        let names = |v: Vec<Arc<Json>>| {
+            let mut n: Vec<String> = v.iter().map(|o| meta::name(o).to_string()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(cache.select(Some("a"), &selector)), ["p1"]);
+        assert_eq!(names(cache.select(None, &selector)), ["p1", "p3"]);
+        // A relabelled object moves in the index.
+        cache.apply(pod("a", "p2", json!({"app": "mc", "cr": "one"})));
+        assert_eq!(names(cache.select(Some("a"), &selector)), ["p1", "p2"]);
+        cache.delete(&pod("a", "p1", json!({})));
+        assert_eq!(names(cache.select(Some("a"), &selector)), ["p2"]);
+        assert!(cache.select(Some("a"), &Default::default()).is_empty());
     }
 }

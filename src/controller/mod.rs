@@ -486,11 +486,19 @@ impl Controller {
     /// The rendered related selectors of a parent, cached per parent version.
     fn selectors_of(&self, rule: &ActiveRule, parent: &Json) -> Vec<BTreeMap<String, String>> {
         let cache_key = (rule.rule().name.clone(), meta::uid(parent).to_string());
-        let version = parent
-            .pointer("/metadata/resourceVersion")
-            .and_then(Json::as_str)
-            .unwrap_or_default()
-            .to_string();
+        // Selectors come from the parent's spec and metadata: generation and labels tell a
+        // change; status writes (which bump resourceVersion) do not need a re-render.
+        let version = format!(
+            "{}/{}",
+            parent
+                .pointer("/metadata/generation")
+                .and_then(Json::as_i64)
+                .unwrap_or_default(),
+            parent
+                .pointer("/metadata/labels")
+                .map(Json::to_string)
+                .unwrap_or_default()
+        );
         let mut cache = self
             .selectors
             .lock()
@@ -595,16 +603,7 @@ impl Controller {
             (compiled.spec.parent.scope == Scope::Namespaced).then_some(key.namespace.as_str());
         for (gk, selector) in rule.related.iter().zip(&selectors) {
             if let Some(c) = self.cache(gk) {
-                observed.extend(
-                    c.list(namespace)
-                        .iter()
-                        .filter(|o| {
-                            selector
-                                .iter()
-                                .all(|(k, v)| meta::label(o, k) == Some(v.as_str()))
-                        })
-                        .map(|o| (**o).clone()),
-                );
+                observed.extend(c.select(namespace, selector).iter().map(|o| (**o).clone()));
             }
         }
         let plan = plan::plan(
