@@ -150,7 +150,6 @@ impl Actor {
     pub async fn execute(&self, target: &Target<'_>, plan: Plan) -> Report {
         let parent = target.parent;
         let parent_api = api_for(&self.client, target.parent_kind, meta::namespace(parent));
-        let parent_name = meta::name(parent).to_string();
         let mut events = plan.events.clone();
         let mut failure: Option<(Condition, bool)> = None;
 
@@ -221,7 +220,6 @@ impl Actor {
         {
             return self.fail(target, &parent_api, e, Vec::new()).await;
         }
-        let _ = parent_name;
         if failure.is_some() {
             return Report {
                 outcome: Outcome::Ok(Some(Duration::from_secs(60))),

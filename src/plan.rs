@@ -272,7 +272,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
     );
     let view = match View::new(rule, &input, &parent_only) {
         Ok(v) => v,
-        Err(f) => return failed(rule, &input, plan, f),
+        Err(f) => return failed(&input, plan, f),
     };
     let doc = view.document(rule);
     let ctx = context! { now => now_string(input.now), ..from_json(&doc) };
@@ -302,9 +302,9 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
                     message,
                     permanent: true,
                 };
-                return failed(rule, &input, plan, f);
+                return failed(&input, plan, f);
             }
-            Err(e) => return failed(rule, &input, plan, render_failure(rule, &name, &e)),
+            Err(e) => return failed(&input, plan, render_failure(rule, &name, &e)),
         }
     }
 
@@ -315,7 +315,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             Err(f) => {
                 plan.apply.clear();
                 plan.delete.clear();
-                return failed(rule, &input, plan, f);
+                return failed(&input, plan, f);
             }
         }
     }
@@ -379,7 +379,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             plan.apply.clear();
             plan.delete.clear();
             plan.events.clear();
-            return failed(rule, &input, plan, f);
+            return failed(&input, plan, f);
         }
     };
     let fields = match status::project(rule, &doc, &ctx) {
@@ -393,7 +393,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             plan.apply.clear();
             plan.delete.clear();
             plan.events.clear();
-            return failed(rule, &input, plan, f);
+            return failed(&input, plan, f);
         }
     };
     set_status(&input, &mut plan, fields, &conditions);
@@ -409,7 +409,7 @@ fn normal(reason: &str, message: String) -> PlanEvent {
 }
 
 /// An empty plan reporting `failure`: nothing applied or deleted, `Ready=False`, a Warning.
-fn failed(rule: &CompiledRule, input: &Input<'_>, mut plan: Plan, failure: Failure) -> Plan {
+fn failed(input: &Input<'_>, mut plan: Plan, failure: Failure) -> Plan {
     plan.apply.clear();
     plan.delete.clear();
     plan.events.push(PlanEvent {
@@ -426,7 +426,6 @@ fn failed(rule: &CompiledRule, input: &Input<'_>, mut plan: Plan, failure: Failu
     let mut fields = previous;
     fields.remove("conditions");
     fields.remove("observedGeneration");
-    let _ = rule;
     set_status(
         input,
         &mut plan,
