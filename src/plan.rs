@@ -417,19 +417,10 @@ fn failed(input: &Input<'_>, mut plan: Plan, failure: Failure) -> Plan {
         reason: failure.reason.clone(),
         message: failure.message.clone(),
     });
-    let previous = input
-        .parent
-        .get("status")
-        .and_then(Json::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let mut fields = previous;
-    fields.remove("conditions");
-    fields.remove("observedGeneration");
     set_status(
         input,
         &mut plan,
-        fields,
+        previous_fields(input),
         &[Condition::unmet(
             READY,
             &failure.reason,
@@ -438,6 +429,20 @@ fn failed(input: &Input<'_>, mut plan: Plan, failure: Failure) -> Plan {
     );
     plan.failure = Some(failure);
     plan
+}
+
+/// The parent's current status fields, without the ones ruleop recomputes (kept as they are
+/// when a plan cannot project new ones).
+fn previous_fields(input: &Input<'_>) -> Map<String, Json> {
+    let mut fields = input
+        .parent
+        .get("status")
+        .and_then(Json::as_object)
+        .cloned()
+        .unwrap_or_default();
+    fields.remove("conditions");
+    fields.remove("observedGeneration");
+    fields
 }
 
 /// Builds the full status and keeps it only if it differs from the parent's.
@@ -958,19 +963,10 @@ fn finalize(
         return plan;
     };
     let deleting = |plan: &mut Plan, message: String, after: Duration| {
-        let previous = input
-            .parent
-            .get("status")
-            .and_then(Json::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let mut fields = previous;
-        fields.remove("conditions");
-        fields.remove("observedGeneration");
         set_status(
             input,
             plan,
-            fields,
+            previous_fields(input),
             &[Condition::unmet(READY, reason::DELETING, message)],
         );
         plan.requeue_after = Some(after);
