@@ -108,9 +108,8 @@ async fn whalesay_job_completes_and_a_new_message_replaces_it() {
     .await;
 }
 
-/// Polls the PodSet's pods while it scales to `target`; asserts the count never moves by more
-/// than one between observations and never overshoots.
-async fn scale_podset(env: &TestEnv, target: usize) -> Vec<usize> {
+/// Scales the PodSet to `target` and waits until its pods and `status.podNames` agree.
+async fn scale_podset(env: &TestEnv, target: usize) {
     env.kubectl(&[
         "patch",
         "podset",
@@ -120,39 +119,52 @@ async fn scale_podset(env: &TestEnv, target: usize) -> Vec<usize> {
         "-p",
         &format!(r#"{{"spec":{{"replicas":{target}}}}}"#),
     ]);
-    let mut seen = vec![pods(env, "app=example-podset").len()];
-    let start = std::time::Instant::now();
-    loop {
-        let n = pods(env, "app=example-podset").len();
-        if Some(&n) != seen.last() {
-            let prev = *seen.last().unwrap();
-            assert!(
-                n.abs_diff(prev) <= 1,
-                "pod count jumped from {prev} to {n}: {seen:?}"
-            );
-            seen.push(n);
+    wait_for(
+        &format!("PodSet at {target} with podNames right"),
+        T,
+        || async {
+            let names: Vec<String> = serde_json::from_str(&jsonpath(
+                env,
+                "podset",
+                "example-podset",
+                "{.status.podNames}",
+            ))
+            .unwrap_or_default();
+            let live = pods(env, "app=example-podset");
+            live.len() == target && names == live
+        },
+    )
+    .await;
+}
+
+/// The per-reconcile `apply=N delete=M` counts the operator logged for the PodSet.
+fn podset_steps(log: &str) -> Vec<(usize, usize)> {
+    let mut plain = String::new();
+    let mut in_escape = false;
+    for c in log.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, c) => plain.push(c),
         }
-        let names: Vec<String> = serde_json::from_str(&jsonpath(
-            env,
-            "podset",
-            "example-podset",
-            "{.status.podNames}",
-        ))
-        .unwrap_or_default();
-        if n == target && names == pods(env, "app=example-podset") {
-            return seen;
-        }
-        assert!(
-            start.elapsed() < T,
-            "scaling to {target} timed out: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let field = |line: &str, key: &str| -> usize {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    plain
+        .lines()
+        .filter(|l| l.contains("reconciling") && l.contains("parent=podset:"))
+        .map(|l| (field(l, "apply="), field(l, "delete=")))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podset_scales_one_pod_per_step_and_replaces_deleted_pods() {
-    let (env, _op) = setup("e2e-podset").await;
+    let (env, op) = setup("e2e-podset").await;
     env.apply_yaml(&sample("podset").replace("replicas: 3", "replicas: 0"));
     wait_for("PodSet reconciled", T, || async {
         ready(&env, "podset", "example-podset").0 == "True"
@@ -177,6 +189,15 @@ async fn podset_scales_one_pod_per_step_and_replaces_deleted_pods() {
             "v0.1"
         );
     }
+    // One pod per step: every reconcile created or deleted at most one pod. (A step repeated
+    // on a stale cache names the same pod again, so the totals may exceed 5 and 3.)
+    let steps = podset_steps(&op.log());
+    assert!(
+        steps.iter().all(|&(apply, delete)| apply + delete <= 1),
+        "a step touched several pods: {steps:?}"
+    );
+    assert!(steps.iter().map(|s| s.0).sum::<usize>() >= 5, "{steps:?}");
+    assert!(steps.iter().map(|s| s.1).sum::<usize>() >= 3, "{steps:?}");
     let victim = two[0].clone();
     let uid = jsonpath(&env, "pod", &victim, "{.metadata.uid}");
     env.kubectl(&["delete", "pod", &victim, "--wait=false"]);
