@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::operator::Operator;
+use support::operator::{Operator, jsonpath};
 use support::{TestEnv, kubectl_with_input, unique_suffix, wait_for};
 
 const T: Duration = Duration::from_secs(60);
@@ -48,11 +48,6 @@ spec:
 "#
     );
     (crd, rule)
-}
-
-fn jsonpath(env: &TestEnv, what: &str, name: &str, path: &str) -> String {
-    env.try_kubectl(&["get", what, name, "-o", &format!("jsonpath={path}")])
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

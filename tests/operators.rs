@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use support::operator::{Operator, install_crds, root};
+use support::operator::{Operator, install_crds, jsonpath, ready, sample};
 use support::{TestEnv, wait_for};
 
 const T: Duration = Duration::from_secs(90);
@@ -25,23 +25,6 @@ fn get(env: &TestEnv, what: &str, name: &str) -> Option<Json> {
         .map(|s| serde_json::from_str(&s).unwrap())
 }
 
-fn jsonpath(env: &TestEnv, what: &str, name: &str, path: &str) -> String {
-    env.try_kubectl(&["get", what, name, "-o", &format!("jsonpath={path}")])
-        .unwrap_or_default()
-}
-
-fn ready(env: &TestEnv, what: &str, name: &str) -> (String, String) {
-    let c = |t: &str| {
-        jsonpath(
-            env,
-            what,
-            name,
-            &format!("{{.status.conditions[?(@.type==\"Ready\")].{t}}}"),
-        )
-    };
-    (c("status"), c("reason"))
-}
-
 fn pods(env: &TestEnv, selector: &str) -> Vec<String> {
     let list: Json =
         serde_json::from_str(&env.kubectl(&["get", "pods", "-l", selector, "-o", "json"])).unwrap();
@@ -54,10 +37,6 @@ fn pods(env: &TestEnv, selector: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn sample(op: &str) -> String {
-    std::fs::read_to_string(root().join(format!("samples/{op}.yaml"))).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

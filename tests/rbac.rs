@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::operator::{Operator, install_crds, root};
+use support::operator::{Operator, install_crds, ready, root};
 use support::{TestEnv, kubectl, kubectl_with_input, unique_suffix, wait_for};
 
 const T: Duration = Duration::from_secs(90);
@@ -61,20 +61,6 @@ fn service_account(env: &TestEnv, rules: &Path, dir: &Path) -> std::path::PathBu
     env.delete_on_drop("clusterrolebinding", &role);
     let token = env.kubectl(&["create", "token", "ruleop", "--duration=1h"]);
     token_kubeconfig(dir, token.trim())
-}
-
-fn ready(env: &TestEnv, what: &str, name: &str) -> (String, String) {
-    let get = |field: &str| {
-        env.try_kubectl(&[
-            "get",
-            what,
-            name,
-            "-o",
-            &format!("jsonpath={{.status.conditions[?(@.type==\"Ready\")].{field}}}"),
-        ])
-        .unwrap_or_default()
-    };
-    (get("status"), get("reason"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

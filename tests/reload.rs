@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::operator::{Operator, install_crds, root};
+use support::operator::{Operator, install_crds, jsonpath, ready, root, sample};
 use support::{TestEnv, wait_for};
 
 const T: Duration = Duration::from_secs(60);
@@ -65,24 +65,6 @@ fn rule(op: &str) -> String {
     std::fs::read_to_string(root().join(format!("rules/{op}.yaml"))).unwrap()
 }
 
-fn sample(op: &str) -> String {
-    std::fs::read_to_string(root().join(format!("samples/{op}.yaml"))).unwrap()
-}
-
-fn jsonpath(env: &TestEnv, what: &str, name: &str, path: &str) -> String {
-    env.try_kubectl(&["get", what, name, "-o", &format!("jsonpath={path}")])
-        .unwrap_or_default()
-}
-
-fn ready(env: &TestEnv, what: &str, name: &str) -> String {
-    jsonpath(
-        env,
-        what,
-        name,
-        "{.status.conditions[?(@.type==\"Ready\")].status}",
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_follow_the_mounted_configmap() {
     install_crds();
@@ -100,7 +82,7 @@ async fn rules_follow_the_mounted_configmap() {
     env.apply_yaml(&sample("memcached"));
     env.apply_yaml(&sample("etcdcluster"));
     wait_for("Memcached Ready", T, || async {
-        ready(&env, "memcached", "example-memcached") == "True"
+        ready(&env, "memcached", "example-memcached").0 == "True"
     })
     .await;
     wait_for("EtcdCluster has its finalizer", T, || async {
@@ -117,7 +99,7 @@ async fn rules_follow_the_mounted_configmap() {
         ("myapp.yaml", rule("myapp")),
     ]));
     wait_for("added rule reconciles its CRs", T, || async {
-        ready(&env, "myapp", "myapp-sample") == "True"
+        ready(&env, "myapp", "myapp-sample").0 == "True"
     })
     .await;
 
@@ -231,7 +213,7 @@ async fn rules_follow_a_configmap_read_through_the_api() {
     );
     env.apply_yaml(&sample("memcached"));
     wait_for("Memcached Ready", T, || async {
-        ready(&env, "memcached", "example-memcached") == "True"
+        ready(&env, "memcached", "example-memcached").0 == "True"
     })
     .await;
     write_cm(&memcached.replace("image: memcached:1.4.36", "image: memcached:1.6.38"));
@@ -248,7 +230,7 @@ async fn rules_follow_a_configmap_read_through_the_api() {
     env.apply_yaml(&sample("myapp"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        ready(&env, "myapp", "myapp-sample"),
+        ready(&env, "myapp", "myapp-sample").0,
         "",
         "no rule for MyApp in the ConfigMap"
     );

@@ -131,3 +131,27 @@ impl Drop for Operator {
         self.stop();
     }
 }
+
+/// A reference sample (`samples/<op>.yaml`).
+pub fn sample(op: &str) -> String {
+    std::fs::read_to_string(root().join(format!("samples/{op}.yaml"))).unwrap()
+}
+
+/// `kubectl get WHAT NAME -o jsonpath=PATH` in the test's namespace ("" when absent).
+pub fn jsonpath(env: &super::TestEnv, what: &str, name: &str, path: &str) -> String {
+    env.try_kubectl(&["get", what, name, "-o", &format!("jsonpath={path}")])
+        .unwrap_or_default()
+}
+
+/// `(status, reason)` of the object's `Ready` condition ("" when absent).
+pub fn ready(env: &super::TestEnv, what: &str, name: &str) -> (String, String) {
+    let field = |f: &str| {
+        jsonpath(
+            env,
+            what,
+            name,
+            &format!("{{.status.conditions[?(@.type==\"Ready\")].{f}}}"),
+        )
+    };
+    (field("status"), field("reason"))
+}
