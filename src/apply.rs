@@ -340,7 +340,7 @@ impl Actor {
                     self.metrics.write("delete");
                     let dp = DeleteParams {
                         preconditions: Some(Preconditions {
-                            uid: Some(meta::uid(&old).to_string()),
+                            uid: Some(old.uid().to_string()),
                             resource_version: None,
                         }),
                         propagation_policy: Some(PropagationPolicy::Background),

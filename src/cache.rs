@@ -45,17 +45,115 @@ pub struct Change {
     /// The kind.
     pub kind: GroupKind,
     /// The object as now (or as last seen, when deleted).
-    pub object: Arc<Json>,
+    pub object: Arc<Cached>,
     /// The object before the change, if it was cached.
-    pub old: Option<Arc<Json>>,
+    pub old: Option<Arc<Cached>>,
 }
 
 /// `(namespace, label key, label value)`.
 type LabelKey = (String, String, String);
 
+/// Nesting beyond which an object is kept parsed: serde_json refuses to parse text nested
+/// deeper than 128 levels, so such text could not be read back.
+const MAX_TEXT_DEPTH: usize = 100;
+
+/// A cached object: what routing and the indexes need (identity, labels), and the object
+/// itself as compact JSON text. A parsed `serde_json::Value` costs about ten times its text
+/// in memory, and most cached objects are only read when their parent is reconciled, so
+/// they are parsed then ([`Cached::json`]).
+#[derive(Debug)]
+pub struct Cached {
+    namespace: Box<str>,
+    name: Box<str>,
+    uid: Box<str>,
+    labels: Box<[(Box<str>, Box<str>)]>,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Text(Box<str>),
+    Tree(Json),
+}
+
+fn depth(v: &Json) -> usize {
+    match v {
+        Json::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Json::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+impl Cached {
+    /// Caches `obj`.
+    pub fn new(obj: Json) -> Self {
+        let labels = labels_of(&obj)
+            .map(|(k, v)| (Box::from(k), Box::from(v)))
+            .collect();
+        let (namespace, name, uid) = (
+            meta::namespace(&obj).into(),
+            meta::name(&obj).into(),
+            meta::uid(&obj).into(),
+        );
+        let body = match serde_json::to_string(&obj) {
+            Ok(text) if depth(&obj) <= MAX_TEXT_DEPTH => Body::Text(text.into_boxed_str()),
+            _ => Body::Tree(obj),
+        };
+        Self {
+            namespace,
+            name,
+            uid,
+            labels,
+            body,
+        }
+    }
+
+    /// `metadata.namespace` (empty when cluster-scoped).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// `metadata.name`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `metadata.uid`.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// A label's value.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| &**v)
+    }
+
+    /// The labels.
+    pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.labels.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// `namespace/name`.
+    pub fn key(&self) -> ObjKey {
+        (self.namespace.to_string(), self.name.to_string())
+    }
+
+    /// The object.
+    pub fn json(&self) -> Json {
+        match &self.body {
+            // The text is serde_json's own output within the depth limit, so it parses.
+            Body::Text(text) => serde_json::from_str(text).unwrap_or(Json::Null),
+            Body::Tree(tree) => tree.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    objects: HashMap<ObjKey, Arc<Json>>,
+    objects: HashMap<ObjKey, Arc<Cached>>,
     by_owner: HashMap<String, HashSet<ObjKey>>,
     by_uid: HashMap<String, ObjKey>,
     /// Objects by namespace and label, so selecting related objects does not scan the kind.
@@ -73,17 +171,17 @@ fn labels_of(obj: &Json) -> impl Iterator<Item = (&str, &str)> {
 }
 
 impl Inner {
-    fn insert(&mut self, obj: Arc<Json>) -> Option<Arc<Json>> {
-        let key = key_of(&obj);
+    fn insert(&mut self, obj: Arc<Cached>) -> Option<Arc<Cached>> {
+        let key = obj.key();
         let old = self.remove(&key);
-        if let Some(owner) = meta::label(&obj, meta::OWNER_LABEL) {
+        if let Some(owner) = obj.label(meta::OWNER_LABEL) {
             self.by_owner
                 .entry(owner.to_string())
                 .or_default()
                 .insert(key.clone());
         }
-        self.by_uid.insert(meta::uid(&obj).to_string(), key.clone());
-        for (k, v) in labels_of(&obj) {
+        self.by_uid.insert(obj.uid().to_string(), key.clone());
+        for (k, v) in obj.labels() {
             self.by_label
                 .entry((key.0.clone(), k.to_string(), v.to_string()))
                 .or_default()
@@ -93,9 +191,9 @@ impl Inner {
         old
     }
 
-    fn remove(&mut self, key: &ObjKey) -> Option<Arc<Json>> {
+    fn remove(&mut self, key: &ObjKey) -> Option<Arc<Cached>> {
         let old = self.objects.remove(key)?;
-        if let Some(owner) = meta::label(&old, meta::OWNER_LABEL)
+        if let Some(owner) = old.label(meta::OWNER_LABEL)
             && let Some(set) = self.by_owner.get_mut(owner)
         {
             set.remove(key);
@@ -103,8 +201,8 @@ impl Inner {
                 self.by_owner.remove(owner);
             }
         }
-        self.by_uid.remove(meta::uid(&old));
-        for (k, v) in labels_of(&old) {
+        self.by_uid.remove(old.uid());
+        for (k, v) in old.labels() {
             let label = (key.0.clone(), k.to_string(), v.to_string());
             if let Some(set) = self.by_label.get_mut(&label) {
                 set.remove(key);
@@ -115,13 +213,6 @@ impl Inner {
         }
         Some(old)
     }
-}
-
-fn key_of(obj: &Json) -> ObjKey {
-    (
-        meta::namespace(obj).to_string(),
-        meta::name(obj).to_string(),
-    )
 }
 
 /// The cache of one kind.
@@ -179,7 +270,7 @@ impl KindCache {
     }
 
     /// The object at `namespace/name`.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Json>> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Cached>> {
         self.read()
             .objects
             .get(&(namespace.to_string(), name.to_string()))
@@ -187,7 +278,7 @@ impl KindCache {
     }
 
     /// The object with `uid`.
-    pub fn by_uid(&self, uid: &str) -> Option<Arc<Json>> {
+    pub fn by_uid(&self, uid: &str) -> Option<Arc<Cached>> {
         let inner = self.read();
         inner
             .by_uid
@@ -197,7 +288,7 @@ impl KindCache {
     }
 
     /// Objects labelled as rendered for the parent with `uid`.
-    pub fn owned_by(&self, uid: &str) -> Vec<Arc<Json>> {
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<Cached>> {
         let inner = self.read();
         inner
             .by_owner
@@ -216,13 +307,9 @@ impl KindCache {
         &self,
         namespace: Option<&str>,
         selector: &std::collections::BTreeMap<String, String>,
-    ) -> Vec<Arc<Json>> {
+    ) -> Vec<Arc<Cached>> {
         let inner = self.read();
-        let matches = |o: &Json| {
-            selector
-                .iter()
-                .all(|(k, v)| meta::label(o, k) == Some(v.as_str()))
-        };
+        let matches = |o: &Cached| selector.iter().all(|(k, v)| o.label(k) == Some(v.as_str()));
         let Some((k, v)) = selector.iter().next() else {
             return Vec::new();
         };
@@ -248,7 +335,7 @@ impl KindCache {
     }
 
     /// Objects in `namespace` (all objects when `None`).
-    pub fn list(&self, namespace: Option<&str>) -> Vec<Arc<Json>> {
+    pub fn list(&self, namespace: Option<&str>) -> Vec<Arc<Cached>> {
         self.read()
             .objects
             .iter()
@@ -267,19 +354,23 @@ impl KindCache {
         self.len() == 0
     }
 
-    fn apply(&self, obj: Arc<Json>) -> Option<Arc<Json>> {
+    fn apply(&self, obj: Arc<Cached>) -> Option<Arc<Cached>> {
         self.write().insert(obj)
     }
 
-    fn delete(&self, obj: &Json) -> Option<Arc<Json>> {
-        self.write().remove(&key_of(obj))
+    fn delete(&self, obj: &Cached) -> Option<Arc<Cached>> {
+        self.write().remove(&obj.key())
     }
 
     /// Replaces the objects of one scope (a namespace, or all) after a (re)list; returns the
     /// objects that vanished.
-    fn replace_scope(&self, namespace: Option<&str>, objects: Vec<Arc<Json>>) -> Vec<Arc<Json>> {
+    fn replace_scope(
+        &self,
+        namespace: Option<&str>,
+        objects: Vec<Arc<Cached>>,
+    ) -> Vec<Arc<Cached>> {
         let mut inner = self.write();
-        let fresh: HashSet<ObjKey> = objects.iter().map(|o| key_of(o)).collect();
+        let fresh: HashSet<ObjKey> = objects.iter().map(|o| o.key()).collect();
         let stale: Vec<ObjKey> = inner
             .objects
             .keys()
@@ -296,7 +387,7 @@ impl KindCache {
 }
 
 /// Converts a watched object into the cached form.
-fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Json> {
+fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Cached> {
     let mut obj = obj;
     obj.metadata.managed_fields = None;
     let mut json = serde_json::to_value(&obj).unwrap_or(Json::Null);
@@ -313,7 +404,7 @@ fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Json> {
             annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
         }
     }
-    Arc::new(json)
+    Arc::new(Cached::new(json))
 }
 
 /// Runs the watch of `cache` for one namespace (or all), feeding `changes` until cancelled.
@@ -338,7 +429,7 @@ pub async fn watch(
         None
     };
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-    let mut buffer: Vec<Arc<Json>> = Vec::new();
+    let mut buffer: Vec<Arc<Cached>> = Vec::new();
     let mut counted = false;
     loop {
         let event = tokio::select! {
@@ -348,7 +439,7 @@ pub async fn watch(
                 None => return,
             },
         };
-        let send = |object: Arc<Json>, old: Option<Arc<Json>>| {
+        let send = |object: Arc<Cached>, old: Option<Arc<Cached>>| {
             let _ = changes.send(Change {
                 kind: cache.kind.clone(),
                 object,
@@ -402,10 +493,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(ns: &str, name: &str, labels: Json) -> Arc<Json> {
-        Arc::new(
+    fn pod(ns: &str, name: &str, labels: Json) -> Arc<Cached> {
+        Arc::new(Cached::new(
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": ns, "name": name, "uid": name, "labels": labels}}),
-        )
+        ))
     }
 
     #[test]
@@ -435,8 +526,8 @@ mod tests {
             ("cr".to_string(), "one".to_string()),
         ]
         .into();
-        let names = |v: Vec<Arc<Json>>| {
-            let mut n: Vec<String> = v.iter().map(|o| meta::name(o).to_string()).collect();
+        let names = |v: Vec<Arc<Cached>>| {
+            let mut n: Vec<String> = v.iter().map(|o| o.name().to_string()).collect();
             n.sort();
             n
         };
@@ -448,5 +539,30 @@ mod tests {
         cache.delete(&pod("a", "p1", json!({})));
         assert_eq!(names(cache.select(Some("a"), &selector)), ["p2"]);
         assert!(cache.select(Some("a"), &Default::default()).is_empty());
+    }
+
+    #[test]
+    fn keeps_objects_as_text_and_reads_them_back_whole() {
+        let obj = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"namespace": "a", "name": "p", "uid": "u1", "labels": {"app": "mc"}},
+            "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 1}]}]}});
+        let cached = Cached::new(obj.clone());
+        assert!(matches!(cached.body, Body::Text(_)));
+        assert_eq!(cached.json(), obj);
+        assert_eq!(
+            (cached.namespace(), cached.name(), cached.uid()),
+            ("a", "p", "u1")
+        );
+        assert_eq!(cached.label("app"), Some("mc"));
+        assert_eq!(cached.label("other"), None);
+        // Nesting serde_json could not parse back is kept as a tree, still read back whole.
+        let mut deep = json!("leaf");
+        for _ in 0..200 {
+            deep = json!([deep]);
+        }
+        let deep = json!({"metadata": {"name": "d"}, "spec": deep});
+        let cached = Cached::new(deep.clone());
+        assert!(matches!(cached.body, Body::Tree(_)));
+        assert_eq!(cached.json(), deep);
     }
 }

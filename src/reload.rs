@@ -20,7 +20,7 @@ use crate::rule::{
 };
 
 /// How long a burst of file events must be quiet before rules are read.
-pub const DEBOUNCE: Duration = Duration::from_millis(250);
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// One rule file's name and content.
 pub type Snapshot = Vec<(PathBuf, String)>;

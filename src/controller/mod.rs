@@ -2,6 +2,7 @@
 //! plan (the pure planner) → act (the apply module), per parent, from a deduplicating queue.
 
 pub mod queue;
+pub mod related;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,12 +17,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Actor, Target};
-use crate::cache::{self, Change, GroupKind, KindCache};
+use crate::cache::{self, Cached, Change, GroupKind, KindCache};
 use crate::meta;
 use crate::plan::{self, Input};
 use crate::rule::{CompiledRule, LoadedRule, Scope, split_api_version};
 use crate::telemetry::{Metrics, ResultLabels, RuleLabels, RuleStateLabels};
 use queue::{Key, Outcome, Queue};
+use related::{RelatedIndex, Selector};
 
 /// How often rules whose kinds are not served yet look again.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
@@ -69,13 +71,10 @@ pub struct Controller {
     rules: RwLock<HashMap<String, Arc<ActiveRule>>>,
     waiting: Mutex<BTreeMap<String, (LoadedRule, String)>>,
     changes: mpsc::UnboundedSender<Change>,
-    selectors: Mutex<HashMap<(String, String), CachedSelectors>>,
+    related: Mutex<RelatedIndex>,
     ready: Arc<AtomicBool>,
     cancel: CancellationToken,
 }
-
-/// A parent's rendered related selectors and the resourceVersion they were rendered at.
-type CachedSelectors = (String, Vec<BTreeMap<String, String>>);
 
 /// What discovery found for one kind.
 struct Resolved {
@@ -105,7 +104,7 @@ impl Controller {
             rules: RwLock::default(),
             waiting: Mutex::default(),
             changes: tx,
-            selectors: Mutex::default(),
+            related: Mutex::default(),
             ready,
             cancel,
         });
@@ -329,6 +328,7 @@ impl Controller {
         for gone in diff.removed.iter().chain(&diff.changed) {
             let name = &gone.rule.name;
             let removed = diff.removed.iter().any(|r| &r.rule.name == name);
+            self.related_index().remove_rule(name);
             self.waiting
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -354,7 +354,8 @@ impl Controller {
         let delete_children =
             rule.rule().spec.on_rule_removal == crate::rule::RemovalPolicy::DeleteChildren;
         if let Some(parents) = self.cache(&rule.parent) {
-            for parent in parents.list(None) {
+            for cached in parents.list(None) {
+                let parent = cached.json();
                 if !meta::has_finalizer(&parent, meta::FINALIZER) {
                     continue;
                 }
@@ -377,9 +378,9 @@ impl Controller {
                 for obj in cache
                     .list(None)
                     .iter()
-                    .filter(|o| meta::label(o, meta::RULE_LABEL) == Some(name.as_str()))
+                    .filter(|o| o.label(meta::RULE_LABEL) == Some(name.as_str()))
                 {
-                    if let Err(e) = self.actor.delete_object(&cache, obj).await {
+                    if let Err(e) = self.actor.delete_object(&cache, &obj.json()).await {
                         tracing::warn!(rule = %name, error = %e, "cannot delete child of removed rule");
                     }
                 }
@@ -440,13 +441,14 @@ impl Controller {
             let name = &rule.rule().name;
             if rule.parent == change.kind {
                 self.queue.add(key_for(name, &change.object));
+                self.index_parent(&rule, &change.object);
             }
             if rule.children.contains(&change.kind) {
                 for obj in std::iter::once(&change.object).chain(change.old.iter()) {
-                    if meta::label(obj, meta::RULE_LABEL) != Some(name.as_str()) {
+                    if obj.label(meta::RULE_LABEL) != Some(name.as_str()) {
                         continue;
                     }
-                    let Some(uid) = meta::label(obj, meta::OWNER_LABEL) else {
+                    let Some(uid) = obj.label(meta::OWNER_LABEL) else {
                         continue;
                     };
                     if let Some(parent) = self.cache(&rule.parent).and_then(|c| c.by_uid(uid)) {
@@ -454,64 +456,71 @@ impl Controller {
                     }
                 }
             }
-            if rule.related.contains(&change.kind) {
-                self.route_related(&rule, change);
+            for (i, gk) in rule.related.iter().enumerate() {
+                if gk != &change.kind {
+                    continue;
+                }
+                let index = self.related_index();
+                for obj in std::iter::once(&change.object).chain(change.old.iter()) {
+                    for (namespace, parent) in index.matching(name, i, obj) {
+                        self.queue.add(Key {
+                            rule: name.clone(),
+                            namespace,
+                            name: parent,
+                        });
+                    }
+                }
             }
         }
     }
 
-    /// Enqueues the parents whose related selectors match the changed object (before or after).
-    fn route_related(&self, rule: &ActiveRule, change: &Change) {
-        let Some(parents) = self.cache(&rule.parent) else {
-            return;
-        };
-        let namespace = (rule.rule().spec.parent.scope == Scope::Namespaced)
-            .then(|| meta::namespace(&change.object));
-        for parent in parents.list(namespace) {
-            let selectors = self.selectors_of(rule, &parent);
-            let matches = |obj: &Json| {
-                rule.related.iter().zip(&selectors).any(|(gk, sel)| {
-                    gk == &change.kind
-                        && sel
-                            .iter()
-                            .all(|(k, v)| meta::label(obj, k) == Some(v.as_str()))
-                })
-            };
-            if matches(&change.object) || change.old.as_deref().is_some_and(matches) {
-                self.queue.add(key_for(&rule.rule().name, &parent));
-            }
-        }
-    }
-
-    /// The rendered related selectors of a parent, cached per parent version.
-    fn selectors_of(&self, rule: &ActiveRule, parent: &Json) -> Vec<BTreeMap<String, String>> {
-        let cache_key = (rule.rule().name.clone(), meta::uid(parent).to_string());
-        // Selectors come from the parent's spec and metadata: generation and labels tell a
-        // change; status writes (which bump resourceVersion) do not need a re-render.
-        let version = format!(
-            "{}/{}",
-            parent
-                .pointer("/metadata/generation")
-                .and_then(Json::as_i64)
-                .unwrap_or_default(),
-            parent
-                .pointer("/metadata/labels")
-                .map(Json::to_string)
-                .unwrap_or_default()
-        );
-        let mut cache = self
-            .selectors
+    fn related_index(&self) -> std::sync::MutexGuard<'_, RelatedIndex> {
+        self.related
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((v, s)) = cache.get(&cache_key)
-            && *v == version
-        {
-            return s.clone();
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps the related index in step with a changed parent (re-rendering its selectors, or
+    /// forgetting it once it is gone from the cache).
+    fn index_parent(&self, rule: &ActiveRule, changed: &Cached) {
+        if rule.related.is_empty() {
+            return;
         }
+        let key = changed.key();
+        let current = self.cache(&rule.parent).and_then(|c| c.get(&key.0, &key.1));
+        match current {
+            Some(parent) => {
+                let selectors = self.selectors_of(rule, &parent.json());
+                self.record_selectors(rule, key, selectors);
+            }
+            None => self.related_index().remove(&rule.rule().name, &key),
+        }
+    }
+
+    fn record_selectors(&self, rule: &ActiveRule, parent: cache::ObjKey, selectors: Vec<Selector>) {
+        let compiled = rule.rule();
+        let scope = (compiled.spec.parent.scope == Scope::Namespaced).then(|| parent.0.clone());
+        let anchors: Vec<Option<&str>> = compiled
+            .spec
+            .related
+            .iter()
+            .map(|r| related::anchor_key(&r.selector))
+            .collect();
+        self.related_index().set(
+            &compiled.name,
+            parent,
+            scope.as_deref(),
+            selectors,
+            &anchors,
+        );
+    }
+
+    /// A parent's related selectors, rendered.
+    fn selectors_of(&self, rule: &ActiveRule, parent: &Json) -> Vec<Selector> {
         let ctx =
             crate::template::from_json(&json!({"parent": parent, "children": {}, "related": {}}));
         let compiled = rule.rule();
-        let selectors: Vec<BTreeMap<String, String>> = compiled
+        compiled
             .spec
             .related
             .iter()
@@ -529,9 +538,7 @@ impl Controller {
                     })
                     .collect()
             })
-            .collect();
-        cache.insert(cache_key, (version, selectors.clone()));
-        selectors
+            .collect()
     }
 
     async fn work(self: Arc<Self>) {
@@ -582,10 +589,11 @@ impl Controller {
     async fn reconcile(&self, key: &Key) -> Option<crate::apply::Report> {
         let rule = self.rules_read().get(&key.rule).cloned()?;
         let parent_cache = self.cache(&rule.parent)?;
-        let Some(parent) = parent_cache.get(&key.namespace, &key.name) else {
+        let Some(cached_parent) = parent_cache.get(&key.namespace, &key.name) else {
             self.queue.forget(key);
             return None;
         };
+        let parent = cached_parent.json();
         let compiled = rule.rule();
         let uid = meta::uid(&parent);
         // Owned objects of every watched kind: a changed rule may have dropped a kind whose
@@ -594,17 +602,22 @@ impl Controller {
         let mut observed: Vec<Json> = Vec::new();
         for (gk, running) in self.caches_read().iter() {
             if running.cache.managed_only || rule.children.contains(gk) || self.is_child_kind(gk) {
-                observed.extend(running.cache.owned_by(uid).iter().map(|o| (**o).clone()));
+                observed.extend(running.cache.owned_by(uid).iter().map(|o| o.json()));
                 kinds.insert(gk.clone(), running.cache.clone());
             }
         }
-        let selectors = self.selectors_of(&rule, &parent);
         let namespace =
             (compiled.spec.parent.scope == Scope::Namespaced).then_some(key.namespace.as_str());
-        for (gk, selector) in rule.related.iter().zip(&selectors) {
-            if let Some(c) = self.cache(gk) {
-                observed.extend(c.select(namespace, selector).iter().map(|o| (**o).clone()));
+        if !rule.related.is_empty() {
+            let selectors = self.selectors_of(&rule, &parent);
+            for (gk, selector) in rule.related.iter().zip(&selectors) {
+                if let Some(c) = self.cache(gk) {
+                    observed.extend(c.select(namespace, selector).iter().map(|o| o.json()));
+                }
             }
+            // Also here, not only on the parent's watch event: the rule may have been
+            // (re)started after that event was routed.
+            self.record_selectors(&rule, cached_parent.key(), selectors);
         }
         let plan = plan::plan(
             compiled,
@@ -675,10 +688,10 @@ enum Role {
     Related,
 }
 
-fn key_for(rule: &str, parent: &Json) -> Key {
+fn key_for(rule: &str, parent: &Cached) -> Key {
     Key {
         rule: rule.to_string(),
-        namespace: meta::namespace(parent).to_string(),
-        name: meta::name(parent).to_string(),
+        namespace: parent.namespace().to_string(),
+        name: parent.name().to_string(),
     }
 }
