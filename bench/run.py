@@ -6,7 +6,7 @@ control plane (tests/controlplane), one system at a time, with its own
 ServiceAccount token, so the kube-apiserver audit log attributes every mutating
 request to it. Every number is measured here; nothing is hard-coded.
 
-Environment: QUICK=1 (one repetition, 100 parents, short phases), REPS, PARENTS,
+Environment: QUICK=1 (one repetition, 50 parents, short phases), REPS, PARENTS,
 SYSTEMS (comma list), CONTROLPLANE (binary), RULEOP (binary), COLD_ONLY=1 (only the
 cold sync and idle phases; no reload run), IDLE_SECONDS, DONE_TIMEOUT.
 """
@@ -33,16 +33,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOME = os.path.expanduser("~")
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 REPS = int(os.environ.get("REPS", "1" if QUICK else "3"))
-PARENTS = int(os.environ.get("PARENTS", "100" if QUICK else "1000"))
+PARENTS = int(os.environ.get("PARENTS", "50" if QUICK else "1000"))
 SIZE = int(os.environ.get("SIZE", "1"))  # spec.size of every parent (pods per parent)
 # 10 creates/s: at 20/s on top of 1000 parents this 2-core control plane saturates and every
 # system's latency is minutes of queueing in the kube-apiserver (docs/benchmarks.md, Run B).
 RATE = int(os.environ.get("RATE", "10"))
-RATE_SECONDS = int(os.environ.get("RATE_SECONDS", "15" if QUICK else "30"))
-IDLE_SECONDS = int(os.environ.get("IDLE_SECONDS", "10" if QUICK else "60"))
+RATE_SECONDS = int(os.environ.get("RATE_SECONDS", "10" if QUICK else "30"))
+IDLE_SECONDS = int(os.environ.get("IDLE_SECONDS", "5" if QUICK else "60"))
+SETTLE_SECONDS = 3 if QUICK else 5  # after convergence, before the idle window
 UPDATE_RATES = [10, 25] if QUICK else [10, 25, 50, 100, 200]
-UPDATE_STEP_SECONDS = 5 if QUICK else 10
-RELOAD_PARENTS = 100
+UPDATE_STEP_SECONDS = 3 if QUICK else 10
+RELOAD_PARENTS = 50 if QUICK else 100
 DONE_TIMEOUT = float(os.environ.get("DONE_TIMEOUT", "60" if QUICK else "600"))
 COLD_ONLY = os.environ.get("COLD_ONLY", "") not in ("", "0")  # stop after cold sync + idle (quick A/B runs)
 NS = "bench"
@@ -143,7 +144,9 @@ class Kube:
                     if ev["type"] != "BOOKMARK":
                         on_event(ev["type"], obj, now)
             except (http.client.HTTPException, OSError, ValueError):
-                pass
+                # Back off: a retry loop without a pause would take a core from the
+                # control plane being measured (and after it is gone, spin for ever).
+                stop.wait(0.5)
             finally:
                 c.close()
             if rv is None:
@@ -208,6 +211,10 @@ class Observer:
         if typ != "DELETED":
             with self.lock:
                 self.svc_at.setdefault(o["metadata"]["name"], now)
+
+    def close(self):
+        """Stops the watch threads (they end when their control plane closes the streams)."""
+        self.stop.set()
 
     def wait(self, cond, timeout):
         end = time.monotonic() + timeout
@@ -400,7 +407,7 @@ def size_of(path):
 def run_system(system, rep, policy, results):
     tag = f"{system} rep {rep + 1}/{REPS}"
     cp = ControlPlane(policy)
-    op = None
+    op = obs = None
     try:
         opkube = setup_cluster(cp)
         kube = cp.kube
@@ -435,7 +442,7 @@ def run_system(system, rep, policy, results):
         results.add("rss_peak_mib", system, op.status("VmHWM"))
 
         # 3. idle writes, 4. steady memory (still at PARENTS parents)
-        time.sleep(5)
+        time.sleep(SETTLE_SECONDS)
         off = size_of(cp.audit)
         cpu0 = op.cpu_seconds()
         time.sleep(IDLE_SECONDS)
@@ -526,6 +533,8 @@ def run_system(system, rep, policy, results):
             time.sleep(3)
         results.add("updates_per_second", system, best, rates=UPDATE_RATES, step_seconds=UPDATE_STEP_SECONDS)
     finally:
+        if obs:
+            obs.close()
         if op:
             op.stop()
         cp.close()
@@ -535,7 +544,7 @@ def run_reload(rep, results):
     """ruleop only: rewrite the memcached rule's image tag in the watched rules
     directory; seconds until every parent's Deployment carries the new image."""
     cp = ControlPlane(None)
-    op = None
+    op = obs = None
     try:
         opkube = setup_cluster(cp)
         rules_dir = tempfile.mkdtemp(prefix="rules-", dir=cp.dir)
@@ -566,6 +575,8 @@ def run_reload(rep, results):
         else:
             results.note("ruleop", "hot reload: not all Deployments updated within 60s")
     finally:
+        if obs:
+            obs.close()
         if op:
             op.stop()
         cp.close()
@@ -574,7 +585,7 @@ def run_reload(rep, results):
 def run_profile():
     """PROFILE=1: ruleop's cold sync of PARENTS parents under `perf record`; prints the report."""
     cp = ControlPlane(None)
-    op = None
+    op = obs = None
     data = os.path.join(OUT, "ruleop-cold-sync.perf.data")
     try:
         opkube = setup_cluster(cp)
@@ -591,6 +602,8 @@ def run_profile():
         op.scrape(os.path.join(OUT, "ruleop-profile-metrics.txt"))
         log(f"profile: cold sync {'done' if ok else 'NOT done'} in {time.monotonic() - t0:.1f}s; children {max(obs.dep_at.values(), default=t0) - t0:.1f}s")
     finally:
+        if obs:
+            obs.close()
         if op:
             op.proc.send_signal(signal.SIGINT)  # perf forwards it and writes its data
             op.proc.wait(60)
@@ -652,7 +665,8 @@ def main():
     log(f"bench: systems {SYSTEMS}, {REPS} repetition(s), {PARENTS} parents of size {SIZE}, "
         f"{RATE}/s for {RATE_SECONDS}s, idle {IDLE_SECONDS}s, update rates {UPDATE_RATES}")
     for rep in range(REPS):
-        for system in SYSTEMS:
+        # Rotate the order, so no system always runs first (on the coolest machine).
+        for system in SYSTEMS[rep % len(SYSTEMS):] + SYSTEMS[:rep % len(SYSTEMS)]:
             run_system(system, rep, policy, results)
         if "ruleop" in SYSTEMS and not COLD_ONLY:
             run_reload(rep, results)
