@@ -302,7 +302,9 @@ impl KindCache {
     }
 
     /// Objects in `namespace` (every namespace when `None`) carrying all `selector` labels,
-    /// found through the label index rather than a scan.
+    /// found through the label index rather than a scan: per namespace, only the objects
+    /// under the selector's rarest label are checked (`app: memcached` may cover every Pod,
+    /// `memcached_cr: <name>` one parent's).
     pub fn select(
         &self,
         namespace: Option<&str>,
@@ -325,13 +327,25 @@ impl KindCache {
                 all.into_iter().cloned().collect()
             }
         };
-        namespaces
-            .into_iter()
-            .filter_map(|ns| inner.by_label.get(&(ns, k.clone(), v.clone())))
-            .flat_map(|keys| keys.iter().filter_map(|key| inner.objects.get(key)))
-            .filter(|o| matches(o))
-            .cloned()
-            .collect()
+        let mut found = Vec::new();
+        for ns in namespaces {
+            let sets: Option<Vec<&HashSet<ObjKey>>> = selector
+                .iter()
+                .map(|(k, v)| inner.by_label.get(&(ns.clone(), k.clone(), v.clone())))
+                .collect();
+            // A label no object carries: nothing matches in this namespace.
+            let Some(rarest) = sets.and_then(|s| s.into_iter().min_by_key(|set| set.len())) else {
+                continue;
+            };
+            found.extend(
+                rarest
+                    .iter()
+                    .filter_map(|key| inner.objects.get(key))
+                    .filter(|o| matches(o))
+                    .cloned(),
+            );
+        }
+        found
     }
 
     /// Objects in `namespace` (all objects when `None`).
@@ -539,6 +553,56 @@ mod tests {
         cache.delete(&pod("a", "p1", json!({})));
         assert_eq!(names(cache.select(Some("a"), &selector)), ["p2"]);
         assert!(cache.select(Some("a"), &Default::default()).is_empty());
+        // Every label must match, whichever one the lookup starts from.
+        let unknown = [
+            ("app".to_string(), "mc".to_string()),
+            ("cr".to_string(), "none".to_string()),
+        ]
+        .into();
+        assert!(cache.select(Some("a"), &unknown).is_empty());
+        let other_app = [
+            ("app".to_string(), "other".to_string()),
+            ("cr".to_string(), "two".to_string()),
+        ]
+        .into();
+        assert!(cache.select(None, &other_app).is_empty());
+    }
+
+    #[test]
+    fn select_starts_from_the_rarest_label_and_still_checks_every_label() {
+        let resource = ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            plural: "pods".into(),
+        };
+        let gk = GroupKind {
+            group: String::new(),
+            kind: "Pod".into(),
+        };
+        let cache = KindCache::new(gk, resource, true, false, 1);
+        // `app: mc` is common; `cr: one` is rarer but also carried by a foreign pod.
+        for (name, labels) in [
+            ("p1", json!({"app": "mc", "cr": "one"})),
+            ("p2", json!({"app": "mc", "cr": "two"})),
+            ("p3", json!({"app": "mc"})),
+            ("p4", json!({"app": "mc"})),
+            ("x1", json!({"app": "other", "cr": "one"})),
+        ] {
+            cache.apply(pod("a", name, labels));
+        }
+        let selector = [
+            ("app".to_string(), "mc".to_string()),
+            ("cr".to_string(), "one".to_string()),
+        ]
+        .into();
+        let found: Vec<String> = cache
+            .select(Some("a"), &selector)
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        assert_eq!(found, ["p1"]);
     }
 
     #[test]
