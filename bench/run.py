@@ -396,6 +396,22 @@ def audit_count(path, start_offset):
     return writes, leases, by
 
 
+def paced(items, rate, workers, fn):
+    """Calls fn(item) for each item at `rate` per second from a thread pool; returns the
+    rate actually achieved."""
+    start = time.monotonic()
+    with cf.ThreadPoolExecutor(workers) as ex:
+        futs = []
+        for i, item in enumerate(items):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futs.append(ex.submit(fn, item))
+        for f in futs:
+            f.result()
+    return len(items) / max(time.monotonic() - start, 1e-9)
+
+
 def size_of(path):
     try:
         return os.path.getsize(path)
@@ -461,21 +477,12 @@ def run_system(system, rep, policy, results):
         n = RATE * RATE_SECONDS
         new = [f"rate-{i:05d}" for i in range(n)]
         created = {}
-        start = time.monotonic()
-        with cf.ThreadPoolExecutor(16) as ex:
-            futs = []
-            for i, nm in enumerate(new):
-                delay = start + i / RATE - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
 
-                def go(nm=nm):
-                    t = time.monotonic()
-                    kube.req("POST", PARENT_PATH, parent(nm))
-                    created[nm] = t
-                futs.append(ex.submit(go))
-            for f in futs:
-                f.result()
+        def create(nm):
+            t = time.monotonic()
+            kube.req("POST", PARENT_PATH, parent(nm))
+            created[nm] = t
+        paced(new, RATE, 16, create)
         ok = obs.wait(lambda: all(x in obs.done_at for x in new), DONE_TIMEOUT)
         lat = [(obs.done_at[x] - created[x]) * 1000 for x in new if x in obs.done_at]
         chl = [(max(obs.dep_at[x], obs.svc_at.get(x, 0)) - created[x]) * 1000 for x in new if x in obs.dep_at and x in obs.svc_at]
@@ -496,26 +503,16 @@ def run_system(system, rep, policy, results):
             batch = [names[(cursor + i) % len(names)] for i in range(count)]
             cursor += count
             sent = {}
-            start = time.monotonic()
-            with cf.ThreadPoolExecutor(32) as ex:
-                futs = []
-                for i, nm in enumerate(batch):
-                    delay = start + i / rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    with obs.lock:
-                        cur = obs.dep_changes[nm][-1][1]
-                    target = 2 if cur == 1 else 1
 
-                    def go(nm=nm, target=target):
-                        t = time.monotonic()
-                        kube.req("PATCH", f"{PARENT_PATH}/{nm}", {"spec": {"size": target}},
-                                 ctype="application/merge-patch+json")
-                        sent[nm] = (t, target)
-                    futs.append(ex.submit(go))
-                for f in futs:
-                    f.result()
-                achieved = count / (time.monotonic() - start)
+            def flip(nm):
+                with obs.lock:
+                    cur = obs.dep_changes[nm][-1][1]
+                target = 2 if cur == 1 else 1
+                t = time.monotonic()
+                kube.req("PATCH", f"{PARENT_PATH}/{nm}", {"spec": {"size": target}},
+                         ctype="application/merge-patch+json")
+                sent[nm] = (t, target)
+            achieved = paced(batch, rate, 32, flip)
 
             def seen(nm):
                 t, target = sent[nm]

@@ -513,8 +513,8 @@ mod tests {
         ))
     }
 
-    #[test]
-    fn selects_by_label_through_the_index_and_forgets_removed_objects() {
+    /// An empty cache of namespaced Pods.
+    fn pod_cache() -> KindCache {
         let resource = ApiResource {
             group: String::new(),
             version: "v1".into(),
@@ -522,16 +522,16 @@ mod tests {
             kind: "Pod".into(),
             plural: "pods".into(),
         };
-        let cache = KindCache::new(
-            GroupKind {
-                group: String::new(),
-                kind: "Pod".into(),
-            },
-            resource,
-            true,
-            false,
-            1,
-        );
+        let kind = GroupKind {
+            group: String::new(),
+            kind: "Pod".into(),
+        };
+        KindCache::new(kind, resource, true, false, 1)
+    }
+
+    #[test]
+    fn selects_by_label_through_the_index_and_forgets_removed_objects() {
+        let cache = pod_cache();
         cache.apply(pod("a", "p1", json!({"app": "mc", "cr": "one"})));
         cache.apply(pod("a", "p2", json!({"app": "mc", "cr": "two"})));
         cache.apply(pod("b", "p3", json!({"app": "mc", "cr": "one"})));
@@ -570,18 +570,7 @@ mod tests {
 
     #[test]
     fn select_starts_from_the_rarest_label_and_still_checks_every_label() {
-        let resource = ApiResource {
-            group: String::new(),
-            version: "v1".into(),
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            plural: "pods".into(),
-        };
-        let gk = GroupKind {
-            group: String::new(),
-            kind: "Pod".into(),
-        };
-        let cache = KindCache::new(gk, resource, true, false, 1);
+        let cache = pod_cache();
         // `app: mc` is common; `cr: one` is rarer but also carried by a foreign pod.
         for (name, labels) in [
             ("p1", json!({"app": "mc", "cr": "one"})),
