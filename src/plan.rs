@@ -157,7 +157,7 @@ struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    fn new(rule: &CompiledRule, input: &Input<'a>, base_ctx: &Value) -> Result<Self, Failure> {
+    fn new(rule: &CompiledRule, input: &Input<'a>) -> Result<Self, Failure> {
         let parent_uid = meta::uid(input.parent);
         let mut children: BTreeMap<&str, Vec<&Json>> = BTreeMap::new();
         for obj in input.observed {
@@ -172,16 +172,8 @@ impl<'a> View<'a> {
             list.sort_by_key(|o| (scale::ordinal_of(o).unwrap_or(0), meta::name(o)));
         }
         let mut related = BTreeMap::new();
-        for (i, r) in rule.spec.related.iter().enumerate() {
-            let mut selector = BTreeMap::new();
-            for key in r.selector.keys() {
-                let name = format!("spec.related[{i}].selector.{key}");
-                let value = rule
-                    .templates
-                    .render_text(&name, base_ctx)
-                    .map_err(|e| render_failure(rule, &name, &e))?;
-                selector.insert(key.as_str(), value);
-            }
+        let selectors = related_selectors(rule, input.parent, input.now)?;
+        for (r, selector) in rule.spec.related.iter().zip(&selectors) {
             let (group, _) = crate::rule::split_api_version(&r.api_version);
             let mut matching: Vec<&Json> = input
                 .observed
@@ -260,6 +252,42 @@ fn now_string(now: Timestamp) -> String {
     now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// A rendered related selector (`matchLabels`).
+pub type Selector = BTreeMap<String, String>;
+
+/// A parent's related selectors (`spec.related[i].selector`, in order), rendered: the
+/// planner filters related objects with them, the controller looks them up by them.
+pub fn related_selectors(
+    rule: &CompiledRule,
+    parent: &Json,
+    now: Timestamp,
+) -> Result<Vec<Selector>, Failure> {
+    if rule.spec.related.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = from_json(
+        &json!({"parent": parent, "children": {}, "related": {}, "now": now_string(now)}),
+    );
+    rule.spec
+        .related
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.selector
+                .keys()
+                .map(|key| {
+                    let name = format!("spec.related[{i}].selector.{key}");
+                    let value = rule
+                        .templates
+                        .render_text(&name, &ctx)
+                        .map_err(|e| render_failure(rule, &name, &e))?;
+                    Ok((key.clone(), value))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Plans one parent.
 pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
     let parent = input.parent;
@@ -267,10 +295,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         requeue_after: rule.resync,
         ..Plan::default()
     };
-    let parent_only = from_json(
-        &json!({"parent": parent, "children": {}, "related": {}, "now": now_string(input.now)}),
-    );
-    let view = match View::new(rule, &input, &parent_only) {
+    let view = match View::new(rule, &input) {
         Ok(v) => v,
         Err(f) => return failed(&input, plan, f),
     };

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use kube::Client;
 use kube::core::GroupVersionKind;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -22,8 +22,9 @@ use crate::meta;
 use crate::plan::{self, Input};
 use crate::rule::{CompiledRule, LoadedRule, Scope, split_api_version};
 use crate::telemetry::{Metrics, ResultLabels, RuleLabels, RuleStateLabels};
+use plan::Selector;
 use queue::{Key, Outcome, Queue};
-use related::{RelatedIndex, Selector};
+use related::RelatedIndex;
 
 /// How often rules whose kinds are not served yet look again.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
@@ -441,7 +442,6 @@ impl Controller {
             let name = &rule.rule().name;
             if rule.parent == change.kind {
                 self.queue.add(key_for(name, &change.object));
-                self.index_parent(&rule, &change.object);
             }
             if rule.children.contains(&change.kind) {
                 for obj in std::iter::once(&change.object).chain(change.old.iter()) {
@@ -480,23 +480,8 @@ impl Controller {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Keeps the related index in step with a changed parent (re-rendering its selectors, or
-    /// forgetting it once it is gone from the cache).
-    fn index_parent(&self, rule: &ActiveRule, changed: &Cached) {
-        if rule.related.is_empty() {
-            return;
-        }
-        let key = changed.key();
-        let current = self.cache(&rule.parent).and_then(|c| c.get(&key.0, &key.1));
-        match current {
-            Some(parent) => {
-                let selectors = self.selectors_of(rule, &parent.json());
-                self.record_selectors(rule, key, selectors);
-            }
-            None => self.related_index().remove(&rule.rule().name, &key),
-        }
-    }
-
+    /// Records a parent's rendered related selectors for routing (none when they cannot be
+    /// rendered: the plan reports that, and the parent then matches nothing).
     fn record_selectors(&self, rule: &ActiveRule, parent: cache::ObjKey, selectors: Vec<Selector>) {
         let compiled = rule.rule();
         let scope = (compiled.spec.parent.scope == Scope::Namespaced).then(|| parent.0.clone());
@@ -513,32 +498,6 @@ impl Controller {
             selectors,
             &anchors,
         );
-    }
-
-    /// A parent's related selectors, rendered.
-    fn selectors_of(&self, rule: &ActiveRule, parent: &Json) -> Vec<Selector> {
-        let ctx =
-            crate::template::from_json(&json!({"parent": parent, "children": {}, "related": {}}));
-        let compiled = rule.rule();
-        compiled
-            .spec
-            .related
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                r.selector
-                    .keys()
-                    .map(|k| {
-                        let value = compiled
-                            .templates
-                            .render_text(&format!("spec.related[{i}].selector.{k}"), &ctx)
-                            // An unrenderable selector matches nothing rather than everything.
-                            .unwrap_or_else(|_| "\u{0}".into());
-                        (k.clone(), value)
-                    })
-                    .collect()
-            })
-            .collect()
     }
 
     async fn work(self: Arc<Self>) {
@@ -591,6 +550,8 @@ impl Controller {
         let parent_cache = self.cache(&rule.parent)?;
         let Some(cached_parent) = parent_cache.get(&key.namespace, &key.name) else {
             self.queue.forget(key);
+            self.related_index()
+                .remove(&key.rule, &(key.namespace.clone(), key.name.clone()));
             return None;
         };
         let parent = cached_parent.json();
@@ -608,15 +569,16 @@ impl Controller {
         }
         let namespace =
             (compiled.spec.parent.scope == Scope::Namespaced).then_some(key.namespace.as_str());
+        let now = Timestamp::now();
         if !rule.related.is_empty() {
-            let selectors = self.selectors_of(&rule, &parent);
+            // Every parent change and every rule (re)start reconciles the parent, so the
+            // routing index is kept here, in one place.
+            let selectors = plan::related_selectors(compiled, &parent, now).unwrap_or_default();
             for (gk, selector) in rule.related.iter().zip(&selectors) {
                 if let Some(c) = self.cache(gk) {
                     observed.extend(c.select(namespace, selector).iter().map(|o| o.json()));
                 }
             }
-            // Also here, not only on the parent's watch event: the rule may have been
-            // (re)started after that event was routed.
             self.record_selectors(&rule, cached_parent.key(), selectors);
         }
         let plan = plan::plan(
@@ -624,7 +586,7 @@ impl Controller {
             Input {
                 parent: &parent,
                 observed: &observed,
-                now: Timestamp::now(),
+                now,
             },
         );
         let writes = plan

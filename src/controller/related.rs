@@ -6,9 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::cache::{Cached, ObjKey};
-
-/// A rendered related selector (`matchLabels`).
-pub type Selector = BTreeMap<String, String>;
+use crate::plan::Selector;
 
 /// `(rule, related entry, namespace scope (None: every namespace), anchor label, value)`.
 type Anchor = (String, usize, Option<String>, String, String);
