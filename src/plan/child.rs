@@ -1,0 +1,345 @@
+//! Rendering children: `when`, replicas, identity, namespace, ownership labels, and
+//! what applying each would do (create, update, up to date, conflict).
+
+use minijinja::{Value, context};
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+
+use super::view::View;
+use super::{Action, Deletion, Desired, Failure, Input, Plan, reason, render_failure};
+use crate::meta::{self, ObjectKey};
+use crate::rule::{Child, CompiledRule, DeletionPolicy, Scope};
+use crate::scale::{self, ObservedReplica};
+use crate::template::{from_json, is_ready, to_json};
+
+/// Renders child `child` (all replicas of it) into `plan`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn plan_child(
+    rule: &CompiledRule,
+    input: &Input<'_>,
+    view: &View<'_>,
+    ctx: &Value,
+    index: usize,
+    child: &Child,
+    plan: &mut Plan,
+    waiting: &mut Vec<String>,
+) -> Result<(), Failure> {
+    let base = format!("spec.children[{index}]");
+    if let Some(_when) = &child.when {
+        let name = format!("{base}.when");
+        let on = rule
+            .templates
+            .eval(&name, ctx)
+            .map_err(|e| render_failure(rule, &name, &e))?;
+        if !on.is_true() {
+            return Ok(());
+        }
+    }
+    let template = format!("{base}.template");
+    let Some(replicas) = &child.replicas else {
+        let desired = render_child(rule, input, &template, child, ctx, None)?;
+        plan.apply.push(desired);
+        return Ok(());
+    };
+
+    let count_name = format!("{base}.replicas.count");
+    let count = rule
+        .templates
+        .eval(&count_name, ctx)
+        .map_err(|e| render_failure(rule, &count_name, &e))?;
+    let count = to_json(&count).as_u64().ok_or_else(|| Failure {
+        reason: reason::RENDER_FAILED.into(),
+        message: format!(
+            "{}: replica count must be a non-negative integer, got {count}",
+            rule.locate(&count_name, None)
+        ),
+        permanent: true,
+    })?;
+    let prefix = match &replicas.prefix {
+        Some(_) => {
+            let name = format!("{base}.replicas.prefix");
+            let v = rule
+                .templates
+                .eval(&name, ctx)
+                .map_err(|e| render_failure(rule, &name, &e))?;
+            to_json(&v)
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        }
+        None => format!("{}-{}", meta::name(input.parent), child.name),
+    };
+    let ready_name = format!("{base}.ready");
+    let observed: Vec<ObservedReplica> = view
+        .observed_children(&child.name)
+        .iter()
+        .map(|o| ObservedReplica {
+            object: o,
+            ordinal: scale::ordinal_of(o).unwrap_or(0),
+            ready: child_ready(rule, child, &ready_name, ctx, o).unwrap_or(false),
+        })
+        .collect();
+    let step = scale::step(
+        replicas.naming,
+        replicas.policy,
+        &prefix,
+        meta::uid(input.parent),
+        usize::try_from(count).unwrap_or(usize::MAX),
+        &observed,
+    );
+    if let Some(w) = &step.waiting {
+        waiting.push(format!("{}: {w}", child.name));
+    } else if !step.create.is_empty() || !step.delete.is_empty() {
+        waiting.push(format!("{}: scaling to {count}", child.name));
+    }
+    for replica in step.keep.iter().chain(&step.create) {
+        let replica_ctx =
+            context! { name => replica.name.clone(), index => replica.ordinal, ..ctx.clone() };
+        let desired = render_child(rule, input, &template, child, &replica_ctx, Some(replica))?;
+        plan.apply.push(desired);
+    }
+    for replica in &step.delete {
+        if let Some(obj) = observed
+            .iter()
+            .find(|o| meta::name(o.object) == replica.name)
+        {
+            plan.delete.push(Deletion {
+                child: child.name.clone(),
+                key: ObjectKey::of(obj.object),
+                uid: meta::uid(obj.object).to_string(),
+                reason: format!("scaling down to {count}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn child_ready(
+    rule: &CompiledRule,
+    child: &Child,
+    name: &str,
+    ctx: &Value,
+    obj: &Json,
+) -> Result<bool, Failure> {
+    if child.ready.is_none() {
+        return Ok(is_ready(obj));
+    }
+    let ctx = context! { child => from_json(obj), ..ctx.clone() };
+    rule.templates
+        .eval(name, &ctx)
+        .map(|v| v.is_true())
+        .map_err(|e| render_failure(rule, name, &e))
+}
+
+/// Renders `child` (one replica of it, when `replica` is given) and completes it.
+pub(super) fn render_child(
+    rule: &CompiledRule,
+    input: &Input<'_>,
+    template: &str,
+    child: &Child,
+    ctx: &Value,
+    replica: Option<&scale::Replica>,
+) -> Result<Desired, Failure> {
+    let object = rule
+        .templates
+        .render_object(template, ctx)
+        .map_err(|e| render_failure(rule, template, &e))?;
+    finish(rule, input, template, child, object, replica)
+}
+
+/// Completes a rendered object: identity checks, namespace, labels, ownership, fields left
+/// to other managers, content hash, and what applying it would do.
+fn finish(
+    rule: &CompiledRule,
+    input: &Input<'_>,
+    template: &str,
+    child: &Child,
+    mut object: Json,
+    replica: Option<&scale::Replica>,
+) -> Result<Desired, Failure> {
+    let parent = input.parent;
+    let (child_name, api_version, kind) = (
+        child.name.as_str(),
+        child.api_version.as_str(),
+        child.kind.as_str(),
+    );
+    let fail = |message: String| Failure {
+        reason: reason::RENDER_FAILED.into(),
+        message: format!("{}: {message}", rule.locate(template, None)),
+        permanent: true,
+    };
+    let Json::Object(map) = &mut object else {
+        return Err(fail("a child must render to a mapping".into()));
+    };
+    for (field, expected) in [("apiVersion", api_version), ("kind", kind)] {
+        match map.get(field) {
+            None | Some(Json::Null) => {
+                map.insert(field.into(), json!(expected));
+            }
+            Some(Json::String(s)) if s == expected => {}
+            Some(other) => {
+                return Err(fail(format!(
+                    "rendered {field} {other} but the rule declares {expected:?}"
+                )));
+            }
+        }
+    }
+    map.remove("status");
+    let metadata = map
+        .entry("metadata")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .ok_or_else(|| fail("metadata must be a mapping".into()))?;
+    if let Some(replica) = replica {
+        match metadata.get("name").and_then(Json::as_str) {
+            None => {
+                metadata.insert("name".into(), json!(replica.name));
+            }
+            Some(n) if n == replica.name => {}
+            Some(n) => {
+                return Err(fail(format!(
+                    "a replicated child must be named {{{{ name }}}}, got {n:?}"
+                )));
+            }
+        }
+        metadata
+            .entry("annotations")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .ok_or_else(|| fail("metadata.annotations must be a mapping".into()))?
+            .insert(
+                meta::REPLICA_ANNOTATION.into(),
+                json!(replica.ordinal.to_string()),
+            );
+    }
+    let name = metadata
+        .get("name")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty() {
+        return Err(fail("metadata.name is missing or empty".into()));
+    }
+    let parent_ns = meta::namespace(parent);
+    let rendered_ns = metadata
+        .get("namespace")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    match (rule.spec.parent.scope, rendered_ns) {
+        (Scope::Namespaced, None) => {
+            metadata.insert("namespace".into(), json!(parent_ns));
+        }
+        (Scope::Namespaced, Some(ns)) if ns == parent_ns => {}
+        (Scope::Namespaced, Some(ns)) => {
+            return Err(fail(format!(
+                "{kind} {name:?} names namespace {ns:?}; children of a namespaced parent stay in its namespace ({parent_ns:?})"
+            )));
+        }
+        (Scope::Cluster, None) => {
+            return Err(fail(format!(
+                "{kind} {name:?} needs metadata.namespace: its parent is cluster-scoped"
+            )));
+        }
+        (Scope::Cluster, Some(ns)) => {
+            let permitted = rule
+                .spec
+                .allow
+                .iter()
+                .any(|a| a.api_version == api_version && a.kind == kind && a.cross_namespace);
+            if !permitted {
+                return Err(fail(format!(
+                    "{kind} {name:?} in namespace {ns:?}: spec.allow must set crossNamespace for {api_version}/{kind}"
+                )));
+            }
+        }
+    }
+    let labels = metadata
+        .entry("labels")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .ok_or_else(|| fail("metadata.labels must be a mapping".into()))?;
+    labels.insert(meta::MANAGED_BY_LABEL.into(), json!(meta::MANAGED_BY));
+    labels.insert(meta::RULE_LABEL.into(), json!(rule.name));
+    labels.insert(meta::OWNER_LABEL.into(), json!(meta::uid(parent)));
+    labels.insert(meta::CHILD_LABEL.into(), json!(child_name));
+    if child.deletion_policy == DeletionPolicy::Delete {
+        metadata.insert(
+            "ownerReferences".into(),
+            json!([meta::owner_reference(parent)]),
+        );
+    } else {
+        metadata.remove("ownerReferences");
+    }
+    for field in &child.managed_elsewhere {
+        remove_path(&mut object, field);
+    }
+    let hash = content_hash(&object);
+    if let Some(annotations) = object
+        .pointer_mut("/metadata")
+        .and_then(Json::as_object_mut)
+        .map(|m| m.entry("annotations").or_insert_with(|| json!({})))
+        && let Some(a) = annotations.as_object_mut()
+    {
+        a.insert(meta::HASH_ANNOTATION.into(), json!(hash));
+    }
+
+    let key = ObjectKey::of(&object);
+    let existing = input
+        .observed
+        .iter()
+        .find(|o| ObjectKey::of(o).same_object(&key));
+    let parent_uid = meta::uid(parent);
+    let action = match existing {
+        None => Action::Create,
+        Some(o) => {
+            let ours = meta::label(o, meta::OWNER_LABEL) == Some(parent_uid)
+                && (child.deletion_policy == DeletionPolicy::Retain
+                    || meta::is_owned_by(o, parent_uid));
+            if !ours {
+                Action::Conflict
+            } else if meta::annotation(o, meta::HASH_ANNOTATION) == Some(hash.as_str())
+                && meta::contains(o, &without_owner_refs(&object))
+            {
+                Action::UpToDate
+            } else {
+                Action::Update
+            }
+        }
+    };
+    Ok(Desired {
+        child: child_name.to_string(),
+        object,
+        action,
+        strategy: child.update_strategy,
+    })
+}
+
+fn without_owner_refs(object: &Json) -> Json {
+    let mut o = object.clone();
+    if let Some(m) = o.pointer_mut("/metadata").and_then(Json::as_object_mut) {
+        m.remove("ownerReferences");
+    }
+    o
+}
+
+/// sha256 of the manifest (first 16 hex digits).
+fn content_hash(object: &Json) -> String {
+    let digest = Sha256::digest(object.to_string().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes a dotted field path from an object.
+fn remove_path(object: &mut Json, path: &str) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut cur = object;
+    for p in parts {
+        match cur.get_mut(p) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.remove(last);
+    }
+}

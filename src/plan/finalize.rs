@@ -1,0 +1,166 @@
+//! The deletion path of a parent: cleanup steps, ordered deletion, finalizer removal.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use minijinja::{Value, context};
+use serde_json::Value as Json;
+
+use super::child::render_child;
+use super::view::View;
+use super::{
+    Deletion, EventType, FinalizerChange, Input, Plan, PlanEvent, normal, previous_fields, reason,
+    set_status,
+};
+use crate::meta::{self, ObjectKey};
+use crate::rule::{Child, CompiledRule, DeletionPolicy, UpdateStrategy};
+use crate::status::{Condition, READY};
+use crate::template::from_json;
+
+/// The deletion path: cleanup steps in order, then ordered child deletion, then the
+/// finalizer is removed.
+pub(super) fn finalize(
+    rule: &CompiledRule,
+    input: &Input<'_>,
+    view: &View<'_>,
+    ctx: &Value,
+    mut plan: Plan,
+) -> Plan {
+    plan.requeue_after = None;
+    if !meta::has_finalizer(input.parent, meta::FINALIZER) {
+        return plan;
+    }
+    let Some(fin) = &rule.spec.finalizer else {
+        plan.finalizer = FinalizerChange::Remove;
+        return plan;
+    };
+    let deleting = |plan: &mut Plan, message: String, after: Duration| {
+        set_status(
+            input,
+            plan,
+            previous_fields(input),
+            &[Condition::unmet(READY, reason::DELETING, message)],
+        );
+        plan.requeue_after = Some(after);
+    };
+    for (i, step) in fin.cleanup.iter().enumerate() {
+        let template = format!("spec.finalizer.cleanup[{i}].template");
+        match view.observed_children(&step.name).first() {
+            None => {
+                // A cleanup step is applied like a child owned by the parent.
+                let as_child = Child {
+                    name: step.name.clone(),
+                    api_version: step.api_version.clone(),
+                    kind: step.kind.clone(),
+                    when: None,
+                    template: String::new(),
+                    replicas: None,
+                    ready: None,
+                    deletion_policy: DeletionPolicy::Delete,
+                    update_strategy: UpdateStrategy::Apply,
+                    managed_elsewhere: Vec::new(),
+                };
+                let rendered = render_child(rule, input, &template, &as_child, ctx, None);
+                match rendered {
+                    Ok(desired) => {
+                        let key = ObjectKey::of(&desired.object);
+                        plan.events.push(normal(
+                            "CleanupStarted",
+                            format!("cleanup step {}: created {key}", step.name),
+                        ));
+                        plan.apply.push(desired);
+                        deleting(
+                            &mut plan,
+                            format!("cleanup step {} started", step.name),
+                            Duration::from_secs(2),
+                        );
+                    }
+                    Err(f) => {
+                        // A broken cleanup step must not block deletion forever.
+                        plan.events.push(PlanEvent {
+                            type_: EventType::Warning,
+                            reason: f.reason.clone(),
+                            message: format!("cleanup step {} skipped: {}", step.name, f.message),
+                        });
+                        continue;
+                    }
+                }
+                return plan;
+            }
+            Some(obj) => {
+                let until = format!("spec.finalizer.cleanup[{i}].until");
+                let step_ctx = context! { child => from_json(obj), ..ctx.clone() };
+                let done = match rule.templates.eval(&until, &step_ctx) {
+                    Ok(v) => v.is_true(),
+                    Err(e) => {
+                        plan.events.push(PlanEvent {
+                            type_: EventType::Warning,
+                            reason: reason::RENDER_FAILED.into(),
+                            message: format!(
+                                "cleanup step {} skipped: {}: {e}",
+                                step.name,
+                                rule.locate(&until, Some(&e))
+                            ),
+                        });
+                        true
+                    }
+                };
+                if done {
+                    continue;
+                }
+                let timeout = rule.cleanup_timeouts.get(i).copied().flatten();
+                let created: Option<Timestamp> = obj
+                    .pointer("/metadata/creationTimestamp")
+                    .and_then(Json::as_str)
+                    .and_then(|t| t.parse().ok());
+                if let (Some(timeout), Some(created)) = (timeout, created) {
+                    let elapsed = input.now.duration_since(created);
+                    if elapsed.as_secs() >= i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX) {
+                        plan.events.push(PlanEvent {
+                            type_: EventType::Warning,
+                            reason: "CleanupTimedOut".into(),
+                            message: format!(
+                                "cleanup step {} did not finish within {timeout:?}; going on",
+                                step.name
+                            ),
+                        });
+                        continue;
+                    }
+                }
+                deleting(
+                    &mut plan,
+                    format!("waiting for cleanup step {}", step.name),
+                    Duration::from_secs(5),
+                );
+                return plan;
+            }
+        }
+    }
+    for name in &fin.delete_order {
+        let objects = view.observed_children(name);
+        if objects.is_empty() {
+            continue;
+        }
+        for obj in objects
+            .iter()
+            .filter(|o| !meta::is_deleting(o) && meta::is_owned_by(o, meta::uid(input.parent)))
+        {
+            plan.delete.push(Deletion {
+                child: name.clone(),
+                key: ObjectKey::of(obj),
+                uid: meta::uid(obj).to_string(),
+                reason: "ordered deletion of the parent".into(),
+            });
+        }
+        deleting(
+            &mut plan,
+            format!("deleting {name}"),
+            Duration::from_secs(2),
+        );
+        return plan;
+    }
+    plan.finalizer = FinalizerChange::Remove;
+    plan.events
+        .push(normal("CleanupDone", "cleanup finished".into()));
+    plan
+}

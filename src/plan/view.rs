@@ -1,0 +1,103 @@
+//! The observed objects of one parent, sorted by role: its children and its related objects.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value as Json, json};
+
+use super::{Failure, Input, related_selectors};
+use crate::meta;
+use crate::rule::{CompiledRule, Scope};
+use crate::scale;
+
+/// Observed objects sorted by role.
+pub(super) struct View<'a> {
+    pub(super) parent: &'a Json,
+    /// This parent's children (by ruleop's labels), by child name.
+    pub(super) children: BTreeMap<&'a str, Vec<&'a Json>>,
+    /// Related objects by related name.
+    pub(super) related: BTreeMap<String, Vec<&'a Json>>,
+}
+
+impl<'a> View<'a> {
+    pub(super) fn new(rule: &CompiledRule, input: &Input<'a>) -> Result<Self, Failure> {
+        let parent_uid = meta::uid(input.parent);
+        let mut children: BTreeMap<&str, Vec<&Json>> = BTreeMap::new();
+        for obj in input.observed {
+            if meta::label(obj, meta::OWNER_LABEL) == Some(parent_uid)
+                && meta::label(obj, meta::RULE_LABEL) == Some(rule.name.as_str())
+            {
+                let child = meta::label(obj, meta::CHILD_LABEL).unwrap_or_default();
+                children.entry(child).or_default().push(obj);
+            }
+        }
+        for list in children.values_mut() {
+            list.sort_by_key(|o| (scale::ordinal_of(o).unwrap_or(0), meta::name(o)));
+        }
+        let mut related = BTreeMap::new();
+        let selectors = related_selectors(rule, input.parent, input.now)?;
+        for (r, selector) in rule.spec.related.iter().zip(&selectors) {
+            let (group, _) = crate::rule::split_api_version(&r.api_version);
+            let mut matching: Vec<&Json> = input
+                .observed
+                .iter()
+                .filter(|o| {
+                    meta::kind(o) == r.kind
+                        && meta::group(o) == group
+                        && (rule.spec.parent.scope == Scope::Cluster
+                            || meta::namespace(o) == meta::namespace(input.parent))
+                        && selector
+                            .iter()
+                            .all(|(k, v)| meta::label(o, k) == Some(v.as_str()))
+                })
+                .collect();
+            matching.sort_by_key(|o| meta::name(o));
+            related.insert(r.name.clone(), matching);
+        }
+        Ok(Self {
+            parent: input.parent,
+            children,
+            related,
+        })
+    }
+
+    pub(super) fn observed_children(&self, name: &str) -> &[&'a Json] {
+        self.children
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// `{parent, children, related}`: the JSONPath document and template context.
+    pub(super) fn document(&self, rule: &CompiledRule) -> Json {
+        let mut children = Map::new();
+        for child in &rule.spec.children {
+            let observed = self.observed_children(&child.name);
+            let value = if child.replicas.is_some() {
+                Json::Array(observed.iter().map(|o| (*o).clone()).collect())
+            } else {
+                observed.first().map(|o| (*o).clone()).unwrap_or(Json::Null)
+            };
+            if !value.is_null() {
+                children.insert(child.name.clone(), value);
+            }
+        }
+        if let Some(fin) = &rule.spec.finalizer {
+            for step in &fin.cleanup {
+                if let Some(o) = self.observed_children(&step.name).first() {
+                    children.insert(step.name.clone(), (*o).clone());
+                }
+            }
+        }
+        let related: Map<String, Json> = self
+            .related
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Json::Array(v.iter().map(|o| (*o).clone()).collect()),
+                )
+            })
+            .collect();
+        json!({"parent": self.parent, "children": children, "related": related})
+    }
+}
