@@ -52,6 +52,44 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Path of the kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+/// The `User-Agent` of every request, so audit logs tell ruleop's writes from others'.
+pub const USER_AGENT: &str = concat!("ruleop/", env!("CARGO_PKG_VERSION"));
+
+/// A client for the cluster named by `--kubeconfig`/`--context` (else the usual inference).
+pub async fn connect(args: &RunArgs) -> Result<kube::Client, RunError> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let mut config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|e| RunError::Kubeconfig(path.display().to_string(), e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| RunError::Kubeconfig(path.display().to_string(), e.to_string()))?
+        }
+        None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| RunError::Kubeconfig("$KUBECONFIG".into(), e.to_string()))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| RunError::Kubeconfig("the environment".into(), e.to_string()))?,
+    };
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    Ok(kube::Client::try_from(config)?)
 }
 
 /// Why `ruleop run` stopped with an error.
@@ -60,6 +98,9 @@ pub enum RunError {
     /// No Kubernetes configuration.
     #[error("cannot reach Kubernetes: {0}")]
     Client(#[from] kube::Error),
+    /// No usable kubeconfig.
+    #[error("cannot load the Kubernetes configuration from {0}: {1}")]
+    Kubeconfig(String, String),
     /// Bad `--metrics-addr`.
     #[error("invalid --metrics-addr {0:?}")]
     MetricsAddr(String),
@@ -123,7 +164,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
         });
     }
-    let client = kube::Client::try_default().await?;
+    let client = connect(&args).await?;
     let identity = identity();
 
     let elector = if args.leader_elect {

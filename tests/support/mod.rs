@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod audit;
 pub mod operator;
 
 use std::future::Future;
@@ -30,6 +31,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 struct ControlPlane {
     kubeconfig: PathBuf,
+    /// The kube-apiserver's audit log (mutating requests), when known.
+    audit_log: Option<PathBuf>,
     // Held for the life of the process: when the test binary exits the pipe
     // closes and the control plane (run with --exit-on-stdin-eof) stops.
     _stdin: Option<Mutex<ChildStdin>>,
@@ -48,6 +51,7 @@ fn start_control_plane() -> Result<ControlPlane, String> {
     {
         return Ok(ControlPlane {
             kubeconfig: PathBuf::from(path),
+            audit_log: std::env::var_os("RULEOP_TEST_AUDIT_LOG").map(PathBuf::from),
             _stdin: None,
         });
     }
@@ -63,12 +67,15 @@ fn start_control_plane() -> Result<ControlPlane, String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     remove_stale_files(&dir);
     let kubeconfig = dir.join(format!("controlplane-{}.kubeconfig", std::process::id()));
+    let audit_log = kubeconfig.with_extension("audit.jsonl");
 
     let mut child = Command::new(&bin)
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .arg("--exit-with-parent")
         .arg("--exit-on-stdin-eof")
+        .arg("--audit-log")
+        .arg(&audit_log)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -124,6 +131,7 @@ fn start_control_plane() -> Result<ControlPlane, String> {
             // `child` is not waited for: it exits with this process.
             Ok(ControlPlane {
                 kubeconfig,
+                audit_log: Some(audit_log),
                 _stdin: stdin.map(Mutex::new),
             })
         }
@@ -159,6 +167,11 @@ fn control_plane() -> &'static ControlPlane {
         Ok(cp) => cp,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// The kube-apiserver's audit log of the shared test cluster, if it has one.
+pub fn audit_log() -> Option<&'static Path> {
+    control_plane().audit_log.as_deref()
 }
 
 /// The admin kubeconfig of the shared test cluster (starting it if needed).

@@ -1,0 +1,153 @@
+//! Counting writes through the control plane's audit log (mutating requests, Metadata
+//! level). ruleop sends `User-Agent: ruleop/<version>`, so its writes are told from the
+//! test's own `kubectl` calls and the control plane's controllers.
+//!
+//! ```ignore
+//! let mark = audit::Mark::now();
+//! tokio::time::sleep(IDLE).await;
+//! let writes = mark.operator_writes(&env.ns);
+//! assert!(writes.is_empty(), "{}", audit::describe(&writes));
+//! ```
+
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+/// One audited request.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// `create`, `update`, `patch`, `delete`, ...
+    pub verb: String,
+    /// Plural resource (`pods`, `deployments`, ...).
+    pub resource: String,
+    /// `status` for status writes, else empty.
+    pub subresource: String,
+    /// Namespace (empty when cluster-scoped).
+    pub namespace: String,
+    /// Object name (empty for a create whose name the server generates).
+    pub name: String,
+    /// The client's User-Agent.
+    pub user_agent: String,
+    /// HTTP status code of the answer.
+    pub code: i64,
+}
+
+impl Write {
+    /// Whether ruleop sent it.
+    pub fn by_operator(&self) -> bool {
+        self.user_agent.starts_with("ruleop/")
+    }
+
+    /// Whether it was answered with success.
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+}
+
+impl std::fmt::Display for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sub = if self.subresource.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.subresource)
+        };
+        write!(
+            f,
+            "{} {}{sub} {}/{} -> {} ({})",
+            self.verb, self.resource, self.namespace, self.name, self.code, self.user_agent
+        )
+    }
+}
+
+/// One line per write, for assertion messages.
+pub fn describe(writes: &[Write]) -> String {
+    writes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn log_path() -> &'static std::path::Path {
+    super::audit_log().expect(
+        "the test control plane has no audit log (set RULEOP_TEST_AUDIT_LOG with RULEOP_TEST_KUBECONFIG)",
+    )
+}
+
+/// A position in the audit log: writes after it can be listed.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark(u64);
+
+impl Mark {
+    /// The end of the log now. The API server writes audit events asynchronously: a short
+    /// pause first lets requests that already finished reach the log.
+    pub fn now() -> Mark {
+        std::thread::sleep(Duration::from_millis(500));
+        Mark(std::fs::metadata(log_path()).map(|m| m.len()).unwrap_or(0))
+    }
+
+    /// The log from its start.
+    pub fn start() -> Mark {
+        Mark(0)
+    }
+
+    /// Every write after the mark (waits briefly so recent requests are flushed).
+    pub fn writes(&self) -> Vec<Write> {
+        std::thread::sleep(Duration::from_millis(500));
+        let Ok(mut file) = std::fs::File::open(log_path()) else {
+            return Vec::new();
+        };
+        if file.seek(SeekFrom::Start(self.0)).is_err() {
+            return Vec::new();
+        }
+        BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| parse(&line))
+            .collect()
+    }
+
+    /// Successful writes ruleop made after the mark to objects in `namespace` (`""`: to
+    /// cluster-scoped objects).
+    pub fn operator_writes(&self, namespace: &str) -> Vec<Write> {
+        self.operator_writes_where(|w| w.namespace == namespace)
+    }
+
+    /// Successful writes ruleop made after the mark that `keep` selects. Events and leader
+    /// Leases are not counted: they are not writes to the objects ruleop manages.
+    pub fn operator_writes_where(&self, keep: impl Fn(&Write) -> bool) -> Vec<Write> {
+        self.writes()
+            .into_iter()
+            .filter(|w| {
+                w.by_operator()
+                    && w.succeeded()
+                    && w.resource != "events"
+                    && w.resource != "leases"
+                    && keep(w)
+            })
+            .collect()
+    }
+}
+
+fn parse(line: &str) -> Option<Write> {
+    let v: Json = serde_json::from_str(line).ok()?;
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    Some(Write {
+        verb: s("/verb"),
+        resource: s("/objectRef/resource"),
+        subresource: s("/objectRef/subresource"),
+        namespace: s("/objectRef/namespace"),
+        name: s("/objectRef/name"),
+        user_agent: s("/userAgent"),
+        code: v
+            .pointer("/responseStatus/code")
+            .and_then(Json::as_i64)
+            .unwrap_or(0),
+    })
+}
