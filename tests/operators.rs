@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use support::operator::{Operator, install_crds, jsonpath, ready, sample};
-use support::{TestEnv, wait_for};
+use support::{TestEnv, audit, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -350,10 +350,21 @@ async fn memcached_status_drift_and_cascade_deletion() {
         nodes.len() == 3 && nodes == pods(&env, "app=memcached,memcached_cr=example-memcached")
     })
     .await;
-    // Idle: no writes once converged.
+    // Idle: no writes once converged, by the operator's own count and by the API server's.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !audit::Mark::start().operator_writes(&env.ns).is_empty(),
+        "the audit log attributes the operator's writes to it"
+    );
     let before = op.counter("ruleop_api_writes_total", "");
+    let mark = audit::Mark::now();
     tokio::time::sleep(Duration::from_secs(8)).await;
+    let writes = mark.operator_writes(&env.ns);
+    assert!(
+        writes.is_empty(),
+        "an idle operator writes nothing:\n{}",
+        audit::describe(&writes)
+    );
     assert_eq!(
         op.counter("ruleop_api_writes_total", ""),
         before,
