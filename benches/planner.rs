@@ -21,6 +21,7 @@ fn observed_for(
             parent,
             observed: &[],
             now,
+            schemas: None,
         },
     );
     let mut observed: Vec<Json> = first
@@ -76,6 +77,7 @@ fn bench(c: &mut Criterion) {
                     parent: black_box(&parent),
                     observed: &observed,
                     now,
+                    schemas: None,
                 },
             )
         })
@@ -88,6 +90,7 @@ fn bench(c: &mut Criterion) {
                     parent: black_box(&parent),
                     observed: &[],
                     now,
+                    schemas: None,
                 },
             )
         })

@@ -19,7 +19,8 @@ use crate::cache::{GroupKind, KindCache};
 use crate::controller::queue::Outcome;
 use crate::meta::{self, ObjectKey};
 use crate::plan::{Action, Deletion, Desired, EventType, FinalizerChange, Plan, reason};
-use crate::rule::{UpdateStrategy, split_api_version};
+use crate::repair;
+use crate::rule::split_api_version;
 use crate::status::{self, Condition, READY};
 use crate::telemetry::Metrics;
 
@@ -335,7 +336,7 @@ impl Actor {
                     }
                 }
             }
-            Action::Update if desired.strategy == UpdateStrategy::Recreate => {
+            Action::Recreate => {
                 if let Some(old) = cache.get(&key.namespace, &key.name) {
                     self.metrics.write("delete");
                     let dp = DeleteParams {
@@ -359,10 +360,31 @@ impl Actor {
         }
         self.metrics.write("apply");
         let params = PatchParams::apply(meta::FIELD_MANAGER).force();
-        api.patch(&key.name, &params, &Patch::Apply(&desired.object))
+        match api
+            .patch(&key.name, &params, &Patch::Apply(&desired.object))
             .await
-            .map_err(|e| err("apply", e))?;
-        Ok(ApplyResult::Done)
+        {
+            Ok(_) => Ok(ApplyResult::Done),
+            // Refused: maybe a hand-edited keyed list clashes with ours. Put it back, else
+            // report the server's own reason.
+            Err(e) if repair::is_invalid(&e) && desired.action == Action::Update => {
+                let Some(patch) = &desired.repair else {
+                    return Err(err("apply", e));
+                };
+                match repair::put_back(&api, &key.name, &desired.object, patch, &self.metrics).await
+                {
+                    Ok(()) => {
+                        tracing::info!(object = %key, "put back lists edited by hand");
+                        Ok(ApplyResult::Done)
+                    }
+                    Err(why) => {
+                        tracing::info!(object = %key, error = %why, "cannot put back edited lists");
+                        Err(err("apply", e))
+                    }
+                }
+            }
+            Err(e) => Err(err("apply", e)),
+        }
     }
 
     async fn delete_one(&self, target: &Target<'_>, deletion: &Deletion) -> Result<(), ActError> {

@@ -173,6 +173,7 @@ pub fn render(
             parent: &parent,
             observed: &objects,
             now: now.unwrap_or_else(Timestamp::now),
+            schemas: None,
         },
     );
     match format {
@@ -197,6 +198,7 @@ fn write_yaml(plan: &Plan, out: &mut impl Write) -> std::io::Result<()> {
         let verb = match d.action {
             Action::Create => "create",
             Action::Update => "update",
+            Action::Recreate => "recreate",
             Action::UpToDate => "unchanged",
             Action::Conflict => "conflict (not applied)",
         };

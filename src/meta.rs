@@ -5,6 +5,9 @@ use serde_json::{Value as Json, json};
 
 /// The server-side apply field manager.
 pub const FIELD_MANAGER: &str = "ruleop";
+/// The field manager of the patch that puts back lists edited by hand (see `repair`); its
+/// record is removed right after.
+pub const REPAIR_FIELD_MANAGER: &str = "ruleop-repair";
 /// Standard label marking objects ruleop manages.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].
@@ -147,40 +150,9 @@ fn str_at<'a>(obj: &'a Json, pointer: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-/// Whether every field of `desired` has the same value in `observed` (lists element by
-/// element). Fields the server adds (defaults, status) do not count as drift.
-pub fn contains(observed: &Json, desired: &Json) -> bool {
-    match (observed, desired) {
-        (Json::Object(o), Json::Object(d)) => d.iter().all(|(k, dv)| {
-            o.get(k).is_some_and(|ov| contains(ov, dv)) || (dv.is_null() && !o.contains_key(k))
-        }),
-        (Json::Array(o), Json::Array(d)) => {
-            o.len() == d.len() && o.iter().zip(d).all(|(ov, dv)| contains(ov, dv))
-        }
-        (Json::Number(o), Json::Number(d)) => o.as_f64() == d.as_f64(),
-        (o, d) => o == d,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn containment_ignores_server_defaults() {
-        let observed = json!({"spec": {"replicas": 3, "strategy": {"type": "RollingUpdate"},
-            "template": {"spec": {"containers": [{"name": "a", "image": "x", "imagePullPolicy": "Always"}]}}}});
-        assert!(contains(
-            &observed,
-            &json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}})
-        ));
-        assert!(!contains(&observed, &json!({"spec": {"replicas": 2}})));
-        assert!(!contains(
-            &observed,
-            &json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}}})
-        ));
-        assert!(contains(&json!({"a": 1.0}), &json!({"a": 1})));
-    }
 
     #[test]
     fn ownership() {

@@ -100,6 +100,7 @@ fn step(rule: &CompiledRule, parent: &Json, cluster: &Cluster) -> Plan {
             parent,
             observed: &cluster.objects,
             now: now(),
+            schemas: None,
         },
     )
 }
@@ -433,6 +434,7 @@ fn cleanup_gives_up_after_its_timeout() {
             parent: &etcd,
             observed: &cluster.objects,
             now: later,
+            schemas: None,
         },
     );
     assert!(p.events.iter().any(|e| e.reason == "CleanupTimedOut"));

@@ -6,9 +6,9 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 use super::view::View;
-use super::{Action, Deletion, Desired, Failure, Input, Plan, reason, render_failure};
+use super::{Action, Deletion, Desired, Failure, Input, Plan, reason, render_failure, uptodate};
 use crate::meta::{self, ObjectKey};
-use crate::rule::{Child, CompiledRule, DeletionPolicy, Scope};
+use crate::rule::{Child, CompiledRule, DeletionPolicy, Scope, UpdateStrategy};
 use crate::scale::{self, ObservedReplica};
 use crate::template::{from_json, is_ready, to_json};
 
@@ -289,20 +289,16 @@ fn finish(
         .iter()
         .find(|o| ObjectKey::of(o).same_object(&key));
     let parent_uid = meta::uid(parent);
-    let action = match existing {
-        None => Action::Create,
+    let (action, repair) = match existing {
+        None => (Action::Create, None),
         Some(o) => {
             let ours = meta::label(o, meta::OWNER_LABEL) == Some(parent_uid)
                 && (child.deletion_policy == DeletionPolicy::Retain
                     || meta::is_owned_by(o, parent_uid));
             if !ours {
-                Action::Conflict
-            } else if meta::annotation(o, meta::HASH_ANNOTATION) == Some(hash.as_str())
-                && meta::contains(o, &without_owner_refs(&object))
-            {
-                Action::UpToDate
+                (Action::Conflict, None)
             } else {
-                Action::Update
+                update_action(input, child, o, &object, &hash)
             }
         }
     };
@@ -311,7 +307,35 @@ fn finish(
         object,
         action,
         strategy: child.update_strategy,
+        repair,
     })
+}
+
+/// What an object of ours needs: nothing when it holds the rendering (the hash annotation is
+/// part of it); a recreation only when the rendering changed; otherwise an apply, with the
+/// patch that puts back hand-edited keyed lists should the API server refuse it.
+fn update_action(
+    input: &Input<'_>,
+    child: &Child,
+    observed: &Json,
+    object: &Json,
+    hash: &str,
+) -> (Action, Option<Json>) {
+    let schema = input
+        .schemas
+        .and_then(|s| s.get(&child.api_version, &child.kind));
+    let comparison = uptodate::compare(observed, &without_owner_refs(object), schema);
+    if comparison.up_to_date {
+        return (Action::UpToDate, None);
+    }
+    let rendering_changed = meta::annotation(observed, meta::HASH_ANNOTATION) != Some(hash);
+    if rendering_changed && child.update_strategy == UpdateStrategy::Recreate {
+        return (Action::Recreate, None);
+    }
+    (
+        Action::Update,
+        uptodate::repair_patch(&comparison.replacements),
+    )
 }
 
 fn without_owner_refs(object: &Json) -> Json {

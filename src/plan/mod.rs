@@ -3,11 +3,12 @@
 //!
 //! No I/O, no clock, no randomness. `ruleop render` and the controller both call [`plan`].
 //! [`view`] sorts the observed objects, [`child`] renders children, [`ready`] computes
-//! conditions, [`finalize`] plans deletion.
+//! conditions, [`finalize`] plans deletion, [`uptodate`] tells whether a child needs a write.
 
 mod child;
 mod finalize;
 mod ready;
+mod uptodate;
 mod view;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use serde::Serialize;
 use serde_json::{Map, Value as Json, json};
 
 use crate::meta::{self, ObjectKey};
+use crate::openapi::Schemas;
 use crate::rule::{CompiledRule, UpdateStrategy};
 use crate::status::{self, Condition, READY};
 use crate::template::{TemplateError, from_json};
@@ -37,6 +39,9 @@ pub struct Input<'a> {
     pub observed: &'a [Json],
     /// The current time (for condition transitions and cleanup timeouts).
     pub now: Timestamp,
+    /// The API server's schemas of the child kinds (list semantics, quantities), when known;
+    /// without them children are compared by a documented fallback.
+    pub schemas: Option<&'a Schemas>,
 }
 
 /// What applying a desired child means.
@@ -44,8 +49,11 @@ pub struct Input<'a> {
 pub enum Action {
     /// The object does not exist yet.
     Create,
-    /// It exists and differs from the rendering (template change or drift).
+    /// It exists and differs from the rendering (template change or drift): apply it.
     Update,
+    /// It exists, its rendering changed and its `updateStrategy` is `Recreate`: delete it
+    /// (the next reconcile creates it). Drift alone is an [`Action::Update`].
+    Recreate,
     /// It exists and matches: no write needed.
     UpToDate,
     /// An object of that name exists and this parent does not own it: never touched.
@@ -63,6 +71,11 @@ pub struct Desired {
     pub action: Action,
     /// How to update it.
     pub strategy: UpdateStrategy,
+    /// For an update: a JSON patch that puts back keyed lists whose entries were edited by
+    /// hand, for when the API server rejects the apply (the edited entry and the rendered
+    /// one clash, e.g. a duplicate port name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Json>,
 }
 
 /// An object to delete.
@@ -299,6 +312,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         match d.action {
             Action::Create => plan.events.push(normal("Created", format!("created {key}"))),
             Action::Update => plan.events.push(normal("Updated", format!("updated {key} to match the rule"))),
+            Action::Recreate => plan.events.push(normal("Updated", format!("recreating {key}: its rendering changed (updateStrategy Recreate)"))),
             Action::Conflict => plan.events.push(PlanEvent {
                 type_: EventType::Warning,
                 reason: reason::CONFLICT.into(),

@@ -1,0 +1,144 @@
+//! Reads the API server's OpenAPI v3 documents (one per group-version, kept until the hash
+//! the server publishes for it changes) and picks out the schemas of a rule's child kinds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::Client;
+use kube::api::ApiResource;
+use serde_json::Value as Json;
+
+use crate::openapi::{Document, Schemas};
+
+/// The index of OpenAPI v3 documents.
+const INDEX: &str = "/openapi/v3";
+
+/// Why a kind's schema is not known.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The API server could not be asked.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// What was requested.
+        path: String,
+        /// The failure.
+        #[source]
+        source: kube::Error,
+    },
+    /// The request could not be built.
+    #[error("cannot request {path}: {source}")]
+    Request {
+        /// What was requested.
+        path: String,
+        /// The failure.
+        #[source]
+        source: http::Error,
+    },
+    /// The index lists no document for the group-version.
+    #[error("the API server publishes no OpenAPI v3 document for {0}")]
+    NoDocument(String),
+    /// The document does not describe the kind (yet: a new CRD's schema is published a
+    /// moment after the CRD is served).
+    #[error("the OpenAPI v3 document of {0} does not describe {1}")]
+    NoKind(String, String),
+}
+
+/// Documents read so far, by group-version path (`api/v1`, `apis/apps/v1`).
+pub struct SchemaCache {
+    client: Client,
+    docs: Mutex<HashMap<String, (String, Arc<Document>)>>,
+}
+
+impl SchemaCache {
+    /// A cache reading through `client`.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            docs: Mutex::default(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Json, SchemaError> {
+        let request = http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|source| SchemaError::Request {
+                path: path.to_string(),
+                source,
+            })?;
+        self.client
+            .request(request)
+            .await
+            .map_err(|source| SchemaError::Read {
+                path: path.to_string(),
+                source,
+            })
+    }
+
+    /// The schemas of `kinds` that the API server publishes, and why each other one is not
+    /// known (those are compared by the planner's fallback).
+    pub async fn schemas(&self, kinds: &[ApiResource]) -> (Schemas, Vec<(String, SchemaError)>) {
+        let mut schemas = Schemas::default();
+        let mut missing = Vec::new();
+        if kinds.is_empty() {
+            return (schemas, missing);
+        }
+        let index = match self.get(INDEX).await {
+            Ok(index) => index,
+            Err(e) => {
+                let all = kinds.iter().map(|k| k.kind.clone()).collect::<Vec<_>>();
+                missing.push((all.join(", "), e));
+                return (schemas, missing);
+            }
+        };
+        for kind in kinds {
+            if schemas.contains(&kind.group, &kind.kind) {
+                continue;
+            }
+            match self.document(&index, kind).await {
+                Ok(doc) => match doc.kind(&kind.group, &kind.version, &kind.kind) {
+                    Some(schema) => schemas.insert(&kind.group, &kind.kind, schema),
+                    None => missing.push((
+                        kind.kind.clone(),
+                        SchemaError::NoKind(kind.api_version.clone(), kind.kind.clone()),
+                    )),
+                },
+                Err(e) => missing.push((kind.kind.clone(), e)),
+            }
+        }
+        (schemas, missing)
+    }
+
+    /// The document of `kind`'s group-version, read again only when its hash changed.
+    async fn document(
+        &self,
+        index: &Json,
+        kind: &ApiResource,
+    ) -> Result<Arc<Document>, SchemaError> {
+        let path = if kind.group.is_empty() {
+            format!("api/{}", kind.version)
+        } else {
+            format!("apis/{}/{}", kind.group, kind.version)
+        };
+        let url = index
+            .get("paths")
+            .and_then(|p| p.get(&path))
+            .and_then(|p| p.get("serverRelativeURL"))
+            .and_then(Json::as_str)
+            .ok_or_else(|| SchemaError::NoDocument(kind.api_version.clone()))?
+            .to_string();
+        if let Some((cached_url, doc)) = self.lock().get(&path)
+            && *cached_url == url
+        {
+            return Ok(doc.clone());
+        }
+        let doc = Arc::new(Document::parse(&self.get(&url).await?));
+        self.lock().insert(path, (url, doc.clone()));
+        Ok(doc)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Arc<Document>)>> {
+        self.docs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
