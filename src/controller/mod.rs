@@ -20,20 +20,16 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{Actor, Target};
 use crate::cache::{self, Cached, Change, GroupKind, KindCache};
 use crate::meta;
-use crate::openapi::Schemas;
 use crate::plan::{self, Input};
 use crate::rule::{CompiledRule, LoadedRule, Scope, split_api_version};
 use crate::telemetry::{Metrics, ResultLabels, RuleLabels, RuleStateLabels};
 use plan::Selector;
 use queue::{Key, Outcome, Queue};
 use related::RelatedIndex;
-use schemas::SchemaCache;
+use schemas::{ChildSchemas, SchemaCache};
 
 /// How often rules whose kinds are not served yet look again.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
-/// How many times (one per [`DISCOVERY_RETRY`]) a child kind's schema is looked for again
-/// before its children are compared without it.
-const SCHEMA_RETRIES: u32 = 12;
 
 /// Settings of `ruleop run`.
 #[derive(Debug, Clone)]
@@ -54,25 +50,13 @@ struct ActiveRule {
     children: Vec<GroupKind>,
     /// Related kinds, by related index.
     related: Vec<GroupKind>,
-    /// The child kinds' schemas, and the kinds still without one.
-    schemas: Mutex<ChildSchemas>,
-}
-
-struct ChildSchemas {
-    known: Arc<Schemas>,
-    missing: Vec<kube::api::ApiResource>,
-    attempts: u32,
+    /// The child kinds' schemas (for the planner's up-to-date comparison).
+    schemas: ChildSchemas,
 }
 
 impl ActiveRule {
     fn rule(&self) -> &CompiledRule {
         &self.loaded.rule
-    }
-
-    fn schemas(&self) -> std::sync::MutexGuard<'_, ChildSchemas> {
-        self.schemas
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -156,7 +140,10 @@ impl Controller {
                 () = self.cancel.cancelled() => break,
                 _ = tick.tick() => {
                     self.activate_waiting().await;
-                    self.retry_schemas().await;
+                    let rules: Vec<_> = self.rules_read().values().cloned().collect();
+                    for r in rules {
+                        self.schemas.retry(&r.rule().name, &r.schemas).await;
+                    }
                     self.update_gauges();
                 }
             }
@@ -312,17 +299,13 @@ impl Controller {
             .filter(|(role, _)| *role == Role::Child)
             .map(|(_, r)| r.resource.clone())
             .collect();
-        let (known, missing) = self.fetch_schemas(&name, &child_kinds).await;
+        let schemas = self.schemas.for_children(&name, child_kinds).await;
         let active = Arc::new(ActiveRule {
             loaded: loaded.clone(),
             parent,
             children,
             related,
-            schemas: Mutex::new(ChildSchemas {
-                known: Arc::new(known),
-                missing,
-                attempts: 0,
-            }),
+            schemas,
         });
         self.rules
             .write()
@@ -338,46 +321,6 @@ impl Controller {
         tracing::info!(rule = %name, file = %loaded.path.display(), hash = %loaded.hash, "rule active");
         // Parents already cached (kind shared with an earlier rule) need a first reconcile.
         self.enqueue_all(&name);
-    }
-
-    /// The schemas of `kinds`, and the kinds whose schema is not (yet) published.
-    async fn fetch_schemas(
-        &self,
-        rule: &str,
-        kinds: &[kube::api::ApiResource],
-    ) -> (Schemas, Vec<kube::api::ApiResource>) {
-        let (known, why) = self.schemas.schemas(kinds).await;
-        for (kind, e) in &why {
-            tracing::info!(rule, kind, error = %e, "no schema for a child kind yet; its lists are compared by the fallback");
-        }
-        let missing = kinds
-            .iter()
-            .filter(|k| !known.contains(&k.group, &k.kind))
-            .cloned()
-            .collect();
-        (known, missing)
-    }
-
-    /// Looks again for child kinds' schemas that were not published when their rule started
-    /// (a CRD's schema appears shortly after the CRD is served).
-    async fn retry_schemas(&self) {
-        let rules: Vec<Arc<ActiveRule>> = self.rules_read().values().cloned().collect();
-        for rule in rules {
-            let missing = {
-                let mut s = rule.schemas();
-                if s.missing.is_empty() || s.attempts >= SCHEMA_RETRIES {
-                    continue;
-                }
-                s.attempts += 1;
-                s.missing.clone()
-            };
-            let (found, still) = self.fetch_schemas(&rule.rule().name, &missing).await;
-            let mut s = rule.schemas();
-            let mut known = (*s.known).clone();
-            known.extend(found);
-            s.known = Arc::new(known);
-            s.missing = still;
-        }
     }
 
     /// Reconciles every parent of a rule.
@@ -655,7 +598,7 @@ impl Controller {
             }
             self.record_selectors(&rule, cached_parent.key(), selectors);
         }
-        let schemas = rule.schemas().known.clone();
+        let schemas = rule.schemas.current();
         let plan = plan::plan(
             compiled,
             Input {

@@ -1,5 +1,6 @@
 //! Reads the API server's OpenAPI v3 documents (one per group-version, kept until the hash
-//! the server publishes for it changes) and picks out the schemas of a rule's child kinds.
+//! the server publishes for it changes) and picks out the schemas of a rule's child kinds;
+//! kinds not published yet are looked for again a few times.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,9 @@ use crate::openapi::{Document, Schemas};
 
 /// The index of OpenAPI v3 documents.
 const INDEX: &str = "/openapi/v3";
+/// How many times (one per discovery tick) a child kind's schema is looked for again before
+/// its children are compared without it.
+const RETRIES: u32 = 12;
 
 /// Why a kind's schema is not known.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,28 @@ pub enum SchemaError {
     /// moment after the CRD is served).
     #[error("the OpenAPI v3 document of {0} does not describe {1}")]
     NoKind(String, String),
+}
+
+/// A rule's child kinds' schemas, and the kinds still without one.
+pub struct ChildSchemas(Mutex<ChildState>);
+
+struct ChildState {
+    known: Arc<Schemas>,
+    missing: Vec<ApiResource>,
+    attempts: u32,
+}
+
+impl ChildSchemas {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ChildState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The schemas known now.
+    pub fn current(&self) -> Arc<Schemas> {
+        self.lock().known.clone()
+    }
 }
 
 /// Documents read so far, by group-version path (`api/v1`, `apis/apps/v1`).
@@ -74,9 +100,52 @@ impl SchemaCache {
             })
     }
 
+    /// The schemas of a rule's child kinds.
+    pub async fn for_children(&self, rule: &str, kinds: Vec<ApiResource>) -> ChildSchemas {
+        let (known, missing) = self.fetch(rule, &kinds).await;
+        ChildSchemas(Mutex::new(ChildState {
+            known: Arc::new(known),
+            missing,
+            attempts: 0,
+        }))
+    }
+
+    /// Looks again for the schemas still missing (a CRD's schema is published a moment
+    /// after the CRD is served), up to [`RETRIES`] times.
+    pub async fn retry(&self, rule: &str, schemas: &ChildSchemas) {
+        let missing = {
+            let mut s = schemas.lock();
+            if s.missing.is_empty() || s.attempts >= RETRIES {
+                return;
+            }
+            s.attempts += 1;
+            s.missing.clone()
+        };
+        let (found, still) = self.fetch(rule, &missing).await;
+        let mut s = schemas.lock();
+        let mut known = (*s.known).clone();
+        known.extend(found);
+        s.known = Arc::new(known);
+        s.missing = still;
+    }
+
+    /// The schemas of `kinds` that are published, and the kinds without one (logged).
+    async fn fetch(&self, rule: &str, kinds: &[ApiResource]) -> (Schemas, Vec<ApiResource>) {
+        let (known, why) = self.schemas(kinds).await;
+        for (kind, e) in &why {
+            tracing::info!(rule, kind, error = %e, "no schema for a child kind yet; its lists are compared by the fallback");
+        }
+        let missing = kinds
+            .iter()
+            .filter(|k| !known.contains(&k.group, &k.kind))
+            .cloned()
+            .collect();
+        (known, missing)
+    }
+
     /// The schemas of `kinds` that the API server publishes, and why each other one is not
     /// known (those are compared by the planner's fallback).
-    pub async fn schemas(&self, kinds: &[ApiResource]) -> (Schemas, Vec<(String, SchemaError)>) {
+    async fn schemas(&self, kinds: &[ApiResource]) -> (Schemas, Vec<(String, SchemaError)>) {
         let mut schemas = Schemas::default();
         let mut missing = Vec::new();
         if kinds.is_empty() {
