@@ -8,8 +8,8 @@
 //! strings are spliced in as text. A value holding newlines, `---` or `key: value` therefore
 //! stays one string: parent data can never change a manifest's structure.
 
-use minijinja::value::{Serde, Value, ValueKind};
-use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use minijinja::value::{Kwargs, Serde, Value, ValueKind};
+use minijinja::{AutoEscape, Environment, ErrorKind, HtmlEscape, UndefinedBehavior};
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use serde_json::{Map, Value as Json};
 
@@ -19,6 +19,11 @@ const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
 /// The variable an expression's value is stored in.
 const RESULT: &str = "__ruleop_result";
+/// The auto-escape mode of every template: minijinja then marks the output of macros,
+/// `{% filter %}` and `{% set %}` blocks as safe (template text holding tokens) and routes
+/// every other printed value, even inside filters like `replace` or `join`, through the
+/// formatter, which turns it into a token.
+const ESCAPE_MODE: &str = "ruleop";
 
 /// Values printed during one render, in order.
 #[derive(Default)]
@@ -98,8 +103,15 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_fuel(Some(limits.fuel));
         env.set_recursion_limit(64);
+        // Every template escapes the same way, whatever its name looks like (`.html`, `.json`).
+        env.set_auto_escape_callback(|_| AutoEscape::Custom(ESCAPE_MODE.into()));
         // `safe` would let a parent's string bypass the placeholder mechanism.
         env.remove_filter("safe");
+        // The builtins return "safe" strings that the formatter would paste into the YAML
+        // text: these return plain strings, which become values like any other.
+        env.add_filter("tojson", tojson);
+        env.add_filter("escape", escape_html);
+        env.add_filter("e", escape_html);
         env.add_function("ready", |obj: Value| is_ready_value(&obj));
         env.add_test("ready", |obj: Value| is_ready_value(&obj));
         env.set_formatter(|out, state, value| {
@@ -199,6 +211,21 @@ impl Templates {
             }),
         }
     }
+}
+
+/// `tojson` as minijinja's, but a value (a string) rather than text for the YAML source.
+fn tojson(value: &Value, indent: Option<Value>, args: Kwargs) -> Result<Value, minijinja::Error> {
+    let json = minijinja::filters::tojson(value, indent, args)?;
+    Ok(Value::from(json.as_str().unwrap_or_default()))
+}
+
+/// HTML escaping (`escape`, `e`) as a value: the escaped text, never template text.
+fn escape_html(value: &Value) -> Value {
+    let text = match value.as_str() {
+        Some(s) => s.to_string(),
+        None => as_text(value),
+    };
+    Value::from(HtmlEscape(&text).to_string())
 }
 
 /// Generic readiness: a `Ready` condition decides; else a Pod must be `Running`; else ready.
@@ -455,6 +482,130 @@ mod tests {
         let t = templates("value: \"{{ n }}\"\n");
         let out = t.render_object("t", &ctx(json!({"n": 8080}))).unwrap();
         assert_eq!(out, json!({"value": "8080"}));
+    }
+
+    /// Strings that break YAML or JSON quoting, or look like structure or tokens.
+    const HOSTILE: [&str; 6] = [
+        "a\"b'c\\d",
+        "x\n---\nkind: Secret\nspec: {evil: true}",
+        "}: [{\"",
+        "\u{E000}0\u{E001}",
+        "<script>&amp;</script>",
+        "# not a comment: '' \"\" \\n",
+    ];
+
+    #[test]
+    fn tojson_is_a_value_in_every_scalar_style() {
+        let t = templates(concat!(
+            "double: \"{{ v | tojson }}\"\n",
+            "single: '{{ v | tojson }}'\n",
+            "plain: {{ v | tojson }}\n",
+            "inside: \"cfg={{ v | tojson }};\"\n",
+            "block: |\n  {{ v | tojson }}\n",
+            "pretty: \"{{ v | tojson(indent=2) }}\"\n",
+        ));
+        for s in HOSTILE {
+            let v = json!({"s": s, "list": [1, s], "n": 3});
+            let out = t
+                .render_object("t", &ctx(json!({"v": v})))
+                .unwrap_or_else(|e| panic!("{s:?}: {e}"));
+            for key in ["double", "single", "plain"] {
+                let text = out[key].as_str().unwrap_or_else(|| panic!("{key}: {out}"));
+                let back: Json = serde_json::from_str(text).unwrap();
+                assert_eq!(back, v, "{key} for {s:?}");
+            }
+            let inside = out["inside"].as_str().unwrap();
+            let inner = inside
+                .strip_prefix("cfg=")
+                .unwrap()
+                .strip_suffix(';')
+                .unwrap();
+            assert_eq!(serde_json::from_str::<Json>(inner).unwrap(), v);
+            let block = out["block"].as_str().unwrap();
+            assert_eq!(serde_json::from_str::<Json>(block.trim_end()).unwrap(), v);
+            let pretty = out["pretty"].as_str().unwrap();
+            assert!(pretty.contains('\n'), "{pretty:?}");
+            assert_eq!(serde_json::from_str::<Json>(pretty).unwrap(), v);
+            assert_eq!(out.as_object().unwrap().len(), 6, "no injected keys: {out}");
+        }
+        // A string's JSON is a JSON string.
+        let out = t
+            .render_object("t", &ctx(json!({"v": "it's \"x\""})))
+            .unwrap();
+        assert_eq!(out["double"], json!("\"it\\u0027s \\\"x\\\"\""));
+    }
+
+    #[test]
+    fn escape_filter_is_a_value() {
+        let t = templates("a: \"{{ v | e }}\"\nb: {{ v | escape }}\n");
+        for s in HOSTILE {
+            let out = t.render_object("t", &ctx(json!({"v": s}))).unwrap();
+            let escaped = HtmlEscape(s).to_string();
+            assert_eq!(out, json!({"a": escaped, "b": escaped}), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn macros_and_filter_blocks_are_template_text() {
+        let t = templates(concat!(
+            "{% macro entry(k, v) %}{{ k }}: {{ v }}{% endmacro %}",
+            "{% macro dashed(x) %}{{ x }}-y{% endmacro %}",
+            "data:\n  {{ entry('first', v) }}\n",
+            "name: {{ dashed(v) }}\n",
+            "quoted: \"{{ dashed(v) }}\"\n",
+            "replaced: {{ dashed('q') | replace('-', v) }}\n",
+            "{% filter upper %}upper: {% endfilter %}{{ v }}\n",
+            "{% set block %}[{{ v }}, 2]{% endset %}list: {{ block }}\n",
+        ));
+        for s in HOSTILE {
+            let out = t
+                .render_object("t", &ctx(json!({"v": s})))
+                .unwrap_or_else(|e| panic!("{s:?}: {e}"));
+            assert_eq!(
+                out,
+                json!({
+                    "data": {"first": s},
+                    "name": format!("{s}-y"),
+                    "quoted": format!("{s}-y"),
+                    "replaced": format!("q{s}y"),
+                    "UPPER": s,
+                    "list": [s, 2],
+                }),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn template_names_do_not_choose_an_escaping() {
+        let mut t = Templates::new(&Limits::default());
+        t.add_template("config.json", "a: \"{{ v }}\"\n").unwrap();
+        t.add_template("page.html", "a: {{ v }}\n").unwrap();
+        let c = ctx(json!({"v": "<b>\"x\"</b>"}));
+        assert_eq!(
+            t.render_object("config.json", &c).unwrap(),
+            json!({"a": "<b>\"x\"</b>"})
+        );
+        assert_eq!(
+            t.render_object("page.html", &c).unwrap(),
+            json!({"a": "<b>\"x\"</b>"})
+        );
+    }
+
+    #[test]
+    fn expressions_with_tojson_and_escape_give_plain_strings() {
+        let mut t = Templates::new(&Limits::default());
+        t.add_expression("j", "parent.spec | tojson").unwrap();
+        t.add_expression("e", "parent.spec.s | e").unwrap();
+        let c = ctx(json!({"parent": {"spec": {"s": "<a'b>"}}}));
+        assert_eq!(
+            to_json(&t.eval("j", &c).unwrap()),
+            json!("{\"s\": \"\\u003ca\\u0027b\\u003e\"}")
+        );
+        assert_eq!(
+            to_json(&t.eval("e", &c).unwrap()),
+            json!("&lt;a&#x27;b&gt;")
+        );
     }
 
     #[test]
