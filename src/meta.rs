@@ -5,6 +5,9 @@ use serde_json::{Value as Json, json};
 
 /// The server-side apply field manager.
 pub const FIELD_MANAGER: &str = "ruleop";
+/// The field manager that keeps `managedElsewhere` fields ruleop stopped sending, at their
+/// value, until another manager takes them.
+pub const HANDOVER_MANAGER: &str = "ruleop-handover";
 /// Standard label marking objects ruleop manages.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].

@@ -319,6 +319,7 @@ fn finish(
         object,
         action,
         strategy: child.update_strategy,
+        handover: child.managed_elsewhere.clone(),
     })
 }
 

@@ -63,6 +63,10 @@ pub struct Desired {
     pub action: Action,
     /// How to update it.
     pub strategy: UpdateStrategy,
+    /// Fields left to other managers (`managedElsewhere`): those ruleop still owns are
+    /// handed over, keeping their value, before an update stops sending them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub handover: Vec<String>,
 }
 
 /// An object to delete.
