@@ -1,0 +1,589 @@
+//! End to end: restarts, parents deleted while the operator is down, and a field handed over
+//! to another manager on a hot reload. Each scenario asserts that nothing is lost: the exact
+//! child set, nothing else deleted, other managers' fields untouched, no finalizer stuck, and
+//! no operator write (the API server's audit log) once idle.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use support::audit::{self, Mark};
+use support::operator::{Operator, install_crds, jsonpath, ready, root, sample};
+use support::{TestEnv, kubectl, wait_for};
+
+const T: Duration = Duration::from_secs(120);
+/// How long the operator must stay silent to count as idle.
+const IDLE: Duration = Duration::from_secs(6);
+/// Every kind the rules used here create.
+const CHILD_KINDS: &str = "deployments,services,pods,configmaps,statefulsets,cronjobs,jobs";
+
+/// Installs the `Roster` test CRD once per test binary.
+fn install_roster_crd() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let crds = root().join("tests/rules/lifecycle/crds");
+        kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+        kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            crds.to_str().unwrap(),
+        ]);
+    });
+}
+
+fn reference(op: &str) -> PathBuf {
+    root().join(format!("rules/{op}.yaml"))
+}
+
+fn roster_rule() -> PathBuf {
+    root().join("tests/rules/lifecycle/roster.yaml")
+}
+
+/// A rules directory holding copies of `files`.
+fn rules_dir(files: &[PathBuf]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in files {
+        std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// Replaces `name` in `dir` atomically (the operator never reads half a file).
+fn publish(dir: &Path, name: &str, content: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn get(env: &TestEnv, what: &str, name: &str) -> Option<Json> {
+    env.try_kubectl(&["get", what, name, "-o", "json"])
+        .ok()
+        .map(|s| serde_json::from_str(&s).unwrap())
+}
+
+fn uid(env: &TestEnv, what: &str, name: &str) -> String {
+    jsonpath(env, what, name, "{.metadata.uid}")
+}
+
+/// Every live object of the namespace that ruleop labelled for `rule`: `Kind/name` → uid.
+fn children(env: &TestEnv, rule: &str) -> BTreeMap<String, String> {
+    let list: Json = serde_json::from_str(&env.kubectl(&[
+        "get",
+        CHILD_KINDS,
+        "-l",
+        &format!("ruleop.dev/rule={rule}"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                ),
+                o["metadata"]["uid"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn names(children: &BTreeMap<String, String>) -> BTreeSet<String> {
+    children.keys().cloned().collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The operator's writes to the namespace after `mark`: (Events, everything else).
+fn operator_writes(mark: &Mark, ns: &str) -> (Vec<audit::Write>, Vec<audit::Write>) {
+    mark.writes()
+        .into_iter()
+        .filter(|w| w.by_operator() && w.succeeded() && w.namespace == ns)
+        .partition(|w| w.resource == "events")
+}
+
+/// Waits until the operator has written nothing to the namespace for [`IDLE`].
+async fn settle(env: &TestEnv) {
+    let mut last = String::new();
+    for _ in 0..10 {
+        let mark = Mark::now();
+        tokio::time::sleep(IDLE).await;
+        let (events, writes) = operator_writes(&mark, &env.ns);
+        if events.is_empty() && writes.is_empty() {
+            return;
+        }
+        last = audit::describe(&[events, writes].concat());
+    }
+    panic!("the operator never went idle; last writes:\n{last}");
+}
+
+/// Asserts the operator writes nothing to the namespace (Events included) for [`IDLE`].
+async fn assert_idle(env: &TestEnv, what: &str) {
+    let mark = Mark::now();
+    tokio::time::sleep(IDLE).await;
+    let (events, writes) = operator_writes(&mark, &env.ns);
+    assert!(
+        writes.is_empty(),
+        "{what}: idle, the operator writes nothing:\n{}",
+        audit::describe(&writes)
+    );
+    assert!(
+        events.is_empty(),
+        "{what}: idle, the operator records no Event:\n{}",
+        audit::describe(&events)
+    );
+}
+
+fn roster(name: &str, seats: u32) -> String {
+    format!(
+        "apiVersion: lifecycle.test.ruleop.dev/v1\nkind: Roster\nmetadata: {{name: {name}}}\n\
+         spec: {{seats: {seats}, motto: \"it's \\\"ours\\\": {{yes}}\"}}\n"
+    )
+}
+
+/// A ConfigMap the test owns, selected by the roster as a member.
+fn member(name: &str, roster: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, labels: {{roster: {roster}}}}}\n\
+         data: {{role: crew}}\n"
+    )
+}
+
+/// Waits until `rule`'s children in the namespace are exactly `expected`.
+async fn expect_children(env: &TestEnv, rule: &str, expected: &BTreeSet<String>) {
+    wait_for(
+        &format!("{rule} children exactly {expected:?}"),
+        T,
+        || async { &names(&children(env, rule)) == expected },
+    )
+    .await;
+}
+
+/// The statuses of `parents` (conditions with their transition times) and the children of
+/// their rules (with uids), to compare before and after a restart.
+fn state(env: &TestEnv, parents: &[(&str, &str)]) -> Vec<(Json, BTreeMap<String, String>)> {
+    parents
+        .iter()
+        .map(|(kind, name)| {
+            let status = get(env, kind, name).unwrap()["status"].clone();
+            // Each parent's kind is its rule's name here.
+            (status, children(env, kind))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_nothing_changed_writes_nothing_and_records_no_event() {
+    install_crds();
+    install_roster_crd();
+    let env = TestEnv::new("e2e-restart").await;
+    let dir = rules_dir(&[
+        reference("memcached"),
+        reference("podset"),
+        reference("etcdcluster"),
+        roster_rule(),
+    ]);
+    let mut op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+    for s in ["memcached", "podset", "etcdcluster"] {
+        env.apply_yaml(&sample(s));
+    }
+    env.apply_yaml(&member("ann", "crew"));
+    env.apply_yaml(&member("bob", "crew"));
+    env.apply_yaml(&roster("crew", 2));
+    let parents = [
+        ("memcached", "example-memcached"),
+        ("podset", "example-podset"),
+        ("etcdcluster", "prod-etcd"),
+        ("roster", "crew"),
+    ];
+    wait_for("every parent Ready", T, || async {
+        parents.iter().all(|(k, n)| ready(&env, k, n).0 == "True")
+    })
+    .await;
+    expect_children(
+        &env,
+        "memcached",
+        &set(&["Deployment/example-memcached", "Service/example-memcached"]),
+    )
+    .await;
+    expect_children(
+        &env,
+        "etcdcluster",
+        &set(&[
+            "ConfigMap/prod-etcd-config",
+            "CronJob/prod-etcd-backup",
+            "Service/prod-etcd",
+            "StatefulSet/prod-etcd",
+        ]),
+    )
+    .await;
+    expect_children(
+        &env,
+        "roster",
+        &set(&[
+            "ConfigMap/crew-seat-0",
+            "ConfigMap/crew-seat-1",
+            "ConfigMap/crew-summary",
+        ]),
+    )
+    .await;
+    wait_for("three pods, listed in podNames", T, || async {
+        let pods: BTreeSet<String> = names(&children(&env, "podset"))
+            .into_iter()
+            .filter_map(|n| n.strip_prefix("Pod/").map(str::to_string))
+            .collect();
+        let listed: BTreeSet<String> = serde_json::from_str(&jsonpath(
+            &env,
+            "podset",
+            "example-podset",
+            "{.status.podNames}",
+        ))
+        .unwrap_or_default();
+        pods.len() == 3 && pods == listed
+    })
+    .await;
+    assert_eq!(
+        jsonpath(&env, "configmap", "crew-summary", "{.data.members}"),
+        "ann,bob"
+    );
+    assert_eq!(
+        serde_json::from_str::<Json>(&jsonpath(&env, "configmap", "crew-summary", "{.data.spec}"))
+            .unwrap(),
+        serde_json::json!({"seats": 2, "motto": "it's \"ours\": {yes}"}),
+        "tojson in a quoted scalar is the JSON text"
+    );
+    // A field another manager owns on a child.
+    env.kubectl(&["label", "deployment", "example-memcached", "team=ops"]);
+    settle(&env).await;
+    let before = state(&env, &parents);
+    assert!(
+        before.iter().all(|(status, _)| status["conditions"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())),
+        "{before:?}"
+    );
+
+    for how in ["SIGTERM", "SIGKILL"] {
+        if how == "SIGTERM" {
+            op.stop();
+        } else {
+            op.kill();
+        }
+        let mark = Mark::now();
+        op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+        wait_for(
+            &format!("every rule reconciled its parent after {how}"),
+            T,
+            || async {
+                parents.iter().all(|(rule, _)| {
+                    op.counter("ruleop_reconciles_total", &format!("rule=\"{rule}\"")) >= 1.0
+                })
+            },
+        )
+        .await;
+        tokio::time::sleep(IDLE).await;
+        let (events, writes) = operator_writes(&mark, &env.ns);
+        assert!(
+            writes.is_empty(),
+            "restart after {how} with nothing changed writes nothing:\n{}",
+            audit::describe(&writes)
+        );
+        assert!(
+            events.is_empty(),
+            "restart after {how} with nothing changed records no Event:\n{}",
+            audit::describe(&events)
+        );
+        assert_eq!(
+            state(&env, &parents),
+            before,
+            "after {how}: statuses (every lastTransitionTime) and children (same uids) unchanged"
+        );
+        assert_eq!(
+            jsonpath(
+                &env,
+                "deployment",
+                "example-memcached",
+                "{.metadata.labels.team}"
+            ),
+            "ops",
+            "another manager's field is untouched"
+        );
+    }
+    // Let the namespace go: nothing is left to run the cleanup once the operator stops.
+    op.stop();
+    for (kind, name) in [("etcdcluster", "prod-etcd"), ("roster", "crew")] {
+        env.kubectl(&[
+            "patch",
+            kind,
+            name,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parents_deleted_while_the_operator_is_down_are_cleaned_up_on_restart() {
+    install_crds();
+    install_roster_crd();
+    let env = TestEnv::new("e2e-downdel").await;
+    // memcached: no finalizer (garbage collection only); etcdcluster and roster: cleanup.
+    let dir = rules_dir(&[
+        reference("memcached"),
+        reference("etcdcluster"),
+        roster_rule(),
+    ]);
+    let mut op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+    env.apply_yaml(&sample("memcached"));
+    env.apply_yaml(&sample("etcdcluster"));
+    env.apply_yaml(&member("ann", "crew"));
+    env.apply_yaml(&member("bob", "crew"));
+    env.apply_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bystander}\ndata: {a: b}\n");
+    env.apply_yaml(&roster("crew", 2));
+    let parents = [
+        ("memcached", "example-memcached"),
+        ("etcdcluster", "prod-etcd"),
+        ("roster", "crew"),
+    ];
+    wait_for("every parent Ready", T, || async {
+        parents.iter().all(|(k, n)| ready(&env, k, n).0 == "True")
+    })
+    .await;
+    for (kind, name) in &parents[1..] {
+        assert!(
+            jsonpath(&env, kind, name, "{.metadata.finalizers}").contains("ruleop.dev/cleanup"),
+            "{kind}/{name} carries the finalizer"
+        );
+    }
+    expect_children(
+        &env,
+        "roster",
+        &set(&[
+            "ConfigMap/crew-seat-0",
+            "ConfigMap/crew-seat-1",
+            "ConfigMap/crew-summary",
+        ]),
+    )
+    .await;
+    let foreign: Vec<(&str, String)> = ["ann", "bob", "bystander"]
+        .into_iter()
+        .map(|n| (n, uid(&env, "configmap", n)))
+        .collect();
+
+    op.kill();
+    for (kind, name) in &parents {
+        env.kubectl(&["delete", kind, name, "--wait=false"]);
+    }
+    // Without the operator, garbage collection removes the memcached children; the
+    // finalizer holds the other parents.
+    wait_for("Memcached and its children gone", T, || async {
+        get(&env, "memcached", "example-memcached").is_none()
+            && children(&env, "memcached").is_empty()
+    })
+    .await;
+    for (kind, name) in &parents[1..] {
+        let obj = get(&env, kind, name).expect("held by the finalizer");
+        assert!(!obj["metadata"]["deletionTimestamp"].is_null());
+    }
+
+    op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+    wait_for("cleanup ran and released both parents", T, || async {
+        get(&env, "etcdcluster", "prod-etcd").is_none() && get(&env, "roster", "crew").is_none()
+    })
+    .await;
+    for rule in ["etcdcluster", "roster"] {
+        expect_children(&env, rule, &BTreeSet::new()).await;
+    }
+    for (name, before) in &foreign {
+        assert_eq!(
+            &uid(&env, "configmap", name),
+            before,
+            "{name}: not ruleop's, never deleted"
+        );
+    }
+    let reasons = env.kubectl(&[
+        "get",
+        "events",
+        "-o",
+        "jsonpath={range .items[*]}{.involvedObject.name}/{.reason}{\"\\n\"}{end}",
+    ]);
+    for name in ["prod-etcd", "crew"] {
+        for reason in ["CleanupStarted", "CleanupDone"] {
+            assert!(
+                reasons.lines().any(|l| l == format!("{name}/{reason}")),
+                "{name}: {reason} recorded:\n{reasons}"
+            );
+        }
+    }
+    assert_idle(&env, "after the cleanup").await;
+    drop(op);
+}
+
+/// A rule for `Roster`s (shaped unlike the reference ones): a Deployment scaled to the
+/// seats and a ConfigMap tally; `handed_over` leaves replicas and the tally to others.
+fn squad_rule(handed_over: bool) -> String {
+    let (web, tally) = if handed_over {
+        (
+            "      managedElsewhere: [spec.replicas]\n",
+            "      managedElsewhere: [data.tally]\n",
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        r#"apiVersion: ruleop.dev/v1alpha1
+kind: Rule
+metadata: {{name: squad}}
+spec:
+  parent: {{apiVersion: lifecycle.test.ruleop.dev/v1, kind: Roster}}
+  allow:
+    - {{apiVersion: apps/v1, kind: Deployment}}
+    - {{apiVersion: v1, kind: ConfigMap}}
+  children:
+    - name: web
+      apiVersion: apps/v1
+      kind: Deployment
+{web}      template: |
+        metadata: {{name: "{{{{ parent.metadata.name }}}}-web"}}
+        spec:
+          replicas: {{{{ parent.spec.seats }}}}
+          selector: {{matchLabels: {{squad: "{{{{ parent.metadata.name }}}}"}}}}
+          template:
+            metadata: {{labels: {{squad: "{{{{ parent.metadata.name }}}}"}}}}
+            spec:
+              containers: [{{name: web, image: "nginx:1.27"}}]
+    - name: tally
+      apiVersion: v1
+      kind: ConfigMap
+{tally}      template: |
+        metadata: {{name: "{{{{ parent.metadata.name }}}}-tally"}}
+        data:
+          tally: "{{{{ parent.spec.seats * 10 }}}}"
+          motto: "{{{{ parent.spec.motto }}}}"
+"#
+    )
+}
+
+/// Whether `manager`'s apply owns the field `path` (`f:` keys) of the object.
+fn applies(obj: &Json, manager: &str, path: &[&str]) -> bool {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["manager"] == manager && e["operation"] == "Apply")
+        .any(|e| {
+            path.iter()
+                .try_fold(&e["fieldsV1"], |f, p| f.get(format!("f:{p}")))
+                .is_some()
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_handed_over_on_a_hot_reload_keeps_its_value() {
+    install_roster_crd();
+    let env = TestEnv::new("e2e-handover").await;
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), "squad.yaml", &squad_rule(false));
+    let _op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+    env.apply_yaml(&roster("crew", 3));
+    wait_for("Deployment at 3 and tally 30", T, || async {
+        jsonpath(&env, "deployment", "crew-web", "{.spec.replicas}") == "3"
+            && jsonpath(&env, "configmap", "crew-tally", "{.data.tally}") == "30"
+            && ready(&env, "roster", "crew").0 == "True"
+    })
+    .await;
+    let expected = set(&["ConfigMap/crew-tally", "Deployment/crew-web"]);
+    expect_children(&env, "squad", &expected).await;
+    let uids = children(&env, "squad");
+    settle(&env).await;
+
+    publish(dir.path(), "squad.yaml", &squad_rule(true));
+    wait_for("replicas and tally handed over, values kept", T, || async {
+        let (Some(web), Some(tally)) = (
+            get(&env, "deployment", "crew-web"),
+            get(&env, "configmap", "crew-tally"),
+        ) else {
+            panic!("a child disappeared");
+        };
+        // Checked on every poll: a value lost even briefly fails here.
+        assert_eq!(
+            web["spec"]["replicas"], 3,
+            "handing over never changes the value"
+        );
+        assert_eq!(
+            tally["data"]["tally"], "30",
+            "handing over never changes the value"
+        );
+        let moved = |obj: &Json, path: &[&str]| {
+            !applies(obj, "ruleop", path) && applies(obj, "ruleop-handover", path)
+        };
+        moved(&web, &["spec", "replicas"]) && moved(&tally, &["data", "tally"])
+    })
+    .await;
+    assert_idle(&env, "after the hand-over").await;
+    assert_eq!(
+        jsonpath(&env, "deployment", "crew-web", "{.spec.replicas}"),
+        "3"
+    );
+    assert_eq!(
+        children(&env, "squad"),
+        uids,
+        "same children, none replaced"
+    );
+
+    // The next writer takes the fields; ruleop leaves them and still applies the others.
+    env.kubectl(&["scale", "deployment", "crew-web", "--replicas=5"]);
+    env.kubectl(&[
+        "patch",
+        "configmap",
+        "crew-tally",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"tally":"99"}}"#,
+    ]);
+    env.kubectl(&[
+        "patch",
+        "roster",
+        "crew",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"motto":"new"}}"#,
+    ]);
+    wait_for("the motto updated", T, || async {
+        jsonpath(&env, "configmap", "crew-tally", "{.data.motto}") == "new"
+    })
+    .await;
+    settle(&env).await;
+    assert_eq!(
+        jsonpath(&env, "deployment", "crew-web", "{.spec.replicas}"),
+        "5"
+    );
+    assert_eq!(
+        jsonpath(&env, "configmap", "crew-tally", "{.data.tally}"),
+        "99"
+    );
+    assert_eq!(
+        children(&env, "squad"),
+        uids,
+        "same children, none replaced"
+    );
+}
