@@ -501,7 +501,7 @@ async fn a_field_handed_over_on_a_hot_reload_keeps_its_value() {
     let env = TestEnv::new("e2e-handover").await;
     let dir = tempfile::tempdir().unwrap();
     publish(dir.path(), "squad.yaml", &squad_rule(false));
-    let _op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+    let op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
     env.apply_yaml(&roster("crew", 3));
     wait_for("Deployment at 3 and tally 30", T, || async {
         jsonpath(&env, "deployment", "crew-web", "{.spec.replicas}") == "3"
@@ -515,10 +515,15 @@ async fn a_field_handed_over_on_a_hot_reload_keeps_its_value() {
     settle(&env).await;
 
     publish(dir.path(), "squad.yaml", &squad_rule(true));
-    wait_for("replicas and tally handed over, values kept", T, || async {
+    support::wait_for_ok("replicas and tally handed over, values kept", T, || async {
+        let with_fields = |what: &str, name: &str| {
+            env.try_kubectl(&["get", what, name, "-o", "json", "--show-managed-fields"])
+                .ok()
+                .map(|s| serde_json::from_str::<Json>(&s).unwrap())
+        };
         let (Some(web), Some(tally)) = (
-            get(&env, "deployment", "crew-web"),
-            get(&env, "configmap", "crew-tally"),
+            with_fields("deployment", "crew-web"),
+            with_fields("configmap", "crew-tally"),
         ) else {
             panic!("a child disappeared");
         };
@@ -534,7 +539,16 @@ async fn a_field_handed_over_on_a_hot_reload_keeps_its_value() {
         let moved = |obj: &Json, path: &[&str]| {
             !applies(obj, "ruleop", path) && applies(obj, "ruleop-handover", path)
         };
-        moved(&web, &["spec", "replicas"]) && moved(&tally, &["data", "tally"])
+        if moved(&web, &["spec", "replicas"]) && moved(&tally, &["data", "tally"]) {
+            Ok(())
+        } else {
+            Err(format!(
+                "managedFields:\n{}\n{}\noperator log:\n{}",
+                web["metadata"]["managedFields"],
+                tally["metadata"]["managedFields"],
+                op.log()
+            ))
+        }
     })
     .await;
     assert_idle(&env, "after the hand-over").await;
