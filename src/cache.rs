@@ -269,6 +269,12 @@ impl KindCache {
         *self.synced.borrow()
     }
 
+    /// Marks the cache listed, as its watches do (for tests without an API server).
+    #[cfg(test)]
+    pub(crate) fn mark_synced(&self) {
+        self.synced.send_replace(true);
+    }
+
     /// Returns once every watch of this kind has listed once.
     pub async fn wait_synced(&self) {
         // The sender lives in `self`, so the channel cannot close while this waits.

@@ -128,3 +128,151 @@ impl Controller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use kube::api::ApiResource;
+
+    use super::*;
+    use crate::controller::{Config, RunningCache};
+    use crate::rule::{LoadedRule, parse_rule};
+    use crate::telemetry::Metrics;
+
+    fn gk(kind: &str) -> GroupKind {
+        GroupKind {
+            group: "test".into(),
+            kind: kind.into(),
+        }
+    }
+
+    fn kind_cache(kind: &str) -> Arc<KindCache> {
+        let resource = ApiResource {
+            group: "test".into(),
+            version: "v1".into(),
+            api_version: "test/v1".into(),
+            kind: kind.into(),
+            plural: format!("{}s", kind.to_lowercase()),
+        };
+        Arc::new(KindCache::new(gk(kind), resource, true, false, 1))
+    }
+
+    fn controller() -> Arc<Controller> {
+        // Never contacted: the gate only looks at caches and the queue.
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let config = Config {
+            namespaces: Vec::new(),
+            concurrency: 1,
+            identity: "test".into(),
+        };
+        let ready = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(Metrics::new());
+        Controller::new(client, config, metrics, ready, CancellationToken::new()).0
+    }
+
+    fn rule(c: &Controller) -> Arc<ActiveRule> {
+        let source = "apiVersion: ruleop.dev/v1alpha1\nkind: Rule\nmetadata: {name: r}\n\
+                      spec: {parent: {apiVersion: test/v1, kind: Parent}}\n";
+        let loaded = LoadedRule {
+            path: "r.yaml".into(),
+            hash: "h".into(),
+            rule: Arc::new(parse_rule("r.yaml".as_ref(), source).unwrap()),
+        };
+        let active = Arc::new(ActiveRule {
+            loaded,
+            parent: gk("Parent"),
+            children: vec![gk("Child")],
+            related: vec![gk("Related")],
+        });
+        c.rules.write().unwrap().insert("r".into(), active.clone());
+        active
+    }
+
+    fn key(name: &str) -> Key {
+        Key {
+            rule: "r".into(),
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    /// Puts `cache` in place of the kind's current one (cancelling it), as a re-watch does.
+    fn install(c: &Controller, cache: &Arc<KindCache>) {
+        let previous = c.caches.write().unwrap().insert(
+            cache.kind.clone(),
+            RunningCache {
+                cache: cache.clone(),
+                cancel: CancellationToken::new(),
+            },
+        );
+        if let Some(p) = previous {
+            p.cancel.cancel();
+        }
+        c.gate.caches_changed();
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn parked_keys_wait_for_every_cache_the_rule_reads_and_none_is_lost() {
+        let c = controller();
+        let rule = rule(&c);
+        // No watch started yet, then caches that have not listed.
+        assert!(c.admit(&rule, &key("a")).is_none());
+        let parent = kind_cache("Parent");
+        let child = kind_cache("Child");
+        let related = kind_cache("Related");
+        for cache in [&parent, &child, &related] {
+            install(&c, cache);
+        }
+        assert!(c.admit(&rule, &key("b")).is_none());
+        assert!(c.admit(&rule, &key("a")).is_none());
+        parent.mark_synced();
+        related.mark_synced();
+        settle().await;
+        assert_eq!(c.queue.depth(), 0, "the child cache has not listed");
+
+        // The child kind is re-watched in full: the old cache finishing its list no longer
+        // counts, the new one must list first.
+        let rewatched = kind_cache("Child");
+        install(&c, &rewatched);
+        child.mark_synced();
+        settle().await;
+        assert_eq!(c.queue.depth(), 0, "the re-watched cache has not listed");
+        assert!(c.admit(&rule, &key("c")).is_none());
+
+        rewatched.mark_synced();
+        let mut released = Vec::new();
+        for _ in 0..3 {
+            let next = tokio::time::timeout(Duration::from_secs(5), c.queue.next()).await;
+            released.push(next.unwrap().unwrap().0.name);
+        }
+        released.sort();
+        assert_eq!(released, ["a", "b", "c"], "every parked key, once");
+        settle().await;
+        assert_eq!(c.queue.depth(), 0);
+        let snapshot = c.admit(&rule, &key("a")).expect("synced");
+        assert!(Arc::ptr_eq(&snapshot[&gk("Child")], &rewatched));
+    }
+
+    #[tokio::test]
+    async fn keys_of_a_removed_rule_are_dropped() {
+        let c = controller();
+        let rule = rule(&c);
+        let parent = kind_cache("Parent");
+        install(&c, &parent);
+        assert!(c.admit(&rule, &key("a")).is_none());
+        c.rules.write().unwrap().remove("r");
+        // Wakes the waiting task, which finds the rule gone.
+        c.gate.caches_changed();
+        settle().await;
+        assert!(c.gate.parked().is_empty());
+        assert_eq!(c.queue.depth(), 0);
+    }
+}
