@@ -124,3 +124,96 @@ fn ordinal_replicas_above_the_count_are_never_kept_while_a_lower_one_terminates(
         assert_eq!(created, ["r-slot-0"], "{policy}");
     }
 }
+
+/// Applies `p` to `observed` as the API server would (children created or updated, deletions
+/// done) and returns the parent with the planned status.
+fn act(p: &Plan, parent: &Json, observed: &mut Vec<Json>) -> Json {
+    for d in &p.apply {
+        if d.action == Action::UpToDate {
+            continue;
+        }
+        observed.retain(|o| !meta::ObjectKey::of(o).same_object(&meta::ObjectKey::of(&d.object)));
+        let mut o = d.object.clone();
+        o["metadata"]["uid"] = json!(format!("uid-{}", meta::name(&d.object)));
+        observed.push(o);
+    }
+    observed.retain(|o| !p.delete.iter().any(|d| d.uid == meta::uid(o)));
+    let mut parent = parent.clone();
+    if let Some(status) = &p.status {
+        parent["status"] = status.clone();
+    }
+    parent
+}
+
+#[test]
+fn replanning_a_converged_parent_later_changes_nothing_and_keeps_transition_times() {
+    let path = format!(
+        "{}/tests/rules/lifecycle/roster.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let rule = parse_rule(path.as_ref(), &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut parent = json!({"apiVersion": "lifecycle.test.ruleop.dev/v1", "kind": "Roster",
+        "metadata": {"name": "crew", "namespace": "ns", "uid": "uid-crew", "generation": 1,
+            "finalizers": ["ruleop.dev/cleanup"]},
+        "spec": {"seats": 2, "motto": "it's \"ours\": {yes}"}});
+    let mut observed: Vec<Json> = ["ann", "bob"]
+        .iter()
+        .map(|n| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": n, "namespace": "ns", "uid": n, "labels": {"roster": "crew"}}})
+        })
+        .collect();
+    for _ in 0..3 {
+        let p = run(&rule, &parent, &observed);
+        parent = act(&p, &parent, &mut observed);
+    }
+    let converged = parent["status"].clone();
+    assert_eq!(
+        converged["conditions"][0]["status"], "True",
+        "Ready once every child exists: {converged}"
+    );
+    // Any time later (a restart), with everything observed: nothing to write, no event.
+    let later: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+    let p = plan(
+        &rule,
+        Input {
+            parent: &parent,
+            observed: &observed,
+            now: later,
+        },
+    );
+    assert!(p.status.is_none(), "{:?}", p.status);
+    assert!(p.events.is_empty(), "{:?}", p.events);
+    assert!(p.delete.is_empty());
+    assert!(p.apply.iter().all(|d| d.action == Action::UpToDate));
+    // A status change moves only the condition that changed.
+    observed.retain(|o| meta::name(o) != "bob");
+    let p = plan(
+        &rule,
+        Input {
+            parent: &parent,
+            observed: &observed,
+            now: later,
+        },
+    );
+    let status = p.status.unwrap();
+    let condition = |s: &Json, t: &str| {
+        s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(condition(&status, "Staffed")["status"], "False");
+    assert_eq!(
+        condition(&status, "Staffed")["lastTransitionTime"],
+        "2026-06-01T00:00:00Z"
+    );
+    assert_eq!(
+        condition(&status, "Ready"),
+        condition(&converged, "Ready"),
+        "Ready held: its transition time stays"
+    );
+}
