@@ -601,3 +601,72 @@ async fn a_field_handed_over_on_a_hot_reload_keeps_its_value() {
         "same children, none replaced"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinal_seats_never_reach_the_count_while_a_lower_one_terminates() {
+    install_roster_crd();
+    let env = TestEnv::new("e2e-ordinal").await;
+    // The roster rule without its finalizer: the namespace goes with the test.
+    let text = std::fs::read_to_string(roster_rule()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    publish(
+        dir.path(),
+        "roster.yaml",
+        &text[..text.find("  finalizer:").unwrap()],
+    );
+    let _op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+    env.apply_yaml(&roster("crew", 3));
+    let seats = |n: &[u32]| {
+        let mut s: Vec<String> = n
+            .iter()
+            .map(|i| format!("ConfigMap/crew-seat-{i}"))
+            .collect();
+        s.push("ConfigMap/crew-summary".into());
+        s.into_iter().collect::<BTreeSet<_>>()
+    };
+    expect_children(&env, "roster", &seats(&[0, 1, 2])).await;
+    // Seat 0 is deleted but held terminating by another controller's finalizer.
+    env.kubectl(&[
+        "patch",
+        "configmap",
+        "crew-seat-0",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["test.ruleop.dev/hold"]}}"#,
+    ]);
+    env.kubectl(&["delete", "configmap", "crew-seat-0", "--wait=false"]);
+    env.kubectl(&[
+        "patch",
+        "roster",
+        "crew",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"seats":2}}"#,
+    ]);
+    // Index 2 is at the count: it goes although index 0 is still terminating.
+    expect_children(&env, "roster", &seats(&[1])).await;
+    settle(&env).await;
+    assert!(
+        get(&env, "configmap", "crew-seat-3").is_none()
+            && get(&env, "configmap", "crew-seat-2").is_none(),
+        "nothing at or above the count"
+    );
+    assert!(
+        !get(&env, "configmap", "crew-seat-0").unwrap()["metadata"]["deletionTimestamp"].is_null(),
+        "seat 0 still terminating"
+    );
+    // Released, seat 0 comes back under its own index.
+    env.kubectl(&[
+        "patch",
+        "configmap",
+        "crew-seat-0",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    expect_children(&env, "roster", &seats(&[0, 1])).await;
+    assert_idle(&env, "two seats").await;
+}
