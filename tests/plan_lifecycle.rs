@@ -17,12 +17,16 @@ fn now() -> Timestamp {
 }
 
 fn run(rule: &CompiledRule, parent: &Json, observed: &[Json]) -> Plan {
+    run_at(rule, parent, observed, now())
+}
+
+fn run_at(rule: &CompiledRule, parent: &Json, observed: &[Json], now: Timestamp) -> Plan {
     plan(
         rule,
         Input {
             parent,
             observed,
-            now: now(),
+            now,
         },
     )
 }
@@ -174,28 +178,14 @@ fn replanning_a_converged_parent_later_changes_nothing_and_keeps_transition_time
     );
     // Any time later (a restart), with everything observed: nothing to write, no event.
     let later: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
-    let p = plan(
-        &rule,
-        Input {
-            parent: &parent,
-            observed: &observed,
-            now: later,
-        },
-    );
+    let p = run_at(&rule, &parent, &observed, later);
     assert!(p.status.is_none(), "{:?}", p.status);
     assert!(p.events.is_empty(), "{:?}", p.events);
     assert!(p.delete.is_empty());
     assert!(p.apply.iter().all(|d| d.action == Action::UpToDate));
     // A status change moves only the condition that changed.
     observed.retain(|o| meta::name(o) != "bob");
-    let p = plan(
-        &rule,
-        Input {
-            parent: &parent,
-            observed: &observed,
-            now: later,
-        },
-    );
+    let p = run_at(&rule, &parent, &observed, later);
     let status = p.status.unwrap();
     let condition = |s: &Json, t: &str| {
         s["conditions"]
