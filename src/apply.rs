@@ -356,7 +356,7 @@ impl Actor {
                     return Ok(ApplyResult::Done);
                 }
             }
-            Action::Update => {}
+            Action::Update => self.hand_over(&api, &key, &desired.handover).await?,
         }
         self.metrics.write("apply");
         let params = PatchParams::apply(meta::FIELD_MANAGER).force();
@@ -533,6 +533,45 @@ impl Actor {
 }
 
 impl Actor {
+    /// Before an update stops sending `fields` (`managedElsewhere`), gives those ruleop still
+    /// owns to [`meta::HANDOVER_MANAGER`] at their live value: applying without them then
+    /// releases them instead of removing them (a Deployment would fall back to 1 replica).
+    async fn hand_over(
+        &self,
+        api: &Api<DynamicObject>,
+        key: &ObjectKey,
+        fields: &[String],
+    ) -> Result<(), ActError> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let err = |verb: &'static str, source: kube::Error| ActError {
+            verb,
+            object: key.to_string(),
+            source,
+        };
+        // The cache drops managedFields, so ownership is read from the live object.
+        let Some(live) = api.get_opt(&key.name).await.map_err(|e| err("get", e))? else {
+            return Ok(());
+        };
+        let live = serde_json::to_value(&live).unwrap_or(Json::Null);
+        let owned = crate::handover::owned_by(&live, meta::FIELD_MANAGER, fields);
+        let Some(config) = crate::handover::configuration(&live, &owned) else {
+            return Ok(());
+        };
+        tracing::info!(object = %key, fields = ?owned, "handing fields over before ruleop stops setting them");
+        self.metrics.write("apply");
+        // Not forced: should another manager hold a field by now, nothing is overwritten.
+        api.patch(
+            &key.name,
+            &PatchParams::apply(meta::HANDOVER_MANAGER),
+            &Patch::Apply(&config),
+        )
+        .await
+        .map_err(|e| err("hand over fields of", e))?;
+        Ok(())
+    }
+
     /// An `Api` for objects of `cache`'s kind in `namespace`.
     pub fn api(&self, cache: &KindCache, namespace: &str) -> Api<DynamicObject> {
         api_for(&self.client, cache, namespace)

@@ -3,7 +3,6 @@
 //! namespace/name, by parent uid (ruleop's owner label) and by uid.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -226,7 +225,8 @@ pub struct KindCache {
     /// Whether only ruleop-managed objects are watched (children-only kinds).
     pub managed_only: bool,
     inner: RwLock<Inner>,
-    synced: AtomicBool,
+    /// Whether every scope has listed once; watchable so reconciles can wait for it.
+    synced: tokio::sync::watch::Sender<bool>,
     synced_scopes: std::sync::Mutex<usize>,
     scopes: usize,
 }
@@ -246,7 +246,7 @@ impl KindCache {
             namespaced,
             managed_only,
             inner: RwLock::default(),
-            synced: AtomicBool::new(false),
+            synced: tokio::sync::watch::Sender::new(false),
             synced_scopes: std::sync::Mutex::new(0),
             scopes: scopes.max(1),
         }
@@ -266,7 +266,19 @@ impl KindCache {
 
     /// Whether every watch of this kind has listed once.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+        *self.synced.borrow()
+    }
+
+    /// Marks the cache listed, as its watches do (for tests without an API server).
+    #[cfg(test)]
+    pub(crate) fn mark_synced(&self) {
+        self.synced.send_replace(true);
+    }
+
+    /// Returns once every watch of this kind has listed once.
+    pub async fn wait_synced(&self) {
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = self.synced.subscribe().wait_for(|synced| *synced).await;
     }
 
     /// The object at `namespace/name`.
@@ -484,7 +496,7 @@ pub async fn watch(
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     *synced += 1;
                     if *synced >= cache.scopes {
-                        cache.synced.store(true, Ordering::Release);
+                        cache.synced.send_replace(true);
                     }
                 }
                 tracing::debug!(kind = %cache.kind, objects = objects.len(), "listed");

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod cache;
 pub mod cli;
 pub mod controller;
+pub mod handover;
 pub mod leader;
 pub mod meta;
 pub mod openapi;

@@ -8,6 +8,9 @@ pub const FIELD_MANAGER: &str = "ruleop";
 /// The field manager of the patch that puts back lists edited by hand (see `repair`); its
 /// record is removed right after.
 pub const REPAIR_FIELD_MANAGER: &str = "ruleop-repair";
+/// The field manager that keeps `managedElsewhere` fields ruleop stopped sending, at their
+/// value, until another manager takes them.
+pub const HANDOVER_MANAGER: &str = "ruleop-handover";
 /// Standard label marking objects ruleop manages.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].

@@ -26,6 +26,9 @@ pub struct Step {
     pub create: Vec<Replica>,
     /// Existing replicas to delete, newest first.
     pub delete: Vec<Replica>,
+    /// Existing replicas beyond the count, waiting for their turn to be deleted: neither
+    /// re-rendered nor deleted this step.
+    pub hold: Vec<Replica>,
     /// Why the step is holding back, if it is.
     pub waiting: Option<String>,
 }
@@ -99,8 +102,9 @@ pub fn step(
                 let max = observed.iter().map(|r| r.ordinal + 1).max().unwrap_or(0);
                 (max..).take(count).collect()
             }
-            // The lowest free indexes, like a StatefulSet.
-            Naming::Ordinal => (0..)
+            // The lowest free indexes below the count, like a StatefulSet; an index whose
+            // object is still terminating is not free.
+            Naming::Ordinal => (0..desired as u64)
                 .filter(|i| !observed.iter().any(|r| r.ordinal == *i))
                 .take(count)
                 .collect(),
@@ -108,29 +112,42 @@ pub fn step(
     };
 
     let one_at_a_time = policy != StepPolicy::AllAtOnce;
-    if live.len() > desired {
-        let extra = live.len() - desired;
-        let (kept, removed) = live.split_at(desired);
-        step.keep = kept.iter().map(|r| r.replica()).collect();
+    // Generated: any `desired` replicas will do, the oldest stay. Ordinal: exactly indexes
+    // `0..desired`, so an index at or above the count is extra even while a lower one is
+    // terminating.
+    let split = match naming {
+        Naming::Generated => desired.min(live.len()),
+        Naming::Ordinal => live.partition_point(|r| r.ordinal < desired as u64),
+    };
+    let (kept, removed) = live.split_at(split);
+    step.keep = kept.iter().map(|r| r.replica()).collect();
+    if !removed.is_empty() {
         if one_at_a_time && terminating > 0 {
-            step.keep.extend(removed.iter().map(|r| r.replica()));
+            step.hold = removed.iter().map(|r| r.replica()).collect();
             step.waiting = Some(format!("waiting for {terminating} replica(s) to terminate"));
             return step;
         }
-        let count = if one_at_a_time { 1 } else { extra };
+        let count = if one_at_a_time { 1 } else { removed.len() };
         step.delete = removed
             .iter()
             .rev()
             .take(count)
             .map(|r| r.replica())
             .collect();
-        step.keep
-            .extend(removed.iter().rev().skip(count).rev().map(|r| r.replica()));
-        return step;
+        step.hold = removed
+            .iter()
+            .rev()
+            .skip(count)
+            .rev()
+            .map(|r| r.replica())
+            .collect();
+        if one_at_a_time {
+            return step;
+        }
     }
 
-    step.keep = live.iter().map(|r| r.replica()).collect();
-    let missing = desired - live.len();
+    // Ordinal: indexes below the count with no object, or one still terminating.
+    let missing = desired.saturating_sub(kept.len());
     if missing == 0 {
         return step;
     }
@@ -139,7 +156,7 @@ pub fn step(
         return step;
     }
     if policy == StepPolicy::Ordered {
-        let unready = live.iter().filter(|r| !r.ready).count();
+        let unready = kept.iter().filter(|r| !r.ready).count();
         if unready > 0 {
             step.waiting = Some(format!("waiting for {unready} replica(s) to become ready"));
             return step;
@@ -342,6 +359,119 @@ mod tests {
                 ordinal: 1
             }]
         );
+    }
+
+    fn ordinals(replicas: &[Replica]) -> Vec<u64> {
+        replicas.iter().map(|r| r.ordinal).collect()
+    }
+
+    #[test]
+    fn ordinal_indexes_above_the_count_go_while_a_lower_one_terminates() {
+        // web-0 terminating (deleted by hand), count 2: web-2 is extra, not a stand-in.
+        let pods = vec![
+            pod("web-0", 0, true),
+            pod("web-1", 1, false),
+            pod("web-2", 2, false),
+        ];
+        let one = step(
+            Naming::Ordinal,
+            StepPolicy::OneAtATime,
+            "web",
+            "uid",
+            2,
+            &observe(&pods),
+        );
+        assert_eq!(ordinals(&one.keep), [1]);
+        assert_eq!(ordinals(&one.hold), [2], "held for its turn, not kept");
+        assert!(one.create.is_empty() && one.delete.is_empty());
+        assert!(one.waiting.unwrap().contains("terminate"));
+        let all = step(
+            Naming::Ordinal,
+            StepPolicy::AllAtOnce,
+            "web",
+            "uid",
+            2,
+            &observe(&pods),
+        );
+        assert_eq!(ordinals(&all.keep), [1]);
+        assert_eq!(ordinals(&all.delete), [2]);
+        assert!(all.create.is_empty(), "index 0 is still taken: {all:?}");
+        // Count 3: the free index is never 3, whatever terminates below it.
+        let all = step(
+            Naming::Ordinal,
+            StepPolicy::AllAtOnce,
+            "web",
+            "uid",
+            3,
+            &observe(&pods),
+        );
+        assert_eq!(ordinals(&all.keep), [1, 2]);
+        assert!(all.create.is_empty() && all.delete.is_empty(), "{all:?}");
+    }
+
+    #[test]
+    fn ordinal_replicas_converge_to_exactly_the_indexes_below_the_count() {
+        let policies = [
+            StepPolicy::OneAtATime,
+            StepPolicy::AllAtOnce,
+            StepPolicy::Ordered,
+        ];
+        // Every set of up to five indexes, each live or terminating, towards every count.
+        for mask in 0..3u32.pow(5) {
+            let mut start = Vec::new();
+            let mut m = mask;
+            for i in 0..5 {
+                match m % 3 {
+                    1 => start.push(pod(&format!("web-{i}"), i, false)),
+                    2 => start.push(pod(&format!("web-{i}"), i, true)),
+                    _ => {}
+                }
+                m /= 3;
+            }
+            for desired in 0..4usize {
+                for policy in policies {
+                    let mut pods = start.clone();
+                    for round in 0..20 {
+                        let s = step(
+                            Naming::Ordinal,
+                            policy,
+                            "web",
+                            "uid",
+                            desired,
+                            &observe(&pods),
+                        );
+                        let case = format!("{mask} {desired} {policy:?} {round}: {s:?}");
+                        for r in s.keep.iter().chain(&s.create) {
+                            assert!(r.ordinal < desired as u64, "{case}");
+                            assert_eq!(r.name, format!("web-{}", r.ordinal), "{case}");
+                        }
+                        for c in &s.create {
+                            assert!(!pods.iter().any(|p| meta::name(p) == c.name), "{case}");
+                        }
+                        let live_extra = pods
+                            .iter()
+                            .filter(|p| !meta::is_deleting(p))
+                            .filter(|p| ordinal_of(p).unwrap() >= desired as u64)
+                            .count();
+                        assert_eq!(live_extra, s.delete.len() + s.hold.len(), "{case}");
+                        // The cluster: terminating objects finish, deletions start.
+                        pods.retain(|p| !meta::is_deleting(p));
+                        for d in &s.delete {
+                            if let Some(p) = pods.iter_mut().find(|p| meta::name(p) == d.name) {
+                                p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                            }
+                        }
+                        for c in &s.create {
+                            pods.push(pod(&c.name, c.ordinal, false));
+                        }
+                    }
+                    let mut names: Vec<&str> = pods.iter().map(meta::name).collect();
+                    names.sort_unstable();
+                    let want: Vec<String> = (0..desired).map(|i| format!("web-{i}")).collect();
+                    assert_eq!(names, want, "{mask} {desired} {policy:?}");
+                }
+            }
+        }
     }
 
     #[test]

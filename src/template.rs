@@ -8,8 +8,8 @@
 //! strings are spliced in as text. A value holding newlines, `---` or `key: value` therefore
 //! stays one string: parent data can never change a manifest's structure.
 
-use minijinja::value::{Serde, Value, ValueKind};
-use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use minijinja::value::{Kwargs, Serde, Value, ValueKind};
+use minijinja::{AutoEscape, Environment, ErrorKind, HtmlEscape, UndefinedBehavior};
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use serde_json::{Map, Value as Json};
 
@@ -19,6 +19,11 @@ const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
 /// The variable an expression's value is stored in.
 const RESULT: &str = "__ruleop_result";
+/// The auto-escape mode of every template: minijinja then marks the output of macros,
+/// `{% filter %}` and `{% set %}` blocks as safe (template text holding tokens) and routes
+/// every other printed value, even inside filters like `replace` or `join`, through the
+/// formatter, which turns it into a token.
+const ESCAPE_MODE: &str = "ruleop";
 
 /// Values printed during one render, in order.
 #[derive(Default)]
@@ -98,8 +103,15 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_fuel(Some(limits.fuel));
         env.set_recursion_limit(64);
+        // Every template escapes the same way, whatever its name looks like (`.html`, `.json`).
+        env.set_auto_escape_callback(|_| AutoEscape::Custom(ESCAPE_MODE.into()));
         // `safe` would let a parent's string bypass the placeholder mechanism.
         env.remove_filter("safe");
+        // The builtins return "safe" strings that the formatter would paste into the YAML
+        // text: these return plain strings, which become values like any other.
+        env.add_filter("tojson", tojson);
+        env.add_filter("escape", escape_html);
+        env.add_filter("e", escape_html);
         env.add_function("ready", |obj: Value| is_ready_value(&obj));
         env.add_test("ready", |obj: Value| is_ready_value(&obj));
         env.set_formatter(|out, state, value| {
@@ -199,6 +211,21 @@ impl Templates {
             }),
         }
     }
+}
+
+/// `tojson` as minijinja's, but a value (a string) rather than text for the YAML source.
+fn tojson(value: &Value, indent: Option<Value>, args: Kwargs) -> Result<Value, minijinja::Error> {
+    let json = minijinja::filters::tojson(value, indent, args)?;
+    Ok(Value::from(json.as_str().unwrap_or_default()))
+}
+
+/// HTML escaping (`escape`, `e`) as a value: the escaped text, never template text.
+fn escape_html(value: &Value) -> Value {
+    let text = match value.as_str() {
+        Some(s) => s.to_string(),
+        None => as_text(value),
+    };
+    Value::from(HtmlEscape(&text).to_string())
 }
 
 /// Generic readiness: a `Ready` condition decides; else a Pod must be `Running`; else ready.

@@ -1,6 +1,7 @@
 //! `ruleop run`: one dynamic controller for every rule. Observe (shared per-kind watches) →
 //! plan (the pure planner) → act (the apply module), per parent, from a deduplicating queue.
 
+mod gate;
 pub mod queue;
 pub mod related;
 pub mod schemas;
@@ -78,6 +79,7 @@ pub struct Controller {
     changes: mpsc::UnboundedSender<Change>,
     related: Mutex<RelatedIndex>,
     schemas: SchemaCache,
+    gate: gate::Gate,
     ready: Arc<AtomicBool>,
     cancel: CancellationToken,
 }
@@ -112,6 +114,7 @@ impl Controller {
             waiting: Mutex::default(),
             changes: tx,
             related: Mutex::default(),
+            gate: gate::Gate::default(),
             ready,
             cancel,
         });
@@ -450,6 +453,8 @@ impl Controller {
             ));
         }
         caches.insert(r.gk, RunningCache { cache, cancel });
+        drop(caches);
+        self.gate.caches_changed();
     }
 
     /// Maps a watch change to the parents it concerns.
@@ -562,9 +567,12 @@ impl Controller {
 
     /// Observe → plan → act for one parent. `None` when there is nothing to do (rule or
     /// parent gone).
-    async fn reconcile(&self, key: &Key) -> Option<crate::apply::Report> {
+    async fn reconcile(self: &Arc<Self>, key: &Key) -> Option<crate::apply::Report> {
         let rule = self.rules_read().get(&key.rule).cloned()?;
-        let parent_cache = self.cache(&rule.parent)?;
+        // Planned against a cache that has not listed, existing children would look missing;
+        // the snapshot keeps a cache replaced meanwhile (re-watched in full) out of this plan.
+        let caches = self.admit(&rule, key)?;
+        let parent_cache = caches.get(&rule.parent)?.clone();
         let Some(cached_parent) = parent_cache.get(&key.namespace, &key.name) else {
             self.queue.forget(key);
             self.related_index()
@@ -578,10 +586,10 @@ impl Controller {
         // old children must still be pruned.
         let mut kinds = HashMap::new();
         let mut observed: Vec<Json> = Vec::new();
-        for (gk, running) in self.caches_read().iter() {
-            if running.cache.managed_only || rule.children.contains(gk) || self.is_child_kind(gk) {
-                observed.extend(running.cache.owned_by(uid).iter().map(|o| o.json()));
-                kinds.insert(gk.clone(), running.cache.clone());
+        for (gk, cache) in &caches {
+            if cache.managed_only || rule.children.contains(gk) || self.is_child_kind(gk) {
+                observed.extend(cache.owned_by(uid).iter().map(|o| o.json()));
+                kinds.insert(gk.clone(), cache.clone());
             }
         }
         let namespace =
@@ -592,7 +600,7 @@ impl Controller {
             // routing index is kept here, in one place.
             let selectors = plan::related_selectors(compiled, &parent, now).unwrap_or_default();
             for (gk, selector) in rule.related.iter().zip(&selectors) {
-                if let Some(c) = self.cache(gk) {
+                if let Some(c) = caches.get(gk) {
                     observed.extend(c.select(namespace, selector).iter().map(|o| o.json()));
                 }
             }

@@ -63,6 +63,15 @@ impl ChildSchemas {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// No schema known, none missing (offline tests).
+    pub fn none() -> Self {
+        Self(Mutex::new(ChildState {
+            known: Arc::default(),
+            missing: Vec::new(),
+            attempts: 0,
+        }))
+    }
+
     /// The schemas known now.
     pub fn current(&self) -> Arc<Schemas> {
         self.lock().known.clone()

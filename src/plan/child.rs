@@ -23,6 +23,7 @@ pub(super) fn plan_child(
     child: &Child,
     plan: &mut Plan,
     waiting: &mut Vec<String>,
+    held: &mut Vec<ObjectKey>,
 ) -> Result<(), Failure> {
     let base = format!("spec.children[{index}]");
     if let Some(_when) = &child.when {
@@ -92,6 +93,13 @@ pub(super) fn plan_child(
     } else if !step.create.is_empty() || !step.delete.is_empty() {
         waiting.push(format!("{}: scaling to {count}", child.name));
     }
+    // Replicas waiting for their turn to go are left alone: not re-rendered, not pruned.
+    held.extend(
+        observed
+            .iter()
+            .filter(|o| step.hold.iter().any(|h| h.name == meta::name(o.object)))
+            .map(|o| ObjectKey::of(o.object)),
+    );
     for replica in step.keep.iter().chain(&step.create) {
         let replica_ctx =
             context! { name => replica.name.clone(), index => replica.ordinal, ..ctx.clone() };
@@ -308,6 +316,7 @@ fn finish(
         action,
         strategy: child.update_strategy,
         repair,
+        handover: child.managed_elsewhere.clone(),
     })
 }
 

@@ -76,6 +76,10 @@ pub struct Desired {
     /// one clash, e.g. a duplicate port name).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair: Option<Json>,
+    /// Fields left to other managers (`managedElsewhere`): those ruleop still owns are
+    /// handed over, keeping their value, before an update stops sending them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub handover: Vec<String>,
 }
 
 /// An object to delete.
@@ -263,8 +267,19 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
     }
 
     let mut waiting: Vec<String> = Vec::new();
+    let mut held: Vec<ObjectKey> = Vec::new();
     for (i, child) in rule.spec.children.iter().enumerate() {
-        match plan_child(rule, &input, &view, &ctx, i, child, &mut plan, &mut waiting) {
+        match plan_child(
+            rule,
+            &input,
+            &view,
+            &ctx,
+            i,
+            child,
+            &mut plan,
+            &mut waiting,
+            &mut held,
+        ) {
             Ok(()) => {}
             Err(f) => {
                 plan.apply.clear();
@@ -292,8 +307,10 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
                 .iter()
                 .any(|d| ObjectKey::of(&d.object).same_object(&key));
             let deleting = plan.delete.iter().any(|d| d.key.same_object(&key));
+            let waits = held.iter().any(|h| h.same_object(&key));
             if !desired
                 && !deleting
+                && !waits
                 && !meta::is_deleting(obj)
                 && meta::is_owned_by(obj, meta::uid(parent))
             {

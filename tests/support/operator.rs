@@ -112,6 +112,10 @@ impl Operator {
     }
 
     pub fn stop(&mut self) {
+        // Already gone (and reaped): its pid may belong to another process by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -121,6 +125,14 @@ impl Operator {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Operator {
+    /// Stops the operator at once with SIGKILL, as a crash would: no shutdown at all.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
