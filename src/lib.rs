@@ -8,6 +8,7 @@ pub mod apply;
 pub mod cache;
 pub mod cli;
 pub mod controller;
+pub mod kubeclient;
 pub mod leader;
 pub mod meta;
 pub mod plan;
