@@ -4,8 +4,12 @@
 //! Retrying inside a request (kube's default retry layer) holds the worker for as long as the
 //! server keeps throttling, so a few throttled parents starve every other parent; retries
 //! belong to the per-parent queue instead. A connection whose peer vanished without a reset
-//! would block a request or a watch forever: every read has a deadline, and watches are
-//! renewed by the server often enough that a silent one is known to be dead.
+//! would block a request or a watch forever: every read has a deadline, watches are renewed
+//! by the server often enough that a silent one is known to be dead, idle connections are
+//! reused only while fresh (a pooled connection that died silently would hold the next
+//! request for a whole read timeout), and TCP keepalive drops connections to a vanished host.
+//! kube's own builder exposes neither the pool nor keepalive, so the stack is built here from
+//! kube's public layers.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,9 +19,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use kube::client::{ClientBuilder, DynBody};
+use hyper_timeout::TimeoutConnector;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use kube::client::{ConfigExt, DynBody};
 use serde_json::{Value as Json, json};
-use tower::{BoxError, Layer, Service};
+use tower::{BoxError, Layer, Service, ServiceBuilder};
 
 /// How long the server keeps a watch open (`timeoutSeconds`); it then ends it and the
 /// watcher resumes from its last resource version. A watch silent for longer than this plus
@@ -25,28 +33,61 @@ use tower::{BoxError, Layer, Service};
 /// is silent for longer than this, which keeps it under [`READ_TIMEOUT`].
 pub const WATCH_TIMEOUT_SECS: u32 = 45;
 
-/// The longest wait for any byte of an answer: a request to a vanished peer fails then,
-/// instead of holding its worker forever.
+/// The longest wait for any byte of an answer, counted from the request: a request to a
+/// vanished peer fails then, instead of holding its worker forever.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(55);
+
+/// The longest wait to send a request.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The longest wait for a connection (TCP and TLS).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An idle connection older than this is not reused: one that died silently can then delay
+/// only requests made within this time of its death.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TCP keepalive: probes after this much silence, every [`KEEPALIVE_INTERVAL`], and the
+/// connection is dropped after [`KEEPALIVE_RETRIES`] unanswered ones (a vanished host).
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+/// See [`KEEPALIVE_IDLE`].
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// See [`KEEPALIVE_IDLE`].
+pub const KEEPALIVE_RETRIES: u32 = 3;
 
 /// A watcher configuration with ruleop's watch timeout.
 pub fn watcher_config() -> kube::runtime::watcher::Config {
     kube::runtime::watcher::Config::default().timeout(WATCH_TIMEOUT_SECS)
 }
 
-/// A client for `config` with ruleop's fault handling (see the module documentation).
-pub fn build(mut config: kube::Config) -> Result<kube::Client, kube::Error> {
-    config.default_retry = false;
-    config.read_timeout = Some(READ_TIMEOUT);
+/// A client for `config` with ruleop's fault handling (see the module documentation). The
+/// configuration's TLS, credentials and headers are used; its retry and timeout settings are
+/// replaced by the ones above.
+pub fn build(config: kube::Config) -> Result<kube::Client, kube::Error> {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    tcp.set_keepalive(Some(KEEPALIVE_IDLE));
+    tcp.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
+    tcp.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
+    let mut connector = TimeoutConnector::new(config.rustls_https_connector_with_connector(tcp)?);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_read_timeout(Some(READ_TIMEOUT));
+    connector.set_write_timeout(Some(WRITE_TIMEOUT));
     // The read deadline counts from the request, not from when a pooled connection went idle.
-    config.reset_reader_on_write = true;
-    config.connect_timeout = Some(CONNECT_TIMEOUT);
-    Ok(ClientBuilder::try_from(config)?
-        .with_layer(&RetryAfterLayer)
-        .build())
+    connector.set_reset_reader_on_write(true);
+    let http = HttpClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(RetryAfterLayer)
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(BoxError::from)
+        .service(http);
+    Ok(kube::Client::new(service, config.default_namespace))
 }
 
 /// Copies a throttling answer's `Retry-After` header into its `Status` body
@@ -68,10 +109,12 @@ pub struct RetryAfter<S>(S);
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B> Service<Request<B>> for RetryAfter<S>
+impl<S, Req, B> Service<Request<Req>> for RetryAfter<S>
 where
-    S: Service<Request<B>, Response = Response<Box<DynBody>>, Error = BoxError>,
+    S: Service<Request<Req>, Response = Response<B>, Error = BoxError>,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
 {
     type Response = Response<Box<DynBody>>;
     type Error = BoxError;
@@ -81,15 +124,17 @@ where
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<Req>) -> Self::Future {
         let answer = self.0.call(request);
         Box::pin(async move {
             let response = answer.await?;
             let Some(seconds) = retry_after_seconds(&response) else {
-                return Ok(response);
+                return Ok(
+                    response.map(|body| -> Box<DynBody> { Box::new(body.map_err(Into::into)) })
+                );
             };
             let (parts, body) = response.into_parts();
-            let text = body.collect().await?.to_bytes();
+            let text = body.collect().await.map_err(Into::into)?.to_bytes();
             let patched = with_retry_after(parts.status, &text, seconds);
             let body: Box<DynBody> = Box::new(Full::new(patched).map_err(|never| match never {}));
             Ok(Response::from_parts(parts, body))
@@ -211,7 +256,7 @@ mod tests {
                 .body(body)?;
             Ok::<_, BoxError>(answer)
         });
-        let client = ClientBuilder::new(server, "default")
+        let client = kube::client::ClientBuilder::new(server, "default")
             .with_layer(&RetryAfterLayer)
             .build();
         let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
