@@ -61,6 +61,11 @@ impl ActError {
         matches!(&self.source, kube::Error::Api(s) if s.code == 404 || s.code == 409)
     }
 
+    /// Whether the API server answered (as opposed to a timeout or a broken connection).
+    pub fn is_answer(&self) -> bool {
+        matches!(&self.source, kube::Error::Api(_))
+    }
+
     /// How long the server asked to wait before a retry (`Retry-After`), if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match &self.source {
@@ -280,6 +285,9 @@ impl Actor {
         let message = error.message();
         if error.is_race() && target.failures < REPORT_AFTER_FAILURES {
             tracing::info!(parent = %ObjectKey::of(parent), error = %message, "transient error; retrying with backoff");
+        } else if !error.is_answer() {
+            // No answer (timeout, reset): a status write would most likely wait just as long.
+            tracing::warn!(parent = %ObjectKey::of(parent), error = %message, "no answer from the API server; retrying with backoff");
         } else {
             tracing::warn!(parent = %ObjectKey::of(parent), error = %message, "reconcile failed");
             let generation = parent
@@ -578,19 +586,16 @@ mod tests {
     }
 
     #[test]
-    fn throttling_is_transient_shown_at_once_and_waits_as_asked() {
+    fn throttling_waits_as_asked_and_only_races_wait_to_be_shown() {
         let e = api_error(429, 5);
-        assert!(e.is_transient() && !e.is_race());
-        assert_eq!(e.reason(), THROTTLED);
-        assert_eq!(e.retry_after(), Some(Duration::from_secs(5)));
-        assert_eq!(api_error(503, 0).retry_after(), None);
-        assert!(api_error(503, 0).is_transient() && !api_error(503, 0).is_race());
-    }
-
-    #[test]
-    fn races_are_shown_only_when_they_persist() {
-        assert!(api_error(409, 0).is_race() && api_error(409, 0).is_transient());
-        assert!(api_error(404, 0).is_race());
+        assert!(e.is_transient() && !e.is_race() && e.is_answer());
+        assert_eq!(
+            (e.reason(), e.retry_after()),
+            (THROTTLED, Some(Duration::from_secs(5)))
+        );
+        let e = api_error(503, 0);
+        assert!(e.is_transient() && !e.is_race() && e.retry_after().is_none());
+        assert!(api_error(409, 0).is_race() && api_error(404, 0).is_race());
         assert!(!api_error(403, 0).is_race() && !api_error(403, 0).is_transient());
     }
 }
