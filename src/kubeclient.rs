@@ -64,6 +64,12 @@ pub fn watcher_config() -> kube::runtime::watcher::Config {
 /// configuration's TLS, credentials and headers are used; its retry and timeout settings are
 /// replaced by the ones above.
 pub fn build(config: kube::Config) -> Result<kube::Client, kube::Error> {
+    // Refused rather than silently bypassed (kube is built without proxy support either).
+    if let Some(proxy_url) = &config.proxy_url {
+        return Err(kube::Error::ProxyProtocolUnsupported {
+            proxy_url: Box::new(proxy_url.clone()),
+        });
+    }
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
