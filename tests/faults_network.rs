@@ -18,8 +18,8 @@ use support::faultproxy::{FaultProxy, Mode};
 use support::operator::{Operator, root};
 use support::{TestEnv, audit, kubectl};
 
-/// The rule of these scenarios: a Relay gets a ConfigMap `<name>-routes` holding
-/// `spec.target` and a ServiceAccount `<name>-relay`.
+/// The rule of these scenarios: a Relay gets a ConfigMap `<name>-routes` and a ServiceAccount
+/// `<name>-relay`, both holding `spec.target`.
 const RULE: &str = "tests/rules/faults/relay.yaml";
 /// The same rule with `resync: 2s`.
 const RESYNC_RULE: &str = "tests/rules/faults/resync/relay.yaml";
@@ -98,13 +98,15 @@ fn converged(env: &TestEnv, name: &str, target: &str) -> Result<(), String> {
     let (generation, ready, status) = ready_of(env, name)?;
     let routes = get_json(env, "configmap", &format!("{name}-routes"))
         .ok_or(format!("configmap {name}-routes missing"))?;
+    let relay = get_json(env, "serviceaccount", &format!("{name}-relay"))
+        .ok_or(format!("serviceaccount {name}-relay missing"))?;
     let observed = status["observedGeneration"].as_i64();
     if ready["status"] != "True"
         || observed != Some(generation)
         || ready["observedGeneration"].as_i64() != Some(generation)
         || status["target"] != target
         || routes["data"]["target"] != target
-        || get_json(env, "serviceaccount", &format!("{name}-relay")).is_none()
+        || relay["metadata"]["annotations"]["faults.ruleop.test/target"] != target
     {
         return Err(format!(
             "{name}: generation {generation}, status {status}, routes {}",
@@ -434,9 +436,10 @@ async fn frozen_connections_are_replaced() {
     assert_idle(&env).await;
 }
 
-/// Conflicts (409) answered for chosen writes — a child's apply, a new child's apply and a
-/// parent's status — are retried without harm: the children end as the rule says, another
-/// manager's label stays, the statuses converge and nothing more is written.
+/// Conflicts (409) answered for chosen writes — the updates of both children of a parent and
+/// of its status — are retried without harm while another parent is created: the children
+/// end as the rule says, another manager's label stays, the statuses converge and nothing
+/// more is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_are_retried_without_harm() {
     let (env, proxy, op) = setup("faults-conflict", Some(Mode::Http), RULE, &[]).await;
@@ -457,7 +460,7 @@ async fn conflicts_are_retried_without_harm() {
         proxy.fault(
             409,
             "PATCH",
-            &format!("/api/v1/namespaces/{ns}/serviceaccounts/b-"),
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts/a-relay"),
             None,
             Some(2),
         ),
