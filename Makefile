@@ -6,6 +6,7 @@ CARGO ?= cargo
 RULEOP := $(CARGO_TARGET_DIR)/debug/ruleop
 CP_BIN := target/controlplane/controlplane
 CP_KUBECONFIG := target/controlplane/kubeconfig
+FAULTPROXY_BIN := target/controlplane/faultproxy
 
 .PHONY: help build lint test unit check-rules controlplane cluster schema
 
@@ -19,8 +20,9 @@ lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-controlplane: ## build the local control plane (our envtest)
+controlplane: ## build the local control plane (our envtest) and the fault-injection proxy
 	cd tests/controlplane && go build -ldflags='-s -w' -o ../../$(CP_BIN) .
+	cd tests/faultproxy && go build -ldflags='-s -w' -o ../../$(FAULTPROXY_BIN) .
 
 cluster: controlplane ## run the local control plane in the foreground
 	$(CP_BIN) --kubeconfig $(CP_KUBECONFIG)

@@ -56,9 +56,34 @@ impl ActError {
         }
     }
 
+    /// A race the next attempt usually resolves (the object changed or went away meanwhile):
+    /// shown on the parent only when it persists.
+    pub fn is_race(&self) -> bool {
+        matches!(&self.source, kube::Error::Api(s) if s.code == 404 || s.code == 409)
+    }
+
+    /// Whether the API server answered (as opposed to a timeout or a broken connection).
+    pub fn is_answer(&self) -> bool {
+        matches!(&self.source, kube::Error::Api(_))
+    }
+
+    /// How long the server asked to wait before a retry (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match &self.source {
+            kube::Error::Api(s) => s
+                .details
+                .as_ref()
+                .map(|d| d.retry_after_seconds)
+                .filter(|secs| *secs > 0)
+                .map(|secs| Duration::from_secs(secs.into())),
+            _ => None,
+        }
+    }
+
     /// The CamelCase reason shown in the condition.
     pub fn reason(&self) -> &'static str {
         match &self.source {
+            kube::Error::Api(s) if s.code == 429 => THROTTLED,
             kube::Error::Api(s) if s.code == 403 => "Forbidden",
             kube::Error::Api(s) if s.code == 422 || s.code == 400 => "Invalid",
             kube::Error::Api(s) if s.code == 409 => "Conflict",
@@ -101,8 +126,12 @@ pub struct Target<'a> {
     pub failures: u32,
 }
 
-/// After this many consecutive transient failures the error is shown on the parent too.
+/// After this many consecutive failures a race (404/409) is shown on the parent too; other
+/// failures are shown at once, so a parent never looks ready while its writes fail.
 pub const REPORT_AFTER_FAILURES: u32 = 3;
+
+/// The condition reason of a write the API server throttled (429).
+pub const THROTTLED: &str = "Throttled";
 
 /// Executes plans.
 pub struct Actor {
@@ -242,8 +271,9 @@ impl Actor {
         }
     }
 
-    /// Reports an API failure on the parent: `Ready=False` with the server's message and a
-    /// Warning; transient failures retry with backoff, permanent ones wait.
+    /// Reports an API failure on the parent: `Ready=False` with the server's message, the
+    /// current `observedGeneration` and a Warning; transient failures retry with backoff (no
+    /// sooner than a `Retry-After`), permanent ones wait.
     async fn fail(
         &self,
         target: &Target<'_>,
@@ -254,8 +284,11 @@ impl Actor {
         let parent = target.parent;
         let transient = error.is_transient();
         let message = error.message();
-        if transient && target.failures < REPORT_AFTER_FAILURES {
+        if error.is_race() && target.failures < REPORT_AFTER_FAILURES {
             tracing::info!(parent = %ObjectKey::of(parent), error = %message, "transient error; retrying with backoff");
+        } else if !error.is_answer() {
+            // No answer (timeout, reset): a status write would most likely wait just as long.
+            tracing::warn!(parent = %ObjectKey::of(parent), error = %message, "no answer from the API server; retrying with backoff");
         } else {
             tracing::warn!(parent = %ObjectKey::of(parent), error = %message, "reconcile failed");
             let generation = parent
@@ -282,7 +315,9 @@ impl Actor {
         }
         Report {
             outcome: if transient {
-                Outcome::Retry
+                error
+                    .retry_after()
+                    .map_or(Outcome::Retry, Outcome::RetryAfter)
             } else {
                 Outcome::Ok(Some(PERMANENT_RETRY))
             },
@@ -592,4 +627,36 @@ impl Actor {
 enum ApplyResult {
     Done,
     Conflict(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, retry_after: u32) -> ActError {
+        let mut status = kube::core::Status::failure("no", "").with_code(code);
+        if retry_after > 0 {
+            let details = serde_json::from_value(json!({ "retryAfterSeconds": retry_after }));
+            status = status.with_details(details.unwrap());
+        }
+        ActError {
+            verb: "apply",
+            object: "ConfigMap ns/x".into(),
+            source: kube::Error::Api(status.boxed()),
+        }
+    }
+
+    #[test]
+    fn throttling_waits_as_asked_and_only_races_wait_to_be_shown() {
+        let e = api_error(429, 5);
+        assert!(e.is_transient() && !e.is_race() && e.is_answer());
+        assert_eq!(
+            (e.reason(), e.retry_after()),
+            (THROTTLED, Some(Duration::from_secs(5)))
+        );
+        let e = api_error(503, 0);
+        assert!(e.is_transient() && !e.is_race() && e.retry_after().is_none());
+        assert!(api_error(409, 0).is_race() && api_error(404, 0).is_race());
+        assert!(!api_error(403, 0).is_race() && !api_error(403, 0).is_transient());
+    }
 }

@@ -445,7 +445,7 @@ pub async fn watch(
         (Some(ns), true) => Api::namespaced_with(client, ns, &cache.resource),
         _ => Api::all_with(client, &cache.resource),
     };
-    let mut config = watcher::Config::default().any_semantic();
+    let mut config = crate::kubeclient::watcher_config().any_semantic();
     if cache.managed_only {
         config = config.labels(&format!("{}={}", meta::MANAGED_BY_LABEL, meta::MANAGED_BY));
     }

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod controller;
 pub mod handover;
+pub mod kubeclient;
 pub mod leader;
 pub mod meta;
 pub mod openapi;

@@ -89,7 +89,8 @@ pub async fn connect(args: &RunArgs) -> Result<kube::Client, RunError> {
         http::header::USER_AGENT,
         http::HeaderValue::from_static(USER_AGENT),
     ));
-    Ok(kube::Client::try_from(config)?)
+    // Retries through the queue, dead connections noticed: see `kubeclient`.
+    Ok(crate::kubeclient::build(config)?)
 }
 
 /// Why `ruleop run` stopped with an error.
@@ -322,7 +323,7 @@ async fn watch_configmap(
     cancel: CancellationToken,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let config = crate::kubeclient::watcher_config().fields(&format!("metadata.name={name}"));
     let mut stream = watcher::watcher(api, config)
         .default_backoff()
         .applied_objects()

@@ -11,6 +11,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod audit;
+pub mod faultproxy;
 pub mod operator;
 
 use std::future::Future;

@@ -60,7 +60,11 @@ impl Operator {
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
+            // RULEOP_TEST_LOG overrides the operator's log filter (e.g. `info,kube_runtime=debug`).
+            .env(
+                "RUST_LOG",
+                std::env::var("RULEOP_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

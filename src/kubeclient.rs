@@ -1,0 +1,278 @@
+//! The API client's fault handling: no retries inside a request, timeouts that notice a
+//! dead peer, and the server's `Retry-After` carried into the error the queue sees.
+//!
+//! Retrying inside a request (kube's default retry layer) holds the worker for as long as the
+//! server keeps throttling, so a few throttled parents starve every other parent; retries
+//! belong to the per-parent queue instead. A connection whose peer vanished without a reset
+//! would block a request or a watch forever: every read has a deadline, watches are renewed
+//! by the server often enough that a silent one is known to be dead, idle connections are
+//! reused only while fresh (a pooled connection that died silently would hold the next
+//! request for a whole read timeout), and TCP keepalive drops connections to a vanished host.
+//! kube's own builder exposes neither the pool nor keepalive, so the stack is built here from
+//! kube's public layers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_timeout::TimeoutConnector;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use kube::client::{ConfigExt, DynBody};
+use serde_json::{Value as Json, json};
+use tower::{BoxError, Layer, Service, ServiceBuilder};
+
+/// How long the server keeps a watch open (`timeoutSeconds`); it then ends it and the
+/// watcher resumes from its last resource version. A watch silent for longer than this plus
+/// a few seconds is taken for dead (kube's watcher idle timeout), and no healthy connection
+/// is silent for longer than this, which keeps it under [`READ_TIMEOUT`].
+pub const WATCH_TIMEOUT_SECS: u32 = 45;
+
+/// The longest wait for any byte of an answer, counted from the request: a request to a
+/// vanished peer fails then, instead of holding its worker forever.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(55);
+
+/// The longest wait to send a request.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest wait for a connection (TCP and TLS).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An idle connection older than this is not reused: one that died silently can then delay
+/// only requests made within this time of its death.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TCP keepalive: probes after this much silence, every [`KEEPALIVE_INTERVAL`], and the
+/// connection is dropped after [`KEEPALIVE_RETRIES`] unanswered ones (a vanished host).
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+/// See [`KEEPALIVE_IDLE`].
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// See [`KEEPALIVE_IDLE`].
+pub const KEEPALIVE_RETRIES: u32 = 3;
+
+/// A watcher configuration with ruleop's watch timeout.
+pub fn watcher_config() -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default().timeout(WATCH_TIMEOUT_SECS)
+}
+
+/// A client for `config` with ruleop's fault handling (see the module documentation). The
+/// configuration's TLS, credentials and headers are used; its retry and timeout settings are
+/// replaced by the ones above.
+pub fn build(config: kube::Config) -> Result<kube::Client, kube::Error> {
+    // Refused rather than silently bypassed (kube is built without proxy support either).
+    if let Some(proxy_url) = &config.proxy_url {
+        return Err(kube::Error::ProxyProtocolUnsupported {
+            proxy_url: Box::new(proxy_url.clone()),
+        });
+    }
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    tcp.set_keepalive(Some(KEEPALIVE_IDLE));
+    tcp.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
+    tcp.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
+    let mut connector = TimeoutConnector::new(config.rustls_https_connector_with_connector(tcp)?);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_read_timeout(Some(READ_TIMEOUT));
+    connector.set_write_timeout(Some(WRITE_TIMEOUT));
+    // The read deadline counts from the request, not from when a pooled connection went idle.
+    connector.set_reset_reader_on_write(true);
+    let http = HttpClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(RetryAfterLayer)
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(BoxError::from)
+        .service(http);
+    Ok(kube::Client::new(service, config.default_namespace))
+}
+
+/// Copies a throttling answer's `Retry-After` header into its `Status` body
+/// (`details.retryAfterSeconds`), the only part of an answer kube's errors keep.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryAfterLayer;
+
+impl<S> Layer<S> for RetryAfterLayer {
+    type Service = RetryAfter<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RetryAfter(inner)
+    }
+}
+
+/// The service of [`RetryAfterLayer`].
+#[derive(Debug, Clone)]
+pub struct RetryAfter<S>(S);
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, Req, B> Service<Request<Req>> for RetryAfter<S>
+where
+    S: Service<Request<Req>, Response = Response<B>, Error = BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Box<DynBody>>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Req>) -> Self::Future {
+        let answer = self.0.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            let Some(seconds) = retry_after_seconds(&response) else {
+                return Ok(
+                    response.map(|body| -> Box<DynBody> { Box::new(body.map_err(Into::into)) })
+                );
+            };
+            let (parts, body) = response.into_parts();
+            let text = body.collect().await.map_err(Into::into)?.to_bytes();
+            let patched = with_retry_after(parts.status, &text, seconds);
+            let body: Box<DynBody> = Box::new(Full::new(patched).map_err(|never| match never {}));
+            Ok(Response::from_parts(parts, body))
+        })
+    }
+}
+
+/// The `Retry-After` seconds of an error answer that may carry one (429, 503).
+fn retry_after_seconds<B>(response: &Response<B>) -> Option<u32> {
+    if !matches!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        return None;
+    }
+    // Only the delay-seconds form: API servers do not send HTTP dates.
+    response
+        .headers()
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The answer's body as a `Status` with `details.retryAfterSeconds` set (kept when the
+/// server already set it); a body that is not a `Status` becomes its message.
+fn with_retry_after(code: StatusCode, body: &[u8], seconds: u32) -> Bytes {
+    let mut status = match serde_json::from_slice::<Json>(body) {
+        Ok(Json::Object(map)) if map.get("kind").and_then(Json::as_str) == Some("Status") => {
+            Json::Object(map)
+        }
+        _ => json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": String::from_utf8_lossy(body).trim(),
+            "code": code.as_u16(),
+        }),
+    };
+    let details = status
+        .as_object_mut()
+        .map(|m| m.entry("details").or_insert_with(|| json!({})));
+    if let Some(Json::Object(details)) = details {
+        let set = details
+            .get("retryAfterSeconds")
+            .and_then(Json::as_u64)
+            .is_some_and(|s| s > 0);
+        if !set {
+            details.insert("retryAfterSeconds".into(), json!(seconds));
+        }
+    }
+    Bytes::from(serde_json::to_vec(&status).unwrap_or_else(|_| body.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(bytes: &Bytes) -> kube::core::Status {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn header_is_carried_into_the_status() {
+        let body = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"slow down","reason":"TooManyRequests","code":429}"#;
+        let s = status_of(&with_retry_after(StatusCode::TOO_MANY_REQUESTS, body, 7));
+        assert_eq!(s.code, 429);
+        assert_eq!(s.message, "slow down");
+        assert_eq!(s.details.unwrap().retry_after_seconds, 7);
+    }
+
+    #[test]
+    fn the_servers_own_detail_wins() {
+        let body = br#"{"kind":"Status","code":429,"details":{"retryAfterSeconds":3}}"#;
+        let s = status_of(&with_retry_after(StatusCode::TOO_MANY_REQUESTS, body, 9));
+        assert_eq!(s.details.unwrap().retry_after_seconds, 3);
+    }
+
+    #[test]
+    fn plain_text_becomes_a_status() {
+        let body = b"Too many requests, please try again later.\n";
+        let s = status_of(&with_retry_after(StatusCode::TOO_MANY_REQUESTS, body, 1));
+        assert_eq!(s.code, 429);
+        assert_eq!(s.message, "Too many requests, please try again later.");
+        assert_eq!(s.details.unwrap().retry_after_seconds, 1);
+    }
+
+    #[test]
+    fn only_throttling_answers_with_a_delay_are_touched() {
+        let answer = |code: u16, header: Option<&str>| {
+            let mut b = Response::builder().status(code);
+            if let Some(h) = header {
+                b = b.header("Retry-After", h);
+            }
+            b.body(()).unwrap()
+        };
+        assert_eq!(retry_after_seconds(&answer(429, Some("5"))), Some(5));
+        assert_eq!(retry_after_seconds(&answer(503, Some(" 2 "))), Some(2));
+        assert_eq!(retry_after_seconds(&answer(429, None)), None);
+        assert_eq!(retry_after_seconds(&answer(409, Some("5"))), None);
+        assert_eq!(
+            retry_after_seconds(&answer(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"))),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_error_carries_the_delay() {
+        // A server that throttles every request with a bare Retry-After.
+        let server = tower::service_fn(|_: Request<kube::client::Body>| async {
+            let body: Box<DynBody> = Box::new(
+                Full::new(Bytes::from_static(b"throttled")).map_err(|never| match never {}),
+            );
+            let answer = Response::builder()
+                .status(429)
+                .header("Retry-After", "4")
+                .body(body)?;
+            Ok::<_, BoxError>(answer)
+        });
+        let client = kube::client::ClientBuilder::new(server, "default")
+            .with_layer(&RetryAfterLayer)
+            .build();
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client, "default");
+        match api.get("x").await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 429);
+                assert_eq!(s.details.map(|d| d.retry_after_seconds), Some(4));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+module ruleop/tests/faultproxy
+
+go 1.26.0
