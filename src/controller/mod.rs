@@ -139,9 +139,9 @@ impl Controller {
             }
         }
         tracing::info!("shutting down: finishing in-flight reconciles");
-        for w in workers {
-            let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
-        }
+        // One bound for all of them, inside the process's shutdown grace.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(workers)).await;
         router.abort();
         for running in self.caches_read().values() {
             running.cancel.cancel();
