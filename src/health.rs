@@ -17,6 +17,8 @@ pub const PROBE_FRESH: Duration = Duration::from_secs(10);
 struct Api {
     last_ok: Option<Instant>,
     error: Option<String>,
+    /// Whether the last probe succeeded (`None` before the first).
+    reachable: Option<bool>,
 }
 
 /// What `/readyz` answers from; shared by the controller, the reloader and the prober.
@@ -55,10 +57,11 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records a probe's outcome; returns true when reachability changed.
+    /// Records a probe's outcome; returns true for the first outcome and when reachability
+    /// changed (what is worth a log line).
     pub fn record_probe(&self, outcome: Result<(), String>, at: Instant) -> bool {
         let mut api = self.api();
-        let was_ok = api.error.is_none() && api.last_ok.is_some();
+        let reachable = outcome.is_ok();
         match outcome {
             Ok(()) => {
                 api.last_ok = Some(at);
@@ -66,7 +69,7 @@ impl Health {
             }
             Err(e) => api.error = Some(e),
         }
-        was_ok != (api.error.is_none() && api.last_ok.is_some())
+        api.reachable.replace(reachable) != Some(reachable)
     }
 
     /// `Ok` when ready, else why not.

@@ -165,7 +165,12 @@ impl Elector {
     pub async fn acquire(&self, cancel: &CancellationToken) -> bool {
         tracing::info!(lease = %self.name, identity = %self.identity, "waiting for leadership");
         loop {
-            match self.try_acquire().await {
+            // A request hanging on an unreachable API server must not hold up a stop.
+            let attempt = tokio::select! {
+                () = cancel.cancelled() => return false,
+                attempt = self.try_acquire() => attempt,
+            };
+            match attempt {
                 Ok(true) => {
                     tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
                     return true;

@@ -328,7 +328,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
         None => {
             let (snapshot, errors) = read_snapshot(&args.rules);
-            reloader.reload(snapshot, errors).await;
+            // Discovery may hang on an unreachable API server: a stop must not wait for it.
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = reloader.reload(snapshot, errors) => {}
+            }
             let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
             watch_paths(args.rules.clone(), changed_tx, cancel.clone())?;
             let paths = args.rules.clone();

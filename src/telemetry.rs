@@ -27,10 +27,16 @@ pub enum LogFormat {
 /// stderr through [`crate::logwriter`]: a slow or closed stderr never blocks or panics.
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime::watcher=warn"));
+        // kube's own request failure lines name no address; the callers log those failures.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,kube_runtime::watcher=warn,kube_client::client::builder=off",
+            )
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(crate::logwriter::stderr())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // Its fallback is `eprintln!`, which panics when stderr is a closed pipe.
         .log_internal_errors(false);
     let result = match format {

@@ -133,7 +133,11 @@ impl Controller {
             tokio::select! {
                 () = self.cancel.cancelled() => break,
                 _ = tick.tick() => {
-                    self.activate_waiting().await;
+                    // Discovery may hang on an unreachable API server: a stop must not wait.
+                    tokio::select! {
+                        () = self.cancel.cancelled() => break,
+                        () = self.activate_waiting() => {}
+                    }
                     self.update_gauges();
                 }
             }

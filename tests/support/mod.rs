@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod operator;
+pub mod proxy;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
