@@ -74,18 +74,6 @@ fn status_list(env: &TestEnv, what: &str, name: &str, field: &str) -> Vec<String
         .unwrap_or_default()
 }
 
-fn patch_spec(env: &TestEnv, what: &str, name: &str, spec: &str) {
-    env.kubectl(&[
-        "patch",
-        what,
-        name,
-        "--type",
-        "merge",
-        "-p",
-        &format!(r#"{{"spec":{spec}}}"#),
-    ]);
-}
-
 // ---------------------------------------------------------------------------------------
 // SIGKILL during a burst
 
