@@ -10,8 +10,10 @@
 //! clock moved on and finds the gate shut before it sends anything.
 //!
 //! The gate is checked when a write is issued and again on every poll of its response future
-//! until the response arrives, so a write queued before a pause is dropped after it. What it
-//! cannot stop is a request whose bytes were already handed to the kernel when the pause began.
+//! until the response arrives, so a write waiting (e.g. for a connection) when a pause began
+//! is dropped after it. What it cannot stop: a write already handed to the HTTP client's
+//! connection task but not yet on the socket when the pause began (a window of microseconds),
+//! and a request delayed in the network for longer than the margin.
 
 use std::future::Future;
 use std::pin::Pin;

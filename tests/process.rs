@@ -81,19 +81,28 @@ impl Drop for Reaper {
 /// Reads the child's stderr until a line contains `pattern`, then closes the pipe; returns
 /// the lines read. The receiver gets them once the pattern was seen (or stderr ended).
 fn read_until_then_close(child: &mut Child, pattern: &'static str) -> mpsc::Receiver<String> {
+    read_until(child, pattern, true)
+}
+
+/// Like [`read_until_then_close`], but keeps draining stderr (`close` false).
+fn read_until(child: &mut Child, pattern: &'static str, close: bool) -> mpsc::Receiver<String> {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut seen = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+        for line in lines.by_ref() {
             seen.push_str(&line);
             seen.push('\n');
             if line.contains(pattern) {
                 break;
             }
         }
-        // Dropping the reader here closes the pipe, like `| tee` ended by Ctrl-C.
         let _ = tx.send(seen);
+        if !close {
+            lines.for_each(drop);
+        }
+        // Dropping the reader closes the pipe, like `| tee` ended by Ctrl-C.
     });
     rx
 }
@@ -192,7 +201,7 @@ async fn a_second_signal_exits_at_once() {
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = spawn(proxy.kubeconfig(), port, &args, "info", Stdio::piped());
-    let seen = read_until_then_close(&mut child, "became leader")
+    let seen = read_until(&mut child, "became leader", false)
         .recv_timeout(T)
         .unwrap();
     assert!(seen.contains("became leader"), "{seen}");
@@ -228,6 +237,9 @@ fn a_metrics_address_in_use_fails_the_start() {
     );
     let mut child = Reaper(child);
     let status = wait_exit(&mut child.0, Duration::from_secs(10));
+    if status.is_none() {
+        let _ = child.0.kill();
+    }
     let mut stderr = String::new();
     child
         .0
