@@ -27,6 +27,9 @@ use kube::client::{ConfigExt, DynBody};
 use serde_json::{Value as Json, json};
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 
+use crate::fence::{Fence, FenceLayer};
+use crate::transport::NameAddressLayer;
+
 /// How long the server keeps a watch open (`timeoutSeconds`); it then ends it and the
 /// watcher resumes from its last resource version. A watch silent for longer than this plus
 /// a few seconds is taken for dead (kube's watcher idle timeout), and no healthy connection
@@ -63,7 +66,10 @@ pub fn watcher_config() -> kube::runtime::watcher::Config {
 /// A client for `config` with ruleop's fault handling (see the module documentation). The
 /// configuration's TLS, credentials and headers are used; its retry and timeout settings are
 /// replaced by the ones above.
-pub fn build(config: kube::Config) -> Result<kube::Client, kube::Error> {
+/// Transport errors name the API server's address; with `fence`, every write must pass the
+/// leader's write fence.
+pub fn build(config: kube::Config, fence: Option<&Fence>) -> Result<kube::Client, kube::Error> {
+    let address: std::sync::Arc<str> = config.cluster_url.to_string().into();
     // Refused rather than silently bypassed (kube is built without proxy support either).
     if let Some(proxy_url) = &config.proxy_url {
         return Err(kube::Error::ProxyProtocolUnsupported {
@@ -87,6 +93,8 @@ pub fn build(config: kube::Config) -> Result<kube::Client, kube::Error> {
         .pool_timer(TokioTimer::new())
         .build(connector);
     let service = ServiceBuilder::new()
+        .option_layer(fence.map(|f| FenceLayer(f.clone())))
+        .layer(NameAddressLayer(address))
         .layer(RetryAfterLayer)
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)

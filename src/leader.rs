@@ -1,11 +1,15 @@
 //! Leader election on a coordination.k8s.io Lease, so two replicas can run with one active.
 //!
-//! The holder renews the lease every [`RETRY`]; another replica takes over only after the
-//! lease has not been renewed for [`LEASE_DURATION`]. A leader that cannot renew within
-//! [`RENEW_DEADLINE`] stops acting (the process exits and is restarted), so two replicas
-//! never act at once.
+//! The holder renews the lease every [`RETRY`]. A standby takes over only after it has seen
+//! the lease unchanged for [`LEASE_DURATION`] on its own monotonic clock (as client-go does),
+//! so clock skew between replicas does not matter. The leader writes only through a
+//! [`Fence`] that stays open until [`RENEW_DEADLINE`] after the *start* of its last successful
+//! renewal, [`FENCE_MARGIN`] before any standby can take over; when the fence closes the
+//! leader stops (the process exits and is restarted as a standby), so two replicas never act
+//! at once, also when the leader was paused past its lease.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -14,12 +18,45 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio_util::sync::CancellationToken;
 
+use crate::fence::Fence;
+
 /// How long a lease is valid without renewal.
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
-/// How long a leader tries to renew before giving up.
+/// How long after the start of its last successful renewal the leader may act.
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// Time between the leader's last possible write and the earliest takeover.
+pub const FENCE_MARGIN: Duration =
+    Duration::from_secs(LEASE_DURATION.as_secs() - RENEW_DEADLINE.as_secs());
 /// How often to try to acquire or renew.
 pub const RETRY: Duration = Duration::from_secs(2);
+
+/// The parts of a lease that change on every renewal or takeover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    holder: String,
+    renewed: Option<Timestamp>,
+    transitions: i32,
+}
+
+/// When this replica last saw the lease record change, on its monotonic clock.
+#[derive(Debug, Default)]
+struct Observer {
+    last: Option<(Record, Instant)>,
+}
+
+impl Observer {
+    /// Notes `record` as seen at `now`; true when it has not changed for longer than
+    /// `duration` (a fresh observer waits a whole `duration` first).
+    fn expired(&mut self, record: Record, now: Instant, duration: Duration) -> bool {
+        match &self.last {
+            Some((last, at)) if *last == record => now.duration_since(*at) > duration,
+            _ => {
+                self.last = Some((record, now));
+                false
+            }
+        }
+    }
+}
 
 /// A lease and who this replica is.
 #[derive(Clone)]
@@ -27,20 +64,35 @@ pub struct Elector {
     api: Api<Lease>,
     name: String,
     identity: String,
+    fence: Fence,
+    observer: Arc<Mutex<Observer>>,
 }
 
 impl Elector {
-    /// Elects on lease `namespace/name` as `identity`.
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str) -> Self {
+    /// Elects on lease `namespace/name` as `identity`, opening `fence` while leading. The
+    /// client must not be fenced itself: it renews the lease.
+    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, fence: Fence) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             identity: identity.into(),
+            fence,
+            observer: Arc::default(),
         }
     }
 
-    /// Tries once to acquire or renew; true when this replica holds the lease afterwards.
+    /// Tries once to acquire or renew; true when this replica holds the lease afterwards (and
+    /// the fence is extended from the moment this attempt started).
     pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
+        let (started, started_wall) = (Instant::now(), SystemTime::now());
+        let held = self.acquire_once().await?;
+        if held {
+            self.fence.extend(started, started_wall);
+        }
+        Ok(held)
+    }
+
+    async fn acquire_once(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
@@ -60,13 +112,23 @@ impl Elector {
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let duration = spec
             .lease_duration_seconds
-            .map_or(LEASE_DURATION.as_secs() as i64, i64::from);
-        let renewed = spec
-            .renew_time
-            .map(|t| t.0)
-            .unwrap_or(Timestamp::UNIX_EPOCH);
-        let expired = now.as_second() - renewed.as_second() > duration;
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(LEASE_DURATION, Duration::from_secs);
         let transitions = spec.lease_transitions.unwrap_or(0);
+        // Seen now, after the answer: never earlier than the holder's renewal began.
+        let expired = self
+            .observer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .expired(
+                Record {
+                    holder: holder.clone(),
+                    renewed: spec.renew_time.as_ref().map(|t| t.0),
+                    transitions,
+                },
+                Instant::now(),
+                duration,
+            );
         let new_spec = if holder == self.identity {
             self.spec(spec.acquire_time.map_or(now, |t| t.0), now, transitions)
         } else if expired || holder.is_empty() {
@@ -103,7 +165,12 @@ impl Elector {
     pub async fn acquire(&self, cancel: &CancellationToken) -> bool {
         tracing::info!(lease = %self.name, identity = %self.identity, "waiting for leadership");
         loop {
-            match self.try_acquire().await {
+            // A request hanging on an unreachable API server must not hold up a stop.
+            let attempt = tokio::select! {
+                () = cancel.cancelled() => return false,
+                attempt = self.try_acquire() => attempt,
+            };
+            match attempt {
                 Ok(true) => {
                     tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
                     return true;
@@ -118,32 +185,49 @@ impl Elector {
         }
     }
 
-    /// Renews until cancelled (returns true) or until renewal fails past the deadline or
-    /// another replica holds the lease (returns false).
+    /// Renews until cancelled (returns true) or until the fence closes: renewal failed past
+    /// [`RENEW_DEADLINE`], another replica holds the lease, or this process was paused past
+    /// it (returns false, with the fence revoked).
     pub async fn hold(&self, cancel: &CancellationToken) -> bool {
-        let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return true,
+                () = self.fence.expired() => break,
                 () = tokio::time::sleep(RETRY) => {}
             }
-            match self.try_acquire().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
+            // Woken after a pause: a closed fence is final, never renewed behind a standby.
+            if !self.fence.is_open() {
+                break;
+            }
+            let renewed = tokio::select! {
+                () = cancel.cancelled() => return true,
+                () = self.fence.expired() => break,
+                renewed = self.try_acquire() => renewed,
+            };
+            match renewed {
+                Ok(true) => {}
                 Ok(false) => {
                     tracing::error!("another replica holds the leader lease");
-                    return false;
+                    break;
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot renew the leader lease"),
             }
-            if last_renewal.elapsed() > RENEW_DEADLINE {
-                tracing::error!("could not renew the leader lease in time");
-                return false;
-            }
         }
+        self.fence.revoke();
+        tracing::error!(
+            deadline = ?RENEW_DEADLINE,
+            "leadership not certain any more: writes fenced, stopping"
+        );
+        false
     }
 
-    /// Gives the lease up on shutdown so a standby takes over at once.
+    /// Gives the lease up on shutdown so a standby takes over at once (only while the fence
+    /// is open: a replica whose leadership may have lapsed leaves the lease alone).
     pub async fn release(&self) {
+        if !self.fence.is_open() {
+            return;
+        }
+        self.fence.revoke();
         if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await
             && let Some(spec) = lease
                 .spec
@@ -157,5 +241,52 @@ impl Elector {
                 .replace(&self.name, &PostParams::default(), &lease)
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(holder: &str, second: i64) -> Record {
+        Record {
+            holder: holder.into(),
+            renewed: Timestamp::from_second(second).ok(),
+            transitions: 0,
+        }
+    }
+
+    #[test]
+    fn a_standby_waits_a_whole_duration_from_its_own_observation() {
+        let mut observer = Observer::default();
+        let t0 = Instant::now();
+        let d = LEASE_DURATION;
+        // A renewTime far in the past says nothing: only our own clock counts.
+        assert!(!observer.expired(record("a", 0), t0, d));
+        assert!(!observer.expired(record("a", 0), t0 + d, d));
+        assert!(observer.expired(record("a", 0), t0 + d + Duration::from_millis(1), d));
+    }
+
+    #[test]
+    fn every_renewal_restarts_the_wait() {
+        let mut observer = Observer::default();
+        let t0 = Instant::now();
+        let d = LEASE_DURATION;
+        assert!(!observer.expired(record("a", 100), t0, d));
+        let t1 = t0 + Duration::from_secs(14);
+        assert!(!observer.expired(record("a", 102), t1, d));
+        assert!(!observer.expired(record("a", 102), t0 + Duration::from_secs(20), d));
+        assert!(observer.expired(record("a", 102), t1 + d + Duration::from_secs(1), d));
+        // A new holder is a change too.
+        assert!(!observer.expired(record("b", 102), t1 + d * 2, d));
+    }
+
+    #[test]
+    fn the_leader_stops_before_anyone_can_take_over() {
+        assert_eq!(crate::fence::VALIDITY + FENCE_MARGIN, LEASE_DURATION);
+        assert!(
+            FENCE_MARGIN >= RETRY * 2,
+            "room for a write in flight and clock rate drift"
+        );
     }
 }

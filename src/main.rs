@@ -1,7 +1,9 @@
 //! `ruleop` command line: parses arguments and dispatches to the library.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ruleop::cli::{self, Format};
@@ -89,7 +91,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ruleop: {e}");
+            // Not `eprintln!`: it panics when stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "ruleop: {e}");
             ExitCode::FAILURE
         }
     }
@@ -99,15 +102,25 @@ fn run_controller(args: ruleop::run::RunArgs) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ruleop: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "ruleop: cannot start the async runtime: {e}"
+            );
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ruleop::run::run(args)) {
+    let result = runtime.block_on(ruleop::run::run(args));
+    // Tasks still running (watches, the metrics server) are dropped, not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Through the log writer, so a full or closed stderr cannot block or fail the exit.
+    let log = ruleop::logwriter::stderr();
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ruleop: {e}");
+            log.line(format!("ruleop: {e}\n").as_bytes());
             ExitCode::FAILURE
         }
-    }
+    };
+    log.flush(Duration::from_secs(1));
+    code
 }

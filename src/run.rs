@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use std::sync::Mutex;
 
@@ -17,6 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::{Config, Controller};
+use crate::fence::Fence;
+use crate::health::{self, Health};
 use crate::leader::Elector;
 use crate::reload::{Snapshot, configmap_snapshot, plan_reload, read_snapshot, watch_paths};
 use crate::rule::{LoadedRule, RuleError};
@@ -63,8 +66,26 @@ pub struct RunArgs {
 /// The `User-Agent` of every request, so audit logs tell ruleop's writes from others'.
 pub const USER_AGENT: &str = concat!("ruleop/", env!("CARGO_PKG_VERSION"));
 
+/// How long a stop may take after the first SIGTERM/SIGINT before the process exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// Exit status after a second SIGTERM/SIGINT (128 + SIGINT, as shells report an interrupt).
+pub const FORCED_EXIT: i32 = 130;
+
 /// A client for the cluster named by `--kubeconfig`/`--context` (else the usual inference).
 pub async fn connect(args: &RunArgs) -> Result<kube::Client, RunError> {
+    client(&kube_config(args).await?, None)
+}
+
+/// A client for `config` whose transport errors name the API server's address; with
+/// `fence`, every write must pass the leader's write fence.
+pub fn client(config: &kube::Config, fence: Option<&Fence>) -> Result<kube::Client, RunError> {
+    // Retries through the queue, dead connections noticed: see `kubeclient`.
+    Ok(crate::kubeclient::build(config.clone(), fence)?)
+}
+
+/// The configuration named by `--kubeconfig`/`--context` (else the usual inference), with
+/// ruleop's User-Agent.
+pub async fn kube_config(args: &RunArgs) -> Result<kube::Config, RunError> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
         context: args.context.clone(),
@@ -89,8 +110,7 @@ pub async fn connect(args: &RunArgs) -> Result<kube::Client, RunError> {
         http::header::USER_AGENT,
         http::HeaderValue::from_static(USER_AGENT),
     ));
-    // Retries through the queue, dead connections noticed: see `kubeclient`.
-    Ok(crate::kubeclient::build(config)?)
+    Ok(config)
 }
 
 /// Why `ruleop run` stopped with an error.
@@ -105,14 +125,22 @@ pub enum RunError {
     /// Bad `--metrics-addr`.
     #[error("invalid --metrics-addr {0:?}")]
     MetricsAddr(String),
+    /// `--metrics-addr` cannot be listened on (e.g. already in use).
+    #[error("cannot listen on --metrics-addr {addr}: {source}")]
+    MetricsBind {
+        /// The address given.
+        addr: String,
+        /// Why not.
+        source: std::io::Error,
+    },
     /// Bad `--rules-configmap`.
     #[error("invalid --rules-configmap {0:?}: use NAMESPACE/NAME")]
     ConfigMapRef(String),
     /// The rules directory cannot be watched.
     #[error("cannot watch rules: {0}")]
     Watch(#[from] notify::Error),
-    /// Leadership lost: exit so a restarted replica joins as a standby.
-    #[error("lost leadership")]
+    /// Leadership lost or no longer certain: exit so a restarted replica joins as a standby.
+    #[error("lost leadership: stopped acting and exiting so a restart joins as a standby")]
     LostLeadership,
 }
 
@@ -123,7 +151,8 @@ fn identity() -> String {
         + &format!("-{}", std::process::id())
 }
 
-/// Cancels `token` on SIGTERM or SIGINT.
+/// Cancels `token` on SIGTERM or SIGINT. A second signal, or a stop that takes longer than
+/// [`SHUTDOWN_GRACE`], ends the process at once.
 fn on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         #[cfg(unix)]
@@ -133,17 +162,48 @@ fn on_signal(token: CancellationToken) {
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
             ) else {
+                tracing::warn!("cannot handle SIGTERM/SIGINT: they will end the process at once");
                 return;
             };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
-            }
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "stopping; a second signal exits at once");
+            token.cancel();
+            force_exit_after(SHUTDOWN_GRACE);
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::warn!(signal = name, "second signal: exiting at once");
+            exit_now(FORCED_EXIT);
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        token.cancel();
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            token.cancel();
+            force_exit_after(SHUTDOWN_GRACE);
+        }
     });
+}
+
+/// Ends the process after `grace` unless it stopped by itself. A thread, not a task: it must
+/// fire even if the runtime is stuck.
+fn force_exit_after(grace: Duration) {
+    let _ = std::thread::Builder::new()
+        .name("shutdown-grace".into())
+        .spawn(move || {
+            std::thread::sleep(grace);
+            tracing::error!(grace = ?grace, "stopping took too long: exiting at once");
+            exit_now(1);
+        });
+}
+
+/// Exits after giving the log lines already written a moment to reach stderr.
+fn exit_now(code: i32) -> ! {
+    crate::logwriter::stderr().flush(Duration::from_millis(500));
+    std::process::exit(code)
 }
 
 /// Runs the controller until a signal.
@@ -152,21 +212,47 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let cancel = CancellationToken::new();
     on_signal(cancel.clone());
     let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health::new();
     if !args.metrics_addr.is_empty() {
         let addr: SocketAddr = args
             .metrics_addr
             .parse()
             .map_err(|_| RunError::MetricsAddr(args.metrics_addr.clone()))?;
-        let (m, r, c) = (metrics.clone(), ready.clone(), cancel.clone());
+        // Bound here, not in the task: an address in use must fail the start, not a log line.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::MetricsBind {
+                addr: args.metrics_addr.clone(),
+                source,
+            })?;
+        let (m, h, c) = (metrics.clone(), health.clone(), cancel.clone());
         tokio::spawn(async move {
-            if let Err(e) = telemetry::serve(addr, m, r, c).await {
+            if let Err(e) = telemetry::serve(listener, m, h, c).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
         });
     }
-    let client = connect(&args).await?;
+    let kube_config = kube_config(&args).await?;
+    // The elector, the prober and the rules ConfigMap watch use `client`; everything the
+    // controller does goes through `fenced`, whose writes need a valid leadership.
+    let client = client(&kube_config, None)?;
+    let fence = if args.leader_elect {
+        Fence::shut()
+    } else {
+        Fence::open()
+    };
+    let fenced = if args.leader_elect {
+        self::client(&kube_config, Some(&fence))?
+    } else {
+        client.clone()
+    };
+    tokio::spawn(health::probe(
+        client.clone(),
+        health.clone(),
+        cancel.clone(),
+    ));
     let identity = identity();
+    tracing::info!(%identity, api_server = %kube_config.cluster_url, "starting");
 
     let elector = if args.leader_elect {
         let namespace = args
@@ -179,12 +265,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             &namespace,
             &args.leader_elect_name,
             &identity,
+            fence,
         );
         // A standby is healthy and ready to take over: not ready would block rolling updates.
-        ready.store(true, std::sync::atomic::Ordering::Release);
+        health.set_standby(true);
         if !elector.acquire(&cancel).await {
             return Ok(());
         }
+        health.set_standby(false);
         Some(elector)
     } else {
         None
@@ -206,15 +294,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         identity,
     };
     let (controller, changes) = Controller::new(
-        client.clone(),
+        fenced,
         config,
         metrics.clone(),
-        ready,
+        health.synced_flag(),
         cancel.clone(),
     );
     let reloader = Arc::new(Reloader {
         controller: controller.clone(),
         metrics,
+        health,
         current: Mutex::default(),
     });
     let (tx, mut rx) = mpsc::unbounded_channel::<Snapshot>();
@@ -233,7 +322,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
         None => {
             let (snapshot, errors) = read_snapshot(&args.rules);
-            reloader.reload(snapshot, errors).await;
+            // Discovery may hang on an unreachable API server: a stop must not wait for it.
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = reloader.reload(snapshot, errors) => {}
+            }
             let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
             watch_paths(args.rules.clone(), changed_tx, cancel.clone())?;
             let paths = args.rules.clone();
@@ -260,7 +353,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         return Err(RunError::LostLeadership);
     }
     if let Some(elector) = elector {
-        elector.release().await;
+        // Bounded: an unreachable API server must not hold up the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(5), elector.release()).await;
     }
     Ok(())
 }
@@ -269,6 +363,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 struct Reloader {
     controller: Arc<Controller>,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     current: Mutex<Vec<LoadedRule>>,
 }
 
@@ -307,6 +402,7 @@ impl Reloader {
         }
         self.metrics.reloads.inc();
         self.controller.apply_diff(&diff).await;
+        self.health.set_rules_loaded();
         *self
             .current
             .lock()

@@ -1,8 +1,6 @@
 //! Logs, Prometheus metrics, and the `/metrics`, `/healthz`, `/readyz` endpoints.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Health;
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -23,13 +23,22 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global log subscriber (`RUST_LOG` filters, default `info`).
+/// Installs the global log subscriber (`RUST_LOG` filters, default `info`). Logs go to
+/// stderr through [`crate::logwriter`]: a slow or closed stderr never blocks or panics.
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime::watcher=warn"));
+        // kube's own request failure lines name no address; the callers log those failures.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,kube_runtime::watcher=warn,kube_client::client::builder=off",
+            )
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::logwriter::stderr())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Its fallback is `eprintln!`, which panics when stderr is a closed pipe.
+        .log_internal_errors(false);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -208,22 +217,23 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until cancelled.
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until cancelled.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: TcpListener,
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    }
     loop {
         let (mut stream, _) = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
             accepted = listener.accept() => accepted?,
         };
         let metrics = metrics.clone();
-        let ready = ready.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let n = stream.read(&mut buf).await.unwrap_or(0);
@@ -236,14 +246,14 @@ pub async fn serve(
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 ),
                 "/healthz" => ("200 OK", "ok\n".to_string(), "text/plain"),
-                "/readyz" if ready.load(Ordering::Acquire) => {
-                    ("200 OK", "ok\n".to_string(), "text/plain")
-                }
-                "/readyz" => (
-                    "503 Service Unavailable",
-                    "not ready\n".to_string(),
-                    "text/plain",
-                ),
+                "/readyz" => match health.readiness() {
+                    Ok(()) => ("200 OK", "ok\n".to_string(), "text/plain"),
+                    Err(why) => (
+                        "503 Service Unavailable",
+                        format!("not ready: {why}\n"),
+                        "text/plain",
+                    ),
+                },
                 _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
             };
             let response = format!(

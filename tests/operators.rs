@@ -558,14 +558,16 @@ async fn two_replicas_with_leader_election_never_both_act() {
     );
     assert!(!b.log().contains("reconciling"), "standby must not act");
     assert_eq!(b.counter("ruleop_api_writes_total", ""), 0.0);
+    let readyz = b.http_get("/readyz");
     assert!(
-        b.http_get("/readyz").starts_with("HTTP/1.1 200"),
-        "a standby is ready to take over"
+        readyz.starts_with("HTTP/1.1 200"),
+        "a standby is ready to take over: {readyz}"
     );
-    assert!(
-        a.http_get("/readyz").starts_with("HTTP/1.1 200"),
-        "the leader is ready once synced"
-    );
+    // Sync is re-evaluated every few seconds: wait for it rather than race it.
+    wait_for("the leader is ready once synced", T, || async {
+        a.http_get("/readyz").starts_with("HTTP/1.1 200")
+    })
+    .await;
     a.stop();
     wait_for("standby takes over", T, || async {
         b.log().contains("became leader")

@@ -142,19 +142,26 @@ impl Controller {
             tokio::select! {
                 () = self.cancel.cancelled() => break,
                 _ = tick.tick() => {
-                    self.activate_waiting().await;
-                    let rules: Vec<_> = self.rules_read().values().cloned().collect();
-                    for r in rules {
-                        self.schemas.retry(&r.rule().name, &r.schemas).await;
+                    // Discovery may hang on an unreachable API server: a stop must not wait.
+                    let rediscover = async {
+                        self.activate_waiting().await;
+                        let rules: Vec<_> = self.rules_read().values().cloned().collect();
+                        for r in rules {
+                            self.schemas.retry(&r.rule().name, &r.schemas).await;
+                        }
+                    };
+                    tokio::select! {
+                        () = self.cancel.cancelled() => break,
+                        () = rediscover => {}
                     }
                     self.update_gauges();
                 }
             }
         }
         tracing::info!("shutting down: finishing in-flight reconciles");
-        for w in workers {
-            let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
-        }
+        // One bound for all of them, inside the process's shutdown grace.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(workers)).await;
         router.abort();
         for running in self.caches_read().values() {
             running.cancel.cancel();

@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod faultproxy;
 pub mod operator;
+pub mod proxy;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};

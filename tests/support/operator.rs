@@ -115,6 +115,49 @@ impl Operator {
             .sum()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {}", self.child.id());
+    }
+
+    /// SIGKILL: no cleanup, no lease release.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: the process freezes as in a long GC pause or a frozen VM.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`Operator::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn stop(&mut self) {
         // Already gone (and reaped): its pid may belong to another process by now.
         if let Ok(Some(_)) = self.child.try_wait() {
@@ -129,14 +172,6 @@ impl Operator {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Operator {
-    /// Stops the operator at once with SIGKILL, as a crash would: no shutdown at all.
-    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

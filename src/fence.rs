@@ -1,0 +1,333 @@
+//! The write fence of an elected leader: a gate in the API client that lets writes through
+//! only while this replica's leadership is certainly still valid.
+//!
+//! A leader renews its Lease every [`crate::leader::RETRY`]. A standby takes over no earlier
+//! than [`crate::leader::LEASE_DURATION`] after it *observed* the last renewal, which it cannot
+//! observe before the leader *started* that renewal. So the leader may write until
+//! `renewal start + VALIDITY`, with `VALIDITY` = [`crate::leader::RENEW_DEADLINE`] =
+//! `LEASE_DURATION - FENCE_MARGIN`. Both the monotonic clock and the wall clock must agree
+//! that the deadline is ahead: a process paused (SIGSTOP, GC, frozen VM) wakes up with either
+//! clock moved on and finds the gate shut before it sends anything.
+//!
+//! The gate is checked when a write is issued and again on every poll of its response future
+//! until the response arrives, so a write waiting (e.g. for a connection) when a pause began
+//! is dropped after it. What it cannot stop: a write already handed to the HTTP client's
+//! connection task but not yet on the socket when the pause began (a window of microseconds),
+//! and a request delayed in the network for longer than the margin.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{Method, Request};
+use tower::{BoxError, Layer, Service};
+
+use crate::leader::RENEW_DEADLINE;
+
+/// How long after a renewal *started* the leader may still write.
+pub const VALIDITY: Duration = RENEW_DEADLINE;
+
+/// How often a waiting [`Fence::expired`] looks at the wall clock, which has no timers.
+const WALL_CHECK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No leader election: every write passes.
+    Open,
+    /// Not (yet) the leader: writes are refused until a renewal extends the fence.
+    Shut,
+    /// Leader until both deadlines.
+    Until { mono: Instant, wall: SystemTime },
+    /// Leadership lost or expired: writes are refused for good.
+    Revoked,
+}
+
+/// A shared write gate; clones share the state.
+#[derive(Debug, Clone)]
+pub struct Fence(Arc<Mutex<State>>);
+
+/// A write refused by the fence.
+#[derive(Debug, thiserror::Error)]
+#[error("write refused: this replica is not (or no longer certainly) the leader")]
+pub struct Refused;
+
+impl Fence {
+    /// A fence that never closes (leader election off).
+    pub fn open() -> Self {
+        Self(Arc::new(Mutex::new(State::Open)))
+    }
+
+    /// A fence shut until the first successful acquisition.
+    pub fn shut() -> Self {
+        Self(Arc::new(Mutex::new(State::Shut)))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a successful acquisition or renewal whose request started at `mono`/`wall`.
+    /// A revoked fence stays revoked; an earlier start never shortens the deadline.
+    pub fn extend(&self, mono: Instant, wall: SystemTime) {
+        let (mono, wall) = (mono + VALIDITY, wall + VALIDITY);
+        let mut state = self.state();
+        *state = match *state {
+            State::Open => State::Open,
+            State::Revoked => State::Revoked,
+            State::Shut => State::Until { mono, wall },
+            State::Until { mono: m, wall: w } => State::Until {
+                mono: m.max(mono),
+                wall: w.max(wall),
+            },
+        };
+    }
+
+    /// Shuts the fence for good (leadership lost).
+    pub fn revoke(&self) {
+        let mut state = self.state();
+        if *state != State::Open {
+            *state = State::Revoked;
+        }
+    }
+
+    /// Whether a write may be sent now.
+    pub fn is_open(&self) -> bool {
+        self.is_open_at(Instant::now(), SystemTime::now())
+    }
+
+    fn is_open_at(&self, mono: Instant, wall: SystemTime) -> bool {
+        match *self.state() {
+            State::Open => true,
+            State::Shut | State::Revoked => false,
+            State::Until { mono: m, wall: w } => mono < m && wall < w,
+        }
+    }
+
+    /// Resolves once writes are refused after having been allowed (never for an open fence,
+    /// and not while still waiting for the first acquisition).
+    pub async fn expired(&self) {
+        loop {
+            let wait = match *self.state() {
+                State::Open | State::Shut => None,
+                State::Revoked => return,
+                State::Until { mono, .. } => Some(mono),
+            };
+            match wait {
+                None => tokio::time::sleep(WALL_CHECK).await,
+                Some(_) if !self.is_open() => return,
+                Some(mono) => {
+                    let until = mono.min(Instant::now() + WALL_CHECK);
+                    tokio::time::sleep_until(until.into()).await;
+                }
+            }
+        }
+    }
+}
+
+/// Whether a request changes something on the server.
+fn is_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+/// A tower layer putting the fence in front of every write of a client.
+#[derive(Debug, Clone)]
+pub struct FenceLayer(pub Fence);
+
+impl<S> Layer<S> for FenceLayer {
+    type Service = Fenced<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Fenced {
+            inner,
+            fence: self.0.clone(),
+        }
+    }
+}
+
+/// The service behind [`FenceLayer`].
+#[derive(Debug, Clone)]
+pub struct Fenced<S> {
+    inner: S,
+    fence: Fence,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+impl<S, B> Service<Request<B>> for Fenced<S>
+where
+    S: Service<Request<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let write = is_write(request.method());
+        if write && !self.fence.is_open() {
+            return Box::pin(std::future::ready(Err(Refused.into())));
+        }
+        let inner = self.inner.call(request);
+        if !write {
+            return Box::pin(async move { inner.await.map_err(Into::into) });
+        }
+        Box::pin(Gated {
+            inner: Box::pin(inner),
+            fence: self.fence.clone(),
+        })
+    }
+}
+
+/// A write's response future that checks the fence before every poll.
+struct Gated<F> {
+    inner: Pin<Box<F>>,
+    fence: Fence,
+}
+
+impl<F, T, E> Future for Gated<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // After a pause the first thing a pending write does is look at the gate.
+        if !self.fence.is_open() {
+            return Poll::Ready(Err(Refused.into()));
+        }
+        self.inner.as_mut().poll(cx).map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn open_and_shut() {
+        assert!(Fence::open().is_open());
+        assert!(!Fence::shut().is_open());
+        let open = Fence::open();
+        open.revoke();
+        assert!(open.is_open(), "without leader election nothing is fenced");
+    }
+
+    #[test]
+    fn valid_until_renewal_start_plus_validity_on_both_clocks() {
+        let fence = Fence::shut();
+        let (mono, wall) = (Instant::now(), SystemTime::now());
+        fence.extend(mono, wall);
+        let almost = VALIDITY - Duration::from_millis(1);
+        assert!(fence.is_open_at(mono + almost, wall + almost));
+        assert!(!fence.is_open_at(mono + VALIDITY, wall));
+        assert!(
+            !fence.is_open_at(mono, wall + VALIDITY),
+            "a wall clock that moved on (frozen VM) shuts the gate too"
+        );
+        // A later renewal moves the deadline; an older one never shortens it.
+        fence.extend(mono + Duration::from_secs(2), wall + Duration::from_secs(2));
+        fence.extend(mono, wall);
+        assert!(fence.is_open_at(mono + VALIDITY, wall + VALIDITY));
+    }
+
+    #[test]
+    fn revoked_is_final() {
+        let fence = Fence::shut();
+        fence.extend(Instant::now(), SystemTime::now());
+        fence.revoke();
+        fence.extend(Instant::now(), SystemTime::now());
+        assert!(!fence.is_open());
+    }
+
+    #[tokio::test]
+    async fn expired_resolves_at_the_deadline() {
+        let fence = Fence::shut();
+        let start = Instant::now();
+        fence.extend(
+            start - VALIDITY + Duration::from_millis(100),
+            SystemTime::now() - VALIDITY + Duration::from_secs(5),
+        );
+        tokio::time::timeout(Duration::from_secs(2), fence.expired())
+            .await
+            .expect("expired within the monotonic deadline");
+        assert!(start.elapsed() >= Duration::from_millis(100));
+    }
+
+    /// A service counting the requests that reached it, answering after `delay`.
+    fn counting(
+        delay: Duration,
+    ) -> (
+        Arc<AtomicUsize>,
+        impl Service<
+            Request<()>,
+            Response = (),
+            Error = BoxError,
+            Future = impl Future<Output = Result<(), BoxError>> + Send + 'static,
+        >,
+    ) {
+        let reached = Arc::new(AtomicUsize::new(0));
+        let counter = reached.clone();
+        let service = tower::service_fn(move |_req: Request<()>| {
+            let counter = counter.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), BoxError>(())
+            }
+        });
+        (reached, service)
+    }
+
+    fn request(method: Method) -> Request<()> {
+        Request::builder()
+            .method(method)
+            .uri("/api/v1/namespaces/x/pods/y")
+            .body(())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_are_refused_and_reads_pass_when_shut() {
+        let fence = Fence::shut();
+        let (reached, inner) = counting(Duration::ZERO);
+        let mut svc = FenceLayer(fence.clone()).layer(inner);
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            let err = svc.call(request(method)).await.unwrap_err();
+            assert!(err.is::<Refused>(), "{err}");
+        }
+        assert_eq!(reached.load(Ordering::SeqCst), 0);
+        svc.call(request(Method::GET)).await.unwrap();
+        assert_eq!(reached.load(Ordering::SeqCst), 1);
+        fence.extend(Instant::now(), SystemTime::now());
+        svc.call(request(Method::PATCH)).await.unwrap();
+        assert_eq!(reached.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_pending_write_is_dropped_once_the_fence_shuts() {
+        let fence = Fence::shut();
+        fence.extend(Instant::now(), SystemTime::now());
+        let (reached, inner) = counting(Duration::from_millis(200));
+        let mut svc = FenceLayer(fence.clone()).layer(inner);
+        let pending = svc.call(request(Method::DELETE));
+        fence.revoke();
+        let err = pending.await.unwrap_err();
+        assert!(err.is::<Refused>(), "{err}");
+        assert_eq!(reached.load(Ordering::SeqCst), 0);
+    }
+}
