@@ -156,30 +156,44 @@ impl Actor {
         if plan.finalizer == FinalizerChange::Add
             && let Err(e) = self.set_finalizer(&parent_api, parent, true).await
         {
-            return self.fail(target, &parent_api, e, events).await;
+            return self
+                .fail(target, &parent_api, &plan.owned_status, e, events)
+                .await;
         }
 
         let mut applied_all = true;
+        let mut conflict = false;
         for desired in &plan.apply {
             match self.apply_one(target, desired).await {
                 Ok(ApplyResult::Done) => {}
+                Ok(ApplyResult::Skipped) => {
+                    applied_all = false;
+                    conflict = true;
+                }
                 Ok(ApplyResult::Conflict(message)) => {
                     applied_all = false;
+                    conflict = true;
                     events.retain(|e| {
                         !(e.reason == "Created"
                             && e.message
                                 .contains(&ObjectKey::of(&desired.object).to_string()))
                     });
-                    events.push(crate::plan::PlanEvent {
-                        type_: EventType::Warning,
-                        reason: reason::CONFLICT.into(),
-                        message: message.clone(),
-                    });
-                    failure = Some((Condition::unmet(READY, reason::CONFLICT, message), false));
+                    let condition = Condition::unmet(READY, reason::CONFLICT, message.clone());
+                    // Said once, when the condition changes, not on every retry.
+                    if !status::has_condition(parent.get("status"), &condition) {
+                        events.push(crate::plan::PlanEvent {
+                            type_: EventType::Warning,
+                            reason: reason::CONFLICT.into(),
+                            message,
+                        });
+                    }
+                    failure = Some((condition, false));
                 }
                 Err(e) => {
                     events.retain(|ev| ev.type_ == EventType::Warning);
-                    return self.fail(target, &parent_api, e, events).await;
+                    return self
+                        .fail(target, &parent_api, &plan.owned_status, e, events)
+                        .await;
                 }
             }
         }
@@ -188,7 +202,9 @@ impl Actor {
         if applied_all {
             for deletion in &plan.delete {
                 if let Err(e) = self.delete_one(target, deletion).await {
-                    return self.fail(target, &parent_api, e, events).await;
+                    return self
+                        .fail(target, &parent_api, &plan.owned_status, e, events)
+                        .await;
                 }
             }
         } else {
@@ -200,27 +216,31 @@ impl Actor {
             .and_then(Json::as_i64);
         let new_status = match &failure {
             Some((condition, _)) => Some(status::with_condition(
-                plan.status.as_ref().or(parent.get("status")),
+                Some(&plan.owned_status),
                 condition,
                 generation,
                 Timestamp::now(),
-            )),
+            ))
+            .filter(|s| plan.status.is_some() || status::differs(parent.get("status"), s)),
             None => plan.status.clone(),
         };
         if let Some(new_status) = new_status
-            && parent.get("status") != Some(&new_status)
             && let Err(e) = self.write_status(&parent_api, parent, &new_status).await
         {
-            return self.fail(target, &parent_api, e, events).await;
+            return self
+                .fail(target, &parent_api, &plan.owned_status, e, events)
+                .await;
         }
         self.publish(parent, &events).await;
 
         if plan.finalizer == FinalizerChange::Remove
             && let Err(e) = self.set_finalizer(&parent_api, parent, false).await
         {
-            return self.fail(target, &parent_api, e, Vec::new()).await;
+            return self
+                .fail(target, &parent_api, &plan.owned_status, e, Vec::new())
+                .await;
         }
-        if failure.is_some() {
+        if conflict {
             return Report {
                 outcome: Outcome::Ok(Some(Duration::from_secs(60))),
                 result: "invalid",
@@ -241,12 +261,14 @@ impl Actor {
         }
     }
 
-    /// Reports an API failure on the parent: `Ready=False` with the server's message and a
-    /// Warning; transient failures retry with backoff, permanent ones wait.
+    /// Reports an API failure on the parent: `Ready=False` with the server's message (set
+    /// in `owned`, ruleop's part of the status) and a Warning; transient failures retry with
+    /// backoff, permanent ones wait.
     async fn fail(
         &self,
         target: &Target<'_>,
         parent_api: &Api<DynamicObject>,
+        owned: &Json,
         error: ActError,
         mut events: Vec<crate::plan::PlanEvent>,
     ) -> Report {
@@ -261,13 +283,9 @@ impl Actor {
                 .pointer("/metadata/generation")
                 .and_then(Json::as_i64);
             let condition = Condition::unmet(READY, error.reason(), message.clone());
-            let new_status = status::with_condition(
-                parent.get("status"),
-                &condition,
-                generation,
-                Timestamp::now(),
-            );
-            if parent.get("status") != Some(&new_status)
+            let new_status =
+                status::with_condition(Some(owned), &condition, generation, Timestamp::now());
+            if status::differs(parent.get("status"), &new_status)
                 && let Err(e) = self.write_status(parent_api, parent, &new_status).await
             {
                 tracing::warn!(error = %e, "cannot write status");
@@ -308,39 +326,52 @@ impl Actor {
             object: key.to_string(),
             source,
         };
+        let parent_uid = meta::uid(target.parent);
+        let rule = meta::label(&desired.object, meta::RULE_LABEL).unwrap_or_default();
+        let not_ours = || {
+            format!(
+                "{key} exists and is not owned by this {}; ruleop will not adopt or overwrite it",
+                meta::kind(target.parent)
+            )
+        };
+        let mut uid = desired.uid.clone();
         match desired.action {
             Action::UpToDate => return Ok(ApplyResult::Done),
-            Action::Conflict => {
-                return Ok(ApplyResult::Conflict(format!(
-                    "{key} exists and is not owned by this {}; ruleop will not adopt or overwrite it",
-                    meta::kind(target.parent)
-                )));
-            }
+            Action::Conflict => return Ok(ApplyResult::Skipped),
             Action::Create => {
-                // A label-filtered cache cannot see objects others made: look before creating.
-                if cache.managed_only
-                    && cache.get(&key.namespace, &key.name).is_none()
-                    && let Some(existing) =
-                        api.get_opt(&key.name).await.map_err(|e| err("get", e))?
-                {
-                    let json = serde_json::to_value(&existing).unwrap_or(Json::Null);
-                    let parent_uid = meta::uid(target.parent);
-                    if !(meta::label(&json, meta::OWNER_LABEL) == Some(parent_uid)
-                        && meta::is_owned_by(&json, parent_uid))
-                    {
-                        return Ok(ApplyResult::Conflict(format!(
-                            "{key} exists and is not owned by this {}; ruleop will not adopt or overwrite it",
-                            meta::kind(target.parent)
-                        )));
+                let mut body = desired.object.clone();
+                body["metadata"]["resourceVersion"] = json!(CREATE_ONLY);
+                self.metrics.write("apply");
+                let created = api
+                    .patch(&key.name, &apply_params(), &Patch::Apply(&body))
+                    .await;
+                match created {
+                    Ok(_) => return Ok(ApplyResult::Done),
+                    Err(e) if is_conflict(&e) => {
+                        // The name is taken: by this parent's own child (a cache that has not
+                        // seen it, or cannot, having lost its labels), or by someone else's.
+                        let existing = api.get_opt(&key.name).await.map_err(|e| err("get", e))?;
+                        let Some(existing) = existing else {
+                            return Err(err("create", e));
+                        };
+                        let json = serde_json::to_value(&existing).unwrap_or(Json::Null);
+                        if !crate::plan::is_ours(&json, rule, parent_uid) {
+                            return Ok(ApplyResult::Conflict(not_ours()));
+                        }
+                        uid = Some(meta::uid(&json).to_string());
                     }
+                    Err(e) => return Err(err("create", e)),
                 }
             }
             Action::Update if desired.strategy == UpdateStrategy::Recreate => {
-                if let Some(old) = cache.get(&key.namespace, &key.name) {
+                let old = uid
+                    .clone()
+                    .or_else(|| cache.get(&key.namespace, &key.name).map(|o| o.uid().into()));
+                if let Some(old) = old {
                     self.metrics.write("delete");
                     let dp = DeleteParams {
                         preconditions: Some(Preconditions {
-                            uid: Some(old.uid().to_string()),
+                            uid: Some(old),
                             resource_version: None,
                         }),
                         propagation_policy: Some(PropagationPolicy::Background),
@@ -357,12 +388,23 @@ impl Actor {
             }
             Action::Update => {}
         }
+        // The uid makes the API server refuse the apply if another object took the name since
+        // it was observed (the object is only ever this one).
+        let mut body = desired.object.clone();
+        if let Some(uid) = &uid {
+            body["metadata"]["uid"] = json!(uid);
+        }
         self.metrics.write("apply");
-        let params = PatchParams::apply(meta::FIELD_MANAGER).force();
-        api.patch(&key.name, &params, &Patch::Apply(&desired.object))
+        match api
+            .patch(&key.name, &apply_params(), &Patch::Apply(&body))
             .await
-            .map_err(|e| err("apply", e))?;
-        Ok(ApplyResult::Done)
+        {
+            Ok(_) => Ok(ApplyResult::Done),
+            Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("metadata.uid") => {
+                Ok(ApplyResult::Conflict(not_ours()))
+            }
+            Err(e) => Err(err("apply", e)),
+        }
     }
 
     async fn delete_one(&self, target: &Target<'_>, deletion: &Deletion) -> Result<(), ActError> {
@@ -398,35 +440,51 @@ impl Actor {
         }
     }
 
+    /// Applies ruleop's part of the parent's status (`new`) with server-side apply: fields
+    /// ruleop applied before and left out now are removed, fields of other writers (a
+    /// Namespace's `phase`) are never touched.
     async fn write_status(
         &self,
         api: &Api<DynamicObject>,
         parent: &Json,
         new: &Json,
     ) -> Result<(), ActError> {
-        // A merge patch merges maps: fields that disappeared are set to null to remove them.
-        let mut patch = new.clone();
-        if let (Some(old), Some(p)) = (
-            parent.get("status").and_then(Json::as_object),
-            patch.as_object_mut(),
-        ) {
-            for k in old.keys() {
-                p.entry(k.clone()).or_insert(Json::Null);
+        let mut metadata = json!({"name": meta::name(parent)});
+        if !meta::namespace(parent).is_empty() {
+            metadata["namespace"] = json!(meta::namespace(parent));
+        }
+        let body = json!({
+            "apiVersion": meta::api_version(parent),
+            "kind": meta::kind(parent),
+            "metadata": metadata,
+            "status": new,
+        });
+        self.metrics.write("status");
+        let written = api
+            .patch_status(meta::name(parent), &apply_params(), &Patch::Apply(&body))
+            .await
+            .map_err(|e| ActError {
+                verb: "update status of",
+                object: ObjectKey::of(parent).to_string(),
+                source: e,
+            })?;
+        // Status written by earlier versions with merge patches is still owned by ruleop's
+        // Update entry: fold it in once, so fields no longer projected can be removed.
+        let written = serde_json::to_value(&written).unwrap_or(Json::Null);
+        if let Some(patch) = crate::ssa::fold_update_entries(&written, "status") {
+            self.metrics.write("managed-fields");
+            let params = PatchParams {
+                field_manager: Some(meta::FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            if let Err(e) = api
+                .patch(meta::name(parent), &params, &Patch::Merge(patch))
+                .await
+            {
+                tracing::debug!(parent = %ObjectKey::of(parent), error = %e, "cannot fold status ownership; next write retries");
             }
         }
-        self.metrics.write("status");
-        api.patch_status(
-            meta::name(parent),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": patch })),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| ActError {
-            verb: "update status of",
-            object: ObjectKey::of(parent).to_string(),
-            source: e,
-        })
+        Ok(())
     }
 
     /// Adds or removes ruleop's finalizer on `parent`.
@@ -529,6 +587,25 @@ impl Actor {
 }
 
 enum ApplyResult {
+    /// Applied, or nothing to apply.
     Done,
+    /// Left alone: the plan found the name taken.
+    Skipped,
+    /// Left alone: the API server found the name taken by an object that is not ours.
     Conflict(String),
+}
+
+/// The `resourceVersion` a create is applied with. No stored object has it, so the API
+/// server refuses the apply (409) when any object holds the name already, and creates the
+/// object otherwise (a create ignores it): a create that cannot take over an object, with
+/// the same server-side apply ownership as later applies.
+const CREATE_ONLY: &str = "9223372036854775807";
+
+/// Server-side apply as ruleop, forced: ruleop's fields are ruleop's.
+fn apply_params() -> PatchParams {
+    PatchParams::apply(meta::FIELD_MANAGER).force()
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }

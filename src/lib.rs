@@ -16,6 +16,7 @@ pub mod reload;
 pub mod rule;
 pub mod run;
 pub mod scale;
+pub mod ssa;
 pub mod status;
 pub mod telemetry;
 pub mod template;

@@ -1,6 +1,7 @@
 //! `ruleop run`: one dynamic controller for every rule. Observe (shared per-kind watches) →
 //! plan (the pure planner) → act (the apply module), per parent, from a deduplicating queue.
 
+pub mod conflicts;
 pub mod queue;
 pub mod related;
 
@@ -22,6 +23,7 @@ use crate::meta;
 use crate::plan::{self, Input};
 use crate::rule::{CompiledRule, LoadedRule, Scope, split_api_version};
 use crate::telemetry::{Metrics, ResultLabels, RuleLabels, RuleStateLabels};
+use conflicts::{Conflicts, conflicts_of, name_holders};
 use plan::Selector;
 use queue::{Key, Outcome, Queue};
 use related::RelatedIndex;
@@ -73,6 +75,7 @@ pub struct Controller {
     waiting: Mutex<BTreeMap<String, (LoadedRule, String)>>,
     changes: mpsc::UnboundedSender<Change>,
     related: Mutex<RelatedIndex>,
+    conflicts: Mutex<Conflicts>,
     ready: Arc<AtomicBool>,
     cancel: CancellationToken,
 }
@@ -106,6 +109,7 @@ impl Controller {
             waiting: Mutex::default(),
             changes: tx,
             related: Mutex::default(),
+            conflicts: Mutex::default(),
             ready,
             cancel,
         });
@@ -254,17 +258,21 @@ impl Controller {
             let (group, version) = split_api_version(api_version);
             let gvk = GroupVersionKind::gvk(group, version, kind);
             match kube::discovery::pinned_kind(&self.client, &gvk).await {
-                Ok((resource, caps)) => out.push((
-                    role,
-                    Resolved {
-                        gk: GroupKind {
-                            group: group.into(),
-                            kind: kind.into(),
+                Ok((resource, caps)) => {
+                    let namespaced = caps.scope == kube::discovery::Scope::Namespaced;
+                    check_scope(rule, role, api_version, kind, namespaced)?;
+                    out.push((
+                        role,
+                        Resolved {
+                            gk: GroupKind {
+                                group: group.into(),
+                                kind: kind.into(),
+                            },
+                            resource,
+                            namespaced,
                         },
-                        resource,
-                        namespaced: caps.scope == kube::discovery::Scope::Namespaced,
-                    },
-                )),
+                    ));
+                }
                 Err(e) => return Err(format!("{api_version}/{kind} is not served: {e}")),
             }
         }
@@ -330,6 +338,7 @@ impl Controller {
             let name = &gone.rule.name;
             let removed = diff.removed.iter().any(|r| &r.rule.name == name);
             self.related_index().remove_rule(name);
+            self.conflicts_lock().remove_rule(name);
             self.waiting
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -437,6 +446,12 @@ impl Controller {
 
     /// Maps a watch change to the parents it concerns.
     fn route(&self, change: &Change) {
+        for parent in self
+            .conflicts_lock()
+            .waiting_on(&change.kind, &change.object.key())
+        {
+            self.queue.add(parent);
+        }
         let rules: Vec<Arc<ActiveRule>> = self.rules_read().values().cloned().collect();
         for rule in rules {
             let name = &rule.rule().name;
@@ -445,14 +460,14 @@ impl Controller {
             }
             if rule.children.contains(&change.kind) {
                 for obj in std::iter::once(&change.object).chain(change.old.iter()) {
-                    if obj.label(meta::RULE_LABEL) != Some(name.as_str()) {
-                        continue;
-                    }
-                    let Some(uid) = obj.label(meta::OWNER_LABEL) else {
-                        continue;
-                    };
-                    if let Some(parent) = self.cache(&rule.parent).and_then(|c| c.by_uid(uid)) {
-                        self.queue.add(key_for(name, &parent));
+                    let labelled = obj
+                        .label(meta::OWNER_LABEL)
+                        .filter(|_| obj.label(meta::RULE_LABEL) == Some(name.as_str()));
+                    // A child whose labels were removed is still found by its controller.
+                    for uid in labelled.into_iter().chain(obj.controller()) {
+                        if let Some(parent) = self.cache(&rule.parent).and_then(|c| c.by_uid(uid)) {
+                            self.queue.add(key_for(name, &parent));
+                        }
                     }
                 }
             }
@@ -472,6 +487,12 @@ impl Controller {
                 }
             }
         }
+    }
+
+    fn conflicts_lock(&self) -> std::sync::MutexGuard<'_, Conflicts> {
+        self.conflicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn related_index(&self) -> std::sync::MutexGuard<'_, RelatedIndex> {
@@ -552,6 +573,7 @@ impl Controller {
             self.queue.forget(key);
             self.related_index()
                 .remove(&key.rule, &(key.namespace.clone(), key.name.clone()));
+            self.conflicts_lock().set(key, Vec::new());
             return None;
         };
         let parent = cached_parent.json();
@@ -581,14 +603,25 @@ impl Controller {
             }
             self.record_selectors(&rule, cached_parent.key(), selectors);
         }
-        let plan = plan::plan(
-            compiled,
-            Input {
+        let input = Input {
+            parent: &parent,
+            observed: &observed,
+            now,
+        };
+        let mut plan = plan::plan(compiled, input);
+        // An object that already holds a name the plan creates (another rule's child, or
+        // anything else a cache holds) is shown to the planner, which leaves it alone.
+        let holders = name_holders(&plan, &kinds);
+        if !holders.is_empty() {
+            observed.extend(holders);
+            let input = Input {
                 parent: &parent,
                 observed: &observed,
                 now,
-            },
-        );
+            };
+            plan = plan::plan(compiled, input);
+        }
+        self.conflicts_lock().set(key, conflicts_of(&plan));
         let writes = plan
             .apply
             .iter()
@@ -648,6 +681,37 @@ enum Role {
     Parent,
     Child,
     Related,
+}
+
+/// Whether the rule's view of a kind's scope agrees with the cluster's discovery: a
+/// mismatch would make every rendered object a different key than the stored one.
+fn check_scope(
+    rule: &CompiledRule,
+    role: Role,
+    api_version: &str,
+    kind: &str,
+    namespaced: bool,
+) -> Result<(), String> {
+    let expected = match role {
+        Role::Parent => rule.spec.parent.scope,
+        Role::Child => rule.kind_scope(api_version, kind),
+        Role::Related => return Ok(()),
+    };
+    let served = if namespaced {
+        Scope::Namespaced
+    } else {
+        Scope::Cluster
+    };
+    if expected == served {
+        return Ok(());
+    }
+    let fix = match role {
+        Role::Parent => format!("set spec.parent.scope: {served:?}"),
+        _ => format!("set scope: {served:?} in its spec.allow entry"),
+    };
+    Err(format!(
+        "{api_version}/{kind} is {served:?}-scoped in the cluster, but the rule treats it as {expected:?}-scoped: {fix}"
+    ))
 }
 
 fn key_for(rule: &str, parent: &Cached) -> Key {
