@@ -640,6 +640,34 @@ mod tests {
     }
 
     #[test]
+    fn a_parents_objects_are_found_by_owner_label_or_by_controller() {
+        let cache = pod_cache();
+        cache.apply(pod("a", "labelled", json!({meta::OWNER_LABEL: "p1"})));
+        let mut controlled = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "namespace": "a", "name": "controlled", "uid": "c",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": "p1", "controller": true}],
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:metadata": {}}},
+                {"manager": meta::FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}}]}});
+        let resource = cache.resource.clone();
+        let dynamic: DynamicObject = serde_json::from_value(controlled.clone()).unwrap();
+        let cached = to_cached(dynamic, &resource);
+        // Only the names of ruleop's own managedFields entries are kept.
+        controlled["metadata"]["managedFields"] =
+            json!([{"manager": meta::FIELD_MANAGER, "operation": "Apply"}]);
+        assert_eq!(cached.json()["metadata"], controlled["metadata"]);
+        cache.apply(cached);
+        let mut names: Vec<String> = cache
+            .owned_by("p1")
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["controlled", "labelled"]);
+        cache.delete(&pod("a", "controlled", json!({})));
+        assert_eq!(cache.owned_by("p1").len(), 1);
+    }
+
+    #[test]
     fn keeps_objects_as_text_and_reads_them_back_whole() {
         let obj = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"namespace": "a", "name": "p", "uid": "u1", "labels": {"app": "mc"}},

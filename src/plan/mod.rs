@@ -509,3 +509,6 @@ fn set_status(
     }
     plan.owned_status = new;
 }
+
+#[cfg(test)]
+mod tests;

@@ -95,4 +95,54 @@ mod tests {
         // The group matters, not only the kind.
         assert_eq!(known_scope("example.com/v1", "Namespace"), None);
     }
+
+    fn errors(spec: &str) -> Vec<String> {
+        let source = format!(
+            "apiVersion: ruleop.dev/v1alpha1\nkind: Rule\nmetadata: {{name: r}}\nspec:\n{spec}"
+        );
+        match super::super::parse_rule("r.yaml".as_ref(), &source) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const CHILD: &str = "  children:\n    - {name: ns, apiVersion: v1, kind: Namespace, template: 'metadata: {name: x}'}\n";
+
+    #[test]
+    fn check_rejects_a_cluster_scoped_child_of_a_namespaced_parent() {
+        let namespaced = format!(
+            "  parent: {{apiVersion: example.com/v1, kind: Team}}\n  allow: [{{apiVersion: v1, kind: Namespace}}]\n{CHILD}"
+        );
+        let errors = errors(&namespaced);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("r.yaml:8:40: ")
+                && errors[0].contains("v1/Namespace is cluster-scoped and the parent example.com/v1/Team is namespaced"),
+            "{errors:?}"
+        );
+        let cluster = namespaced.replace("kind: Team}", "kind: Team, scope: Cluster}");
+        assert_eq!(self::errors(&cluster), Vec::<String>::new());
+        // A CRD kind declared cluster-scoped counts the same.
+        let declared = namespaced.replace(
+            "allow: [{apiVersion: v1, kind: Namespace}]",
+            "allow: [{apiVersion: v1, kind: Namespace}, {apiVersion: example.com/v1, kind: Zone, scope: Cluster}]",
+        ).replace(
+            "    - {name: ns, apiVersion: v1, kind: Namespace,",
+            "    - {name: ns, apiVersion: example.com/v1, kind: Zone,",
+        );
+        assert!(self::errors(&declared)[0].contains("example.com/v1/Zone is cluster-scoped"));
+    }
+
+    #[test]
+    fn check_rejects_scopes_that_contradict_what_is_known() {
+        let errors = errors(
+            "  parent: {apiVersion: v1, kind: Namespace}\n  allow:\n    - {apiVersion: v1, kind: Namespace, scope: Namespaced}\n    - {apiVersion: rbac.authorization.k8s.io/v1, kind: ClusterRole, crossNamespace: true}\n",
+        );
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].contains("v1/Namespace is cluster-scoped: set spec.parent.scope: Cluster")
+        );
+        assert!(errors[1].contains("v1/Namespace is Cluster-scoped, not Namespaced"));
+        assert!(errors[2].contains("ClusterRole is cluster-scoped: its objects have no namespace"));
+    }
 }
