@@ -151,7 +151,6 @@ impl Actor {
         let parent = target.parent;
         let parent_api = api_for(&self.client, target.parent_kind, meta::namespace(parent));
         let mut events = plan.events.clone();
-        let mut failure: Option<(Condition, bool)> = None;
 
         if plan.finalizer == FinalizerChange::Add
             && let Err(e) = self.set_finalizer(&parent_api, parent, true).await
@@ -163,6 +162,9 @@ impl Actor {
 
         let mut applied_all = true;
         let mut conflict = false;
+        // Conflicts the API server revealed (the plan could not see the object): added to
+        // the plan's `Ready` message.
+        let mut found: Vec<String> = Vec::new();
         for desired in &plan.apply {
             match self.apply_one(target, desired).await {
                 Ok(ApplyResult::Done) => {}
@@ -173,21 +175,17 @@ impl Actor {
                 Ok(ApplyResult::Conflict(message)) => {
                     applied_all = false;
                     conflict = true;
-                    events.retain(|e| {
-                        !(e.reason == "Created"
-                            && e.message
-                                .contains(&ObjectKey::of(&desired.object).to_string()))
-                    });
-                    let condition = Condition::unmet(READY, reason::CONFLICT, message.clone());
-                    // Said once, when the condition changes, not on every retry.
-                    if !status::has_condition(parent.get("status"), &condition) {
+                    let key = ObjectKey::of(&desired.object).to_string();
+                    events.retain(|e| !(e.reason == "Created" && e.message.contains(&key)));
+                    // Said once, when it appears, not on every retry while it lasts.
+                    if !status::conflict_shown(parent.get("status"), &key) {
                         events.push(crate::plan::PlanEvent {
                             type_: EventType::Warning,
                             reason: reason::CONFLICT.into(),
-                            message,
+                            message: message.clone(),
                         });
                     }
-                    failure = Some((condition, false));
+                    found.push(message);
                 }
                 Err(e) => {
                     events.retain(|ev| ev.type_ == EventType::Warning);
@@ -211,17 +209,36 @@ impl Actor {
             events.retain(|e| e.reason != "Deleted");
         }
 
+        let found_conflict = (!found.is_empty()).then(|| {
+            let planned =
+                status::condition_message(Some(&plan.owned_status), READY, reason::CONFLICT);
+            let message = planned
+                .into_iter()
+                .chain(found)
+                .collect::<Vec<_>>()
+                .join("; ");
+            Condition::unmet(READY, reason::CONFLICT, message)
+        });
         let generation = parent
             .pointer("/metadata/generation")
             .and_then(Json::as_i64);
-        let new_status = match &failure {
-            Some((condition, _)) => Some(status::with_condition(
+        let previous = parent.get("status");
+        let new_status = match &found_conflict {
+            Some(condition) => Some(status::with_condition(
                 Some(&plan.owned_status),
                 condition,
                 generation,
                 Timestamp::now(),
             ))
-            .filter(|s| plan.status.is_some() || status::differs(parent.get("status"), s)),
+            // Written when it changes the status, or when the plan's status differs only by
+            // leaving out a field (a removal `differs` cannot see).
+            .filter(|s| {
+                status::differs(previous, s)
+                    || plan
+                        .status
+                        .as_ref()
+                        .is_some_and(|p| !status::differs(previous, p))
+            }),
             None => plan.status.clone(),
         };
         if let Some(new_status) = new_status

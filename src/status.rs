@@ -246,20 +246,36 @@ pub fn differs(previous: Option<&Json>, new: &Json) -> bool {
     })
 }
 
-/// Whether a status object holds `condition` as it is (status, reason and message).
-pub fn has_condition(status: Option<&Json>, condition: &Condition) -> bool {
+/// Whether the `Ready` condition of a status already reports a conflict over `key` (the
+/// object key, as in its message).
+pub fn conflict_shown(status: Option<&Json>, key: &str) -> bool {
     status
         .and_then(|s| s.get("conditions"))
         .and_then(Json::as_array)
-        .is_some_and(|list| {
-            list.iter().any(|c| {
-                let s = |k: &str| c.get(k).and_then(Json::as_str);
-                s("type") == Some(condition.type_.as_str())
-                    && s("status") == Some(status_word(condition.status))
-                    && s("reason") == Some(condition.reason.as_str())
-                    && s("message") == Some(condition.message.as_str())
-            })
+        .into_iter()
+        .flatten()
+        .find(|c| c.get("type").and_then(Json::as_str) == Some(READY))
+        .is_some_and(|c| {
+            c.get("reason").and_then(Json::as_str) == Some(crate::plan::reason::CONFLICT)
+                && c.get("message")
+                    .and_then(Json::as_str)
+                    .is_some_and(|m| m.contains(key))
         })
+}
+
+/// The message of condition `type_` in a status object, when its reason is `reason`.
+pub fn condition_message(status: Option<&Json>, type_: &str, reason: &str) -> Option<String> {
+    status?
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| {
+            c.get("type").and_then(Json::as_str) == Some(type_)
+                && c.get("reason").and_then(Json::as_str) == Some(reason)
+        })?
+        .get("message")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// The status of condition `type_` in a status object, if present.

@@ -329,6 +329,8 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         match d.action {
             Action::Create => plan.events.push(normal("Created", format!("created {key}"))),
             Action::Update => plan.events.push(normal("Updated", format!("updated {key} to match the rule"))),
+            // Said once, when it appears, not on every reconcile while it lasts.
+            Action::Conflict if status::conflict_shown(parent.get("status"), &key.to_string()) => {}
             Action::Conflict => plan.events.push(PlanEvent {
                 type_: EventType::Warning,
                 reason: reason::CONFLICT.into(),
@@ -353,13 +355,6 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             return failed(rule, &input, plan, f);
         }
     };
-    // A conflict is said once, when it appears, not on every reconcile while it lasts.
-    if let Some(ready) = conditions.iter().find(|c| c.type_ == READY)
-        && ready.reason == reason::CONFLICT
-        && status::has_condition(parent.get("status"), ready)
-    {
-        plan.events.retain(|e| e.reason != reason::CONFLICT);
-    }
     let fields = match status::project(rule, &doc, &ctx) {
         Ok(fields) => fields,
         Err(e) => {
