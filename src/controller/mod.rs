@@ -5,7 +5,7 @@ pub mod conflicts;
 pub mod queue;
 pub mod related;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -583,9 +583,12 @@ impl Controller {
         // old children must still be pruned.
         let mut kinds = HashMap::new();
         let mut observed: Vec<Json> = Vec::new();
+        // An object is observed once, even when it is both a child and related (a rule
+        // whose replicas are also selected as related objects).
+        let mut seen: HashSet<String> = HashSet::new();
         for (gk, running) in self.caches_read().iter() {
             if running.cache.managed_only || rule.children.contains(gk) || self.is_child_kind(gk) {
-                observed.extend(running.cache.owned_by(uid).iter().map(|o| o.json()));
+                extend_unique(&mut observed, &mut seen, running.cache.owned_by(uid));
                 kinds.insert(gk.clone(), running.cache.clone());
             }
         }
@@ -598,7 +601,7 @@ impl Controller {
             let selectors = plan::related_selectors(compiled, &parent, now).unwrap_or_default();
             for (gk, selector) in rule.related.iter().zip(&selectors) {
                 if let Some(c) = self.cache(gk) {
-                    observed.extend(c.select(namespace, selector).iter().map(|o| o.json()));
+                    extend_unique(&mut observed, &mut seen, c.select(namespace, selector));
                 }
             }
             self.record_selectors(&rule, cached_parent.key(), selectors);
@@ -712,6 +715,15 @@ fn check_scope(
     Err(format!(
         "{api_version}/{kind} is {served:?}-scoped in the cluster, but the rule treats it as {expected:?}-scoped: {fix}"
     ))
+}
+
+/// Adds the objects not seen yet (by uid).
+fn extend_unique(observed: &mut Vec<Json>, seen: &mut HashSet<String>, objects: Vec<Arc<Cached>>) {
+    for o in objects {
+        if seen.insert(o.uid().to_string()) {
+            observed.push(o.json());
+        }
+    }
 }
 
 fn key_for(rule: &str, parent: &Cached) -> Key {

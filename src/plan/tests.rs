@@ -144,7 +144,7 @@ fn namespace(labels: Json, status: Json) -> Json {
 }
 
 #[test]
-fn a_built_in_parents_status_is_ruleops_fields_only_and_settles() {
+fn a_built_in_parents_status_is_ruleops_conditions_only_and_settles() {
     let rule = rule(NAMESPACE);
     let ns = namespace(json!({"team": "a"}), json!({"phase": "Active"}));
     let first = run(&rule, &ns, &[]);
@@ -153,28 +153,51 @@ fn a_built_in_parents_status_is_ruleops_fields_only_and_settles() {
         [("ConfigMap/team-a/team".into(), Action::Create)]
     );
     let written = first.status.clone().unwrap();
-    assert_eq!(written["team"], "a");
-    assert!(written.get("phase").is_none(), "{written}");
-    // A Namespace has no generation: no observedGeneration to write.
-    assert!(written.get("observedGeneration").is_none(), "{written}");
-    // Stored beside the phase: Ready once the child is there, then nothing to write.
+    let types: Vec<&str> = written["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Ready", "TeamAssigned"]);
+    // Neither the phase nor, a Namespace having no generation, any observedGeneration.
+    assert_eq!(written.as_object().unwrap().len(), 1, "{written}");
+    assert!(written["conditions"][0].get("observedGeneration").is_none());
+    // Stored beside the phase and another writer's condition: Ready once the child is
+    // there, then nothing to write.
     let children = stored(&first);
     let mut status = written;
     status["phase"] = json!("Active");
+    status["conditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "NamespaceDeletionDiscoveryFailure", "status": "False"}));
     let mut ns = namespace(json!({"team": "a"}), status.clone());
     let ready = run(&rule, &ns, &children).status.unwrap();
     assert_eq!(ready["conditions"][0]["status"], "True");
-    for (k, v) in ready.as_object().unwrap() {
-        status[k] = v.clone();
-    }
+    assert_eq!(ready["conditions"].as_array().unwrap().len(), 2);
+    status["conditions"][0] = ready["conditions"][0].clone();
     ns["status"] = status;
     let settled = run(&rule, &ns, &children);
     assert!(settled.status.is_none(), "{:?}", settled.status);
-    // A field that is no longer projected is written without it, so the apply removes it.
-    ns["metadata"]["labels"] = json!({});
-    let dropped = run(&rule, &ns, &children);
-    let status = dropped.status.unwrap();
-    assert!(status.get("team").is_none() && status.get("phase").is_none());
+}
+
+#[test]
+fn a_status_field_no_longer_projected_is_written_without_it() {
+    let rule = rule(TENANT);
+    let first = run(&rule, &tenant(), &[]);
+    let mut parent = tenant();
+    parent["status"] = json!({"namespace": "acme", "note": "someone else's"});
+    parent["status"]["conditions"] = first.owned_status["conditions"].clone();
+    // The namespace child is gone: its projection finds nothing.
+    let p = run(&rule, &parent, &[]);
+    let status = p.status.unwrap();
+    assert!(status.get("namespace").is_none() && status.get("note").is_none());
+    // With it there and stored beside another writer's field: nothing to write.
+    let mut settled = parent.clone();
+    settled["status"] = run(&rule, &parent, &stored(&first)).owned_status;
+    settled["status"]["note"] = json!("someone else's");
+    assert!(run(&rule, &settled, &stored(&first)).status.is_none());
 }
 
 fn crew() -> Json {
