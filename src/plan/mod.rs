@@ -131,7 +131,7 @@ pub struct Failure {
 /// The result of planning one parent.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Plan {
-    /// Children to apply, in rule order.
+    /// Children to apply, in rule order (Namespaces first).
     pub apply: Vec<Desired>,
     /// Objects to delete (only after every apply succeeded).
     pub delete: Vec<Deletion>,
@@ -276,6 +276,8 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
     }
 
     if rule.spec.parent.scope == Scope::Cluster {
+        // A namespace is made before the objects that go into it.
+        plan.apply.sort_by_key(|d| !is_namespace(&d.object));
         let own: Vec<&str> = plan
             .apply
             .iter()

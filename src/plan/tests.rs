@@ -97,6 +97,26 @@ fn a_tenant_owns_cluster_scoped_children_and_objects_in_its_namespace_and_settle
 }
 
 #[test]
+fn a_namespace_child_is_applied_before_the_objects_inside_it() {
+    // The Namespace child listed last.
+    let start = TENANT.find("    - name: namespace").unwrap();
+    let end = TENANT.find("    - name: viewer").unwrap();
+    let status = TENANT.find("  status:").unwrap();
+    let reordered = format!(
+        "{}{}{}{}",
+        &TENANT[..start],
+        &TENANT[end..status],
+        &TENANT[start..end],
+        &TENANT[status..]
+    );
+    let rule = rule(&reordered);
+    assert_eq!(rule.spec.children.last().unwrap().name, "namespace");
+    let p = run(&rule, &tenant(), &[]);
+    assert_eq!(actions(&p)[0].0, "Namespace/acme");
+    assert_eq!(actions(&p)[1].0, "ClusterRole/acme-viewer");
+}
+
+#[test]
 fn a_namespaced_child_of_a_cluster_scoped_parent_stays_in_namespaces_the_rule_creates() {
     let elsewhere = TENANT.replace(
         "metadata: {name: quota, namespace: {{ parent.metadata.name }}}",
