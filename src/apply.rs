@@ -20,6 +20,7 @@ use crate::controller::queue::Outcome;
 use crate::meta::{self, ObjectKey};
 use crate::plan::{Action, Deletion, Desired, EventType, FinalizerChange, Plan, reason};
 use crate::rule::{UpdateStrategy, split_api_version};
+use crate::ssa;
 use crate::status::{self, Condition, READY};
 use crate::telemetry::Metrics;
 
@@ -357,10 +358,10 @@ impl Actor {
             Action::Conflict => return Ok(ApplyResult::Skipped),
             Action::Create => {
                 let mut body = desired.object.clone();
-                body["metadata"]["resourceVersion"] = json!(CREATE_ONLY);
+                body["metadata"]["resourceVersion"] = json!(ssa::CREATE_ONLY);
                 self.metrics.write("apply");
                 let created = api
-                    .patch(&key.name, &apply_params(), &Patch::Apply(&body))
+                    .patch(&key.name, &ssa::params(), &Patch::Apply(&body))
                     .await;
                 match created {
                     Ok(_) => return Ok(ApplyResult::Done),
@@ -413,7 +414,7 @@ impl Actor {
         }
         self.metrics.write("apply");
         match api
-            .patch(&key.name, &apply_params(), &Patch::Apply(&body))
+            .patch(&key.name, &ssa::params(), &Patch::Apply(&body))
             .await
         {
             Ok(_) => Ok(ApplyResult::Done),
@@ -466,19 +467,10 @@ impl Actor {
         parent: &Json,
         new: &Json,
     ) -> Result<(), ActError> {
-        let mut metadata = json!({"name": meta::name(parent)});
-        if !meta::namespace(parent).is_empty() {
-            metadata["namespace"] = json!(meta::namespace(parent));
-        }
-        let body = json!({
-            "apiVersion": meta::api_version(parent),
-            "kind": meta::kind(parent),
-            "metadata": metadata,
-            "status": new,
-        });
+        let body = ssa::status_of(parent, new);
         self.metrics.write("status");
         let written = api
-            .patch_status(meta::name(parent), &apply_params(), &Patch::Apply(&body))
+            .patch_status(meta::name(parent), &ssa::params(), &Patch::Apply(&body))
             .await
             .map_err(|e| ActError {
                 verb: "update status of",
@@ -488,7 +480,7 @@ impl Actor {
         // Status written by earlier versions with merge patches is still owned by ruleop's
         // Update entry: fold it in once, so fields no longer projected can be removed.
         let written = serde_json::to_value(&written).unwrap_or(Json::Null);
-        if let Some(patch) = crate::ssa::fold_update_entries(&written, "status") {
+        if let Some(patch) = ssa::fold_update_entries(&written, "status") {
             self.metrics.write("managed-fields");
             let params = PatchParams {
                 field_manager: Some(meta::FIELD_MANAGER.into()),
@@ -610,17 +602,6 @@ enum ApplyResult {
     Skipped,
     /// Left alone: the API server found the name taken by an object that is not ours.
     Conflict(String),
-}
-
-/// The `resourceVersion` a create is applied with. No stored object has it, so the API
-/// server refuses the apply (409) when any object holds the name already, and creates the
-/// object otherwise (a create ignores it): a create that cannot take over an object, with
-/// the same server-side apply ownership as later applies.
-const CREATE_ONLY: &str = "9223372036854775807";
-
-/// Server-side apply as ruleop, forced: ruleop's fields are ruleop's.
-fn apply_params() -> PatchParams {
-    PatchParams::apply(meta::FIELD_MANAGER).force()
 }
 
 fn is_conflict(e: &kube::Error) -> bool {

@@ -1,11 +1,38 @@
-//! Server-side apply ownership of ruleop's field manager. Fields ruleop wrote with a non-apply
-//! request (earlier versions merge-patched the status) stay owned by an `Update` entry, and an
-//! apply that leaves them out does not remove them; folding that entry into ruleop's `Apply`
-//! entry makes ruleop the sole applier of its fields again.
+//! Server-side apply as ruleop's field manager: the request parameters, the create-only
+//! precondition, the status body, and folding ownership ruleop left with non-apply requests
+//! (earlier versions merge-patched the status) into its apply entry. Fields owned by such an
+//! `Update` entry are not removed by an apply that leaves them out; once folded, ruleop is
+//! the sole applier of its fields again.
 
+use kube::api::PatchParams;
 use serde_json::{Map, Value as Json, json};
 
 use crate::meta;
+
+/// The `resourceVersion` a create is applied with. No stored object has it, so the API
+/// server refuses the apply (409) when any object holds the name already, and creates the
+/// object otherwise (a create ignores it): a create that cannot take over an object, with
+/// the same server-side apply ownership as later applies.
+pub const CREATE_ONLY: &str = "9223372036854775807";
+
+/// Server-side apply as ruleop, forced: ruleop's fields are ruleop's.
+pub fn params() -> PatchParams {
+    PatchParams::apply(meta::FIELD_MANAGER).force()
+}
+
+/// The apply body that sets `status` (ruleop's part of it) on `parent`.
+pub fn status_of(parent: &Json, status: &Json) -> Json {
+    let mut metadata = json!({"name": meta::name(parent)});
+    if !meta::namespace(parent).is_empty() {
+        metadata["namespace"] = json!(meta::namespace(parent));
+    }
+    json!({
+        "apiVersion": meta::api_version(parent),
+        "kind": meta::kind(parent),
+        "metadata": metadata,
+        "status": status,
+    })
+}
 
 fn is_ruleops(entry: &Json, operation: &str, subresource: &str) -> bool {
     let s = |k: &str| entry.get(k).and_then(Json::as_str);
