@@ -166,8 +166,23 @@ impl Actor {
         // Conflicts the API server revealed (the plan could not see the object): added to
         // the plan's `Ready` message.
         let mut found: Vec<String> = Vec::new();
+        // Namespaces found to be someone else's: nothing is applied inside them.
+        let mut foreign: Vec<String> = Vec::new();
         for desired in &plan.apply {
-            match self.apply_one(target, desired).await {
+            let result = if foreign
+                .iter()
+                .any(|ns| ns == meta::namespace(&desired.object))
+            {
+                Ok(ApplyResult::Skipped)
+            } else {
+                self.apply_one(target, desired).await
+            };
+            if matches!(result, Ok(ApplyResult::Conflict(_)))
+                && meta::kind(&desired.object) == "Namespace"
+            {
+                foreign.push(meta::name(&desired.object).to_string());
+            }
+            match result {
                 Ok(ApplyResult::Done) => {}
                 Ok(ApplyResult::Skipped) => {
                     applied_all = false;

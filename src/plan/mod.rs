@@ -278,6 +278,18 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
     if rule.spec.parent.scope == Scope::Cluster {
         // A namespace is made before the objects that go into it.
         plan.apply.sort_by_key(|d| !is_namespace(&d.object));
+        // Nothing goes into a namespace someone else holds.
+        let foreign: Vec<String> = plan
+            .apply
+            .iter()
+            .filter(|d| is_namespace(&d.object) && d.action == Action::Conflict)
+            .map(|d| meta::name(&d.object).to_string())
+            .collect();
+        for d in &mut plan.apply {
+            if foreign.iter().any(|ns| ns == meta::namespace(&d.object)) {
+                d.action = Action::Conflict;
+            }
+        }
         let own: Vec<&str> = plan
             .apply
             .iter()

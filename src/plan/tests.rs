@@ -97,6 +97,35 @@ fn a_tenant_owns_cluster_scoped_children_and_objects_in_its_namespace_and_settle
 }
 
 #[test]
+fn nothing_goes_into_a_namespace_someone_else_holds() {
+    let rule = rule(TENANT);
+    let theirs = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "acme", "uid": "ns-1", "managedFields": [{"manager": "kubectl"}]}});
+    let p = run(&rule, &tenant(), &[theirs]);
+    let conflicts: Vec<String> = actions(&p)
+        .into_iter()
+        .filter(|(_, a)| *a == Action::Conflict)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        conflicts,
+        [
+            "Namespace/acme",
+            "ResourceQuota/acme/quota",
+            "LimitRange/acme/limits",
+            "RoleBinding/acme/team-view",
+            "NetworkPolicy/acme/same-namespace-only",
+        ]
+    );
+    // The cluster role is the tenant's own business.
+    assert_eq!(
+        actions(&p)[1],
+        ("ClusterRole/acme-viewer".into(), Action::Create)
+    );
+    assert_eq!(ready_reason(&p), reason::CONFLICT);
+}
+
+#[test]
 fn a_namespace_child_is_applied_before_the_objects_inside_it() {
     // The Namespace child listed last.
     let start = TENANT.find("    - name: namespace").unwrap();
