@@ -21,6 +21,7 @@ use crate::meta::{self, ObjectKey};
 use crate::plan::{Action, Deletion, Desired, EventType, FinalizerChange, Plan, reason};
 use crate::repair;
 use crate::rule::split_api_version;
+use crate::ssa;
 use crate::status::{self, Condition, READY};
 use crate::telemetry::Metrics;
 
@@ -181,35 +182,62 @@ impl Actor {
         let parent = target.parent;
         let parent_api = api_for(&self.client, target.parent_kind, meta::namespace(parent));
         let mut events = plan.events.clone();
-        let mut failure: Option<(Condition, bool)> = None;
 
         if plan.finalizer == FinalizerChange::Add
             && let Err(e) = self.set_finalizer(&parent_api, parent, true).await
         {
-            return self.fail(target, &parent_api, e, events).await;
+            return self
+                .fail(target, &parent_api, &plan.owned_status, e, events)
+                .await;
         }
 
         let mut applied_all = true;
+        let mut conflict = false;
+        // Conflicts the API server revealed (the plan could not see the object): added to
+        // the plan's `Ready` message.
+        let mut found: Vec<String> = Vec::new();
+        // Namespaces found to be someone else's: nothing is applied inside them.
+        let mut foreign: Vec<String> = Vec::new();
         for desired in &plan.apply {
-            match self.apply_one(target, desired).await {
+            let result = if foreign
+                .iter()
+                .any(|ns| ns == meta::namespace(&desired.object))
+            {
+                Ok(ApplyResult::Skipped)
+            } else {
+                self.apply_one(target, desired).await
+            };
+            if matches!(result, Ok(ApplyResult::Conflict(_)))
+                && meta::kind(&desired.object) == "Namespace"
+            {
+                foreign.push(meta::name(&desired.object).to_string());
+            }
+            match result {
                 Ok(ApplyResult::Done) => {}
+                Ok(ApplyResult::Skipped) => {
+                    applied_all = false;
+                    conflict = true;
+                }
                 Ok(ApplyResult::Conflict(message)) => {
                     applied_all = false;
-                    events.retain(|e| {
-                        !(e.reason == "Created"
-                            && e.message
-                                .contains(&ObjectKey::of(&desired.object).to_string()))
-                    });
-                    events.push(crate::plan::PlanEvent {
-                        type_: EventType::Warning,
-                        reason: reason::CONFLICT.into(),
-                        message: message.clone(),
-                    });
-                    failure = Some((Condition::unmet(READY, reason::CONFLICT, message), false));
+                    conflict = true;
+                    let key = ObjectKey::of(&desired.object).to_string();
+                    events.retain(|e| !(e.reason == "Created" && e.message.contains(&key)));
+                    // Said once, when it appears, not on every retry while it lasts.
+                    if !status::conflict_shown(parent.get("status"), &key) {
+                        events.push(crate::plan::PlanEvent {
+                            type_: EventType::Warning,
+                            reason: reason::CONFLICT.into(),
+                            message: message.clone(),
+                        });
+                    }
+                    found.push(message);
                 }
                 Err(e) => {
                     events.retain(|ev| ev.type_ == EventType::Warning);
-                    return self.fail(target, &parent_api, e, events).await;
+                    return self
+                        .fail(target, &parent_api, &plan.owned_status, e, events)
+                        .await;
                 }
             }
         }
@@ -218,39 +246,64 @@ impl Actor {
         if applied_all {
             for deletion in &plan.delete {
                 if let Err(e) = self.delete_one(target, deletion).await {
-                    return self.fail(target, &parent_api, e, events).await;
+                    return self
+                        .fail(target, &parent_api, &plan.owned_status, e, events)
+                        .await;
                 }
             }
         } else {
             events.retain(|e| e.reason != "Deleted");
         }
 
+        let found_conflict = (!found.is_empty()).then(|| {
+            let planned =
+                status::condition_message(Some(&plan.owned_status), READY, reason::CONFLICT);
+            let message = planned
+                .into_iter()
+                .chain(found)
+                .collect::<Vec<_>>()
+                .join("; ");
+            Condition::unmet(READY, reason::CONFLICT, message)
+        });
         let generation = parent
             .pointer("/metadata/generation")
             .and_then(Json::as_i64);
-        let new_status = match &failure {
-            Some((condition, _)) => Some(status::with_condition(
-                plan.status.as_ref().or(parent.get("status")),
+        let previous = parent.get("status");
+        let new_status = match &found_conflict {
+            Some(condition) => Some(status::with_condition(
+                Some(&plan.owned_status),
                 condition,
                 generation,
                 Timestamp::now(),
-            )),
+            ))
+            // Written when it changes the status, or when the plan's status differs only by
+            // leaving out a field (a removal `differs` cannot see).
+            .filter(|s| {
+                status::differs(previous, s)
+                    || plan
+                        .status
+                        .as_ref()
+                        .is_some_and(|p| !status::differs(previous, p))
+            }),
             None => plan.status.clone(),
         };
         if let Some(new_status) = new_status
-            && parent.get("status") != Some(&new_status)
             && let Err(e) = self.write_status(&parent_api, parent, &new_status).await
         {
-            return self.fail(target, &parent_api, e, events).await;
+            return self
+                .fail(target, &parent_api, &plan.owned_status, e, events)
+                .await;
         }
         self.publish(parent, &events).await;
 
         if plan.finalizer == FinalizerChange::Remove
             && let Err(e) = self.set_finalizer(&parent_api, parent, false).await
         {
-            return self.fail(target, &parent_api, e, Vec::new()).await;
+            return self
+                .fail(target, &parent_api, &plan.owned_status, e, Vec::new())
+                .await;
         }
-        if failure.is_some() {
+        if conflict {
             return Report {
                 outcome: Outcome::Ok(Some(Duration::from_secs(60))),
                 result: "invalid",
@@ -271,13 +324,15 @@ impl Actor {
         }
     }
 
-    /// Reports an API failure on the parent: `Ready=False` with the server's message, the
-    /// current `observedGeneration` and a Warning; transient failures retry with backoff (no
-    /// sooner than a `Retry-After`), permanent ones wait.
+    /// Reports an API failure on the parent: `Ready=False` with the server's message (set
+    /// in `owned`, ruleop's part of the status), the current `observedGeneration` and a
+    /// Warning; transient failures retry with backoff (no sooner than a `Retry-After`),
+    /// permanent ones wait.
     async fn fail(
         &self,
         target: &Target<'_>,
         parent_api: &Api<DynamicObject>,
+        owned: &Json,
         error: ActError,
         mut events: Vec<crate::plan::PlanEvent>,
     ) -> Report {
@@ -295,13 +350,9 @@ impl Actor {
                 .pointer("/metadata/generation")
                 .and_then(Json::as_i64);
             let condition = Condition::unmet(READY, error.reason(), message.clone());
-            let new_status = status::with_condition(
-                parent.get("status"),
-                &condition,
-                generation,
-                Timestamp::now(),
-            );
-            if parent.get("status") != Some(&new_status)
+            let new_status =
+                status::with_condition(Some(owned), &condition, generation, Timestamp::now());
+            if status::differs(parent.get("status"), &new_status)
                 && let Err(e) = self.write_status(parent_api, parent, &new_status).await
             {
                 tracing::warn!(error = %e, "cannot write status");
@@ -344,39 +395,52 @@ impl Actor {
             object: key.to_string(),
             source,
         };
+        let parent_uid = meta::uid(target.parent);
+        let rule = meta::label(&desired.object, meta::RULE_LABEL).unwrap_or_default();
+        let not_ours = || {
+            format!(
+                "{key} exists and is not owned by this {}; ruleop will not adopt or overwrite it",
+                meta::kind(target.parent)
+            )
+        };
+        let mut uid = desired.uid.clone();
         match desired.action {
             Action::UpToDate => return Ok(ApplyResult::Done),
-            Action::Conflict => {
-                return Ok(ApplyResult::Conflict(format!(
-                    "{key} exists and is not owned by this {}; ruleop will not adopt or overwrite it",
-                    meta::kind(target.parent)
-                )));
-            }
+            Action::Conflict => return Ok(ApplyResult::Skipped),
             Action::Create => {
-                // A label-filtered cache cannot see objects others made: look before creating.
-                if cache.managed_only
-                    && cache.get(&key.namespace, &key.name).is_none()
-                    && let Some(existing) =
-                        api.get_opt(&key.name).await.map_err(|e| err("get", e))?
-                {
-                    let json = serde_json::to_value(&existing).unwrap_or(Json::Null);
-                    let parent_uid = meta::uid(target.parent);
-                    if !(meta::label(&json, meta::OWNER_LABEL) == Some(parent_uid)
-                        && meta::is_owned_by(&json, parent_uid))
-                    {
-                        return Ok(ApplyResult::Conflict(format!(
-                            "{key} exists and is not owned by this {}; ruleop will not adopt or overwrite it",
-                            meta::kind(target.parent)
-                        )));
+                let mut body = desired.object.clone();
+                body["metadata"]["resourceVersion"] = json!(ssa::CREATE_ONLY);
+                self.metrics.write("apply");
+                let created = api
+                    .patch(&key.name, &ssa::params(), &Patch::Apply(&body))
+                    .await;
+                match created {
+                    Ok(_) => return Ok(ApplyResult::Done),
+                    Err(e) if is_conflict(&e) => {
+                        // The name is taken: by this parent's own child (a cache that has not
+                        // seen it, or cannot, having lost its labels), or by someone else's.
+                        let existing = api.get_opt(&key.name).await.map_err(|e| err("get", e))?;
+                        let Some(existing) = existing else {
+                            return Err(err("create", e));
+                        };
+                        let json = serde_json::to_value(&existing).unwrap_or(Json::Null);
+                        if !crate::plan::is_ours(&json, rule, parent_uid) {
+                            return Ok(ApplyResult::Conflict(not_ours()));
+                        }
+                        uid = Some(meta::uid(&json).to_string());
                     }
+                    Err(e) => return Err(err("create", e)),
                 }
             }
             Action::Recreate => {
-                if let Some(old) = cache.get(&key.namespace, &key.name) {
+                let old = uid
+                    .clone()
+                    .or_else(|| cache.get(&key.namespace, &key.name).map(|o| o.uid().into()));
+                if let Some(old) = old {
                     self.metrics.write("delete");
                     let dp = DeleteParams {
                         preconditions: Some(Preconditions {
-                            uid: Some(old.uid().to_string()),
+                            uid: Some(old),
                             resource_version: None,
                         }),
                         propagation_policy: Some(PropagationPolicy::Background),
@@ -393,21 +457,28 @@ impl Actor {
             }
             Action::Update => self.hand_over(&api, &key, &desired.handover).await?,
         }
+        // The uid makes the API server refuse the apply if another object took the name since
+        // it was observed (the object is only ever this one).
+        let mut body = desired.object.clone();
+        if let Some(uid) = &uid {
+            body["metadata"]["uid"] = json!(uid);
+        }
         self.metrics.write("apply");
-        let params = PatchParams::apply(meta::FIELD_MANAGER).force();
         match api
-            .patch(&key.name, &params, &Patch::Apply(&desired.object))
+            .patch(&key.name, &ssa::params(), &Patch::Apply(&body))
             .await
         {
             Ok(_) => Ok(ApplyResult::Done),
+            Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("metadata.uid") => {
+                Ok(ApplyResult::Conflict(not_ours()))
+            }
             // Refused: maybe a hand-edited keyed list clashes with ours. Put it back, else
             // report the server's own reason.
             Err(e) if repair::is_invalid(&e) && desired.action == Action::Update => {
                 let Some(patch) = &desired.repair else {
                     return Err(err("apply", e));
                 };
-                match repair::put_back(&api, &key.name, &desired.object, patch, &self.metrics).await
-                {
+                match repair::put_back(&api, &key.name, &body, patch, &self.metrics).await {
                     Ok(()) => {
                         tracing::info!(object = %key, "put back lists edited by hand");
                         Ok(ApplyResult::Done)
@@ -455,35 +526,42 @@ impl Actor {
         }
     }
 
+    /// Applies ruleop's part of the parent's status (`new`) with server-side apply: fields
+    /// ruleop applied before and left out now are removed, fields of other writers (a
+    /// Namespace's `phase`) are never touched.
     async fn write_status(
         &self,
         api: &Api<DynamicObject>,
         parent: &Json,
         new: &Json,
     ) -> Result<(), ActError> {
-        // A merge patch merges maps: fields that disappeared are set to null to remove them.
-        let mut patch = new.clone();
-        if let (Some(old), Some(p)) = (
-            parent.get("status").and_then(Json::as_object),
-            patch.as_object_mut(),
-        ) {
-            for k in old.keys() {
-                p.entry(k.clone()).or_insert(Json::Null);
+        let body = ssa::status_of(parent, new);
+        self.metrics.write("status");
+        let written = api
+            .patch_status(meta::name(parent), &ssa::params(), &Patch::Apply(&body))
+            .await
+            .map_err(|e| ActError {
+                verb: "update status of",
+                object: ObjectKey::of(parent).to_string(),
+                source: e,
+            })?;
+        // Status written by earlier versions with merge patches is still owned by ruleop's
+        // Update entry: fold it in once, so fields no longer projected can be removed.
+        let written = serde_json::to_value(&written).unwrap_or(Json::Null);
+        if let Some(patch) = ssa::fold_update_entries(&written, "status") {
+            self.metrics.write("managed-fields");
+            let params = PatchParams {
+                field_manager: Some(meta::FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            if let Err(e) = api
+                .patch(meta::name(parent), &params, &Patch::Merge(patch))
+                .await
+            {
+                tracing::debug!(parent = %ObjectKey::of(parent), error = %e, "cannot fold status ownership; next write retries");
             }
         }
-        self.metrics.write("status");
-        api.patch_status(
-            meta::name(parent),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": patch })),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| ActError {
-            verb: "update status of",
-            object: ObjectKey::of(parent).to_string(),
-            source: e,
-        })
+        Ok(())
     }
 
     /// Adds or removes ruleop's finalizer on `parent`.
@@ -625,8 +703,16 @@ impl Actor {
 }
 
 enum ApplyResult {
+    /// Applied, or nothing to apply.
     Done,
+    /// Left alone: the plan found the name taken.
+    Skipped,
+    /// Left alone: the API server found the name taken by an object that is not ours.
     Conflict(String),
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! In-memory caches of watched kinds. One watch per kind (per namespace in scope), shared by
-//! every rule that uses the kind; objects are kept as JSON without `managedFields`, indexed by
-//! namespace/name, by parent uid (ruleop's owner label) and by uid.
+//! every rule that uses the kind; objects are kept as JSON without `managedFields` (but for
+//! the names of ruleop's own entries), indexed by namespace/name, by parent uid (ruleop's
+//! owner label, and the controller ownerReference) and by uid.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
@@ -65,6 +67,8 @@ pub struct Cached {
     namespace: Box<str>,
     name: Box<str>,
     uid: Box<str>,
+    /// The uid of the object's controller (ownerReference with `controller: true`).
+    controller: Option<Box<str>>,
     labels: Box<[(Box<str>, Box<str>)]>,
     body: Body,
 }
@@ -94,6 +98,7 @@ impl Cached {
             meta::name(&obj).into(),
             meta::uid(&obj).into(),
         );
+        let controller = meta::controller_uid(&obj).map(Box::from);
         let body = match serde_json::to_string(&obj) {
             Ok(text) if depth(&obj) <= MAX_TEXT_DEPTH => Body::Text(text.into_boxed_str()),
             _ => Body::Tree(obj),
@@ -102,6 +107,7 @@ impl Cached {
             namespace,
             name,
             uid,
+            controller,
             labels,
             body,
         }
@@ -120,6 +126,11 @@ impl Cached {
     /// `metadata.uid`.
     pub fn uid(&self) -> &str {
         &self.uid
+    }
+
+    /// The uid of the object's controller, if it has one.
+    pub fn controller(&self) -> Option<&str> {
+        self.controller.as_deref()
     }
 
     /// A label's value.
@@ -154,6 +165,8 @@ impl Cached {
 struct Inner {
     objects: HashMap<ObjKey, Arc<Cached>>,
     by_owner: HashMap<String, HashSet<ObjKey>>,
+    /// Objects by their controller's uid: a child whose owner label was removed is found too.
+    by_controller: HashMap<String, HashSet<ObjKey>>,
     by_uid: HashMap<String, ObjKey>,
     /// Objects by namespace and label, so selecting related objects does not scan the kind.
     by_label: HashMap<LabelKey, HashSet<ObjKey>>,
@@ -179,6 +192,12 @@ impl Inner {
                 .or_default()
                 .insert(key.clone());
         }
+        if let Some(controller) = obj.controller() {
+            self.by_controller
+                .entry(controller.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
         self.by_uid.insert(obj.uid().to_string(), key.clone());
         for (k, v) in obj.labels() {
             self.by_label
@@ -198,6 +217,14 @@ impl Inner {
             set.remove(key);
             if set.is_empty() {
                 self.by_owner.remove(owner);
+            }
+        }
+        if let Some(controller) = old.controller()
+            && let Some(set) = self.by_controller.get_mut(controller)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_controller.remove(controller);
             }
         }
         self.by_uid.remove(old.uid());
@@ -299,18 +326,16 @@ impl KindCache {
             .cloned()
     }
 
-    /// Objects labelled as rendered for the parent with `uid`.
+    /// Objects labelled as rendered for the parent with `uid`, or controlled by it (the
+    /// planner decides which of them are provably its children).
     pub fn owned_by(&self, uid: &str) -> Vec<Arc<Cached>> {
         let inner = self.read();
-        inner
-            .by_owner
-            .get(uid)
-            .map(|keys| {
-                keys.iter()
-                    .filter_map(|k| inner.objects.get(k).cloned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let labelled = inner.by_owner.get(uid).into_iter().flatten();
+        let controlled = inner.by_controller.get(uid).into_iter().flatten();
+        let keys: HashSet<&ObjKey> = labelled.chain(controlled).collect();
+        keys.into_iter()
+            .filter_map(|k| inner.objects.get(k).cloned())
+            .collect()
     }
 
     /// Objects in `namespace` (every namespace when `None`) carrying all `selector` labels,
@@ -415,7 +440,27 @@ impl KindCache {
 /// Converts a watched object into the cached form.
 fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Cached> {
     let mut obj = obj;
-    obj.metadata.managed_fields = None;
+    // Only whether ruleop's field manager wrote the object is kept (see plan::is_ours).
+    obj.metadata.managed_fields = obj.metadata.managed_fields.map(|entries| {
+        entries
+            .into_iter()
+            .filter(|e| e.manager.as_deref() == Some(meta::FIELD_MANAGER))
+            .map(|e| ManagedFieldsEntry {
+                manager: e.manager,
+                operation: e.operation,
+                subresource: e.subresource,
+                ..ManagedFieldsEntry::default()
+            })
+            .collect()
+    });
+    if obj
+        .metadata
+        .managed_fields
+        .as_ref()
+        .is_some_and(Vec::is_empty)
+    {
+        obj.metadata.managed_fields = None;
+    }
     let mut json = serde_json::to_value(&obj).unwrap_or(Json::Null);
     if let Some(map) = json.as_object_mut() {
         map.entry("apiVersion")
@@ -604,6 +649,34 @@ mod tests {
             .map(|o| o.name().to_string())
             .collect();
         assert_eq!(found, ["p1"]);
+    }
+
+    #[test]
+    fn a_parents_objects_are_found_by_owner_label_or_by_controller() {
+        let cache = pod_cache();
+        cache.apply(pod("a", "labelled", json!({meta::OWNER_LABEL: "p1"})));
+        let mut controlled = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "namespace": "a", "name": "controlled", "uid": "c",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": "p1", "controller": true}],
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:metadata": {}}},
+                {"manager": meta::FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}}]}});
+        let resource = cache.resource.clone();
+        let dynamic: DynamicObject = serde_json::from_value(controlled.clone()).unwrap();
+        let cached = to_cached(dynamic, &resource);
+        // Only the names of ruleop's own managedFields entries are kept.
+        controlled["metadata"]["managedFields"] =
+            json!([{"manager": meta::FIELD_MANAGER, "operation": "Apply"}]);
+        assert_eq!(cached.json()["metadata"], controlled["metadata"]);
+        cache.apply(cached);
+        let mut names: Vec<String> = cache
+            .owned_by("p1")
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["controlled", "labelled"]);
+        cache.delete(&pod("a", "controlled", json!({})));
+        assert_eq!(cache.owned_by("p1").len(), 1);
     }
 
     #[test]

@@ -104,12 +104,15 @@ pub enum Format {
     Json,
 }
 
-/// Fills what a parent read from a file lacks but the API server would set.
-fn complete_parent(parent: &mut Json) {
+/// Fills what a parent read from a file lacks but the API server would set (a namespace
+/// only for a namespaced parent).
+fn complete_parent(parent: &mut Json, scope: rule::Scope) {
     let Some(meta) = parent.get_mut("metadata").and_then(Json::as_object_mut) else {
         return;
     };
-    meta.entry("namespace").or_insert_with(|| json!("default"));
+    if scope == rule::Scope::Namespaced {
+        meta.entry("namespace").or_insert_with(|| json!("default"));
+    }
     meta.entry("uid")
         .or_insert_with(|| json!("00000000-0000-0000-0000-000000000000"));
     meta.entry("generation").or_insert_with(|| json!(1));
@@ -142,7 +145,7 @@ pub fn render(
         });
     }
     let mut parent = parents.remove(0);
-    complete_parent(&mut parent);
+    complete_parent(&mut parent, compiled.spec.parent.scope);
     let expected = (
         &compiled.spec.parent.api_version,
         &compiled.spec.parent.kind,

@@ -91,6 +91,27 @@ pub fn is_owned_by(obj: &Json, owner_uid: &str) -> bool {
         })
 }
 
+/// The uid of the object's controller (the ownerReference with `controller: true`).
+pub fn controller_uid(obj: &Json) -> Option<&str> {
+    obj.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("controller").and_then(Json::as_bool) == Some(true))?
+        .get("uid")?
+        .as_str()
+}
+
+/// Whether field manager `manager` has written the object (its `managedFields` name it).
+pub fn written_by(obj: &Json, manager: &str) -> bool {
+    obj.pointer("/metadata/managedFields")
+        .and_then(Json::as_array)
+        .is_some_and(|entries| {
+            entries
+                .iter()
+                .any(|e| e.get("manager").and_then(Json::as_str) == Some(manager))
+        })
+}
+
 /// The controller ownerReference that makes `parent` own a child.
 pub fn owner_reference(parent: &Json) -> Json {
     json!({
@@ -163,5 +184,12 @@ mod tests {
         assert!(is_owned_by(&obj, "u1"));
         assert!(!is_owned_by(&obj, "u2"));
         assert!(has_finalizer(&obj, "f"));
+        assert_eq!(controller_uid(&obj), None);
+        let controlled = json!({"metadata": {
+            "ownerReferences": [{"uid": "u1"}, {"uid": "u2", "controller": true}],
+            "managedFields": [{"manager": "kubectl"}, {"manager": FIELD_MANAGER}]}});
+        assert_eq!(controller_uid(&controlled), Some("u2"));
+        assert!(written_by(&controlled, FIELD_MANAGER));
+        assert!(!written_by(&obj, FIELD_MANAGER));
     }
 }

@@ -146,17 +146,18 @@ fn status_word(status: bool) -> &'static str {
     if status { "True" } else { "False" }
 }
 
-/// The `status.conditions` list: `new` conditions replace those of the same type in
-/// `previous`; a condition whose status did not change keeps its `lastTransitionTime`.
+/// ruleop's `status.conditions` entries for `new`: a condition whose status did not change
+/// keeps its `lastTransitionTime` from `previous`. Conditions of other types are not
+/// included: ruleop applies only its own, so those written by others stay as they are.
 pub fn merge_conditions(
     previous: Option<&Json>,
     new: &[Condition],
     generation: Option<i64>,
     now: Timestamp,
-) -> Json {
-    let previous: Vec<Json> = previous
+) -> Vec<Json> {
+    let previous: &[Json] = previous
         .and_then(Json::as_array)
-        .cloned()
+        .map(Vec::as_slice)
         .unwrap_or_default();
     let find = |t: &str| {
         previous
@@ -164,8 +165,7 @@ pub fn merge_conditions(
             .find(|c| c.get("type").and_then(Json::as_str) == Some(t))
     };
     let now = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let mut out: Vec<Json> = new
-        .iter()
+    new.iter()
         .map(|c| {
             let status = status_word(c.status);
             let since = find(&c.type_)
@@ -184,18 +184,11 @@ pub fn merge_conditions(
             }
             cond
         })
-        .collect();
-    // Conditions written by others (or no longer computed) stay as they are.
-    for p in &previous {
-        let t = p.get("type").and_then(Json::as_str).unwrap_or_default();
-        if !new.iter().any(|c| c.type_ == t) {
-            out.push(p.clone());
-        }
-    }
-    Json::Array(out)
+        .collect()
 }
 
-/// `status` with `condition` set (others kept), as [`merge_conditions`] would.
+/// `status` (ruleop's part of a status) with `condition` set in place of the condition of
+/// its type; ruleop's other conditions are kept.
 pub fn with_condition(
     status: Option<&Json>,
     condition: &Condition,
@@ -206,17 +199,106 @@ pub fn with_condition(
         .cloned()
         .filter(Json::is_object)
         .unwrap_or_else(|| json!({}));
-    let merged = merge_conditions(
-        status.and_then(|s| s.get("conditions")),
-        std::slice::from_ref(condition),
-        generation,
-        now,
-    );
-    out["conditions"] = merged;
+    let previous = status.and_then(|s| s.get("conditions"));
+    let merged = merge_conditions(previous, std::slice::from_ref(condition), generation, now)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let mut conditions: Vec<Json> = previous
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    match conditions
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Json::as_str) == Some(condition.type_.as_str()))
+    {
+        Some(slot) => *slot = merged,
+        None => conditions.push(merged),
+    }
+    out["conditions"] = Json::Array(conditions);
     if let Some(g) = generation {
         out["observedGeneration"] = json!(g);
     }
     out
+}
+
+/// Equal as stored: numbers by value (`1` and `1.0` are one number), a `null` field of a
+/// mapping the same as an absent one (the API server drops it).
+fn same(a: &Json, b: &Json) -> bool {
+    fn field<'a>(m: &'a Map<String, Json>, k: &str) -> Option<&'a Json> {
+        m.get(k).filter(|v| !v.is_null())
+    }
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => x.as_f64() == y.as_f64(),
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Json::Object(x), Json::Object(y)) => {
+            x.keys()
+                .chain(y.keys())
+                .all(|k| match (field(x, k), field(y, k)) {
+                    (Some(v), Some(w)) => same(v, w),
+                    (None, None) => true,
+                    _ => false,
+                })
+        }
+        _ => a == b,
+    }
+}
+
+/// Whether writing `new` (ruleop's part of a status) would change `previous` (the whole
+/// status): a field of `new` has another value, or one of its conditions differs from the
+/// stored condition of that type. Fields and conditions others write are not compared.
+pub fn differs(previous: Option<&Json>, new: &Json) -> bool {
+    let Some(new) = new.as_object() else {
+        return false;
+    };
+    new.iter().any(|(key, value)| {
+        let old = previous.and_then(|p| p.get(key));
+        if key != "conditions" {
+            return !old.is_some_and(|o| same(o, value));
+        }
+        let old: &[Json] = old
+            .and_then(Json::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        value.as_array().into_iter().flatten().any(|c| {
+            !old.iter()
+                .any(|o| o.get("type") == c.get("type") && same(o, c))
+        })
+    })
+}
+
+/// Whether the `Ready` condition of a status already reports a conflict over `key` (the
+/// object key, as in its message).
+pub fn conflict_shown(status: Option<&Json>, key: &str) -> bool {
+    status
+        .and_then(|s| s.get("conditions"))
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .find(|c| c.get("type").and_then(Json::as_str) == Some(READY))
+        .is_some_and(|c| {
+            c.get("reason").and_then(Json::as_str) == Some(crate::plan::reason::CONFLICT)
+                && c.get("message")
+                    .and_then(Json::as_str)
+                    .is_some_and(|m| m.contains(key))
+        })
+}
+
+/// The message of condition `type_` in a status object, when its reason is `reason`.
+pub fn condition_message(status: Option<&Json>, type_: &str, reason: &str) -> Option<String> {
+    status?
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| {
+            c.get("type").and_then(Json::as_str) == Some(type_)
+                && c.get("reason").and_then(Json::as_str) == Some(reason)
+        })?
+        .get("message")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// The status of condition `type_` in a status object, if present.
@@ -255,6 +337,7 @@ mod tests {
             Some(1),
             t0,
         );
+        let first = Json::Array(first);
         let same = merge_conditions(
             Some(&first),
             &[Condition::unmet(READY, "Progressing", "y")],
@@ -263,6 +346,7 @@ mod tests {
         );
         assert_eq!(same[0]["lastTransitionTime"], "2026-01-01T00:00:00Z");
         assert_eq!(same[0]["observedGeneration"], 2);
+        let same = Json::Array(same);
         let flipped = merge_conditions(
             Some(&same),
             &[Condition::met(READY, "Ready", "")],
@@ -274,14 +358,38 @@ mod tests {
     }
 
     #[test]
-    fn foreign_conditions_are_kept() {
+    fn only_ruleops_conditions_are_written_and_compared() {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let prev = json!([{"type": "Custom", "status": "True"}]);
         let out = merge_conditions(Some(&prev), &[Condition::met(READY, "Ready", "")], None, t0);
-        assert_eq!(out.as_array().unwrap().len(), 2);
-        assert_eq!(
-            condition_status(Some(&json!({"conditions": out})), "Custom"),
-            Some(true)
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["type"], READY);
+        // A status with others' fields and conditions is unchanged by ruleop's same part.
+        let ours = json!({"nodes": ["a"], "conditions": out});
+        let mut stored = ours.clone();
+        stored["phase"] = json!("Active");
+        stored["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "Custom", "status": "True"}));
+        assert!(!differs(Some(&stored), &ours));
+        let mut changed = ours.clone();
+        changed["nodes"] = json!(["a", "b"]);
+        assert!(differs(Some(&stored), &changed));
+        let flipped = json!({"conditions": merge_conditions(
+            None, &[Condition::unmet(READY, "Progressing", "")], None, t0)});
+        assert!(differs(Some(&stored), &flipped));
+        assert!(differs(None, &ours));
+        // Setting a condition keeps ruleop's others.
+        let two = json!({"conditions": [{"type": READY, "status": "True"}, {"type": "Available", "status": "True"}]});
+        let set = with_condition(
+            Some(&two),
+            &Condition::unmet(READY, "Conflict", "x"),
+            None,
+            t0,
         );
+        assert_eq!(set["conditions"].as_array().unwrap().len(), 2);
+        assert_eq!(set["conditions"][0]["reason"], "Conflict");
+        assert_eq!(set["conditions"][1]["type"], "Available");
     }
 }

@@ -159,3 +159,22 @@ fn readme_examples_pass() {
     )));
     assert!(ok, "{out}");
 }
+
+#[test]
+fn cluster_scoped_child_of_a_namespaced_parent() {
+    // The memcached rule (a namespaced parent) with its Service turned into a ClusterRole.
+    let source = GOOD
+        .replace(
+            "    - {apiVersion: v1, kind: Service}\n",
+            "    - {apiVersion: rbac.authorization.k8s.io/v1, kind: ClusterRole}\n",
+        )
+        .replace(
+            "      apiVersion: v1\n      kind: Service\n",
+            "      apiVersion: rbac.authorization.k8s.io/v1\n      kind: ClusterRole\n",
+        );
+    single_error(
+        &source,
+        line_of(&source, "      kind: ClusterRole"),
+        "rbac.authorization.k8s.io/v1/ClusterRole is cluster-scoped and the parent cache.example.com/v1alpha1/Memcached is namespaced",
+    );
+}

@@ -1,12 +1,13 @@
 //! `ruleop run`: one dynamic controller for every rule. Observe (shared per-kind watches) →
 //! plan (the pure planner) → act (the apply module), per parent, from a deduplicating queue.
 
+pub mod conflicts;
 mod gate;
 pub mod queue;
 pub mod related;
 pub mod schemas;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use crate::meta;
 use crate::plan::{self, Input};
 use crate::rule::{CompiledRule, LoadedRule, Scope, split_api_version};
 use crate::telemetry::{Metrics, ResultLabels, RuleLabels, RuleStateLabels};
+use conflicts::{Conflicts, conflicts_of, name_holders};
 use plan::Selector;
 use queue::{Key, Outcome, Queue};
 use related::RelatedIndex;
@@ -80,6 +82,7 @@ pub struct Controller {
     related: Mutex<RelatedIndex>,
     schemas: SchemaCache,
     gate: gate::Gate,
+    conflicts: Mutex<Conflicts>,
     ready: Arc<AtomicBool>,
     cancel: CancellationToken,
 }
@@ -115,6 +118,7 @@ impl Controller {
             changes: tx,
             related: Mutex::default(),
             gate: gate::Gate::default(),
+            conflicts: Mutex::default(),
             ready,
             cancel,
         });
@@ -274,17 +278,21 @@ impl Controller {
             let (group, version) = split_api_version(api_version);
             let gvk = GroupVersionKind::gvk(group, version, kind);
             match kube::discovery::pinned_kind(&self.client, &gvk).await {
-                Ok((resource, caps)) => out.push((
-                    role,
-                    Resolved {
-                        gk: GroupKind {
-                            group: group.into(),
-                            kind: kind.into(),
+                Ok((resource, caps)) => {
+                    let namespaced = caps.scope == kube::discovery::Scope::Namespaced;
+                    check_scope(rule, role, api_version, kind, namespaced)?;
+                    out.push((
+                        role,
+                        Resolved {
+                            gk: GroupKind {
+                                group: group.into(),
+                                kind: kind.into(),
+                            },
+                            resource,
+                            namespaced,
                         },
-                        resource,
-                        namespaced: caps.scope == kube::discovery::Scope::Namespaced,
-                    },
-                )),
+                    ));
+                }
                 Err(e) => return Err(format!("{api_version}/{kind} is not served: {e}")),
             }
         }
@@ -357,6 +365,7 @@ impl Controller {
             let name = &gone.rule.name;
             let removed = diff.removed.iter().any(|r| &r.rule.name == name);
             self.related_index().remove_rule(name);
+            self.conflicts_lock().remove_rule(name);
             self.waiting
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -466,6 +475,12 @@ impl Controller {
 
     /// Maps a watch change to the parents it concerns.
     fn route(&self, change: &Change) {
+        for parent in self
+            .conflicts_lock()
+            .waiting_on(&change.kind, &change.object.key())
+        {
+            self.queue.add(parent);
+        }
         let rules: Vec<Arc<ActiveRule>> = self.rules_read().values().cloned().collect();
         for rule in rules {
             let name = &rule.rule().name;
@@ -474,14 +489,14 @@ impl Controller {
             }
             if rule.children.contains(&change.kind) {
                 for obj in std::iter::once(&change.object).chain(change.old.iter()) {
-                    if obj.label(meta::RULE_LABEL) != Some(name.as_str()) {
-                        continue;
-                    }
-                    let Some(uid) = obj.label(meta::OWNER_LABEL) else {
-                        continue;
-                    };
-                    if let Some(parent) = self.cache(&rule.parent).and_then(|c| c.by_uid(uid)) {
-                        self.queue.add(key_for(name, &parent));
+                    let labelled = obj
+                        .label(meta::OWNER_LABEL)
+                        .filter(|_| obj.label(meta::RULE_LABEL) == Some(name.as_str()));
+                    // A child whose labels were removed is still found by its controller.
+                    for uid in labelled.into_iter().chain(obj.controller()) {
+                        if let Some(parent) = self.cache(&rule.parent).and_then(|c| c.by_uid(uid)) {
+                            self.queue.add(key_for(name, &parent));
+                        }
                     }
                 }
             }
@@ -501,6 +516,12 @@ impl Controller {
                 }
             }
         }
+    }
+
+    fn conflicts_lock(&self) -> std::sync::MutexGuard<'_, Conflicts> {
+        self.conflicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn related_index(&self) -> std::sync::MutexGuard<'_, RelatedIndex> {
@@ -584,6 +605,7 @@ impl Controller {
             self.queue.forget(key);
             self.related_index()
                 .remove(&key.rule, &(key.namespace.clone(), key.name.clone()));
+            self.conflicts_lock().set(key, Vec::new());
             return None;
         };
         let parent = cached_parent.json();
@@ -593,9 +615,12 @@ impl Controller {
         // old children must still be pruned.
         let mut kinds = HashMap::new();
         let mut observed: Vec<Json> = Vec::new();
+        // An object is observed once, even when it is both a child and related (a rule
+        // whose replicas are also selected as related objects).
+        let mut seen: HashSet<String> = HashSet::new();
         for (gk, cache) in &caches {
             if cache.managed_only || rule.children.contains(gk) || self.is_child_kind(gk) {
-                observed.extend(cache.owned_by(uid).iter().map(|o| o.json()));
+                extend_unique(&mut observed, &mut seen, cache.owned_by(uid));
                 kinds.insert(gk.clone(), cache.clone());
             }
         }
@@ -608,21 +633,33 @@ impl Controller {
             let selectors = plan::related_selectors(compiled, &parent, now).unwrap_or_default();
             for (gk, selector) in rule.related.iter().zip(&selectors) {
                 if let Some(c) = caches.get(gk) {
-                    observed.extend(c.select(namespace, selector).iter().map(|o| o.json()));
+                    extend_unique(&mut observed, &mut seen, c.select(namespace, selector));
                 }
             }
             self.record_selectors(&rule, cached_parent.key(), selectors);
         }
         let schemas = rule.schemas.current();
-        let plan = plan::plan(
-            compiled,
-            Input {
+        let input = Input {
+            parent: &parent,
+            observed: &observed,
+            now,
+            schemas: Some(&schemas),
+        };
+        let mut plan = plan::plan(compiled, input);
+        // An object that already holds a name the plan creates (another rule's child, or
+        // anything else a cache holds) is shown to the planner, which leaves it alone.
+        let holders = name_holders(&plan, &kinds);
+        if !holders.is_empty() {
+            observed.extend(holders);
+            let input = Input {
                 parent: &parent,
                 observed: &observed,
                 now,
                 schemas: Some(&schemas),
-            },
-        );
+            };
+            plan = plan::plan(compiled, input);
+        }
+        self.conflicts_lock().set(key, conflicts_of(&plan));
         let writes = plan
             .apply
             .iter()
@@ -682,6 +719,46 @@ enum Role {
     Parent,
     Child,
     Related,
+}
+
+/// Whether the rule's view of a kind's scope agrees with the cluster's discovery: a
+/// mismatch would make every rendered object a different key than the stored one.
+fn check_scope(
+    rule: &CompiledRule,
+    role: Role,
+    api_version: &str,
+    kind: &str,
+    namespaced: bool,
+) -> Result<(), String> {
+    let expected = match role {
+        Role::Parent => rule.spec.parent.scope,
+        Role::Child => rule.kind_scope(api_version, kind),
+        Role::Related => return Ok(()),
+    };
+    let served = if namespaced {
+        Scope::Namespaced
+    } else {
+        Scope::Cluster
+    };
+    if expected == served {
+        return Ok(());
+    }
+    let fix = match role {
+        Role::Parent => format!("set spec.parent.scope: {served:?}"),
+        _ => format!("set scope: {served:?} in its spec.allow entry"),
+    };
+    Err(format!(
+        "{api_version}/{kind} is {served:?}-scoped in the cluster, but the rule treats it as {expected:?}-scoped: {fix}"
+    ))
+}
+
+/// Adds the objects not seen yet (by uid).
+fn extend_unique(observed: &mut Vec<Json>, seen: &mut HashSet<String>, objects: Vec<Arc<Cached>>) {
+    for o in objects {
+        if seen.insert(o.uid().to_string()) {
+            observed.push(o.json());
+        }
+    }
 }
 
 fn key_for(rule: &str, parent: &Cached) -> Key {

@@ -5,6 +5,7 @@ use minijinja::{Value, context};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
+use super::ownership::is_ours;
 use super::view::View;
 use super::{Action, Deletion, Desired, Failure, Input, Plan, reason, render_failure, uptodate};
 use crate::meta::{self, ObjectKey};
@@ -228,38 +229,44 @@ fn finish(
     if name.is_empty() {
         return Err(fail("metadata.name is missing or empty".into()));
     }
+    let child_scope = rule.kind_scope(api_version, kind);
     let parent_ns = meta::namespace(parent);
     let rendered_ns = metadata
         .get("namespace")
         .and_then(Json::as_str)
         .map(str::to_string);
-    match (rule.spec.parent.scope, rendered_ns) {
-        (Scope::Namespaced, None) => {
+    match (rule.spec.parent.scope, child_scope, rendered_ns) {
+        // The API server drops a cluster-scoped object's namespace: keeping it would make
+        // the rendered and the stored object two different keys.
+        (_, Scope::Cluster, Some(ns)) if !ns.is_empty() => {
+            return Err(fail(format!(
+                "{kind} {name:?} is cluster-scoped: remove metadata.namespace ({ns:?})"
+            )));
+        }
+        (Scope::Namespaced, Scope::Cluster, _) => {
+            return Err(fail(format!(
+                "{kind} {name:?} is cluster-scoped: a namespaced parent cannot own it"
+            )));
+        }
+        (Scope::Cluster, Scope::Cluster, _) => {
+            metadata.remove("namespace");
+        }
+        (Scope::Namespaced, Scope::Namespaced, None) => {
             metadata.insert("namespace".into(), json!(parent_ns));
         }
-        (Scope::Namespaced, Some(ns)) if ns == parent_ns => {}
-        (Scope::Namespaced, Some(ns)) => {
+        (Scope::Namespaced, Scope::Namespaced, Some(ns)) if ns == parent_ns => {}
+        (Scope::Namespaced, Scope::Namespaced, Some(ns)) => {
             return Err(fail(format!(
                 "{kind} {name:?} names namespace {ns:?}; children of a namespaced parent stay in its namespace ({parent_ns:?})"
             )));
         }
-        (Scope::Cluster, None) => {
+        (Scope::Cluster, Scope::Namespaced, None) => {
             return Err(fail(format!(
                 "{kind} {name:?} needs metadata.namespace: its parent is cluster-scoped"
             )));
         }
-        (Scope::Cluster, Some(ns)) => {
-            let permitted = rule
-                .spec
-                .allow
-                .iter()
-                .any(|a| a.api_version == api_version && a.kind == kind && a.cross_namespace);
-            if !permitted {
-                return Err(fail(format!(
-                    "{kind} {name:?} in namespace {ns:?}: spec.allow must set crossNamespace for {api_version}/{kind}"
-                )));
-            }
-        }
+        // Which namespaces it may use depends on the other children: see check_namespaces.
+        (Scope::Cluster, Scope::Namespaced, Some(_)) => {}
     }
     let labels = metadata
         .entry("labels")
@@ -299,14 +306,15 @@ fn finish(
     let parent_uid = meta::uid(parent);
     let (action, repair) = match existing {
         None => (Action::Create, None),
+        Some(o) if !is_ours(o, &rule.name, parent_uid) => (Action::Conflict, None),
         Some(o) => {
-            let ours = meta::label(o, meta::OWNER_LABEL) == Some(parent_uid)
-                && (child.deletion_policy == DeletionPolicy::Retain
-                    || meta::is_owned_by(o, parent_uid));
-            if !ours {
-                (Action::Conflict, None)
-            } else {
-                update_action(input, child, o, &object, &hash)
+            // The comparison leaves ownerReferences out: a child of ours that lost its
+            // controller reference needs the apply that puts it back.
+            let unowned = child.deletion_policy == DeletionPolicy::Delete
+                && meta::controller_uid(o) != Some(parent_uid);
+            match update_action(input, child, o, &object, &hash) {
+                (Action::UpToDate, _) if unowned => (Action::Update, None),
+                decided => decided,
             }
         }
     };
@@ -317,6 +325,9 @@ fn finish(
         strategy: child.update_strategy,
         repair,
         handover: child.managed_elsewhere.clone(),
+        uid: existing
+            .filter(|_| matches!(action, Action::Update | Action::UpToDate | Action::Recreate))
+            .map(|o| meta::uid(o).to_string()),
     })
 }
 
@@ -375,4 +386,63 @@ fn remove_path(object: &mut Json, path: &str) {
     if let Some(m) = cur.as_object_mut() {
         m.remove(last);
     }
+}
+
+/// Whether `object` is a core `Namespace`.
+pub(super) fn is_namespace(object: &Json) -> bool {
+    meta::kind(object) == "Namespace" && meta::api_version(object) == "v1"
+}
+
+/// A namespaced child of a cluster-scoped parent may live in a namespace the rule makes for
+/// the parent (`own_namespaces`: its `v1/Namespace` children), in the parent itself when the
+/// parent is a Namespace, or anywhere when `spec.allow` sets `crossNamespace` for its kind.
+pub(super) fn check_namespace(
+    rule: &CompiledRule,
+    parent: &Json,
+    desired: &Desired,
+    own_namespaces: &[&str],
+) -> Result<(), Failure> {
+    let object = &desired.object;
+    let (api_version, kind, ns) = (
+        meta::api_version(object),
+        meta::kind(object),
+        meta::namespace(object),
+    );
+    if rule.spec.parent.scope != Scope::Cluster
+        || rule.kind_scope(api_version, kind) == Scope::Cluster
+    {
+        return Ok(());
+    }
+    let crossing = rule
+        .spec
+        .allow
+        .iter()
+        .any(|a| a.api_version == api_version && a.kind == kind && a.cross_namespace);
+    if crossing
+        || own_namespaces.contains(&ns)
+        || (is_namespace(parent) && meta::name(parent) == ns)
+    {
+        return Ok(());
+    }
+    let template = rule
+        .spec
+        .children
+        .iter()
+        .position(|c| c.name == desired.child)
+        .map(|i| format!("spec.children[{i}].template"))
+        .or_else(|| {
+            let steps = &rule.spec.finalizer.as_ref()?.cleanup;
+            let i = steps.iter().position(|s| s.name == desired.child)?;
+            Some(format!("spec.finalizer.cleanup[{i}].template"))
+        })
+        .unwrap_or_default();
+    Err(Failure {
+        reason: reason::RENDER_FAILED.into(),
+        message: format!(
+            "{}: {kind} {:?} in namespace {ns:?}: a child of a cluster-scoped parent lives in a namespace the rule creates for it (a v1/Namespace child), or anywhere only when spec.allow sets crossNamespace for {api_version}/{kind}",
+            rule.locate(&template, None),
+            meta::name(object),
+        ),
+        permanent: true,
+    })
 }

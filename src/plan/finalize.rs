@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use minijinja::{Value, context};
 use serde_json::Value as Json;
 
-use super::child::render_child;
+use super::child::{check_namespace, is_namespace, render_child};
 use super::view::View;
 use super::{
     Deletion, EventType, FinalizerChange, Input, Plan, PlanEvent, normal, previous_fields, reason,
@@ -36,9 +36,10 @@ pub(super) fn finalize(
     };
     let deleting = |plan: &mut Plan, message: String, after: Duration| {
         set_status(
+            rule,
             input,
             plan,
-            previous_fields(input),
+            previous_fields(rule, input.parent),
             &[Condition::unmet(READY, reason::DELETING, message)],
         );
         plan.requeue_after = Some(after);
@@ -60,7 +61,15 @@ pub(super) fn finalize(
                     update_strategy: UpdateStrategy::Apply,
                     managed_elsewhere: Vec::new(),
                 };
-                let rendered = render_child(rule, input, &template, &as_child, ctx, None);
+                let own: Vec<&str> = view
+                    .children
+                    .values()
+                    .flatten()
+                    .filter(|o| is_namespace(o))
+                    .map(|o| meta::name(o))
+                    .collect();
+                let rendered = render_child(rule, input, &template, &as_child, ctx, None)
+                    .and_then(|d| check_namespace(rule, input.parent, &d, &own).map(|()| d));
                 match rendered {
                     Ok(desired) => {
                         let key = ObjectKey::of(&desired.object);

@@ -7,6 +7,7 @@
 
 mod child;
 mod finalize;
+mod ownership;
 mod ready;
 mod uptodate;
 mod view;
@@ -21,13 +22,15 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::meta::{self, ObjectKey};
 use crate::openapi::Schemas;
-use crate::rule::{CompiledRule, UpdateStrategy};
+use crate::rule::{CompiledRule, Scope, UpdateStrategy};
 use crate::status::{self, Condition, READY};
 use crate::template::{TemplateError, from_json};
-use child::plan_child;
+use child::{check_namespace, is_namespace, plan_child};
 use finalize::finalize;
 use ready::conditions;
 use view::View;
+
+pub use ownership::is_ours;
 
 /// What the planner was given.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +83,10 @@ pub struct Desired {
     /// handed over, keeping their value, before an update stops sending them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub handover: Vec<String>,
+    /// The uid of the observed object this updates: the update is applied only to that
+    /// object, never to another one that took its name meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// An object to delete.
@@ -141,12 +148,18 @@ pub struct Failure {
 /// The result of planning one parent.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Plan {
-    /// Children to apply, in rule order.
+    /// Children to apply, in rule order (Namespaces first).
     pub apply: Vec<Desired>,
     /// Objects to delete (only after every apply succeeded).
     pub delete: Vec<Deletion>,
-    /// The full status to write, when it differs from the parent's.
+    /// ruleop's part of the status (its status fields, conditions and
+    /// `observedGeneration`), when it differs from the parent's. It is written whole with
+    /// server-side apply, so fields other writers own are never touched.
     pub status: Option<Json>,
+    /// ruleop's part of the status after this plan, changed or not: the base on which the
+    /// actor sets a condition of its own (an API error, a conflict found while writing).
+    #[serde(skip)]
+    pub owned_status: Json,
     /// Events to record.
     pub events: Vec<PlanEvent>,
     /// Finalizer change.
@@ -226,11 +239,12 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
     let parent = input.parent;
     let mut plan = Plan {
         requeue_after: rule.resync,
+        owned_status: current_status(rule, parent),
         ..Plan::default()
     };
     let view = match View::new(rule, &input) {
         Ok(v) => v,
-        Err(f) => return failed(&input, plan, f),
+        Err(f) => return failed(rule, &input, plan, f),
     };
     let doc = view.document(rule);
     let ctx = context! { now => now_string(input.now), ..from_json(&doc) };
@@ -260,9 +274,9 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
                     message,
                     permanent: true,
                 };
-                return failed(&input, plan, f);
+                return failed(rule, &input, plan, f);
             }
-            Err(e) => return failed(&input, plan, render_failure(rule, &name, &e)),
+            Err(e) => return failed(rule, &input, plan, render_failure(rule, &name, &e)),
         }
     }
 
@@ -284,8 +298,38 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             Err(f) => {
                 plan.apply.clear();
                 plan.delete.clear();
-                return failed(&input, plan, f);
+                return failed(rule, &input, plan, f);
             }
+        }
+    }
+
+    if rule.spec.parent.scope == Scope::Cluster {
+        // A namespace is made before the objects that go into it.
+        plan.apply.sort_by_key(|d| !is_namespace(&d.object));
+        // Nothing goes into a namespace someone else holds.
+        let foreign: Vec<String> = plan
+            .apply
+            .iter()
+            .filter(|d| is_namespace(&d.object) && d.action == Action::Conflict)
+            .map(|d| meta::name(&d.object).to_string())
+            .collect();
+        for d in &mut plan.apply {
+            if foreign.iter().any(|ns| ns == meta::namespace(&d.object)) {
+                d.action = Action::Conflict;
+            }
+        }
+        let own: Vec<&str> = plan
+            .apply
+            .iter()
+            .filter(|d| is_namespace(&d.object))
+            .map(|d| meta::name(&d.object))
+            .collect();
+        if let Some(f) = plan
+            .apply
+            .iter()
+            .find_map(|d| check_namespace(rule, parent, d, &own).err())
+        {
+            return failed(rule, &input, plan, f);
         }
     }
 
@@ -297,7 +341,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         .flat_map(|f| f.cleanup.iter().map(|s| s.name.as_str()))
         .collect();
     for (child, objects) in &view.children {
-        if cleanup_names.contains(child) {
+        if cleanup_names.contains(&child.as_str()) {
             continue;
         }
         for obj in objects {
@@ -330,6 +374,8 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             Action::Create => plan.events.push(normal("Created", format!("created {key}"))),
             Action::Update => plan.events.push(normal("Updated", format!("updated {key} to match the rule"))),
             Action::Recreate => plan.events.push(normal("Updated", format!("recreating {key}: its rendering changed (updateStrategy Recreate)"))),
+            // Said once, when it appears, not on every reconcile while it lasts.
+            Action::Conflict if status::conflict_shown(parent.get("status"), &key.to_string()) => {}
             Action::Conflict => plan.events.push(PlanEvent {
                 type_: EventType::Warning,
                 reason: reason::CONFLICT.into(),
@@ -351,7 +397,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             plan.apply.clear();
             plan.delete.clear();
             plan.events.clear();
-            return failed(&input, plan, f);
+            return failed(rule, &input, plan, f);
         }
     };
     let fields = match status::project(rule, &doc, &ctx) {
@@ -365,10 +411,10 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             plan.apply.clear();
             plan.delete.clear();
             plan.events.clear();
-            return failed(&input, plan, f);
+            return failed(rule, &input, plan, f);
         }
     };
-    set_status(&input, &mut plan, fields, &conditions);
+    set_status(rule, &input, &mut plan, fields, &conditions);
     plan
 }
 
@@ -381,7 +427,7 @@ fn normal(reason: &str, message: String) -> PlanEvent {
 }
 
 /// An empty plan reporting `failure`: nothing applied or deleted, `Ready=False`, a Warning.
-fn failed(input: &Input<'_>, mut plan: Plan, failure: Failure) -> Plan {
+fn failed(rule: &CompiledRule, input: &Input<'_>, mut plan: Plan, failure: Failure) -> Plan {
     plan.apply.clear();
     plan.delete.clear();
     plan.events.push(PlanEvent {
@@ -390,9 +436,10 @@ fn failed(input: &Input<'_>, mut plan: Plan, failure: Failure) -> Plan {
         message: failure.message.clone(),
     });
     set_status(
+        rule,
         input,
         &mut plan,
-        previous_fields(input),
+        previous_fields(rule, input.parent),
         &[Condition::unmet(
             READY,
             &failure.reason,
@@ -403,22 +450,56 @@ fn failed(input: &Input<'_>, mut plan: Plan, failure: Failure) -> Plan {
     plan
 }
 
-/// The parent's current status fields, without the ones ruleop recomputes (kept as they are
-/// when a plan cannot project new ones).
-fn previous_fields(input: &Input<'_>) -> Map<String, Json> {
-    let mut fields = input
-        .parent
-        .get("status")
-        .and_then(Json::as_object)
-        .cloned()
-        .unwrap_or_default();
-    fields.remove("conditions");
-    fields.remove("observedGeneration");
-    fields
+/// The parent's current values of the rule's status fields (kept as they are when a plan
+/// cannot project new ones).
+fn previous_fields(rule: &CompiledRule, parent: &Json) -> Map<String, Json> {
+    let previous = parent.get("status");
+    rule.spec
+        .status
+        .fields
+        .keys()
+        .filter_map(|f| Some((f.clone(), previous?.get(f)?.clone())))
+        .collect()
 }
 
-/// Builds the full status and keeps it only if it differs from the parent's.
+/// The condition types ruleop writes for this rule: `Ready` and the declared ones.
+fn condition_types(rule: &CompiledRule) -> impl Iterator<Item = &str> {
+    std::iter::once(READY).chain(rule.spec.status.conditions.iter().map(|c| c.type_.as_str()))
+}
+
+/// The parent's conditions of the given types, as they are.
+fn previous_conditions<'a>(parent: &Json, types: impl Iterator<Item = &'a str>) -> Vec<Json> {
+    let previous = parent
+        .pointer("/status/conditions")
+        .and_then(Json::as_array);
+    types
+        .filter_map(|t| {
+            previous?
+                .iter()
+                .find(|c| c.get("type").and_then(Json::as_str) == Some(t))
+                .cloned()
+        })
+        .collect()
+}
+
+/// ruleop's part of the parent's status as it is now.
+fn current_status(rule: &CompiledRule, parent: &Json) -> Json {
+    let mut owned = previous_fields(rule, parent);
+    let conditions = previous_conditions(parent, condition_types(rule));
+    if !conditions.is_empty() {
+        owned.insert("conditions".into(), Json::Array(conditions));
+    }
+    if let Some(g) = parent.pointer("/status/observedGeneration") {
+        owned.insert("observedGeneration".into(), g.clone());
+    }
+    Json::Object(owned)
+}
+
+/// Builds ruleop's part of the status and keeps it for writing only if it differs from the
+/// parent's: a projected value or condition changed, or a status field of the rule is no
+/// longer projected (writing without it removes it). Other writers' fields do not count.
 fn set_status(
+    rule: &CompiledRule,
     input: &Input<'_>,
     plan: &mut Plan,
     mut fields: Map<String, Json>,
@@ -429,15 +510,20 @@ fn set_status(
         .parent
         .pointer("/metadata/generation")
         .and_then(Json::as_i64);
-    fields.insert(
-        "conditions".into(),
-        status::merge_conditions(
-            previous.and_then(|s| s.get("conditions")),
-            conditions,
-            generation,
-            input.now,
-        ),
+    let mut merged = status::merge_conditions(
+        previous.and_then(|s| s.get("conditions")),
+        conditions,
+        generation,
+        input.now,
     );
+    // ruleop's other conditions (a declared one a failed plan did not evaluate) stay as
+    // they are: leaving them out of the apply would remove them.
+    let computed = |t: &str| conditions.iter().any(|c| c.type_ == t);
+    merged.extend(previous_conditions(
+        input.parent,
+        condition_types(rule).filter(|t| !computed(t)),
+    ));
+    fields.insert("conditions".into(), Json::Array(merged));
     if let Some(g) = generation {
         fields.insert("observedGeneration".into(), json!(g));
     }
@@ -451,8 +537,18 @@ fn set_status(
             format!("{} is ready", meta::kind(input.parent)),
         ));
     }
+    let dropped = rule
+        .spec
+        .status
+        .fields
+        .keys()
+        .any(|f| !fields.contains_key(f) && previous.is_some_and(|p| p.get(f).is_some()));
     let new = Json::Object(fields);
-    if previous != Some(&new) {
-        plan.status = Some(new);
+    if dropped || status::differs(previous, &new) {
+        plan.status = Some(new.clone());
     }
+    plan.owned_status = new;
 }
+
+#[cfg(test)]
+mod tests;

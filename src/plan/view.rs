@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value as Json, json};
 
+use super::ownership::{child_name, is_ours};
 use super::{Failure, Input, related_selectors};
 use crate::meta;
 use crate::rule::{CompiledRule, Scope};
@@ -12,8 +13,8 @@ use crate::scale;
 /// Observed objects sorted by role.
 pub(super) struct View<'a> {
     pub(super) parent: &'a Json,
-    /// This parent's children (by ruleop's labels), by child name.
-    pub(super) children: BTreeMap<&'a str, Vec<&'a Json>>,
+    /// This parent's children (see [`is_ours`]), by child name.
+    pub(super) children: BTreeMap<String, Vec<&'a Json>>,
     /// Related objects by related name.
     pub(super) related: BTreeMap<String, Vec<&'a Json>>,
 }
@@ -21,13 +22,12 @@ pub(super) struct View<'a> {
 impl<'a> View<'a> {
     pub(super) fn new(rule: &CompiledRule, input: &Input<'a>) -> Result<Self, Failure> {
         let parent_uid = meta::uid(input.parent);
-        let mut children: BTreeMap<&str, Vec<&Json>> = BTreeMap::new();
+        let mut children: BTreeMap<String, Vec<&Json>> = BTreeMap::new();
         for obj in input.observed {
-            if meta::label(obj, meta::OWNER_LABEL) == Some(parent_uid)
-                && meta::label(obj, meta::RULE_LABEL) == Some(rule.name.as_str())
+            if is_ours(obj, &rule.name, parent_uid)
+                && let Some(child) = child_name(rule, obj)
             {
-                let child = meta::label(obj, meta::CHILD_LABEL).unwrap_or_default();
-                children.entry(child).or_default().push(obj);
+                children.entry(child.to_string()).or_default().push(obj);
             }
         }
         for list in children.values_mut() {

@@ -9,7 +9,8 @@ use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
 
 use super::{
-    Location, RULE_API_VERSION, RULE_KIND, RuleFile, RuleSpec, Scope, Spans, parse_duration,
+    Location, RULE_API_VERSION, RULE_KIND, RuleFile, RuleSpec, Scope, Spans, known_scope,
+    parse_duration,
 };
 use crate::template::{TemplateError, Templates};
 
@@ -143,6 +144,88 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Scope rules: a declared scope agrees with what is known of built-in kinds,
+/// `crossNamespace` only for namespaced kinds of cluster-scoped parents, and no
+/// cluster-scoped child of a namespaced parent (Kubernetes garbage collection does not let a
+/// namespaced owner own a cluster-scoped object).
+fn check_scopes(c: &mut Checker<'_>, spec: &RuleSpec) {
+    let parent = &spec.parent;
+    if known_scope(&parent.api_version, &parent.kind) == Some(Scope::Cluster)
+        && parent.scope == Scope::Namespaced
+    {
+        c.error(
+            "spec.parent",
+            format!(
+                "{}/{} is cluster-scoped: set spec.parent.scope: Cluster",
+                parent.api_version, parent.kind
+            ),
+        );
+    }
+    for (i, allowed) in spec.allow.iter().enumerate() {
+        let what = format!("{}/{}", allowed.api_version, allowed.kind);
+        if let (Some(declared), Some(known)) = (
+            allowed.scope,
+            known_scope(&allowed.api_version, &allowed.kind),
+        ) && declared != known
+        {
+            c.error(
+                &format!("spec.allow[{i}].scope"),
+                format!("{what} is {known:?}-scoped, not {declared:?}"),
+            );
+        }
+        let scope = allowed
+            .scope
+            .or_else(|| known_scope(&allowed.api_version, &allowed.kind))
+            .unwrap_or_default();
+        if allowed.cross_namespace && scope == Scope::Cluster {
+            c.error(
+                &format!("spec.allow[{i}].crossNamespace"),
+                format!("{what} is cluster-scoped: its objects have no namespace"),
+            );
+        } else if allowed.cross_namespace && parent.scope == Scope::Namespaced {
+            c.error(
+                &format!("spec.allow[{i}].crossNamespace"),
+                "crossNamespace needs a cluster-scoped parent: Kubernetes cannot garbage-collect a child in another namespace than its parent",
+            );
+        }
+    }
+    if parent.scope == Scope::Cluster {
+        return;
+    }
+    let kinds = spec
+        .children
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.children[{i}].kind"), &c.api_version, &c.kind))
+        .chain(spec.finalizer.iter().flat_map(|f| {
+            f.cleanup.iter().enumerate().map(|(i, s)| {
+                (
+                    format!("spec.finalizer.cleanup[{i}].kind"),
+                    &s.api_version,
+                    &s.kind,
+                )
+            })
+        }));
+    for (path, api_version, kind) in kinds {
+        let declared = spec
+            .allow
+            .iter()
+            .find(|a| &a.api_version == api_version && &a.kind == kind)
+            .and_then(|a| a.scope);
+        if declared.or_else(|| known_scope(api_version, kind)) == Some(Scope::Cluster) {
+            c.error(
+                &path,
+                format!(
+                    "{api_version}/{kind} is cluster-scoped and the parent {}/{} is namespaced: \
+                     Kubernetes does not let a namespaced object own a cluster-scoped one \
+                     (only a cluster-scoped parent, spec.parent.scope: Cluster, can have this child)",
+                    parent.api_version, parent.kind
+                ),
+            );
+        }
+    }
+}
+
 /// Checks and compiles `file`; errors carry their positions from `spans`.
 pub fn compile(
     file: RuleFile,
@@ -184,14 +267,7 @@ pub fn compile(
         );
     }
 
-    for (i, allowed) in spec.allow.iter().enumerate() {
-        if allowed.cross_namespace && spec.parent.scope == Scope::Namespaced {
-            c.error(
-                &format!("spec.allow[{i}].crossNamespace"),
-                "crossNamespace needs a cluster-scoped parent: Kubernetes cannot garbage-collect a child in another namespace than its parent",
-            );
-        }
-    }
+    check_scopes(&mut c, &spec);
     let allowed = |api_version: &str, kind: &str| {
         spec.allow
             .iter()

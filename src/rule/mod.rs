@@ -7,6 +7,7 @@
 mod compile;
 mod load;
 mod locate;
+mod scope;
 
 pub use compile::{CompiledRule, compile};
 pub use load::{
@@ -14,6 +15,7 @@ pub use load::{
     rule_files,
 };
 pub use locate::{Location, Spans};
+pub use scope::{builtin_cluster_scoped, known_scope};
 
 use std::collections::BTreeMap;
 
@@ -119,6 +121,11 @@ pub struct AllowedKind {
     /// child of a parent in another namespace.
     #[serde(default)]
     pub cross_namespace: bool,
+    /// Whether objects of this kind are `Namespaced` or `Cluster`-scoped. Built-in kinds are
+    /// known (a `Namespace` or `ClusterRole` is cluster-scoped); other kinds are namespaced
+    /// unless declared here. The controller checks it against the cluster's discovery.
+    #[serde(default)]
+    pub scope: Option<Scope>,
 }
 
 /// A check on the parent.

@@ -54,9 +54,21 @@ impl Operator {
 
     /// Runs the operator with the credentials of `kubeconfig` (e.g. a ServiceAccount token).
     pub fn start_as(ns: &str, rules: &Path, extra: &[&str], kubeconfig: &Path) -> Operator {
+        let mut args = vec!["--namespace", ns];
+        args.extend_from_slice(extra);
+        Self::spawn(rules, &args, kubeconfig)
+    }
+
+    /// Runs the operator in every namespace (cluster-scoped parents whose children live in
+    /// namespaces they create). Its rules must govern kinds no other test uses.
+    pub fn start_cluster_wide(rules: &Path, extra: &[&str]) -> Operator {
+        Self::spawn(rules, extra, super::kubeconfig())
+    }
+
+    fn spawn(rules: &Path, extra: &[&str], kubeconfig: &Path) -> Operator {
         let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ruleop"))
-            .args(["run", "--rules", rules.to_str().unwrap(), "--namespace", ns])
+            .args(["run", "--rules", rules.to_str().unwrap()])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)

@@ -1,0 +1,148 @@
+//! Whether a kind's objects live in a namespace: built-in kinds from k8s-openapi, other
+//! kinds as their `spec.allow` entry declares (namespaced by default).
+
+use k8s_openapi::api::{
+    admissionregistration, apiserverinternal, certificates, core, flowcontrol, networking, node,
+    rbac, resource, scheduling, storage, storagemigration,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use k8s_openapi::{ClusterResourceScope, Resource};
+
+use super::{CompiledRule, Scope, split_api_version};
+
+/// `(group, kind)` of a cluster-scoped built-in kind; only compiles for one.
+const fn cluster<K: Resource<Scope = ClusterResourceScope>>() -> (&'static str, &'static str) {
+    (K::GROUP, K::KIND)
+}
+
+/// The cluster-scoped built-in kinds that are stored objects (reviews are left out).
+/// Every other built-in kind is namespaced.
+const CLUSTER_SCOPED: &[(&str, &str)] = &[
+    cluster::<core::v1::Namespace>(),
+    cluster::<core::v1::Node>(),
+    cluster::<core::v1::PersistentVolume>(),
+    cluster::<core::v1::ComponentStatus>(),
+    cluster::<rbac::v1::ClusterRole>(),
+    cluster::<rbac::v1::ClusterRoleBinding>(),
+    cluster::<storage::v1::StorageClass>(),
+    cluster::<storage::v1::CSIDriver>(),
+    cluster::<storage::v1::CSINode>(),
+    cluster::<storage::v1::VolumeAttachment>(),
+    cluster::<storage::v1::VolumeAttributesClass>(),
+    cluster::<scheduling::v1::PriorityClass>(),
+    cluster::<node::v1::RuntimeClass>(),
+    cluster::<networking::v1::IngressClass>(),
+    cluster::<networking::v1::IPAddress>(),
+    cluster::<networking::v1::ServiceCIDR>(),
+    cluster::<certificates::v1::CertificateSigningRequest>(),
+    cluster::<certificates::v1beta1::ClusterTrustBundle>(),
+    cluster::<flowcontrol::v1::FlowSchema>(),
+    cluster::<flowcontrol::v1::PriorityLevelConfiguration>(),
+    cluster::<admissionregistration::v1::MutatingWebhookConfiguration>(),
+    cluster::<admissionregistration::v1::ValidatingWebhookConfiguration>(),
+    cluster::<admissionregistration::v1::ValidatingAdmissionPolicy>(),
+    cluster::<admissionregistration::v1::ValidatingAdmissionPolicyBinding>(),
+    cluster::<admissionregistration::v1::MutatingAdmissionPolicy>(),
+    cluster::<admissionregistration::v1::MutatingAdmissionPolicyBinding>(),
+    cluster::<resource::v1::DeviceClass>(),
+    cluster::<resource::v1::ResourceSlice>(),
+    cluster::<resource::v1beta2::DeviceTaintRule>(),
+    cluster::<apiserverinternal::v1alpha1::StorageVersion>(),
+    cluster::<storagemigration::v1beta1::StorageVersionMigration>(),
+    cluster::<CustomResourceDefinition>(),
+    cluster::<APIService>(),
+];
+
+/// Whether `group`/`kind` is a built-in cluster-scoped kind.
+pub fn builtin_cluster_scoped(group: &str, kind: &str) -> bool {
+    CLUSTER_SCOPED.contains(&(group, kind))
+}
+
+/// The scope a kind is known to have without asking a cluster: `Cluster` for built-in
+/// cluster-scoped kinds, `None` for any other kind.
+pub fn known_scope(api_version: &str, kind: &str) -> Option<Scope> {
+    builtin_cluster_scoped(split_api_version(api_version).0, kind).then_some(Scope::Cluster)
+}
+
+impl CompiledRule {
+    /// The scope of a child or cleanup kind: as its `spec.allow` entry declares, else as
+    /// known for built-in kinds, else namespaced.
+    pub fn kind_scope(&self, api_version: &str, kind: &str) -> Scope {
+        self.spec
+            .allow
+            .iter()
+            .find(|a| a.api_version == api_version && a.kind == kind)
+            .and_then(|a| a.scope)
+            .or_else(|| known_scope(api_version, kind))
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_scopes_come_from_k8s_openapi() {
+        assert_eq!(known_scope("v1", "Namespace"), Some(Scope::Cluster));
+        assert_eq!(
+            known_scope("rbac.authorization.k8s.io/v1", "ClusterRole"),
+            Some(Scope::Cluster)
+        );
+        assert_eq!(known_scope("v1", "ConfigMap"), None);
+        assert_eq!(known_scope("rbac.authorization.k8s.io/v1", "Role"), None);
+        // The group matters, not only the kind.
+        assert_eq!(known_scope("example.com/v1", "Namespace"), None);
+    }
+
+    fn errors(spec: &str) -> Vec<String> {
+        let source = format!(
+            "apiVersion: ruleop.dev/v1alpha1\nkind: Rule\nmetadata: {{name: r}}\nspec:\n{spec}"
+        );
+        match super::super::parse_rule("r.yaml".as_ref(), &source) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const CHILD: &str = "  children:\n    - {name: ns, apiVersion: v1, kind: Namespace, template: 'metadata: {name: x}'}\n";
+
+    #[test]
+    fn check_rejects_a_cluster_scoped_child_of_a_namespaced_parent() {
+        let namespaced = format!(
+            "  parent: {{apiVersion: example.com/v1, kind: Team}}\n  allow: [{{apiVersion: v1, kind: Namespace}}]\n{CHILD}"
+        );
+        let errors = errors(&namespaced);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("r.yaml:8:40: ")
+                && errors[0].contains("v1/Namespace is cluster-scoped and the parent example.com/v1/Team is namespaced"),
+            "{errors:?}"
+        );
+        let cluster = namespaced.replace("kind: Team}", "kind: Team, scope: Cluster}");
+        assert_eq!(self::errors(&cluster), Vec::<String>::new());
+        // A CRD kind declared cluster-scoped counts the same.
+        let declared = namespaced.replace(
+            "allow: [{apiVersion: v1, kind: Namespace}]",
+            "allow: [{apiVersion: v1, kind: Namespace}, {apiVersion: example.com/v1, kind: Zone, scope: Cluster}]",
+        ).replace(
+            "    - {name: ns, apiVersion: v1, kind: Namespace,",
+            "    - {name: ns, apiVersion: example.com/v1, kind: Zone,",
+        );
+        assert!(self::errors(&declared)[0].contains("example.com/v1/Zone is cluster-scoped"));
+    }
+
+    #[test]
+    fn check_rejects_scopes_that_contradict_what_is_known() {
+        let errors = errors(
+            "  parent: {apiVersion: v1, kind: Namespace}\n  allow:\n    - {apiVersion: v1, kind: Namespace, scope: Namespaced}\n    - {apiVersion: rbac.authorization.k8s.io/v1, kind: ClusterRole, crossNamespace: true}\n",
+        );
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].contains("v1/Namespace is cluster-scoped: set spec.parent.scope: Cluster")
+        );
+        assert!(errors[1].contains("v1/Namespace is Cluster-scoped, not Namespaced"));
+        assert!(errors[2].contains("ClusterRole is cluster-scoped: its objects have no namespace"));
+    }
+}
