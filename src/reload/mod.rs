@@ -4,26 +4,27 @@
 //! apply the difference to the controller.
 //!
 //! A file that no longer parses keeps its last good version running; a rule claiming a name
-//! or parent kind already taken is refused in favour of the one that came first.
+//! or parent kind already taken is refused in favour of the one that came first. A source
+//! that cannot be read (missing for a moment, unreadable) keeps its rules: only a readable
+//! listing without a file removes that file's rule. A snapshot identical to the last one
+//! changes nothing and logs nothing.
+
+mod source;
+mod watch;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::rule::{
-    LoadedRule, Location, RuleError, conflict, content_hash, is_rule_file, parse_rule, rule_files,
-};
+use crate::controller::Controller;
+use crate::rule::{LoadedRule, RuleError, conflict, content_hash, parse_rule};
+use crate::telemetry::Metrics;
 
-/// How long a burst of file events must be quiet before rules are read.
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
-
-/// One rule file's name and content.
-pub type Snapshot = Vec<(PathBuf, String)>;
+pub use source::{Snapshot, configmap_snapshot, read_snapshot};
+pub use watch::{DEBOUNCE, absolute_in, watch_paths};
 
 /// What a reload changes.
 #[derive(Debug, Default)]
@@ -36,7 +37,9 @@ pub struct Diff {
     pub removed: Vec<LoadedRule>,
     /// Problems: files refused (a last good version may still run).
     pub refused: Vec<RuleError>,
-    /// Rules kept at their last good version because the new file is invalid.
+    /// Sources or files that cannot be read; their rules keep running.
+    pub unreadable: Vec<RuleError>,
+    /// Rules kept at their last good version: the new file is invalid or cannot be read.
     pub kept: Vec<String>,
 }
 
@@ -47,35 +50,14 @@ impl Diff {
     }
 }
 
-/// Reads every rule file under `paths` (files or directories).
-pub fn read_snapshot(paths: &[PathBuf]) -> (Snapshot, Vec<RuleError>) {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    for path in paths {
-        match rule_files(path) {
-            Ok(list) => {
-                for file in list {
-                    match std::fs::read_to_string(&file) {
-                        Ok(source) => files.push((file, source)),
-                        Err(e) => errors.push(RuleError {
-                            file,
-                            location: Location::default(),
-                            message: format!("cannot read: {e}"),
-                        }),
-                    }
-                }
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    (files, errors)
-}
-
 /// Plans the new rule set from a snapshot, given the running set. Pure.
 pub fn plan_reload(current: &[LoadedRule], snapshot: &Snapshot) -> (Vec<LoadedRule>, Diff) {
-    let mut diff = Diff::default();
+    let mut diff = Diff {
+        unreadable: snapshot.unreadable.clone(),
+        ..Diff::default()
+    };
     let mut candidates: Vec<LoadedRule> = Vec::new();
-    for (path, source) in snapshot {
+    for (path, source) in &snapshot.files {
         let hash = content_hash(source);
         if let Some(same) = current.iter().find(|r| &r.path == path && r.hash == hash) {
             candidates.push(same.clone());
@@ -94,6 +76,13 @@ pub fn plan_reload(current: &[LoadedRule], snapshot: &Snapshot) -> (Vec<LoadedRu
                     candidates.push(old.clone());
                 }
             }
+        }
+    }
+    // A rule whose source cannot be read now was not removed by anyone: it keeps running.
+    for old in current {
+        if snapshot.keeps(&old.path) && !snapshot.files.iter().any(|(p, _)| p == &old.path) {
+            diff.kept.push(old.rule.name.clone());
+            candidates.push(old.clone());
         }
     }
     // Rules already running win name and kind clashes over newcomers.
@@ -121,115 +110,113 @@ pub fn plan_reload(current: &[LoadedRule], snapshot: &Snapshot) -> (Vec<LoadedRu
     (next, diff)
 }
 
-/// Sends `()` on `tx` after each quiet burst of changes under `paths`, until cancelled.
-///
-/// Watches each directory and its parent, so a swapped `..data` link, an editor's rename and
-/// a directory replaced as a whole are all seen; the watch is re-armed when the directory is
-/// replaced.
-pub fn watch_paths(
+/// The running rules and the snapshot they were planned from.
+#[derive(Default)]
+struct Applied {
+    rules: Vec<LoadedRule>,
+    snapshot: Option<Snapshot>,
+}
+
+/// Applies rule snapshots to the controller, one at a time.
+pub struct Reloader {
+    controller: Arc<Controller>,
+    metrics: Arc<Metrics>,
+    applied: tokio::sync::Mutex<Applied>,
+}
+
+impl Reloader {
+    /// A reloader with no rules running yet.
+    pub fn new(controller: Arc<Controller>, metrics: Arc<Metrics>) -> Self {
+        Reloader {
+            controller,
+            metrics,
+            applied: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Plans `snapshot` against the running rules and applies the difference. A snapshot
+    /// identical to the last one is not a reload: nothing is logged, counted or applied.
+    pub async fn reload(&self, snapshot: Snapshot) {
+        let mut applied = self.applied.lock().await;
+        if applied.snapshot.as_ref() == Some(&snapshot) {
+            tracing::debug!("rules unchanged");
+            return;
+        }
+        let (next, diff) = plan_reload(&applied.rules, &snapshot);
+        for e in &diff.unreadable {
+            tracing::error!(error = %e, "rules cannot be read; the rules they held keep running");
+            self.metrics.rule_errors.inc();
+        }
+        for e in &diff.refused {
+            tracing::error!(error = %e, "rule refused");
+            self.metrics.rule_errors.inc();
+        }
+        let names = |rules: &[LoadedRule]| {
+            rules
+                .iter()
+                .map(|r| r.rule.name.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        tracing::info!(
+            added = %names(&diff.added),
+            changed = %names(&diff.changed),
+            removed = %names(&diff.removed),
+            refused = diff.refused.len(),
+            unreadable = diff.unreadable.len(),
+            kept_last_good = %diff.kept.join(","),
+            active = next.len(),
+            "rules loaded"
+        );
+        self.metrics.reloads.inc();
+        self.controller.apply_diff(&diff).await;
+        applied.rules = next;
+        applied.snapshot = Some(snapshot);
+    }
+}
+
+/// Loads the rules under `paths`, then follows their changes until `cancel`: one reload per
+/// quiet burst of changes, none for identical content.
+pub async fn follow_paths(
     paths: Vec<PathBuf>,
-    tx: mpsc::UnboundedSender<()>,
+    reloader: Arc<Reloader>,
     cancel: CancellationToken,
 ) -> notify::Result<()> {
-    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
-    // The parent directory is watched only to see the rules directory replaced: events for
-    // its other entries (a log file next to the rules, say) must not trigger reloads.
-    let dirs: Vec<PathBuf> = paths
-        .iter()
-        .map(|p| {
-            if p.is_dir() {
-                p.clone()
-            } else {
-                p.parent().map(Path::to_path_buf).unwrap_or_default()
-            }
-        })
-        .collect();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        let relevant = event
-            .paths
-            .iter()
-            .any(|p| dirs.iter().any(|d| p.starts_with(d) || p == d));
-        if relevant {
-            let _ = raw_tx.send(());
-        }
-    })?;
-    let mut watched: Vec<PathBuf> = Vec::new();
-    let arm = move |watcher: &mut notify::RecommendedWatcher, watched: &mut Vec<PathBuf>| {
-        for w in watched.drain(..) {
-            let _ = watcher.unwatch(&w);
-        }
-        for path in &paths {
-            let dir = if path.is_dir() {
-                path.clone()
-            } else {
-                path.parent().map(Path::to_path_buf).unwrap_or_default()
-            };
-            for p in [Some(dir.clone()), dir.parent().map(Path::to_path_buf)]
-                .into_iter()
-                .flatten()
-            {
-                if p.as_os_str().is_empty() || watched.contains(&p) {
-                    continue;
-                }
-                if watcher.watch(&p, RecursiveMode::NonRecursive).is_ok() {
-                    watched.push(p);
-                }
-            }
-        }
-    };
-    arm(&mut watcher, &mut watched);
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    // Armed before the first read, so a change during it is not missed.
+    watch_paths(paths.clone(), tx, cancel)?;
+    reloader.reload(read_snapshot(&paths)).await;
     tokio::spawn(async move {
-        let mut watcher = watcher;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                got = raw_rx.recv() => if got.is_none() { return },
-            }
-            // Debounce: wait until the burst is quiet.
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(DEBOUNCE) => break,
-                    got = raw_rx.recv() => if got.is_none() { return },
-                }
-            }
-            arm(&mut watcher, &mut watched);
-            let _ = tx.send(());
+        while rx.recv().await.is_some() {
+            reloader.reload(read_snapshot(&paths)).await;
         }
     });
     Ok(())
-}
-
-/// A snapshot from a ConfigMap's data: each `*.yaml`/`*.yml` key is a file.
-pub fn configmap_snapshot(
-    namespace: &str,
-    name: &str,
-    data: &std::collections::BTreeMap<String, String>,
-) -> Snapshot {
-    data.iter()
-        .filter(|(k, _)| is_rule_file(Path::new(k)))
-        .map(|(k, v)| {
-            (
-                PathBuf::from(format!("configmap/{namespace}/{name}/{k}")),
-                v.clone(),
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MEMCACHED: &str = include_str!("../rules/memcached.yaml");
-    const MYAPP: &str = include_str!("../rules/myapp.yaml");
+    const MEMCACHED: &str = include_str!("../../rules/memcached.yaml");
+    const MYAPP: &str = include_str!("../../rules/myapp.yaml");
 
     fn snap(files: &[(&str, &str)]) -> Snapshot {
-        files
-            .iter()
-            .map(|(p, s)| (PathBuf::from(p), s.to_string()))
-            .collect()
+        Snapshot {
+            files: files
+                .iter()
+                .map(|(p, s)| (PathBuf::from(p), s.to_string()))
+                .collect(),
+            unreadable: Vec::new(),
+        }
+    }
+
+    fn unreadable(path: &str) -> RuleError {
+        RuleError {
+            file: PathBuf::from(path),
+            location: crate::rule::Location::default(),
+            message: "cannot read: No such file or directory".into(),
+        }
     }
 
     fn names(rules: &[LoadedRule]) -> Vec<&str> {
@@ -299,84 +286,36 @@ mod tests {
         assert!(diff.refused[0].file.ends_with("a.yaml"));
     }
 
-    /// Waits for one debounced signal (true) or a timeout (false), then drains extras.
-    async fn signalled(rx: &mut mpsc::UnboundedReceiver<()>) -> bool {
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .is_ok();
-        tokio::time::sleep(DEBOUNCE * 2).await;
-        while rx.try_recv().is_ok() {}
-        got
-    }
-
-    #[tokio::test]
-    async fn sees_every_way_a_rules_directory_changes() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("rules");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("a.yaml"), "one").unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let cancel = CancellationToken::new();
-        watch_paths(vec![dir.clone()], tx, cancel.clone()).unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-
-        std::fs::write(dir.join("a.yaml"), "edited in place").unwrap();
-        assert!(signalled(&mut rx).await, "in-place edit");
-
-        std::fs::write(dir.join(".a.yaml.swp"), "editor temp").unwrap();
-        std::fs::rename(dir.join(".a.yaml.swp"), dir.join("a.yaml")).unwrap();
-        assert!(signalled(&mut rx).await, "editor's rename");
-
-        // The kubelet's atomic writer: a timestamped directory and a `..data` link swap.
-        let ts1 = dir.join("..2026_01_01_00_00_00.1");
-        std::fs::create_dir(&ts1).unwrap();
-        std::fs::write(ts1.join("b.yaml"), "b1").unwrap();
-        std::os::unix::fs::symlink("..2026_01_01_00_00_00.1", dir.join("..data")).unwrap();
-        std::os::unix::fs::symlink("..data/b.yaml", dir.join("b.yaml")).unwrap();
-        assert!(signalled(&mut rx).await, "first ..data link");
-        let ts2 = dir.join("..2026_01_01_00_00_00.2");
-        std::fs::create_dir(&ts2).unwrap();
-        std::fs::write(ts2.join("b.yaml"), "b2").unwrap();
-        std::os::unix::fs::symlink("..2026_01_01_00_00_00.2", dir.join("..data_tmp")).unwrap();
-        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-        std::fs::remove_dir_all(&ts1).unwrap();
-        assert!(signalled(&mut rx).await, "..data swap");
-        assert_eq!(std::fs::read_to_string(dir.join("b.yaml")).unwrap(), "b2");
-
-        // The whole directory replaced, then edited again (the watch must be re-armed).
-        let fresh = root.path().join("rules.new");
-        std::fs::create_dir(&fresh).unwrap();
-        std::fs::write(fresh.join("c.yaml"), "c").unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        std::fs::rename(&fresh, &dir).unwrap();
-        assert!(signalled(&mut rx).await, "directory replaced");
-        std::fs::write(dir.join("c.yaml"), "c2").unwrap();
-        assert!(
-            signalled(&mut rx).await,
-            "edit after the directory was replaced"
-        );
-
-        std::fs::write(
-            root.path().join("operator.log"),
-            "a sibling of the rules directory",
-        )
-        .unwrap();
-        assert!(
-            !signalled(&mut rx).await,
-            "quiet when nothing under the rules changes"
-        );
-        cancel.cancel();
-    }
-
     #[test]
-    fn configmap_keys_become_files() {
-        let data = [
-            ("memcached.yaml".to_string(), MEMCACHED.to_string()),
-            ("README".to_string(), "x".to_string()),
-        ]
-        .into();
-        let s = configmap_snapshot("ns", "rules", &data);
-        assert_eq!(s.len(), 1);
-        assert_eq!(s[0].0, PathBuf::from("configmap/ns/rules/memcached.yaml"));
+    fn an_unreadable_source_keeps_its_rules() {
+        let (set, _) = plan_reload(
+            &[],
+            &snap(&[("rules/a.yaml", MEMCACHED), ("other/b.yaml", MYAPP)]),
+        );
+        // The whole `rules` directory is gone for a moment: its rule keeps running, nothing
+        // is removed, and the error is reported.
+        let mut missing = snap(&[("other/b.yaml", MYAPP)]);
+        missing.unreadable.push(unreadable("rules"));
+        let (next, diff) = plan_reload(&set, &missing);
+        assert!(diff.is_empty(), "{diff:?}");
+        assert_eq!(names(&next), ["myapp", "memcached"]);
+        assert_eq!(diff.kept, ["memcached"]);
+        assert_eq!(diff.unreadable.len(), 1);
+        // Back with the same content: still nothing to do.
+        let (next, diff) = plan_reload(
+            &next,
+            &snap(&[("rules/a.yaml", MEMCACHED), ("other/b.yaml", MYAPP)]),
+        );
+        assert!(diff.is_empty() && diff.kept.is_empty(), "{diff:?}");
+        // One file unreadable: only its rule is kept; an explicit removal still removes.
+        let mut one = snap(&[]);
+        one.unreadable.push(unreadable("rules/a.yaml"));
+        let (next, diff) = plan_reload(&next, &one);
+        assert_eq!(names(&next), ["memcached"]);
+        assert_eq!(names(&diff.removed), ["myapp"]);
+        // A readable, empty listing removes the rest.
+        let (next, diff) = plan_reload(&next, &snap(&[]));
+        assert!(next.is_empty());
+        assert_eq!(names(&diff.removed), ["memcached"]);
     }
 }
