@@ -1,0 +1,120 @@
+//! One template compiled to minijinja bytecode, with the operators that build values (`~`,
+//! `+`, `*`, slicing, `in`) replaced by calls of the bounded filters of `guard`.
+//!
+//! minijinja's operators cannot be overridden through its stable API, and an operator such
+//! as `s ~ s` doubles a string in one instruction, which fuel cannot bound. Its
+//! `unstable_machinery` exposes the compiler and the VM: a template is compiled here, each
+//! such instruction is swapped one for one (jump targets stay valid) for a filter call that
+//! takes the same operands from the stack, and the result runs in the rule's environment.
+
+use std::sync::Arc;
+
+use minijinja::machinery::{
+    CompiledTemplate, Instruction, Instructions, TemplateConfig, make_string_output, parse,
+};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
+
+use super::{fold, guard};
+
+/// A template's name and text, which its bytecode borrows.
+struct Source {
+    name: String,
+    text: String,
+}
+
+self_cell::self_cell!(
+    /// A compiled, patched template together with the text it borrows.
+    pub(super) struct Program {
+        owner: Source,
+        #[covariant]
+        dependent: CompiledTemplate,
+    }
+);
+
+/// "Not a cached filter": the VM looks the guard up by name on each call.
+const NO_CACHE: u8 = !0;
+
+/// Swaps each value-building operator for its guard, one instruction for one.
+fn patch(instructions: &mut Instructions<'_>) {
+    let mut index = 0;
+    while let Some(instruction) = instructions.get_mut(index) {
+        let guard = match instruction {
+            Instruction::StringConcat => Some((guard::CONCAT, 2)),
+            Instruction::Add => Some((guard::ADD, 2)),
+            Instruction::Mul => Some((guard::MUL, 2)),
+            Instruction::Slice => Some((guard::SLICE, 4)),
+            Instruction::In => Some((guard::CONTAINS, 2)),
+            _ => None,
+        };
+        if let Some((name, args)) = guard {
+            *instruction = Instruction::ApplyFilter(name, Some(args), NO_CACHE);
+        }
+        index += 1;
+    }
+}
+
+impl Program {
+    /// Compiles `text` under `name` and patches its operators. Constants the compiler would
+    /// fold to more than `max_constant` bytes are refused before it folds them.
+    pub(super) fn compile(name: &str, text: &str, max_constant: usize) -> Result<Program, Error> {
+        let source = Source {
+            name: name.to_string(),
+            text: text.to_string(),
+        };
+        Program::try_new(source, |source| {
+            let ast = parse(&source.text, &source.name, SyntaxConfig::default())?;
+            if let Some(line) = fold::oversized_constant(&ast, max_constant) {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "line {line}: a constant expression would build more than the render's memory budget of {max_constant} bytes"
+                    ),
+                ));
+            }
+            let config = TemplateConfig {
+                syntax_config: SyntaxConfig::default(),
+                default_auto_escape: Arc::new(|_: &str| AutoEscape::None),
+            };
+            let mut compiled = CompiledTemplate::new(&source.name, &source.text, &config)?;
+            patch(&mut compiled.instructions);
+            for block in compiled.blocks.values_mut() {
+                patch(block);
+            }
+            Ok(compiled)
+        })
+    }
+
+    /// Runs the program in `env` with `root` as context; `inspect` reads the final state.
+    pub(super) fn run<R>(
+        &self,
+        env: &Environment<'static>,
+        root: Value,
+        inspect: impl FnOnce(&mut State) -> R,
+    ) -> Result<(String, R), Error> {
+        self.with_dependent(|_, compiled| {
+            let mut text = String::with_capacity(compiled.buffer_size_hint);
+            let mut out = make_string_output(&mut text);
+            let (_, mut state) = minijinja::machinery::eval(
+                env,
+                &compiled.instructions,
+                root,
+                &compiled.blocks,
+                &mut out,
+                compiled.initial_auto_escape.clone(),
+            )?;
+            let inspected = inspect(&mut state);
+            drop(state);
+            drop(out);
+            Ok((text, inspected))
+        })
+    }
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("name", &self.borrow_owner().name)
+            .finish_non_exhaustive()
+    }
+}
