@@ -68,11 +68,20 @@ fn read_source(path: &Path, snapshot: &mut Snapshot) {
             Err(e) => return snapshot.unreadable.push(unreadable(path, &e)),
         }
     }
-    // `is_file` follows links: a kubelet-style link into `..data` counts, a dangling one
-    // (a key being removed) does not.
-    files.retain(|p| is_rule_file(p) && p.is_file());
+    files.retain(|p| is_rule_file(p));
     files.sort();
     for file in files {
+        // A link whose target is gone (a kubelet `..data` link missing for a moment, or a key
+        // between the swap and the removal of its link) cannot be read: its rule is kept until
+        // the link itself goes.
+        match std::fs::metadata(&file) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => continue,
+            Err(e) => {
+                snapshot.unreadable.push(unreadable(&file, &e));
+                continue;
+            }
+        }
         match std::fs::read_to_string(&file) {
             Ok(source) => snapshot.files.push((file, source)),
             Err(e) => snapshot.unreadable.push(unreadable(&file, &e)),
@@ -147,7 +156,14 @@ mod tests {
         let s = read_snapshot(&[dir.to_path_buf()]);
         assert_eq!(names(&s), ["a.yml", "b.yaml"]);
         assert_eq!(s.files[1].1, "b");
-        assert!(s.unreadable.is_empty(), "{s:?}");
+        // A dangling link is a file that cannot be read now, not a file removed.
+        assert_eq!(s.unreadable.len(), 1, "{s:?}");
+        assert!(s.keeps(&dir.join("gone.yaml")));
+        // The whole `..data` gone for a moment: every rule is kept.
+        std::fs::remove_file(dir.join("..data")).unwrap();
+        let s = read_snapshot(&[dir.to_path_buf()]);
+        assert_eq!(names(&s), ["a.yml"]);
+        assert!(s.keeps(&dir.join("b.yaml")));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod budget;
 mod fold;
 mod guard;
+mod lint;
 mod program;
 mod yaml;
 
@@ -28,6 +29,7 @@ use program::Program;
 use yaml::{CLOSE, OPEN, kind_name, parse_yaml, splice};
 
 pub use budget::BUDGET_PER_OUTPUT_BYTE;
+pub use lint::lint;
 
 /// The variable an expression's value is stored in.
 const RESULT: &str = "__ruleop_result";
@@ -68,7 +70,7 @@ pub enum TemplateError {
 }
 
 impl TemplateError {
-    fn jinja(err: &minijinja::Error) -> Self {
+    pub(crate) fn jinja(err: &minijinja::Error) -> Self {
         let mut message = match err.detail() {
             Some(detail) => format!("{}: {detail}", err.kind()),
             None => err.kind().to_string(),
@@ -152,8 +154,7 @@ impl Templates {
 
     /// Compiles a manifest or message template under `name`.
     pub fn add_template(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
-        let program =
-            Program::compile(name, source, self.budget).map_err(|e| TemplateError::jinja(&e))?;
+        let program = Program::compile(name, source, self.budget)?;
         self.programs.insert(name.to_string(), program);
         Ok(())
     }

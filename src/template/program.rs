@@ -13,9 +13,9 @@ use minijinja::machinery::{
     CompiledTemplate, Instruction, Instructions, TemplateConfig, make_string_output, parse,
 };
 use minijinja::syntax::SyntaxConfig;
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
+use minijinja::{AutoEscape, Environment, Error, State, Value};
 
-use super::{fold, guard};
+use super::{TemplateError, fold, guard};
 
 /// A template's name and text, which its bytecode borrows.
 struct Source {
@@ -57,26 +57,32 @@ fn patch(instructions: &mut Instructions<'_>) {
 impl Program {
     /// Compiles `text` under `name` and patches its operators. Constants the compiler would
     /// fold to more than `max_constant` bytes are refused before it folds them.
-    pub(super) fn compile(name: &str, text: &str, max_constant: usize) -> Result<Program, Error> {
+    pub(super) fn compile(
+        name: &str,
+        text: &str,
+        max_constant: usize,
+    ) -> Result<Program, TemplateError> {
         let source = Source {
             name: name.to_string(),
             text: text.to_string(),
         };
         Program::try_new(source, |source| {
-            let ast = parse(&source.text, &source.name, SyntaxConfig::default())?;
+            let jinja = |e: Error| TemplateError::jinja(&e);
+            let ast = parse(&source.text, &source.name, SyntaxConfig::default()).map_err(jinja)?;
             if let Some(line) = fold::oversized_constant(&ast, max_constant) {
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!(
-                        "line {line}: a constant expression would build more than the render's memory budget of {max_constant} bytes"
+                return Err(TemplateError::Jinja {
+                    line: Some(line),
+                    message: format!(
+                        "a constant expression would build more than the render's memory budget of {max_constant} bytes"
                     ),
-                ));
+                });
             }
             let config = TemplateConfig {
                 syntax_config: SyntaxConfig::default(),
                 default_auto_escape: Arc::new(|_: &str| AutoEscape::None),
             };
-            let mut compiled = CompiledTemplate::new(&source.name, &source.text, &config)?;
+            let mut compiled =
+                CompiledTemplate::new(&source.name, &source.text, &config).map_err(jinja)?;
             patch(&mut compiled.instructions);
             for block in compiled.blocks.values_mut() {
                 patch(block);
