@@ -54,8 +54,27 @@ impl Operator {
 
     /// Runs the operator with the credentials of `kubeconfig` (e.g. a ServiceAccount token).
     pub fn start_as(ns: &str, rules: &Path, extra: &[&str], kubeconfig: &Path) -> Operator {
+        Self::launch(ns, rules, None, extra, kubeconfig)
+    }
+
+    /// Runs the operator in `cwd`, so a relative `rules` path is resolved against it.
+    pub fn start_in(ns: &str, cwd: &Path, rules: &Path, extra: &[&str]) -> Operator {
+        Self::launch(ns, rules, Some(cwd), extra, super::kubeconfig())
+    }
+
+    fn launch(
+        ns: &str,
+        rules: &Path,
+        cwd: Option<&Path>,
+        extra: &[&str],
+        kubeconfig: &Path,
+    ) -> Operator {
         let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ruleop"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ruleop"));
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .args(["run", "--rules", rules.to_str().unwrap(), "--namespace", ns])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
