@@ -174,6 +174,9 @@ async fn rules_follow_the_mounted_configmap() {
         op.log().contains("memcached.yaml:"),
         "the error names the file and line"
     );
+    // Logged once: reading the broken file must not trigger another reload.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(op.log().matches("rule refused").count(), 1, "{}", op.log());
     env.kubectl(&[
         "patch",
         "memcached",
