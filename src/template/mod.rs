@@ -9,12 +9,13 @@
 //! stays one string: parent data can never change a manifest's structure.
 //!
 //! Memory: a render may build at most `BUDGET_PER_OUTPUT_BYTE` × `maxOutputBytes` bytes of
-//! values (`budget`, `guard`, `program`); the output limit counts interpolated values too.
+//! values (`budget`, `ops`, `guard`, `fold`, `program`); the output limit counts interpolated values too.
 
 mod budget;
 mod fold;
 mod guard;
 mod lint;
+mod ops;
 mod program;
 mod yaml;
 

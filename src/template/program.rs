@@ -1,5 +1,5 @@
 //! One template compiled to minijinja bytecode, with the operators that build values (`~`,
-//! `+`, `*`, slicing, `in`) replaced by calls of the bounded filters of `guard`.
+//! `+`, `*`, slicing, `in`) replaced by calls of the bounded filters of `ops`.
 //!
 //! minijinja's operators cannot be overridden through its stable API, and an operator such
 //! as `s ~ s` doubles a string in one instruction, which fuel cannot bound. Its
@@ -15,7 +15,7 @@ use minijinja::machinery::{
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{AutoEscape, Environment, Error, State, Value};
 
-use super::{TemplateError, fold, guard};
+use super::{TemplateError, fold, ops};
 
 /// A template's name and text, which its bytecode borrows.
 struct Source {
@@ -40,11 +40,11 @@ fn patch(instructions: &mut Instructions<'_>) {
     let mut index = 0;
     while let Some(instruction) = instructions.get_mut(index) {
         let guard = match instruction {
-            Instruction::StringConcat => Some((guard::CONCAT, 2)),
-            Instruction::Add => Some((guard::ADD, 2)),
-            Instruction::Mul => Some((guard::MUL, 2)),
-            Instruction::Slice => Some((guard::SLICE, 4)),
-            Instruction::In => Some((guard::CONTAINS, 2)),
+            Instruction::StringConcat => Some((ops::CONCAT, 2)),
+            Instruction::Add => Some((ops::ADD, 2)),
+            Instruction::Mul => Some((ops::MUL, 2)),
+            Instruction::Slice => Some((ops::SLICE, 4)),
+            Instruction::In => Some((ops::CONTAINS, 2)),
             _ => None,
         };
         if let Some((name, args)) = guard {
