@@ -389,6 +389,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn macros_loops_and_blocks_render_as_before() {
+        // Values printed inside macros and blocks stay tokens in their text (a known limit of
+        // the token design): only raw text is compared there.
+        let source = "{% macro m(x) %}<m>{% endmacro %}{{ m(1) }}{% for i in range(3) %}{{ m(i) }}{{ i }}{% if not loop.last %},{% else %}.{% endif %}{% endfor %}{% macro w(a, b=2) %}(w){% endmacro %}{{ w(1) }}{% set b %}[b]{% endset %}{{ b }}{% filter upper %}u{% endfilter %}{{ s }}";
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        let expected = env.render_str(source, ctx()).unwrap();
+        let mut t = Templates::new(&Limits::default());
+        t.add_template("t", source).unwrap();
+        assert_eq!(t.render_text("t", &ctx()).unwrap(), expected);
+    }
+
     /// A render over budget is an error of that render; this test process surviving the
     /// list (which asks for gigabytes unguarded) is the proof that nothing is allocated.
     #[test]
@@ -421,6 +434,8 @@ mod tests {
             format!("{nested}{{% set x = ns.l ~ \"\" %}}"),
             format!("{nested}{{% set x = ns.l|pprint %}}"),
             format!("{nested}{{% set x = \"a\" is startingwith(ns.l) %}}"),
+            // Template text repeated by a loop: 30000 × 8 KiB.
+            format!("{{% for i in range(30000) %}}{}{{% endfor %}}", "y".repeat(8192)),
         ];
         for (i, source) in cases.iter().enumerate() {
             let name = format!("t{i}");

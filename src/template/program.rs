@@ -35,6 +35,56 @@ self_cell::self_cell!(
 /// "Not a cached filter": the VM looks the guard up by name on each call.
 const NO_CACHE: u8 = !0;
 
+/// Rebuilds `old` with each raw text chunk printed as a value (`EmitRaw(t)` becomes
+/// `LoadConst(t)`, `Emit`), so the formatter charges it: template text repeated by a loop is
+/// built output like any other. Jump targets move with the instructions they point at.
+fn print_raw_text<'s>(old: &Instructions<'s>) -> Instructions<'s> {
+    let mut moved = Vec::new();
+    let mut next = 0u32;
+    while let Some(instruction) = old.get(moved.len() as u32) {
+        moved.push(next);
+        next += if matches!(instruction, Instruction::EmitRaw(_)) {
+            2
+        } else {
+            1
+        };
+    }
+    let to = |target: u32| moved.get(target as usize).copied().unwrap_or(next);
+    let mut new = Instructions::new(old.name(), old.source());
+    for index in 0..moved.len() as u32 {
+        let Some(instruction) = old.get(index) else {
+            break;
+        };
+        let span = old.get_span(index);
+        let line = old
+            .get_line(index)
+            .and_then(|l| u16::try_from(l).ok())
+            .unwrap_or(0);
+        let mut add = |instruction| match span {
+            Some(span) => new.add_with_span(instruction, span),
+            None => new.add_with_line(instruction, line),
+        };
+        match instruction {
+            Instruction::EmitRaw(text) => {
+                add(Instruction::LoadConst(Value::from_safe_string(
+                    text.to_string(),
+                )));
+                add(Instruction::Emit);
+            }
+            Instruction::Jump(t) => _ = add(Instruction::Jump(to(*t))),
+            Instruction::JumpIfFalse(t) => _ = add(Instruction::JumpIfFalse(to(*t))),
+            Instruction::JumpIfFalseOrPop(t) => _ = add(Instruction::JumpIfFalseOrPop(to(*t))),
+            Instruction::JumpIfTrueOrPop(t) => _ = add(Instruction::JumpIfTrueOrPop(to(*t))),
+            Instruction::Iterate(t) => _ = add(Instruction::Iterate(to(*t))),
+            Instruction::BuildMacro(name, offset, flags) => {
+                _ = add(Instruction::BuildMacro(name, to(*offset), *flags))
+            }
+            other => _ = add(other.clone()),
+        }
+    }
+    new
+}
+
 /// Swaps each value-building operator for its guard, one instruction for one.
 fn patch(instructions: &mut Instructions<'_>) {
     let mut index = 0;
@@ -83,8 +133,10 @@ impl Program {
             };
             let mut compiled =
                 CompiledTemplate::new(&source.name, &source.text, &config).map_err(jinja)?;
+            compiled.instructions = print_raw_text(&compiled.instructions);
             patch(&mut compiled.instructions);
             for block in compiled.blocks.values_mut() {
+                *block = print_raw_text(block);
                 patch(block);
             }
             Ok(compiled)
