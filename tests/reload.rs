@@ -284,27 +284,28 @@ async fn a_rules_directory_missing_for_a_moment_removes_nothing() {
     let env = TestEnv::new("e2e-vanish").await;
     let tmp = tempfile::tempdir().unwrap();
     let mut rules = AtomicDir::new(&tmp.path().join("rules"));
-    let shelf = test_rule("reload", "shelf");
-    rules.publish(&BTreeMap::from([("shelf.yaml", shelf.clone())]));
+    let bookcase = test_rule("reload", "bookcase");
+    rules.publish(&BTreeMap::from([("bookcase.yaml", bookcase.clone())]));
     let op = Operator::start_in(&env.ns, tmp.path(), Path::new("rules"), &[]);
 
     env.apply_yaml(
-        "apiVersion: reload.test.ruleop.dev/v1\nkind: Shelf\nmetadata: {name: s1}\nspec: {books: [dune, emma, ulysses]}\n",
+        "apiVersion: reload.test.ruleop.dev/v1\nkind: Bookcase\nmetadata: {name: s1}\nspec: {books: [dune, emma, ulysses]}\n",
     );
     let expected = ["s1-count", "s1-index"];
-    wait_for("Shelf Ready with its children", T, || async {
-        ready(&env, "shelf", "s1").0 == "True" && children_of(&env, "shelf") == expected
+    wait_for("Bookcase Ready with its children", T, || async {
+        ready(&env, "bookcase", "s1").0 == "True" && children_of(&env, "bookcase") == expected
     })
     .await;
-    let finalized =
-        || jsonpath(&env, "shelf", "s1", "{.metadata.finalizers}").contains("ruleop.dev/cleanup");
+    let finalized = || {
+        jsonpath(&env, "bookcase", "s1", "{.metadata.finalizers}").contains("ruleop.dev/cleanup")
+    };
     assert!(finalized());
 
     // A relative --rules reloads, and one edit is one reload.
     let reloads = op.counter("ruleop_rule_reloads_total", "");
     rules.publish(&BTreeMap::from([(
-        "shelf.yaml",
-        shelf.replace("edition: \"1\"", "edition: \"2\""),
+        "bookcase.yaml",
+        bookcase.replace("edition: \"1\"", "edition: \"2\""),
     )]));
     wait_for("the edit reaches the child", T, || async {
         jsonpath(&env, "configmap", "s1-index", "{.data.edition}") == "2"
@@ -323,7 +324,7 @@ async fn a_rules_directory_missing_for_a_moment_removes_nothing() {
     let away = tmp.path().join("rules.away");
     std::fs::rename(&rules.dir, &away).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(children_of(&env, "shelf"), expected, "nothing deleted");
+    assert_eq!(children_of(&env, "bookcase"), expected, "nothing deleted");
     assert!(finalized(), "finalizer kept");
     assert_eq!(
         op.counter("ruleop_rule_load_errors_total", ""),
@@ -344,7 +345,7 @@ async fn a_rules_directory_missing_for_a_moment_removes_nothing() {
     let target = std::fs::read_link(&data).unwrap();
     std::fs::remove_file(&data).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(children_of(&env, "shelf"), expected, "nothing deleted");
+    assert_eq!(children_of(&env, "bookcase"), expected, "nothing deleted");
     assert!(finalized(), "finalizer kept");
     std::os::unix::fs::symlink(&target, &data).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -356,7 +357,7 @@ async fn a_rules_directory_missing_for_a_moment_removes_nothing() {
         "nothing written while the rules were away:\n{}",
         audit::describe(&writes)
     );
-    assert_eq!(ready(&env, "shelf", "s1").0, "True");
+    assert_eq!(ready(&env, "bookcase", "s1").0, "True");
     assert_eq!(
         jsonpath(&env, "configmap", "s1-index", "{.data.edition}"),
         "2",
@@ -368,7 +369,7 @@ async fn a_rules_directory_missing_for_a_moment_removes_nothing() {
     wait_for(
         "rule removed: children deleted, finalizer released",
         T,
-        || async { children_of(&env, "shelf").is_empty() && !finalized() },
+        || async { children_of(&env, "bookcase").is_empty() && !finalized() },
     )
     .await;
     let idle = audit::Mark::now();
