@@ -35,6 +35,9 @@ pub fn check(paths: &[PathBuf], out: &mut impl Write) -> Result<(), CliError> {
     let (rules, errors) = rule::load_paths(paths);
     for r in &rules {
         writeln!(out, "ok    {}", summary(r))?;
+        for (location, message) in &r.rule.warnings {
+            writeln!(out, "warn  {}:{location}: {message}", r.path.display())?;
+        }
     }
     for e in &errors {
         writeln!(out, "error {e}")?;

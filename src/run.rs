@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use std::sync::Mutex;
-
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
@@ -21,8 +19,7 @@ use crate::controller::{Config, Controller};
 use crate::fence::Fence;
 use crate::health::{self, Health};
 use crate::leader::Elector;
-use crate::reload::{Snapshot, configmap_snapshot, plan_reload, read_snapshot, watch_paths};
-use crate::rule::{LoadedRule, RuleError};
+use crate::reload::{Reloader, Snapshot, configmap_snapshot, follow_paths};
 use crate::telemetry::{self, LogFormat, Metrics};
 
 /// Options of `ruleop run`.
@@ -300,12 +297,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         health.synced_flag(),
         cancel.clone(),
     );
-    let reloader = Arc::new(Reloader {
-        controller: controller.clone(),
-        metrics,
-        health,
-        current: Mutex::default(),
-    });
+    let reloader = Arc::new(Reloader::new(controller.clone(), metrics, health));
     let (tx, mut rx) = mpsc::unbounded_channel::<Snapshot>();
     match &args.rules_configmap {
         Some(reference) => {
@@ -320,30 +312,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 cancel.clone(),
             ));
         }
-        None => {
-            let (snapshot, errors) = read_snapshot(&args.rules);
-            // Discovery may hang on an unreachable API server: a stop must not wait for it.
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = reloader.reload(snapshot, errors) => {}
-            }
-            let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
-            watch_paths(args.rules.clone(), changed_tx, cancel.clone())?;
-            let paths = args.rules.clone();
-            let reloader = reloader.clone();
-            tokio::spawn(async move {
-                while changed_rx.recv().await.is_some() {
-                    let (snapshot, errors) = read_snapshot(&paths);
-                    reloader.reload(snapshot, errors).await;
-                }
-            });
-        }
+        None => follow_paths(args.rules.clone(), reloader.clone(), cancel.clone()).await?,
     }
     {
         let reloader = reloader.clone();
         tokio::spawn(async move {
             while let Some(snapshot) = rx.recv().await {
-                reloader.reload(snapshot, Vec::new()).await;
+                reloader.reload(snapshot).await;
             }
         });
     }
@@ -357,57 +332,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         let _ = tokio::time::timeout(Duration::from_secs(5), elector.release()).await;
     }
     Ok(())
-}
-
-/// Applies rule snapshots to the controller, one at a time.
-struct Reloader {
-    controller: Arc<Controller>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    current: Mutex<Vec<LoadedRule>>,
-}
-
-impl Reloader {
-    async fn reload(&self, snapshot: Snapshot, read_errors: Vec<RuleError>) {
-        let current = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let (next, mut diff) = plan_reload(&current, &snapshot);
-        diff.refused.extend(read_errors);
-        for e in &diff.refused {
-            tracing::error!(error = %e, "rule refused");
-            self.metrics.rule_errors.inc();
-        }
-        let names = |rules: &[LoadedRule]| {
-            rules
-                .iter()
-                .map(|r| r.rule.name.clone())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        if diff.is_empty() && diff.refused.is_empty() && !current.is_empty() {
-            tracing::debug!("rules unchanged");
-        } else {
-            tracing::info!(
-                added = %names(&diff.added),
-                changed = %names(&diff.changed),
-                removed = %names(&diff.removed),
-                refused = diff.refused.len(),
-                kept_last_good = %diff.kept.join(","),
-                active = next.len(),
-                "rules loaded"
-            );
-        }
-        self.metrics.reloads.inc();
-        self.controller.apply_diff(&diff).await;
-        self.health.set_rules_loaded();
-        *self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
-    }
 }
 
 /// Sends a snapshot of the ConfigMap's rule files whenever it changes.

@@ -178,3 +178,43 @@ fn cluster_scoped_child_of_a_namespaced_parent() {
         "rbac.authorization.k8s.io/v1/ClusterRole is cluster-scoped and the parent cache.example.com/v1alpha1/Memcached is namespaced",
     );
 }
+
+#[test]
+fn a_constant_too_big_to_fold_is_an_error() {
+    // minijinja folds operators on literals while compiling: 4 × 100 MB here.
+    let source = GOOD.replace(
+        "image: memcached:1.4.36",
+        "image: {{ ((\"x\" * 99999999) ~ (\"x\" * 99999999)) ~ ((\"x\" * 99999999) ~ (\"x\" * 99999999)) }}",
+    );
+    single_error(
+        &source,
+        line_of(&source, "image: {{ ((\"x\""),
+        "a constant expression would build more than the render's memory budget",
+    );
+}
+
+#[test]
+fn growth_in_loops_and_absurd_limits_are_warnings() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rules/hostile"));
+    let (ok, out) = check(dir);
+    assert!(ok, "warnings do not fail the check: {out}");
+    let warn: Vec<&str> = out.lines().filter(|l| l.starts_with("warn ")).collect();
+    assert_eq!(warn.len(), 1, "{out}");
+    assert!(
+        warn[0].contains("blob.yaml:17:") && warn[0].contains("`ns.s` is used 2 times"),
+        "{out}"
+    );
+
+    let source = GOOD.replace(
+        "  resync: 1h",
+        "  limits: {fuel: 1000000000, maxOutputBytes: 104857600}\n  resync: 1h",
+    );
+    let (ok, lines) = check_source(&source);
+    assert!(ok, "{lines:#?}");
+    let at = format!("rule.yaml:{}:", line_of(&source, "limits:"));
+    let warns: Vec<&String> = lines.iter().filter(|l| l.starts_with("warn ")).collect();
+    assert_eq!(warns.len(), 2, "{lines:#?}");
+    assert!(warns.iter().all(|w| w.contains(&at)), "{lines:#?}");
+    assert!(warns[0].contains("fuel 1000000000"), "{lines:#?}");
+    assert!(warns[1].contains("3200 MiB"), "{lines:#?}");
+}

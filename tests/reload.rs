@@ -1,6 +1,7 @@
 //! End to end: the operator follows its rules directory live. The directory is managed exactly
 //! as the kubelet's atomic writer manages a mounted ConfigMap (timestamped directory, `..data`
-//! symlink swap, one top-level link per file).
+//! symlink swap, one top-level link per file). Also: a rules directory missing for a moment
+//! removes nothing, and a hostile template fails only its own parent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::operator::{Operator, install_crds, jsonpath, ready, root, sample};
-use support::{TestEnv, wait_for};
+use support::{TestEnv, audit, kubectl, wait_for};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -59,6 +60,39 @@ impl AtomicDir {
             std::fs::remove_dir_all(self.dir.join(old)).unwrap();
         }
     }
+}
+
+/// Installs the CRDs of the test rules under `tests/rules/<topic>/crds`.
+fn install_test_crds(topic: &str) {
+    let dir = root().join(format!("tests/rules/{topic}/crds"));
+    let dir = dir.to_str().unwrap();
+    kubectl(&["apply", "-f", dir]);
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "-f",
+        dir,
+    ]);
+}
+
+fn test_rule(topic: &str, name: &str) -> String {
+    std::fs::read_to_string(root().join(format!("tests/rules/{topic}/{name}.yaml"))).unwrap()
+}
+
+/// Names of the ConfigMaps that rule `rule` owns in the test namespace, sorted.
+fn children_of(env: &TestEnv, rule: &str) -> Vec<String> {
+    let out = env.kubectl(&[
+        "get",
+        "configmaps",
+        "-l",
+        &format!("ruleop.dev/rule={rule}"),
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let mut names: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+    names.sort();
+    names
 }
 
 fn rule(op: &str) -> String {
@@ -140,6 +174,9 @@ async fn rules_follow_the_mounted_configmap() {
         op.log().contains("memcached.yaml:"),
         "the error names the file and line"
     );
+    // Logged once: reading the broken file must not trigger another reload.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(op.log().matches("rule refused").count(), 1, "{}", op.log());
     env.kubectl(&[
         "patch",
         "memcached",
@@ -234,4 +271,179 @@ async fn rules_follow_a_configmap_read_through_the_api() {
         "",
         "no rule for MyApp in the ConfigMap"
     );
+}
+
+/// The rules directory vanishes for a moment, in both ways it happens: moved away and back
+/// (a `mv`, a remount), and the kubelet's `..data` link gone. A rule with a finalizer and
+/// `onRuleRemoval: DeleteChildren` keeps running: nothing is deleted, no finalizer dropped,
+/// nothing written. The operator runs with a relative `--rules` path, which must reload, and
+/// one edit is one reload. Only an explicit change of the files removes the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_directory_missing_for_a_moment_removes_nothing() {
+    install_test_crds("reload");
+    let env = TestEnv::new("e2e-vanish").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rules = AtomicDir::new(&tmp.path().join("rules"));
+    let bookcase = test_rule("reload", "bookcase");
+    rules.publish(&BTreeMap::from([("bookcase.yaml", bookcase.clone())]));
+    let op = Operator::start_in(&env.ns, tmp.path(), Path::new("rules"), &[]);
+
+    env.apply_yaml(
+        "apiVersion: reload.test.ruleop.dev/v1\nkind: Bookcase\nmetadata: {name: s1}\nspec: {books: [dune, emma, ulysses]}\n",
+    );
+    let expected = ["s1-count", "s1-index"];
+    wait_for("Bookcase Ready with its children", T, || async {
+        ready(&env, "bookcase", "s1").0 == "True" && children_of(&env, "bookcase") == expected
+    })
+    .await;
+    let finalized = || {
+        jsonpath(&env, "bookcase", "s1", "{.metadata.finalizers}").contains("ruleop.dev/cleanup")
+    };
+    assert!(finalized());
+
+    // A relative --rules reloads, and one edit is one reload.
+    let reloads = op.counter("ruleop_rule_reloads_total", "");
+    rules.publish(&BTreeMap::from([(
+        "bookcase.yaml",
+        bookcase.replace("edition: \"1\"", "edition: \"2\""),
+    )]));
+    wait_for("the edit reaches the child", T, || async {
+        jsonpath(&env, "configmap", "s1-index", "{.data.edition}") == "2"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        op.counter("ruleop_rule_reloads_total", ""),
+        reloads + 1.0,
+        "one edit, one reload (reading the files must not trigger another)"
+    );
+
+    let mark = audit::Mark::now();
+    let errors = op.counter("ruleop_rule_load_errors_total", "");
+    // Moved away: unreadable, an error once, the rule keeps running.
+    let away = tmp.path().join("rules.away");
+    std::fs::rename(&rules.dir, &away).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(children_of(&env, "bookcase"), expected, "nothing deleted");
+    assert!(finalized(), "finalizer kept");
+    assert_eq!(
+        op.counter("ruleop_rule_load_errors_total", ""),
+        errors + 1.0,
+        "logged once"
+    );
+    assert_eq!(
+        op.log().matches("the rules they held keep running").count(),
+        1,
+        "{}",
+        op.log()
+    );
+    std::fs::rename(&away, &rules.dir).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The kubelet's `..data` link gone for a moment: every file link dangles.
+    let data = rules.dir.join("..data");
+    let target = std::fs::read_link(&data).unwrap();
+    std::fs::remove_file(&data).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(children_of(&env, "bookcase"), expected, "nothing deleted");
+    assert!(finalized(), "finalizer kept");
+    std::os::unix::fs::symlink(&target, &data).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(op.log().contains("rules loaded"), "{}", op.log());
+
+    let writes = mark.operator_writes(&env.ns);
+    assert!(
+        writes.is_empty(),
+        "nothing written while the rules were away:\n{}",
+        audit::describe(&writes)
+    );
+    assert_eq!(ready(&env, "bookcase", "s1").0, "True");
+    assert_eq!(
+        jsonpath(&env, "configmap", "s1-index", "{.data.edition}"),
+        "2",
+        "the last good version still runs"
+    );
+
+    // An explicit change of the files does remove the rule, with what it asked for.
+    rules.publish(&BTreeMap::new());
+    wait_for(
+        "rule removed: children deleted, finalizer released",
+        T,
+        || async { children_of(&env, "bookcase").is_empty() && !finalized() },
+    )
+    .await;
+    let idle = audit::Mark::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes = idle.operator_writes(&env.ns);
+    assert!(
+        writes.is_empty(),
+        "idle after the removal:\n{}",
+        audit::describe(&writes)
+    );
+}
+
+/// A template that doubles a 1 MiB string 12 times (4 GiB) is `RenderFailed` on its parent;
+/// another parent of the same rule and a parent of another rule reconcile normally, and the
+/// process stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_template_fails_its_parent_only() {
+    install_crds();
+    install_test_crds("hostile");
+    let env = TestEnv::new("e2e-hostile").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("rules");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("blob.yaml"), test_rule("hostile", "blob")).unwrap();
+    std::fs::write(dir.join("memcached.yaml"), rule("memcached")).unwrap();
+    let op = Operator::start_with_rules(&env.ns, &dir, &[]);
+
+    let blob = |name: &str, seed: usize, rounds: u32| {
+        format!(
+            "apiVersion: hostile.test.ruleop.dev/v1\nkind: Blob\nmetadata: {{name: {name}}}\nspec: {{seedBytes: {seed}, rounds: {rounds}}}\n"
+        )
+    };
+    env.apply_yaml(&blob("bomb", 1 << 20, 12));
+    env.apply_yaml(&blob("calm", 8, 3));
+    env.apply_yaml(&sample("memcached"));
+
+    wait_for("the hostile parent fails to render", T, || async {
+        ready(&env, "blob", "bomb") == ("False".to_string(), "RenderFailed".to_string())
+    })
+    .await;
+    let message = jsonpath(
+        &env,
+        "blob",
+        "bomb",
+        "{.status.conditions[?(@.type==\"Ready\")].message}",
+    );
+    assert!(message.contains("memory budget"), "{message}");
+    wait_for(
+        "the calm parent of the same rule gets its child",
+        T,
+        || async { children_of(&env, "blob") == ["calm-data"] },
+    )
+    .await;
+    assert_eq!(
+        jsonpath(&env, "configmap", "calm-data", "{.data.blob}"),
+        "x".repeat(64)
+    );
+    wait_for("another rule's parent reconciles", T, || async {
+        ready(&env, "memcached", "example-memcached").0 == "True"
+    })
+    .await;
+
+    let idle = audit::Mark::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes = idle.operator_writes(&env.ns);
+    assert!(writes.is_empty(), "idle:\n{}", audit::describe(&writes));
+    assert_eq!(
+        children_of(&env, "blob"),
+        ["calm-data"],
+        "no child for the hostile parent"
+    );
+    assert!(
+        op.metrics().contains("ruleop_rule_info"),
+        "the process is up"
+    );
+    assert!(!op.log().contains("panicked"), "{}", op.log());
 }

@@ -12,7 +12,7 @@ use super::{
     Location, RULE_API_VERSION, RULE_KIND, RuleFile, RuleSpec, Scope, Spans, known_scope,
     parse_duration,
 };
-use crate::template::{TemplateError, Templates};
+use crate::template::{self, BUDGET_PER_OUTPUT_BYTE, TemplateError, Templates};
 
 /// A rule ready to plan with: its spec plus compiled templates, expressions and paths.
 ///
@@ -36,6 +36,8 @@ pub struct CompiledRule {
     pub resync: Option<Duration>,
     /// `spec.finalizer.cleanup[i].timeout`, parsed.
     pub cleanup_timeouts: Vec<Option<Duration>>,
+    /// What `ruleop check` warns about: valid, but likely to fail or cost much at run time.
+    pub warnings: Vec<(Location, String)>,
 }
 
 impl CompiledRule {
@@ -70,6 +72,7 @@ impl CompiledRule {
 struct Checker<'a> {
     spans: &'a Spans,
     errors: Vec<(Location, String)>,
+    warnings: Vec<(Location, String)>,
     templates: Templates,
 }
 
@@ -86,6 +89,11 @@ impl Checker<'_> {
             };
             self.errors
                 .push((location, format!("template does not compile: {e}")));
+            return;
+        }
+        for (line, message) in template::lint(source) {
+            self.warnings
+                .push((self.spans.line_in(path, line), message));
         }
     }
 
@@ -236,8 +244,10 @@ pub fn compile(
     let mut c = Checker {
         spans,
         errors: Vec::new(),
+        warnings: Vec::new(),
         templates: Templates::new(&spec.limits),
     };
+    limit_warnings(&mut c, &spec.limits);
     if file.api_version != RULE_API_VERSION {
         c.error(
             "apiVersion",
@@ -448,5 +458,34 @@ pub fn compile(
         paths,
         resync,
         cleanup_timeouts,
+        warnings: c.warnings,
     })
+}
+
+/// Above these, one render can hold a core or a large share of the operator's memory.
+const FUEL_WARNING: u64 = 10_000_000;
+const OUTPUT_WARNING: usize = 4 << 20;
+
+fn limit_warnings(c: &mut Checker<'_>, limits: &super::Limits) {
+    if limits.fuel > FUEL_WARNING {
+        let location = c.spans.find("spec.limits.fuel");
+        c.warnings.push((
+            location,
+            format!(
+                "fuel {} lets one render run for seconds before it is stopped",
+                limits.fuel
+            ),
+        ));
+    }
+    if limits.max_output_bytes > OUTPUT_WARNING {
+        let location = c.spans.find("spec.limits.maxOutputBytes");
+        c.warnings.push((
+            location,
+            format!(
+                "maxOutputBytes {} lets each render build up to {} MiB of values ({BUDGET_PER_OUTPUT_BYTE} × maxOutputBytes), and renders run in parallel",
+                limits.max_output_bytes,
+                limits.max_output_bytes.saturating_mul(BUDGET_PER_OUTPUT_BYTE) >> 20
+            ),
+        ));
+    }
 }

@@ -56,18 +56,29 @@ impl Operator {
     pub fn start_as(ns: &str, rules: &Path, extra: &[&str], kubeconfig: &Path) -> Operator {
         let mut args = vec!["--namespace", ns];
         args.extend_from_slice(extra);
-        Self::spawn(rules, &args, kubeconfig)
+        Self::spawn(rules, None, &args, kubeconfig)
     }
 
     /// Runs the operator in every namespace (cluster-scoped parents whose children live in
     /// namespaces they create). Its rules must govern kinds no other test uses.
     pub fn start_cluster_wide(rules: &Path, extra: &[&str]) -> Operator {
-        Self::spawn(rules, extra, super::kubeconfig())
+        Self::spawn(rules, None, extra, super::kubeconfig())
     }
 
-    fn spawn(rules: &Path, extra: &[&str], kubeconfig: &Path) -> Operator {
+    /// Runs the operator in `cwd`, so a relative `rules` path is resolved against it.
+    pub fn start_in(ns: &str, cwd: &Path, rules: &Path, extra: &[&str]) -> Operator {
+        let mut args = vec!["--namespace", ns];
+        args.extend_from_slice(extra);
+        Self::spawn(rules, Some(cwd), &args, super::kubeconfig())
+    }
+
+    fn spawn(rules: &Path, cwd: Option<&Path>, extra: &[&str], kubeconfig: &Path) -> Operator {
         let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ruleop"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ruleop"));
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .args(["run", "--rules", rules.to_str().unwrap()])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)

@@ -1,5 +1,5 @@
-//! The template sandbox: minijinja with a fuel limit, an output limit, and interpolation that
-//! inserts values into the parsed YAML tree instead of its text.
+//! The template sandbox: minijinja with a fuel limit, an output limit, a memory budget, and
+//! interpolation that inserts values into the parsed YAML tree instead of its text.
 //!
 //! Every `{{ ... }}` writes a placeholder token; the value goes into a per-render slot table.
 //! The rendered text (only the rule author's text plus tokens) is parsed as YAML, then each
@@ -7,23 +7,38 @@
 //! with its type (a number stays a number, a map a map); tokens inside longer or quoted
 //! strings are spliced in as text. A value holding newlines, `---` or `key: value` therefore
 //! stays one string: parent data can never change a manifest's structure.
+//!
+//! Memory: a render may build at most `BUDGET_PER_OUTPUT_BYTE` × `maxOutputBytes` bytes of
+//! values (`budget`, `ops`, `guard`, `fold`, `program`); the output limit counts interpolated values too.
+
+mod budget;
+mod fold;
+mod guard;
+mod lint;
+mod ops;
+mod program;
+mod yaml;
+
+use std::collections::HashMap;
 
 use minijinja::value::{Kwargs, Serde, Value, ValueKind};
 use minijinja::{AutoEscape, Environment, ErrorKind, HtmlEscape, UndefinedBehavior};
-use saphyr_parser::{Event, Parser, ScalarStyle};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use crate::rule::Limits;
+use program::Program;
+use yaml::{CLOSE, OPEN, kind_name, parse_yaml, splice};
 
-const OPEN: char = '\u{E000}';
-const CLOSE: char = '\u{E001}';
+pub use budget::BUDGET_PER_OUTPUT_BYTE;
+pub use lint::lint;
+
 /// The variable an expression's value is stored in.
 const RESULT: &str = "__ruleop_result";
 /// The auto-escape mode of every template: minijinja then marks the output of macros,
 /// `{% filter %}` and `{% set %}` blocks as safe (template text holding tokens) and routes
 /// every other printed value, even inside filters like `replace` or `join`, through the
 /// formatter, which turns it into a token.
-const ESCAPE_MODE: &str = "ruleop";
+pub(crate) const ESCAPE_MODE: &str = "ruleop";
 
 /// Values printed during one render, in order.
 #[derive(Default)]
@@ -32,7 +47,7 @@ struct Slots(Vec<Value>);
 /// A template or expression failure.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum TemplateError {
-    /// minijinja failed to compile or evaluate.
+    /// minijinja failed to compile or evaluate (including a render over its memory budget).
     #[error("{message}")]
     Jinja {
         /// The line inside the template, when known.
@@ -40,10 +55,12 @@ pub enum TemplateError {
         /// What went wrong.
         message: String,
     },
-    /// The output exceeded the rule's limit.
-    #[error("rendered output is {size} bytes, over the limit of {limit}")]
+    /// The output, interpolated values included, exceeded the rule's limit.
+    #[error(
+        "rendered output is {size} bytes or more with its interpolated values, over the limit of {limit} (spec.limits.maxOutputBytes)"
+    )]
     TooLarge {
-        /// Bytes rendered.
+        /// Bytes rendered, counted until past the limit.
         size: usize,
         /// The limit.
         limit: usize,
@@ -59,7 +76,7 @@ pub enum TemplateError {
 }
 
 impl TemplateError {
-    fn jinja(err: &minijinja::Error) -> Self {
+    pub(crate) fn jinja(err: &minijinja::Error) -> Self {
         let mut message = match err.detail() {
             Some(detail) => format!("{}: {detail}", err.kind()),
             None => err.kind().to_string(),
@@ -85,7 +102,9 @@ impl TemplateError {
 /// The compiled templates and expressions of one rule.
 pub struct Templates {
     env: Environment<'static>,
+    programs: HashMap<String, Program>,
     max_output: usize,
+    budget: usize,
 }
 
 impl std::fmt::Debug for Templates {
@@ -107,11 +126,9 @@ impl Templates {
         env.set_auto_escape_callback(|_| AutoEscape::Custom(ESCAPE_MODE.into()));
         // `safe` would let a parent's string bypass the placeholder mechanism.
         env.remove_filter("safe");
-        // The builtins return "safe" strings that the formatter would paste into the YAML
-        // text: these return plain strings, which become values like any other.
-        env.add_filter("tojson", tojson);
-        env.add_filter("escape", escape_html);
-        env.add_filter("e", escape_html);
+        // Bounded builtins; `tojson` and `escape` among them return plain strings (values),
+        // never "safe" text the formatter would paste into the YAML source.
+        guard::install(&mut env);
         env.add_function("ready", |obj: Value| is_ready_value(&obj));
         env.add_test("ready", |obj: Value| is_ready_value(&obj));
         env.set_formatter(|out, state, value| {
@@ -125,6 +142,9 @@ impl Templates {
             if value.is_safe()
                 && let Some(text) = value.as_str()
             {
+                // Written again each time it is printed: a macro printing its argument twice
+                // doubles it, so this is built text like any other.
+                budget::charge(Some(text.len()), "printing template text")?;
                 return out.write_str(text).map_err(minijinja::Error::from);
             }
             let slots = state.get_or_insert_extension_with(Slots::default);
@@ -134,15 +154,19 @@ impl Templates {
         });
         Self {
             env,
+            programs: HashMap::new(),
             max_output: limits.max_output_bytes,
+            budget: limits
+                .max_output_bytes
+                .saturating_mul(BUDGET_PER_OUTPUT_BYTE),
         }
     }
 
     /// Compiles a manifest or message template under `name`.
     pub fn add_template(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
-        self.env
-            .add_template_owned(name.to_string(), source.to_string())
-            .map_err(|e| TemplateError::jinja(&e))
+        let program = Program::compile(name, source, self.budget)?;
+        self.programs.insert(name.to_string(), program);
+        Ok(())
     }
 
     /// Compiles a single expression under `name`.
@@ -154,24 +178,37 @@ impl Templates {
         self.add_template(name, &format!("{{% set {RESULT} = ({expr}) %}}"))
     }
 
+    /// Runs the program `name` under the render budget; `inspect` reads the final state.
+    fn run<R>(
+        &self,
+        name: &str,
+        ctx: &Value,
+        inspect: impl FnOnce(&mut minijinja::State) -> R,
+    ) -> Result<(String, R), TemplateError> {
+        let program = self
+            .programs
+            .get(name)
+            .ok_or_else(|| TemplateError::Jinja {
+                line: None,
+                message: format!("template {name:?} is not compiled"),
+            })?;
+        let _budget = budget::Scope::enter(self.budget);
+        program
+            .run(&self.env, ctx.clone(), inspect)
+            .map_err(|e| TemplateError::jinja(&e))
+    }
+
     fn render_raw(&self, name: &str, ctx: &Value) -> Result<(String, Vec<Value>), TemplateError> {
-        let template = self
-            .env
-            .get_template(name)
-            .map_err(|e| TemplateError::jinja(&e))?;
-        let mut captured = template
-            .render_captured(ctx.clone())
-            .map_err(|e| TemplateError::jinja(&e))?;
-        let slots = captured.with_state_mut(|state| {
+        let (text, slots) = self.run(name, ctx, |state| {
             state
                 .get_extension_mut::<Slots>()
                 .map(|s| std::mem::take(&mut s.0))
                 .unwrap_or_default()
-        });
-        let text = captured.into_output();
-        if text.len() > self.max_output {
+        })?;
+        let size = output_size(&text, &slots, self.max_output);
+        if size > self.max_output {
             return Err(TemplateError::TooLarge {
-                size: text.len(),
+                size,
                 limit: self.max_output,
             });
         }
@@ -180,14 +217,10 @@ impl Templates {
 
     /// Evaluates the expression registered as `name` (undefined is a valid result).
     pub fn eval(&self, name: &str, ctx: &Value) -> Result<Value, TemplateError> {
-        let template = self
-            .env
-            .get_template(name)
-            .map_err(|e| TemplateError::jinja(&e))?;
-        let captured = template
-            .render_captured(ctx.clone())
-            .map_err(|e| TemplateError::jinja(&e))?;
-        Ok(captured.state().lookup(RESULT).unwrap_or(Value::UNDEFINED))
+        let (_, result) = self.run(name, ctx, |state| {
+            state.lookup(RESULT).unwrap_or(Value::UNDEFINED)
+        })?;
+        Ok(result)
     }
 
     /// Renders the template `name` as plain text (messages), splicing values in as text.
@@ -214,18 +247,64 @@ impl Templates {
 }
 
 /// `tojson` as minijinja's, but a value (a string) rather than text for the YAML source.
-fn tojson(value: &Value, indent: Option<Value>, args: Kwargs) -> Result<Value, minijinja::Error> {
+pub(crate) fn tojson(
+    value: &Value,
+    indent: Option<Value>,
+    args: Kwargs,
+) -> Result<Value, minijinja::Error> {
     let json = minijinja::filters::tojson(value, indent, args)?;
     Ok(Value::from(json.as_str().unwrap_or_default()))
 }
 
 /// HTML escaping (`escape`, `e`) as a value: the escaped text, never template text.
-fn escape_html(value: &Value) -> Value {
+pub(crate) fn escape_html(value: &Value) -> Value {
     let text = match value.as_str() {
         Some(s) => s.to_string(),
-        None => as_text(value),
+        None => yaml::as_text(value),
     };
     Value::from(HtmlEscape(&text).to_string())
+}
+
+/// The size of the rendered text with each token replaced by its value (text, or JSON for
+/// lists and maps), counted only until past `limit`: a value is measured, never built, so a
+/// huge interpolated value costs no memory.
+fn output_size(text: &str, slots: &[Value], limit: usize) -> usize {
+    let over = |size: usize| size.max(limit).saturating_add(1);
+    let mut measured: Vec<Option<usize>> = vec![None; slots.len()];
+    let mut size = 0usize;
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        size += start;
+        let after = &rest[start + OPEN.len_utf8()..];
+        let Some(end) = after.find(CLOSE) else {
+            rest = after;
+            continue;
+        };
+        let slot = after[..end]
+            .parse::<usize>()
+            .ok()
+            .filter(|i| *i < slots.len());
+        rest = &after[end + CLOSE.len_utf8()..];
+        let Some(i) = slot else { continue };
+        let cap = limit.saturating_sub(size);
+        let len = match measured[i] {
+            Some(n) => Some(n),
+            None => match slots[i].kind() {
+                ValueKind::Seq | ValueKind::Map | ValueKind::Iterable | ValueKind::Plain => {
+                    budget::json_len(&slots[i], 0, cap)
+                }
+                _ => budget::display_len(&slots[i], cap),
+            },
+        };
+        match len {
+            Some(n) if n <= cap => {
+                measured[i] = Some(n);
+                size += n;
+            }
+            _ => return over(size),
+        }
+    }
+    size + rest.len()
 }
 
 /// Generic readiness: a `Ready` condition decides; else a Pod must be `Running`; else ready.
@@ -243,10 +322,27 @@ pub fn is_ready(obj: &Json) -> bool {
     true
 }
 
+/// [`is_ready`] read from a template value in place (no copy of the object is built).
 fn is_ready_value(obj: &Value) -> bool {
-    serde_json::to_value(obj)
-        .map(|j| is_ready(&j))
-        .unwrap_or(false)
+    let field = |v: &Value, key: &str| v.get_attr(key).ok().filter(|f| !f.is_undefined());
+    let text = |v: Option<Value>, want: &str| v.as_ref().and_then(Value::as_str) == Some(want);
+    if let Some(conditions) = field(obj, "status").and_then(|s| field(&s, "conditions"))
+        && conditions.kind() == ValueKind::Seq
+        && let Ok(iter) = conditions.try_iter()
+    {
+        for c in iter {
+            if c.kind() == ValueKind::Map && text(field(&c, "type"), "Ready") {
+                return text(field(&c, "status"), "True");
+            }
+        }
+    }
+    if text(field(obj, "kind"), "Pod") {
+        return text(
+            field(obj, "status").and_then(|s| field(&s, "phase")),
+            "Running",
+        );
+    }
+    true
 }
 
 /// Converts JSON to a template value.
@@ -262,187 +358,11 @@ pub fn to_json(value: &Value) -> Json {
     serde_json::to_value(value).unwrap_or(Json::Null)
 }
 
-/// The text form of a value spliced into a longer string.
-fn as_text(value: &Value) -> String {
-    match value.kind() {
-        ValueKind::String => value.as_str().unwrap_or_default().to_string(),
-        ValueKind::Undefined | ValueKind::None => String::new(),
-        ValueKind::Bool | ValueKind::Number => value.to_string(),
-        _ => to_json(value).to_string(),
-    }
-}
-
-/// Replaces every token in `text` by the text of its value.
-fn splice(text: &str, slots: &[Value]) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find(OPEN) {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + OPEN.len_utf8()..];
-        match after.find(CLOSE) {
-            Some(end) => {
-                if let Some(v) = after[..end]
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| slots.get(i))
-                {
-                    out.push_str(&as_text(v));
-                }
-                rest = &after[end + CLOSE.len_utf8()..];
-            }
-            None => {
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The slot a scalar refers to when it is exactly one token.
-fn whole_token(text: &str) -> Option<usize> {
-    text.strip_prefix(OPEN)?.strip_suffix(CLOSE)?.parse().ok()
-}
-
-fn kind_name(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "nothing",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "a list",
-        Json::Object(_) => "a mapping",
-    }
-}
-
-enum Building {
-    Map(Map<String, Json>, Option<String>),
-    Seq(Vec<Json>),
-}
-
-/// Parses one YAML document of rendered text into JSON, resolving tokens.
-fn parse_yaml(text: &str, slots: &[Value]) -> Result<Json, TemplateError> {
-    let mut parser = Parser::new_from_str(text);
-    let mut stack: Vec<Building> = Vec::new();
-    let mut root: Option<Json> = None;
-    let mut documents = 0;
-    while let Some(next) = parser.next_event() {
-        let (event, span) = next.map_err(|e| TemplateError::Yaml {
-            line: e.marker().line(),
-            message: e.info().to_string(),
-        })?;
-        let line = span.start.line();
-        let err = |message: String| TemplateError::Yaml { line, message };
-        let value = match event {
-            Event::DocumentStart(_) => {
-                documents += 1;
-                if documents > 1 {
-                    return Err(err("a child must render exactly one YAML document".into()));
-                }
-                continue;
-            }
-            Event::Alias(_) => {
-                return Err(err("YAML aliases are not supported in manifests".into()));
-            }
-            Event::MappingStart(..) => {
-                stack.push(Building::Map(Map::new(), None));
-                continue;
-            }
-            Event::SequenceStart(..) => {
-                stack.push(Building::Seq(Vec::new()));
-                continue;
-            }
-            Event::MappingEnd => match stack.pop() {
-                Some(Building::Map(map, _)) => Json::Object(map),
-                _ => return Err(err("unbalanced mapping".into())),
-            },
-            Event::SequenceEnd => match stack.pop() {
-                Some(Building::Seq(seq)) => Json::Array(seq),
-                _ => return Err(err("unbalanced sequence".into())),
-            },
-            Event::Scalar(raw, style, _, tag) => {
-                if tag.is_some() {
-                    return Err(err("YAML tags are not supported in manifests".into()));
-                }
-                // A key is always text.
-                if let Some(Building::Map(_, key @ None)) = stack.last_mut() {
-                    *key = Some(splice(&raw, slots));
-                    continue;
-                }
-                scalar(&raw, style, slots)
-            }
-            _ => continue,
-        };
-        match stack.last_mut() {
-            Some(Building::Map(map, key)) => {
-                let key = key.take().unwrap_or_default();
-                if map.insert(key.clone(), value).is_some() {
-                    return Err(err(format!("duplicate key {key:?}")));
-                }
-            }
-            Some(Building::Seq(seq)) => seq.push(value),
-            None => root = Some(value),
-        }
-    }
-    Ok(root.unwrap_or(Json::Null))
-}
-
-/// Resolves one scalar: typed when plain (YAML 1.2 core schema), text when quoted or block.
-fn scalar(raw: &str, style: ScalarStyle, slots: &[Value]) -> Json {
-    if style == ScalarStyle::Plain {
-        if let Some(value) = whole_token(raw).and_then(|i| slots.get(i)) {
-            return to_json(value);
-        }
-        if !raw.contains(OPEN) {
-            return plain(raw);
-        }
-    } else if let Some(value) = whole_token(raw).and_then(|i| slots.get(i)) {
-        // A quoted interpolation is a string, whatever the value's type.
-        return Json::String(as_text(value));
-    }
-    Json::String(splice(raw, slots))
-}
-
-/// The YAML 1.2 core schema for plain scalars.
-fn plain(raw: &str) -> Json {
-    match raw {
-        "" | "~" | "null" | "Null" | "NULL" => return Json::Null,
-        "true" | "True" | "TRUE" => return Json::Bool(true),
-        "false" | "False" | "FALSE" => return Json::Bool(false),
-        _ => {}
-    }
-    if let Ok(i) = raw.parse::<i64>() {
-        return Json::from(i);
-    }
-    if let Some(hex) = raw.strip_prefix("0x")
-        && let Ok(i) = i64::from_str_radix(hex, 16)
-    {
-        return Json::from(i);
-    }
-    if let Some(oct) = raw.strip_prefix("0o")
-        && let Ok(i) = i64::from_str_radix(oct, 8)
-    {
-        return Json::from(i);
-    }
-    let looks_numeric = raw
-        .chars()
-        .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
-        && raw.chars().any(|c| c.is_ascii_digit());
-    if looks_numeric
-        && let Some(n) = raw
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-    {
-        return Json::Number(n);
-    }
-    Json::String(raw.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use yaml::plain;
 
     fn templates(source: &str) -> Templates {
         let mut t = Templates::new(&Limits::default());
@@ -549,6 +469,28 @@ mod tests {
             t.render_text("t", &ctx(json!({}))),
             Err(TemplateError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn the_output_limit_counts_interpolated_values() {
+        let t = templates("a: {{ v }}\nb: \"{{ v }}\"\n");
+        let limit = Limits::default().max_output_bytes;
+        let big = "x".repeat(1_000_000);
+        let err = t.render_object("t", &ctx(json!({"v": big}))).unwrap_err();
+        assert!(
+            matches!(err, TemplateError::TooLarge { limit: l, .. } if l == limit),
+            "{err}"
+        );
+        // Printed twice, counted twice; a list counts as its JSON text.
+        let half = "x".repeat(limit / 2);
+        assert!(t.render_object("t", &ctx(json!({"v": half}))).is_err());
+        let list: Vec<&str> = vec!["abcdefgh"; limit / 20];
+        assert!(t.render_object("t", &ctx(json!({"v": list}))).is_err());
+        let ok = "x".repeat(limit / 3);
+        assert!(t.render_object("t", &ctx(json!({"v": ok}))).is_ok());
+        // A value computed but never printed is not output.
+        let quiet = templates("{% set x = v %}a: 1\n");
+        assert!(quiet.render_object("t", &ctx(json!({"v": big}))).is_ok());
     }
 
     #[test]
