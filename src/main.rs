@@ -42,6 +42,15 @@ enum Command {
         #[arg(long)]
         now: Option<jiff::Timestamp>,
     },
+    /// Run rule test files offline (the same planner as the controller).
+    Test {
+        /// Test files or directories (default: rules/); directories are searched for
+        /// `tests/*.yaml` and `*.test.yaml`.
+        paths: Vec<PathBuf>,
+        /// Rewrite golden files that differ instead of failing.
+        #[arg(long)]
+        update: bool,
+    },
     /// Print the JSON Schema of the rule format.
     Schema,
     /// Print the least-privilege ClusterRole the rule files need.
@@ -74,6 +83,12 @@ fn main() -> ExitCode {
             output,
             now,
         } => cli::render(&rule, &resource, &observed, now, output, &mut out).map(|_| ()),
+        Command::Test { mut paths, update } => {
+            if paths.is_empty() {
+                paths.push(PathBuf::from("rules"));
+            }
+            cli::test(&paths, update, &mut out)
+        }
         Command::Schema => cli::schema(&mut out),
         Command::Rbac { mut rules, name } => {
             if rules.is_empty() {
