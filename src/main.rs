@@ -51,6 +51,9 @@ enum Command {
         #[arg(long)]
         update: bool,
     },
+    /// Show what a rule (a new version of it) would change on the live cluster, writing
+    /// nothing. Exit status 0: no changes, 1: changes, 2: error.
+    Diff(cli::DiffArgs),
     /// Print the JSON Schema of the rule format.
     Schema,
     /// Print the least-privilege ClusterRole the rule files need.
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
             }
             cli::rbac(&rules, &name, &mut out)
         }
+        Command::Diff(diff_args) => return run_diff(&diff_args, &mut out),
         Command::Run(run_args) => {
             drop(out);
             return run_controller(run_args);
@@ -106,6 +110,21 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("ruleop: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit status like `kubectl diff`: 0 no changes, 1 changes, 2 an error.
+fn run_diff(args: &cli::DiffArgs, out: &mut impl std::io::Write) -> ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| cli::CliError::Cluster(format!("cannot start the async runtime: {e}")))
+        .and_then(|rt| rt.block_on(cli::diff(args, out)));
+    match result {
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("ruleop: {e}");
+            ExitCode::from(2)
         }
     }
 }

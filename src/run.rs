@@ -65,12 +65,20 @@ pub const USER_AGENT: &str = concat!("ruleop/", env!("CARGO_PKG_VERSION"));
 
 /// A client for the cluster named by `--kubeconfig`/`--context` (else the usual inference).
 pub async fn connect(args: &RunArgs) -> Result<kube::Client, RunError> {
+    connect_to(args.kubeconfig.as_deref(), args.context.as_deref()).await
+}
+
+/// A client for `kubeconfig`/`context` (else the usual inference), sending [`USER_AGENT`].
+pub async fn connect_to(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<kube::Client, RunError> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
-        context: args.context.clone(),
+        context: context.map(str::to_string),
         ..KubeConfigOptions::default()
     };
-    let mut config = match &args.kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
                 .map_err(|e| RunError::Kubeconfig(path.display().to_string(), e.to_string()))?;
@@ -78,7 +86,7 @@ pub async fn connect(args: &RunArgs) -> Result<kube::Client, RunError> {
                 .await
                 .map_err(|e| RunError::Kubeconfig(path.display().to_string(), e.to_string()))?
         }
-        None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
+        None if context.is_some() => kube::Config::from_kubeconfig(&options)
             .await
             .map_err(|e| RunError::Kubeconfig("$KUBECONFIG".into(), e.to_string()))?,
         None => kube::Config::infer()

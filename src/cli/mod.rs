@@ -1,8 +1,10 @@
-//! The offline subcommands: `check`, `render`, `schema`, `rbac` and `test`.
+//! The authoring subcommands: `check`, `render`, `schema`, `rbac`, `test` and `diff`.
 
+mod diff;
 pub mod output;
 mod test;
 
+pub use diff::{DiffArgs, diff};
 pub use test::test;
 
 use std::io::Write;
@@ -32,6 +34,9 @@ pub enum CliError {
     /// Test cases failed (already printed).
     #[error("{0} test(s) failed")]
     TestsFailed(usize),
+    /// The cluster could not be read.
+    #[error("{0}")]
+    Cluster(String),
     /// Output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
