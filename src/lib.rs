@@ -12,6 +12,7 @@ pub mod handover;
 pub mod jsondiff;
 pub mod kubeclient;
 pub mod leader;
+pub mod lint;
 pub mod livediff;
 pub mod meta;
 pub mod openapi;

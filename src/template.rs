@@ -145,6 +145,11 @@ impl Templates {
             .map_err(|e| TemplateError::jinja(&e))
     }
 
+    /// The environment, for static checks of compiled templates (`crate::lint`).
+    pub(crate) fn environment(&self) -> &Environment<'static> {
+        &self.env
+    }
+
     /// Compiles a single expression under `name`.
     pub fn add_expression(&mut self, name: &str, expr: &str) -> Result<(), TemplateError> {
         // Compile it alone first, so `a }} text {{ b` cannot pass as one expression.

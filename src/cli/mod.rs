@@ -45,7 +45,16 @@ pub enum CliError {
 /// `ruleop check`: validates rule files; prints a summary line per rule or one located
 /// error per line.
 pub fn check(paths: &[PathBuf], out: &mut impl Write) -> Result<(), CliError> {
-    let (rules, errors) = rule::load_paths(paths);
+    let (rules, mut errors) = rule::load_paths(paths);
+    for path in paths.iter().filter(|p| p.is_dir()) {
+        if rule::rule_files(path).is_ok_and(|f| f.is_empty()) {
+            errors.push(rule::RuleError {
+                file: path.clone(),
+                location: rule::Location::default(),
+                message: "no rule files here (*.yaml or *.yml with kind: Rule)".into(),
+            });
+        }
+    }
     for r in &rules {
         writeln!(out, "ok    {}", summary(r))?;
     }

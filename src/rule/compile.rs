@@ -85,12 +85,21 @@ impl Checker<'_> {
             };
             self.errors
                 .push((location, format!("template does not compile: {e}")));
+            return;
+        }
+        for u in crate::lint::unknown_names(&self.templates, path) {
+            let location = self.spans.line_in(path, u.line);
+            self.errors.push((location, u.message));
         }
     }
 
     fn expression(&mut self, path: &str, source: &str) {
         if let Err(e) = self.templates.add_expression(path, source) {
             self.error(path, format!("expression does not compile: {e}"));
+            return;
+        }
+        for u in crate::lint::unknown_names(&self.templates, path) {
+            self.error(path, u.message);
         }
     }
 
