@@ -8,6 +8,7 @@ pub mod apply;
 pub mod cache;
 pub mod cli;
 pub mod controller;
+pub mod crd;
 pub mod handover;
 pub mod jsondiff;
 pub mod kubeclient;

@@ -54,6 +54,12 @@ enum Command {
     /// Show what a rule (a new version of it) would change on the live cluster, writing
     /// nothing. Exit status 0: no changes, 1: changes, 2: error.
     Diff(cli::DiffArgs),
+    /// Print the parent's CustomResourceDefinition generated from the rule's `spec.crd`.
+    Crd {
+        /// The rule file.
+        #[arg(long)]
+        rule: PathBuf,
+    },
     /// Print the JSON Schema of the rule format.
     Schema,
     /// Print the least-privilege ClusterRole the rule files need.
@@ -92,6 +98,7 @@ fn main() -> ExitCode {
             }
             cli::test(&paths, update, &mut out)
         }
+        Command::Crd { rule } => cli::crd(&rule, &mut out),
         Command::Schema => cli::schema(&mut out),
         Command::Rbac { mut rules, name } => {
             if rules.is_empty() {
