@@ -252,3 +252,26 @@ fn a_directory_without_rule_files_says_so() {
         "{out}"
     );
 }
+
+#[test]
+fn a_misspelt_parent_field_is_reported_against_the_declared_spec() {
+    let source = SHELF.replace(
+        "titles: {{ parent.spec.books | join(\",\") }}",
+        "titles: {{ parent.spec.bookz | join(\",\") }}",
+    );
+    single_error(
+        &source,
+        line_of(&source, "parent.spec.bookz"),
+        "parent.spec.bookz is not a field of the parent (spec.crd.spec declares: books, index, label)",
+    );
+    // In an expression too (a `when` that could never be true).
+    let source = SHELF.replace(
+        "when: parent.spec.index | default(false)",
+        "when: parent.spec.indexed | default(false)",
+    );
+    single_error(
+        &source,
+        line_of(&source, "parent.spec.indexed"),
+        "parent.spec.indexed is not a field",
+    );
+}
