@@ -44,6 +44,24 @@ enum Command {
         #[arg(long)]
         now: Option<jiff::Timestamp>,
     },
+    /// Run rule test files offline (the same planner as the controller).
+    Test {
+        /// Test files or directories (default: rules/); directories are searched for
+        /// `tests/*.yaml` and `*.test.yaml`.
+        paths: Vec<PathBuf>,
+        /// Rewrite golden files that differ instead of failing.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Show what a rule (a new version of it) would change on the live cluster, writing
+    /// nothing. Exit status 0: no changes, 1: changes, 2: error.
+    Diff(cli::DiffArgs),
+    /// Print the parent's CustomResourceDefinition generated from the rule's `spec.crd`.
+    Crd {
+        /// The rule file.
+        #[arg(long)]
+        rule: PathBuf,
+    },
     /// Print the JSON Schema of the rule format.
     Schema,
     /// Print the least-privilege ClusterRole the rule files need.
@@ -76,6 +94,13 @@ fn main() -> ExitCode {
             output,
             now,
         } => cli::render(&rule, &resource, &observed, now, output, &mut out).map(|_| ()),
+        Command::Test { mut paths, update } => {
+            if paths.is_empty() {
+                paths.push(PathBuf::from("rules"));
+            }
+            cli::test(&paths, update, &mut out)
+        }
+        Command::Crd { rule } => cli::crd(&rule, &mut out),
         Command::Schema => cli::schema(&mut out),
         Command::Rbac { mut rules, name } => {
             if rules.is_empty() {
@@ -83,6 +108,7 @@ fn main() -> ExitCode {
             }
             cli::rbac(&rules, &name, &mut out)
         }
+        Command::Diff(diff_args) => return run_diff(&diff_args, &mut out),
         Command::Run(run_args) => {
             drop(out);
             return run_controller(run_args);
@@ -94,6 +120,21 @@ fn main() -> ExitCode {
             // Not `eprintln!`: it panics when stderr is a closed pipe.
             let _ = writeln!(std::io::stderr(), "ruleop: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit status like `kubectl diff`: 0 no changes, 1 changes, 2 an error.
+fn run_diff(args: &cli::DiffArgs, out: &mut impl std::io::Write) -> ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| cli::CliError::Cluster(format!("cannot start the async runtime: {e}")))
+        .and_then(|rt| rt.block_on(cli::diff(args, out)));
+    match result {
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("ruleop: {e}");
+            ExitCode::from(2)
         }
     }
 }

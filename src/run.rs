@@ -70,7 +70,15 @@ pub const FORCED_EXIT: i32 = 130;
 
 /// A client for the cluster named by `--kubeconfig`/`--context` (else the usual inference).
 pub async fn connect(args: &RunArgs) -> Result<kube::Client, RunError> {
-    client(&kube_config(args).await?, None)
+    connect_to(args.kubeconfig.as_deref(), args.context.as_deref()).await
+}
+
+/// A client for `kubeconfig`/`context` (else the usual inference), sending [`USER_AGENT`].
+pub async fn connect_to(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<kube::Client, RunError> {
+    client(&kube_config_of(kubeconfig, context).await?, None)
 }
 
 /// A client for `config` whose transport errors name the API server's address; with
@@ -83,12 +91,19 @@ pub fn client(config: &kube::Config, fence: Option<&Fence>) -> Result<kube::Clie
 /// The configuration named by `--kubeconfig`/`--context` (else the usual inference), with
 /// ruleop's User-Agent.
 pub async fn kube_config(args: &RunArgs) -> Result<kube::Config, RunError> {
+    kube_config_of(args.kubeconfig.as_deref(), args.context.as_deref()).await
+}
+
+async fn kube_config_of(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<kube::Config, RunError> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
-        context: args.context.clone(),
+        context: context.map(str::to_string),
         ..KubeConfigOptions::default()
     };
-    let mut config = match &args.kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
                 .map_err(|e| RunError::Kubeconfig(path.display().to_string(), e.to_string()))?;
@@ -96,7 +111,7 @@ pub async fn kube_config(args: &RunArgs) -> Result<kube::Config, RunError> {
                 .await
                 .map_err(|e| RunError::Kubeconfig(path.display().to_string(), e.to_string()))?
         }
-        None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
+        None if context.is_some() => kube::Config::from_kubeconfig(&options)
             .await
             .map_err(|e| RunError::Kubeconfig("$KUBECONFIG".into(), e.to_string()))?,
         None => kube::Config::infer()

@@ -218,3 +218,119 @@ fn growth_in_loops_and_absurd_limits_are_warnings() {
     assert!(warns[0].contains("fuel 1000000000"), "{lines:#?}");
     assert!(warns[1].contains("3200 MiB"), "{lines:#?}");
 }
+
+const SHELF: &str = include_str!("rules/authoring/shelf.yaml");
+
+#[test]
+fn unknown_filter_in_a_template_is_reported_at_its_line() {
+    let source = SHELF.replace(
+        "title: {{ parent.spec.books[index] }}",
+        "title: {{ parent.spec.books[index] | sha256 }}",
+    );
+    single_error(
+        &source,
+        line_of(&source, "| sha256"),
+        "unknown filter `sha256`",
+    );
+}
+
+#[test]
+fn misspelt_filter_used_twice_is_reported_once() {
+    let source = SHELF
+        .replace(r#"| default("none")"#, r#"| defualt("none")"#)
+        .replace(r#"| join(",")"#, r#"| defualt("x") | join(",")"#);
+    let (ok, lines) = check_source(&source);
+    assert!(!ok);
+    // Two templates, one unknown filter each: one error per template, at each use's line.
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[0].contains(&format!(
+            "rule.yaml:{}:",
+            line_of(&source, "defualt(\"none\")")
+        )),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].contains(&format!(
+            "rule.yaml:{}:",
+            line_of(&source, "defualt(\"x\")")
+        )),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("unknown filter `defualt`")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn unknown_test_in_a_when_expression() {
+    let source = SHELF.replace(
+        "when: parent.spec.index | default(false)",
+        "when: parent.spec.index is truthy",
+    );
+    single_error(
+        &source,
+        line_of(&source, "is truthy"),
+        "unknown test `truthy`",
+    );
+}
+
+#[test]
+fn unknown_function_in_a_status_expression() {
+    let source = SHELF.replace(
+        r#"books: {expr: "children.book | length"}"#,
+        r#"books: {expr: "count(children.book)"}"#,
+    );
+    single_error(
+        &source,
+        line_of(&source, "count("),
+        "unknown function `count`",
+    );
+}
+
+#[test]
+fn a_crd_among_the_rules_is_not_a_rule() {
+    let crd = "# A CRD next to the rules\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: shelves.library.example.org}\nspec: {group: library.example.org}\n";
+    single_error(
+        crd,
+        line_of(crd, "kind: CustomResourceDefinition"),
+        "not a Rule: this file is a CustomResourceDefinition",
+    );
+}
+
+#[test]
+fn a_directory_without_rule_files_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not yaml").unwrap();
+    let (ok, out) = check(dir.path());
+    assert!(!ok);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("error ") && out.contains("no rule files here"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_misspelt_parent_field_is_reported_against_the_declared_spec() {
+    let source = SHELF.replace(
+        "titles: {{ parent.spec.books | join(\",\") }}",
+        "titles: {{ parent.spec.bookz | join(\",\") }}",
+    );
+    single_error(
+        &source,
+        line_of(&source, "parent.spec.bookz"),
+        "parent.spec.bookz is not a field of the parent (spec.crd.spec declares: books, index, label)",
+    );
+    // In an expression too (a `when` that could never be true).
+    let source = SHELF.replace(
+        "when: parent.spec.index | default(false)",
+        "when: parent.spec.indexed | default(false)",
+    );
+    single_error(
+        &source,
+        line_of(&source, "parent.spec.indexed"),
+        "parent.spec.indexed is not a field",
+    );
+}

@@ -74,6 +74,8 @@ struct Checker<'a> {
     errors: Vec<(Location, String)>,
     warnings: Vec<(Location, String)>,
     templates: Templates,
+    /// The parent's spec fields when the rule declares them (`spec.crd.spec`).
+    parent_fields: Option<Vec<String>>,
 }
 
 impl Checker<'_> {
@@ -95,11 +97,48 @@ impl Checker<'_> {
             self.warnings
                 .push((self.spans.line_in(path, line), message));
         }
+        for u in crate::lint::unknown_names(&self.templates, path) {
+            let location = self.spans.line_in(path, u.line);
+            self.errors.push((location, u.message));
+        }
+        for (line, field) in self.undeclared_parent_fields(path) {
+            let location = self.spans.line_in(path, line);
+            let message = self.undeclared_message(&field);
+            self.errors.push((location, message));
+        }
+    }
+
+    /// `parent.spec.<field>` references to fields `spec.crd.spec` does not declare (the API
+    /// server prunes them, so they are never set).
+    fn undeclared_parent_fields(&self, path: &str) -> Vec<(usize, String)> {
+        let Some(fields) = &self.parent_fields else {
+            return Vec::new();
+        };
+        let mut seen = BTreeSet::new();
+        crate::lint::parent_spec_fields(&self.templates, path)
+            .into_iter()
+            .filter(|(_, f)| !fields.contains(f) && seen.insert(f.clone()))
+            .collect()
+    }
+
+    fn undeclared_message(&self, field: &str) -> String {
+        format!(
+            "parent.spec.{field} is not a field of the parent (spec.crd.spec declares: {}); check the spelling or declare it",
+            self.parent_fields.as_deref().unwrap_or_default().join(", ")
+        )
     }
 
     fn expression(&mut self, path: &str, source: &str) {
         if let Err(e) = self.templates.add_expression(path, source) {
             self.error(path, format!("expression does not compile: {e}"));
+            return;
+        }
+        for u in crate::lint::unknown_names(&self.templates, path) {
+            self.error(path, u.message);
+        }
+        for (_, field) in self.undeclared_parent_fields(path) {
+            let message = self.undeclared_message(&field);
+            self.error(path, message);
         }
     }
 
@@ -246,6 +285,7 @@ pub fn compile(
         errors: Vec::new(),
         warnings: Vec::new(),
         templates: Templates::new(&spec.limits),
+        parent_fields: spec.crd.as_ref().map(|c| c.spec.keys().cloned().collect()),
     };
     limit_warnings(&mut c, &spec.limits);
     if file.api_version != RULE_API_VERSION {

@@ -21,6 +21,10 @@ pub struct RuleError {
 
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.location.line == 0 {
+            // Not about a position (a directory, an unreadable file).
+            return write!(f, "{}: {}", self.file.display(), self.message);
+        }
         write!(
             f,
             "{}:{}: {}",
@@ -44,6 +48,9 @@ pub struct LoadedRule {
 
 /// Parses and compiles one rule file's text.
 pub fn parse_rule(path: &Path, source: &str) -> Result<CompiledRule, Vec<RuleError>> {
+    if let Some(e) = not_a_rule(path, source) {
+        return Err(vec![e]);
+    }
     let file: RuleFile = serde_yaml::from_str(source).map_err(|e| {
         let location = e
             .location()
@@ -73,6 +80,31 @@ pub fn parse_rule(path: &Path, source: &str) -> Result<CompiledRule, Vec<RuleErr
                 message,
             })
             .collect()
+    })
+}
+
+/// A clear error for a YAML file that is some other Kubernetes object (a CRD or a sample
+/// next to the rules), instead of a list of unknown fields.
+fn not_a_rule(path: &Path, source: &str) -> Option<RuleError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head {
+        api_version: Option<String>,
+        kind: Option<String>,
+    }
+    let head: Head = serde_yaml::from_str(source).ok()?;
+    let (api_version, kind) = (head.api_version?, head.kind?);
+    if kind == super::RULE_KIND || api_version.starts_with("ruleop.dev/") {
+        return None;
+    }
+    let spans = Spans::index(source);
+    Some(RuleError {
+        file: path.to_path_buf(),
+        location: spans.find("kind"),
+        message: format!(
+            "not a Rule: this file is a {kind} ({api_version}); rule directories hold only \
+             `kind: Rule` files (keep CRDs and samples in another directory)"
+        ),
     })
 }
 

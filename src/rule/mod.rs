@@ -83,6 +83,9 @@ pub struct RuleSpec {
     /// Sandbox limits for this rule's templates.
     #[serde(default)]
     pub limits: Limits,
+    /// The parent's spec in short, to generate its CRD (`ruleop crd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crd: Option<crate::crd::CrdSpec>,
 }
 
 /// The parent kind.

@@ -169,6 +169,19 @@ impl Templates {
         Ok(())
     }
 
+    /// The environment, for static checks of compiled templates (`crate::lint`).
+    pub(crate) fn environment(&self) -> &Environment<'static> {
+        &self.env
+    }
+
+    /// The compiled (and patched) template `name`, for static checks (`crate::lint`).
+    pub(crate) fn compiled(
+        &self,
+        name: &str,
+    ) -> Option<&minijinja::machinery::CompiledTemplate<'_>> {
+        self.programs.get(name).map(Program::borrow_dependent)
+    }
+
     /// Compiles a single expression under `name`.
     pub fn add_expression(&mut self, name: &str, expr: &str) -> Result<(), TemplateError> {
         // Compile it alone first, so `a }} text {{ b` cannot pass as one expression.

@@ -1,4 +1,11 @@
-//! The offline subcommands: `check`, `render` and `schema`.
+//! The authoring subcommands: `check`, `render`, `schema`, `rbac`, `test` and `diff`.
+
+mod diff;
+pub mod output;
+mod test;
+
+pub use diff::{DiffArgs, diff};
+pub use test::test;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,7 +14,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use crate::plan::{self, Action, Input, Plan};
+use crate::plan::{self, Input, Plan};
 use crate::rule::{self, LoadedRule, RuleFile};
 
 /// A failure of an offline command, printed as is.
@@ -24,6 +31,12 @@ pub enum CliError {
         /// What went wrong.
         message: String,
     },
+    /// Test cases failed (already printed).
+    #[error("{0} test(s) failed")]
+    TestsFailed(usize),
+    /// The cluster could not be read.
+    #[error("{0}")]
+    Cluster(String),
     /// Output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -32,8 +45,27 @@ pub enum CliError {
 /// `ruleop check`: validates rule files; prints a summary line per rule or one located
 /// error per line.
 pub fn check(paths: &[PathBuf], out: &mut impl Write) -> Result<(), CliError> {
-    let (rules, errors) = rule::load_paths(paths);
+    let (rules, mut errors) = rule::load_paths(paths);
+    for path in paths.iter().filter(|p| p.is_dir()) {
+        if rule::rule_files(path).is_ok_and(|f| f.is_empty()) {
+            errors.push(rule::RuleError {
+                file: path.clone(),
+                location: rule::Location::default(),
+                message: "no rule files here (*.yaml or *.yml with kind: Rule)".into(),
+            });
+        }
+    }
     for r in &rules {
+        if r.rule.spec.crd.is_some()
+            && let Err(e) = crate::crd::generate(&r.rule)
+        {
+            errors.push(rule::RuleError {
+                file: r.path.clone(),
+                location: r.rule.spans.find("spec.crd"),
+                message: e.to_string(),
+            });
+            continue;
+        }
         writeln!(out, "ok    {}", summary(r))?;
         for (location, message) in &r.rule.warnings {
             writeln!(out, "warn  {}:{location}: {message}", r.path.display())?;
@@ -109,7 +141,7 @@ pub enum Format {
 
 /// Fills what a parent read from a file lacks but the API server would set (a namespace
 /// only for a namespaced parent).
-fn complete_parent(parent: &mut Json, scope: rule::Scope) {
+pub fn complete_parent(parent: &mut Json, scope: rule::Scope) {
     let Some(meta) = parent.get_mut("metadata").and_then(Json::as_object_mut) else {
         return;
     };
@@ -187,54 +219,33 @@ pub fn render(
             serde_json::to_writer_pretty(&mut *out, &plan).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
-        Format::Yaml => write_yaml(&plan, out)?,
+        Format::Yaml => write!(out, "{}", output::plan_yaml(&plan))?,
     }
     Ok(plan)
 }
 
-fn to_yaml(value: &Json) -> String {
-    serde_yaml::to_string(value).unwrap_or_default()
-}
-
-fn write_yaml(plan: &Plan, out: &mut impl Write) -> std::io::Result<()> {
-    if let Some(f) = &plan.failure {
-        writeln!(out, "# plan failed ({}): {}", f.reason, f.message)?;
-    }
-    for d in &plan.apply {
-        let verb = match d.action {
-            Action::Create => "create",
-            Action::Update => "update",
-            Action::Recreate => "recreate",
-            Action::UpToDate => "unchanged",
-            Action::Conflict => "conflict (not applied)",
-        };
-        writeln!(out, "---\n# {verb}: child {}", d.child)?;
-        write!(out, "{}", to_yaml(&d.object))?;
-    }
-    for d in &plan.delete {
-        writeln!(out, "---\n# delete: {} ({})", d.key, d.reason)?;
-    }
-    for e in &plan.events {
-        writeln!(out, "# event {:?} {}: {}", e.type_, e.reason, e.message)?;
-    }
-    match plan.finalizer {
-        plan::FinalizerChange::Add => writeln!(out, "# finalizer: add {}", crate::meta::FINALIZER)?,
-        plan::FinalizerChange::Remove => {
-            writeln!(out, "# finalizer: remove {}", crate::meta::FINALIZER)?
+/// `ruleop crd`: prints the CRD generated from the rule's `spec.crd`.
+pub fn crd(rule_path: &Path, out: &mut impl Write) -> Result<(), CliError> {
+    let source = std::fs::read_to_string(rule_path).map_err(|e| CliError::Input {
+        path: rule_path.to_path_buf(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let compiled = rule::parse_rule(rule_path, &source).map_err(|errors| {
+        for e in &errors {
+            let _ = writeln!(std::io::stderr(), "error {e}");
         }
-        plan::FinalizerChange::None => {}
-    }
-    if let Some(after) = plan.requeue_after {
-        writeln!(out, "# requeue after {}s", after.as_secs())?;
-    }
-    match &plan.status {
-        Some(status) => write!(
-            out,
-            "---\n# status\n{}",
-            to_yaml(&json!({ "status": status }))
-        )?,
-        None => writeln!(out, "---\n# status unchanged")?,
-    }
+        CliError::InvalidRules(errors.len())
+    })?;
+    let crd = crate::crd::generate(&compiled).map_err(|e| CliError::Input {
+        path: rule_path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    writeln!(
+        out,
+        "# Generated by `ruleop crd --rule {}`; do not edit by hand.",
+        rule_path.display()
+    )?;
+    write!(out, "{}", output::to_yaml(&crd))?;
     Ok(())
 }
 
@@ -263,6 +274,6 @@ pub fn rbac(paths: &[PathBuf], name: &str, out: &mut impl Write) -> Result<(), C
         "# Generated by `ruleop rbac` from {}; do not edit by hand.",
         files.join(", ")
     )?;
-    write!(out, "{}", to_yaml(&role))?;
+    write!(out, "{}", output::to_yaml(&role))?;
     Ok(())
 }
