@@ -112,6 +112,7 @@ impl Templates {
         env.add_filter("tojson", tojson);
         env.add_filter("escape", escape_html);
         env.add_filter("e", escape_html);
+        crate::filters::register(&mut env);
         env.add_function("ready", |obj: Value| is_ready_value(&obj));
         env.add_test("ready", |obj: Value| is_ready_value(&obj));
         env.set_formatter(|out, state, value| {
