@@ -86,6 +86,9 @@ impl TemplateError {
 pub struct Templates {
     env: Environment<'static>,
     max_output: usize,
+    /// Text put before every template and expression compiled after it is set (the rule's
+    /// shared macros import); on the first line, so line numbers stay those of the source.
+    prelude: String,
 }
 
 impl std::fmt::Debug for Templates {
@@ -136,14 +139,23 @@ impl Templates {
         Self {
             env,
             max_output: limits.max_output_bytes,
+            prelude: String::new(),
         }
     }
 
     /// Compiles a manifest or message template under `name`.
     pub fn add_template(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
         self.env
-            .add_template_owned(name.to_string(), source.to_string())
+            .add_template_owned(name.to_string(), format!("{}{source}", self.prelude))
             .map_err(|e| TemplateError::jinja(&e))
+    }
+
+    /// Compiles the macros template `source` under `name` and makes its macros available as
+    /// `macros.<name>(...)` in every template and expression compiled afterwards.
+    pub fn add_macros(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
+        self.add_template(name, source)?;
+        self.prelude = format!("{{% import {name:?} as macros %}}");
+        Ok(())
     }
 
     /// Compiles a single expression under `name`.
@@ -185,10 +197,23 @@ impl Templates {
             .env
             .get_template(name)
             .map_err(|e| TemplateError::jinja(&e))?;
-        let captured = template
+        let mut captured = template
             .render_captured(ctx.clone())
             .map_err(|e| TemplateError::jinja(&e))?;
-        Ok(captured.state().lookup(RESULT).unwrap_or(Value::UNDEFINED))
+        let result = captured.state().lookup(RESULT).unwrap_or(Value::UNDEFINED);
+        // A macro's output holds tokens for the values it printed: put them back as text.
+        if let Some(text) = result.as_str()
+            && text.contains(OPEN)
+        {
+            let slots = captured.with_state_mut(|state| {
+                state
+                    .get_extension_mut::<Slots>()
+                    .map(|s| std::mem::take(&mut s.0))
+                    .unwrap_or_default()
+            });
+            return Ok(Value::from(splice(text, &slots)));
+        }
+        Ok(result)
     }
 
     /// Renders the template `name` as plain text (messages), splicing values in as text.

@@ -26,6 +26,9 @@ pub(super) fn plan_child(
     held: &mut Vec<ObjectKey>,
 ) -> Result<(), Failure> {
     let base = format!("spec.children[{index}]");
+    if child.for_each.is_some() {
+        return super::collection::plan_collection(rule, input, ctx, index, child, plan);
+    }
     if let Some(_when) = &child.when {
         let name = format!("{base}.when");
         let on = rule
@@ -157,7 +160,7 @@ pub(super) fn render_child(
 
 /// Completes a rendered object: identity checks, namespace, labels, ownership, fields left
 /// to other managers, content hash, and what applying it would do.
-fn finish(
+pub(super) fn finish(
     rule: &CompiledRule,
     input: &Input<'_>,
     template: &str,
@@ -317,6 +320,7 @@ fn finish(
         strategy: child.update_strategy,
         repair,
         handover: child.managed_elsewhere.clone(),
+        bindings: None,
     })
 }
 

@@ -55,6 +55,7 @@ pub(super) fn finalize(
                     when: None,
                     template: String::new(),
                     replicas: None,
+                    for_each: None,
                     ready: None,
                     deletion_policy: DeletionPolicy::Delete,
                     update_strategy: UpdateStrategy::Apply,

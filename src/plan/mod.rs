@@ -6,7 +6,10 @@
 //! conditions, [`finalize`] plans deletion, [`uptodate`] tells whether a child needs a write.
 
 mod child;
+mod collection;
+mod define;
 mod finalize;
+mod lookup;
 mod ready;
 mod uptodate;
 mod view;
@@ -28,6 +31,8 @@ use child::plan_child;
 use finalize::finalize;
 use ready::conditions;
 use view::View;
+
+pub use lookup::{LookupTarget, lookup_targets, matches as lookup_matches};
 
 /// What the planner was given.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +85,9 @@ pub struct Desired {
     /// handed over, keeping their value, before an update stops sending them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub handover: Vec<String>,
+    /// The variables of a collection member (`item`, `key`), for its `ready` expression.
+    #[serde(skip)]
+    pub bindings: Option<Json>,
 }
 
 /// An object to delete.
@@ -171,6 +179,8 @@ pub mod reason {
     pub const READY: &str = "Ready";
     /// Cleanup is running.
     pub const DELETING: &str = "Deleting";
+    /// An object a required lookup names does not exist.
+    pub const LOOKUP_MISSING: &str = "LookupMissing";
 }
 
 fn render_failure(rule: &CompiledRule, name: &str, err: &TemplateError) -> Failure {
@@ -232,14 +242,52 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         Ok(v) => v,
         Err(f) => return failed(&input, plan, f),
     };
-    let doc = view.document(rule);
-    let ctx = context! { now => now_string(input.now), ..from_json(&doc) };
+    let mut doc = view.document(rule);
+    let mut ctx = context! { now => now_string(input.now), ..from_json(&doc) };
+    let deleting = meta::is_deleting(parent);
+    let values = match define::values(rule, &ctx) {
+        Ok(values) => Ok(values),
+        // Deletion goes on with the values that could be computed: a broken value must not
+        // block cleanup.
+        Err((_, partial)) if deleting => Ok(partial),
+        Err((f, partial)) => Err((f, partial)),
+    };
+    let values_failure = match values {
+        Ok(values) => {
+            doc["values"] = Json::Object(values);
+            None
+        }
+        Err((f, partial)) => {
+            doc["values"] = Json::Object(partial);
+            Some(f)
+        }
+    };
+    if !rule.spec.definitions.values.is_empty() {
+        ctx = context! { now => now_string(input.now), ..from_json(&doc) };
+    }
+    // Failures from here on may also set the rule's `status.onFailure` fields.
+    let fail = |plan: Plan, f: Failure| {
+        let extra = define::failure_fields(rule, &doc, &ctx, &f);
+        failed_with(&input, plan, f, extra)
+    };
 
-    if meta::is_deleting(parent) {
+    if deleting {
         return finalize(rule, &input, &view, &ctx, plan);
     }
     if rule.needs_finalizer() && !meta::has_finalizer(parent, meta::FINALIZER) {
         plan.finalizer = FinalizerChange::Add;
+    }
+    if let Some(f) = values_failure {
+        return fail(plan, f);
+    }
+    if !view.missing.is_empty() {
+        let f = Failure {
+            reason: reason::LOOKUP_MISSING.into(),
+            message: format!("not found: {}", view.missing.join(", ")),
+            // Creating the object is a watch event that reconciles the parent again.
+            permanent: true,
+        };
+        return fail(plan, f);
     }
 
     for (i, v) in rule.spec.validate.iter().enumerate() {
@@ -260,9 +308,9 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
                     message,
                     permanent: true,
                 };
-                return failed(&input, plan, f);
+                return fail(plan, f);
             }
-            Err(e) => return failed(&input, plan, render_failure(rule, &name, &e)),
+            Err(e) => return fail(plan, render_failure(rule, &name, &e)),
         }
     }
 
@@ -284,7 +332,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             Err(f) => {
                 plan.apply.clear();
                 plan.delete.clear();
-                return failed(&input, plan, f);
+                return fail(plan, f);
             }
         }
     }
@@ -351,7 +399,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             plan.apply.clear();
             plan.delete.clear();
             plan.events.clear();
-            return failed(&input, plan, f);
+            return fail(plan, f);
         }
     };
     let fields = match status::project(rule, &doc, &ctx) {
@@ -365,7 +413,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             plan.apply.clear();
             plan.delete.clear();
             plan.events.clear();
-            return failed(&input, plan, f);
+            return fail(plan, f);
         }
     };
     set_status(&input, &mut plan, fields, &conditions);
@@ -381,7 +429,17 @@ fn normal(reason: &str, message: String) -> PlanEvent {
 }
 
 /// An empty plan reporting `failure`: nothing applied or deleted, `Ready=False`, a Warning.
-fn failed(input: &Input<'_>, mut plan: Plan, failure: Failure) -> Plan {
+fn failed(input: &Input<'_>, plan: Plan, failure: Failure) -> Plan {
+    failed_with(input, plan, failure, Map::new())
+}
+
+/// [`failed`], with `extra` status fields (`status.onFailure`) over the current ones.
+fn failed_with(
+    input: &Input<'_>,
+    mut plan: Plan,
+    failure: Failure,
+    extra: Map<String, Json>,
+) -> Plan {
     plan.apply.clear();
     plan.delete.clear();
     plan.events.push(PlanEvent {
@@ -389,10 +447,12 @@ fn failed(input: &Input<'_>, mut plan: Plan, failure: Failure) -> Plan {
         reason: failure.reason.clone(),
         message: failure.message.clone(),
     });
+    let mut fields = previous_fields(input);
+    fields.extend(extra);
     set_status(
         input,
         &mut plan,
-        previous_fields(input),
+        fields,
         &[Condition::unmet(
             READY,
             &failure.reason,
