@@ -373,3 +373,137 @@ fn definitions_are_checked_when_the_rule_loads() {
     let errors = rule("    macros: \"{% macro x() %}\"\n");
     assert!(errors.contains("macros do not compile"), "{errors}");
 }
+
+const RING: &str = r#"
+apiVersion: ruleop.dev/v1alpha1
+kind: Rule
+metadata: {name: ring}
+spec:
+  parent: {apiVersion: language.test.ruleop.dev/v1, kind: Ring}
+  allow: [{apiVersion: v1, kind: ConfigMap}]
+  children:
+    - name: node
+      apiVersion: v1
+      kind: ConfigMap
+      replicas:
+        count: parent.spec.n
+        naming: Ordinal
+        prefix: parent.metadata.name ~ "-node"
+        rollout: RollingRecreate
+      ready: child.status.ok | default(false)
+      template: |
+        data: {version: "{{ parent.spec.version }}", index: "{{ index }}"}
+  finalizer:
+    deleteOrder: [node]
+    deleteReplicas: OneAtATime
+"#;
+
+fn ring(n: u64, version: &str) -> Json {
+    json!({"apiVersion": "language.test.ruleop.dev/v1", "kind": "Ring",
+        "metadata": {"name": "r", "namespace": "ns", "uid": "uid-r", "generation": 1,
+            "finalizers": [meta::FINALIZER]},
+        "spec": {"n": n, "version": version}})
+}
+
+fn mark_ready(observed: &mut [Json]) {
+    for o in observed.iter_mut() {
+        o["status"] = json!({"ok": true});
+    }
+}
+
+fn versions(observed: &[Json]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = observed
+        .iter()
+        .map(|o| {
+            (
+                meta::name(o).to_string(),
+                o["data"]["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn rolling_recreate_replaces_one_ready_replica_at_a_time_highest_first() {
+    let rule = parse_rule("ring.yaml".as_ref(), RING).unwrap();
+    let mut observed = Vec::new();
+    let mut uid = 0;
+    for _ in 0..10 {
+        let p = run(&rule, &ring(3, "v1"), &observed);
+        act(&p, &mut observed, &mut uid);
+        mark_ready(&mut observed);
+    }
+    assert_eq!(observed.len(), 3);
+    let target = ring(3, "v2");
+    let mut replaced = Vec::new();
+    for _ in 0..20 {
+        let p = run(&rule, &target, &observed);
+        assert!(p.failure.is_none(), "{:?}", p.failure);
+        // Never an in-place update of a changed replica, never more than one deletion.
+        assert!(
+            p.apply.iter().all(|d| d.action != Action::Update),
+            "{:#?}",
+            p.apply
+        );
+        assert!(p.delete.len() <= 1, "{:#?}", p.delete);
+        replaced.extend(p.delete.iter().map(|d| d.key.name.clone()));
+        if writes(&p) == 0 {
+            break;
+        }
+        act(&p, &mut observed, &mut uid);
+        // The new replica is not ready at first: no deletion may follow until it is.
+        let p = run(&rule, &target, &observed);
+        let pending_create = p.apply.iter().any(|d| d.action == Action::Create);
+        if !pending_create && observed.iter().any(|o| o.get("status").is_none()) {
+            assert!(
+                p.delete.is_empty(),
+                "waits for the new replica: {:#?}",
+                p.delete
+            );
+        }
+        mark_ready(&mut observed);
+    }
+    assert_eq!(replaced, ["r-node-2", "r-node-1", "r-node-0"]);
+    assert_eq!(
+        versions(&observed),
+        [
+            ("r-node-0".into(), "v2".into()),
+            ("r-node-1".into(), "v2".into()),
+            ("r-node-2".into(), "v2".into())
+        ]
+    );
+}
+
+#[test]
+fn the_finalizer_deletes_replicas_one_at_a_time_highest_first() {
+    let rule = parse_rule("ring.yaml".as_ref(), RING).unwrap();
+    let mut observed = Vec::new();
+    let mut uid = 0;
+    for _ in 0..10 {
+        let p = run(&rule, &ring(3, "v1"), &observed);
+        act(&p, &mut observed, &mut uid);
+        mark_ready(&mut observed);
+    }
+    let mut parent = ring(3, "v1");
+    parent["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let mut order = Vec::new();
+    for _ in 0..10 {
+        let p = run(&rule, &parent, &observed);
+        if p.delete.is_empty() {
+            break;
+        }
+        assert_eq!(p.delete.len(), 1, "{:#?}", p.delete);
+        let name = p.delete[0].key.name.clone();
+        // Terminating: the next replica waits until it is gone.
+        let o = observed.iter_mut().find(|o| meta::name(o) == name).unwrap();
+        o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        assert!(run(&rule, &parent, &observed).delete.is_empty());
+        observed.retain(|o| meta::name(o) != name);
+        order.push(name);
+    }
+    assert_eq!(order, ["r-node-2", "r-node-1", "r-node-0"]);
+    let p = run(&rule, &parent, &observed);
+    assert_eq!(p.finalizer, ruleop::plan::FinalizerChange::Remove);
+}

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::view::View;
 use super::{Action, Deletion, Desired, Failure, Input, Plan, reason, render_failure, uptodate};
 use crate::meta::{self, ObjectKey};
-use crate::rule::{Child, CompiledRule, DeletionPolicy, Scope, UpdateStrategy};
+use crate::rule::{Child, CompiledRule, DeletionPolicy, Rollout, Scope, UpdateStrategy};
 use crate::scale::{self, ObservedReplica};
 use crate::template::{from_json, is_ready, to_json};
 
@@ -103,11 +103,17 @@ pub(super) fn plan_child(
             .filter(|o| step.hold.iter().any(|h| h.name == meta::name(o.object)))
             .map(|o| ObjectKey::of(o.object)),
     );
+    let first = plan.apply.len();
     for replica in step.keep.iter().chain(&step.create) {
         let replica_ctx =
             context! { name => replica.name.clone(), index => replica.ordinal, ..ctx.clone() };
-        let desired = render_child(rule, input, &template, child, &replica_ctx, Some(replica))?;
+        let mut desired = render_child(rule, input, &template, child, &replica_ctx, Some(replica))?;
+        desired.bindings = Some(json!({"name": replica.name, "index": replica.ordinal}));
         plan.apply.push(desired);
+    }
+    if replicas.rollout == Rollout::RollingRecreate {
+        let steady = step.create.is_empty() && step.delete.is_empty() && step.waiting.is_none();
+        super::rollout::roll(child, &observed, steady, first, plan, waiting, held);
     }
     for replica in &step.delete {
         if let Some(obj) = observed

@@ -11,6 +11,7 @@ mod define;
 mod finalize;
 mod lookup;
 mod ready;
+mod rollout;
 mod uptodate;
 mod view;
 
@@ -85,7 +86,8 @@ pub struct Desired {
     /// handed over, keeping their value, before an update stops sending them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub handover: Vec<String>,
-    /// The variables of a collection member (`item`, `key`), for its `ready` expression.
+    /// The variables of a collection member (`item`, `key`) or a replica (`name`, `index`),
+    /// for its `ready` expression.
     #[serde(skip)]
     pub bindings: Option<Json>,
 }
