@@ -8,6 +8,7 @@ pub mod apply;
 pub mod cache;
 pub mod cli;
 pub mod controller;
+pub mod defaults;
 pub mod filters;
 pub mod handover;
 pub mod kubeclient;

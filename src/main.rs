@@ -35,6 +35,10 @@ enum Command {
         /// Objects as observed in the cluster (YAML, repeatable).
         #[arg(long)]
         observed: Vec<PathBuf>,
+        /// CustomResourceDefinition files (repeatable): the parent's CRD schema defaults
+        /// are applied to the resource first, as the API server would.
+        #[arg(long)]
+        crd: Vec<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value = "yaml")]
         output: Format,
@@ -71,9 +75,11 @@ fn main() -> ExitCode {
             rule,
             resource,
             observed,
+            crd,
             output,
             now,
-        } => cli::render(&rule, &resource, &observed, now, output, &mut out).map(|_| ()),
+        } => cli::render_with_crds(&rule, &resource, &observed, &crd, now, output, &mut out)
+            .map(|_| ()),
         Command::Schema => cli::schema(&mut out),
         Command::Rbac { mut rules, name } => {
             if rules.is_empty() {
