@@ -1,6 +1,6 @@
 //! Helm-style filters for templates and expressions: `sha256`, `b64encode`/`b64decode`,
-//! `toyaml`, `fromjson`/`fromyaml`. Each returns a plain value, so interpolation inserts it
-//! like any other value (never as YAML text).
+//! `toyaml`, `fromjson`/`fromyaml`, and the `product` function for nested collections. Each
+//! returns a plain value, so interpolation inserts it like any other value (never YAML text).
 
 use minijinja::value::{Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind};
@@ -17,6 +17,36 @@ pub fn register(env: &mut Environment<'static>) {
     env.add_filter("toyaml", toyaml);
     env.add_filter("fromjson", fromjson);
     env.add_filter("fromyaml", fromyaml);
+    env.add_function("product", product);
+}
+
+/// The most pairs `product` builds (a runaway list would exhaust memory before fuel).
+const MAX_PRODUCT: usize = 10_000;
+
+/// Every pair `[a, b]` of an item of `first` and one of `second`, in order: one collection
+/// item per (ordinal, claim template), for example.
+fn product(first: Value, second: Value) -> Result<Value, Error> {
+    let list = |v: &Value| -> Result<Vec<Value>, Error> {
+        if v.is_undefined() || v.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(v.try_iter()?.collect())
+    };
+    let (a, b) = (list(&first)?, list(&second)?);
+    if a.len().saturating_mul(b.len()) > MAX_PRODUCT {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("product: more than {MAX_PRODUCT} pairs"),
+        ));
+    }
+    let pairs: Vec<Value> = a
+        .iter()
+        .flat_map(|x| {
+            b.iter()
+                .map(move |y| Value::from(vec![x.clone(), y.clone()]))
+        })
+        .collect();
+    Ok(Value::from(pairs))
 }
 
 /// The text a filter works on: a string as it is, anything else as compact JSON with sorted
@@ -171,6 +201,25 @@ mod tests {
         assert_eq!(decode("Zm9v\nYmFy").unwrap(), b"foobar");
         assert!(decode("Z").is_none());
         assert!(decode("Zm9*").is_none());
+    }
+
+    #[test]
+    fn product_pairs_every_item() {
+        let pairs = product(
+            from_json(&serde_json::json!([0, 1])),
+            from_json(&serde_json::json!(["data", "logs"])),
+        )
+        .unwrap();
+        assert_eq!(
+            to_json(&pairs),
+            serde_json::json!([[0, "data"], [0, "logs"], [1, "data"], [1, "logs"]])
+        );
+        assert_eq!(
+            to_json(&product(Value::UNDEFINED, Value::from(vec![1])).unwrap()),
+            serde_json::json!([])
+        );
+        let big: Vec<i64> = (0..101).collect();
+        assert!(product(Value::from(big.clone()), Value::from(big)).is_err());
     }
 
     #[test]

@@ -507,3 +507,50 @@ fn the_finalizer_deletes_replicas_one_at_a_time_highest_first() {
     let p = run(&rule, &parent, &observed);
     assert_eq!(p.finalizer, ruleop::plan::FinalizerChange::Remove);
 }
+
+#[test]
+fn a_collection_nests_with_ordinals_through_product() {
+    let rule = parse_rule(
+        "claims.yaml".as_ref(),
+        r#"
+apiVersion: ruleop.dev/v1alpha1
+kind: Rule
+metadata: {name: claims}
+spec:
+  parent: {apiVersion: language.test.ruleop.dev/v1, kind: Store}
+  allow: [{apiVersion: v1, kind: PersistentVolumeClaim}]
+  children:
+    - name: claim
+      apiVersion: v1
+      kind: PersistentVolumeClaim
+      forEach:
+        items: product(range(parent.spec.replicas), parent.spec.volumeClaimTemplates)
+        key: item[1].name ~ "-" ~ item[0]
+      template: |
+        metadata: {name: "{{ item[1].name }}-{{ parent.metadata.name }}-{{ item[0] }}"}
+        spec: {{ item[1].spec }}
+"#,
+    )
+    .unwrap();
+    let store = |replicas: u64| {
+        json!({"apiVersion": "language.test.ruleop.dev/v1", "kind": "Store",
+            "metadata": {"name": "s", "namespace": "ns", "uid": "uid-s", "generation": 1},
+            "spec": {"replicas": replicas, "volumeClaimTemplates": [
+                {"name": "data", "spec": {"resources": {"requests": {"storage": "1Gi"}}}},
+                {"name": "logs", "spec": {"resources": {"requests": {"storage": "2Gi"}}}}]}})
+    };
+    let mut observed = Vec::new();
+    let mut uid = 0;
+    converge(&rule, &store(2), &mut observed, &mut uid);
+    let mut names: Vec<&str> = observed.iter().map(meta::name).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["data-s-0", "data-s-1", "logs-s-0", "logs-s-1"]);
+    assert_eq!(
+        observed[0]["spec"]["resources"]["requests"]["storage"],
+        "1Gi"
+    );
+    let p = run(&rule, &store(1), &observed);
+    let mut gone: Vec<&str> = p.delete.iter().map(|d| d.key.name.as_str()).collect();
+    gone.sort_unstable();
+    assert_eq!(gone, ["data-s-1", "logs-s-1"]);
+}
