@@ -114,12 +114,12 @@ mod tests {
     #[test]
     fn unknown_filters_tests_and_functions_are_found_once_at_their_line() {
         let found = check(
-            "a: {{ x | upper }}\nb: {{ x | sha256 }}\nc: {{ x | sha256 }}\nd: {{ x is evenish }}\ne: {{ nowt() }}\n",
+            "a: {{ x | upper }}\nb: {{ x | sha265 }}\nc: {{ x | sha265 }}\nd: {{ x is evenish }}\ne: {{ nowt() }}\n",
         );
         assert_eq!(
             found,
             [
-                (2, "unknown filter `sha256`".to_string()),
+                (2, "unknown filter `sha265`".to_string()),
                 (4, "unknown test `evenish`".to_string()),
                 (5, "unknown function `nowt`".to_string()),
             ]

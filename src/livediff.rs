@@ -230,6 +230,7 @@ mod tests {
             repair: None,
             handover: Vec::new(),
             uid: None,
+            bindings: None,
         }
     }
 

@@ -37,6 +37,10 @@ enum Command {
         /// Objects as observed in the cluster (YAML, repeatable).
         #[arg(long)]
         observed: Vec<PathBuf>,
+        /// CustomResourceDefinition files (repeatable): the parent's CRD schema defaults
+        /// are applied to the resource first, as the API server would.
+        #[arg(long)]
+        crd: Vec<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value = "yaml")]
         output: Format,
@@ -91,9 +95,11 @@ fn main() -> ExitCode {
             rule,
             resource,
             observed,
+            crd,
             output,
             now,
-        } => cli::render(&rule, &resource, &observed, now, output, &mut out).map(|_| ()),
+        } => cli::render_with_crds(&rule, &resource, &observed, &crd, now, output, &mut out)
+            .map(|_| ()),
         Command::Test { mut paths, update } => {
             if paths.is_empty() {
                 paths.push(PathBuf::from("rules"));

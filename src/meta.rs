@@ -23,6 +23,8 @@ pub const OWNER_LABEL: &str = "ruleop.dev/owner";
 pub const CHILD_LABEL: &str = "ruleop.dev/child";
 /// A replica's sequence number; newest is highest.
 pub const REPLICA_ANNOTATION: &str = "ruleop.dev/replica";
+/// A collection item's key (children with `forEach`).
+pub const ITEM_ANNOTATION: &str = "ruleop.dev/item";
 /// Hash of the rendered manifest, to tell template changes from no change.
 pub const HASH_ANNOTATION: &str = "ruleop.dev/hash";
 /// The finalizer of rules that declare cleanup.

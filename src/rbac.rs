@@ -69,6 +69,9 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
         for related in &spec.related {
             grant(&related.api_version, plural(&related.kind), READ);
         }
+        for lookup in &spec.lookups {
+            grant(&lookup.api_version, plural(&lookup.kind), READ);
+        }
     }
     grant("events.k8s.io/v1", "events".into(), &["create", "patch"]);
     grant("v1", "events".into(), &["create", "patch"]);
@@ -109,5 +112,20 @@ mod tests {
         assert_eq!(plural("Policy"), "policies");
         assert_eq!(plural("Gateway"), "gateways");
         assert_eq!(plural("StatefulSet"), "statefulsets");
+    }
+
+    #[test]
+    fn lookups_are_granted_read() {
+        let source = "apiVersion: ruleop.dev/v1alpha1\nkind: Rule\nmetadata: {name: r}\nspec:\n  parent: {apiVersion: x.dev/v1, kind: Site}\n  lookups:\n    - {name: theme, apiVersion: themes.dev/v1, kind: Theme, objectName: \"{{ parent.spec.theme }}\"}\n";
+        let rule = crate::rule::parse_rule("r.yaml".as_ref(), source).unwrap();
+        let role = cluster_role("ruleop", &[&rule]);
+        let theme = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["apiGroups"][0] == "themes.dev")
+            .unwrap();
+        assert_eq!(theme["resources"][0], "themes");
+        assert_eq!(theme["verbs"], serde_json::json!(["get", "list", "watch"]));
     }
 }

@@ -47,16 +47,39 @@ pub fn project(
 ) -> Result<Map<String, Json>, ProjectionError> {
     let mut out = Map::new();
     for (field, projection) in &rule.spec.status.fields {
-        if let Some(value) = project_one(rule, field, projection, doc, ctx)? {
+        let at = ("spec.status.fields", field.as_str());
+        if let Some(value) = project_one(rule, at, field, projection, doc, ctx)? {
             out.insert(field.clone(), value);
         }
     }
     Ok(out)
 }
 
-fn project_one(
+/// One `status.onFailure` field (its path is compiled under `onFailure/<field>`).
+pub fn project_failure_field(
     rule: &CompiledRule,
     field: &str,
+    projection: &Projection,
+    doc: &Json,
+    ctx: &Value,
+) -> Result<Option<Json>, ProjectionError> {
+    let key = format!("{}{field}", crate::rule::ON_FAILURE_PATH);
+    project_one(
+        rule,
+        ("spec.status.onFailure", field),
+        &key,
+        projection,
+        doc,
+        ctx,
+    )
+}
+
+/// Projects one field; `(base, field)` locates it in the rule, `path_key` is its compiled
+/// JSONPath's key in `rule.paths`.
+fn project_one(
+    rule: &CompiledRule,
+    (base, field): (&str, &str),
+    path_key: &str,
     projection: &Projection,
     doc: &Json,
     ctx: &Value,
@@ -66,14 +89,10 @@ fn project_one(
         field: field.to_string(),
         message,
     };
-    let mut value = if let (Some(path), Some(query)) = (&projection.path, rule.paths.get(field)) {
-        let found = js_path_process(query, doc).map_err(|e| {
-            fail(
-                &format!("spec.status.fields.{field}.path"),
-                None,
-                e.to_string(),
-            )
-        })?;
+    let mut value = if let (Some(path), Some(query)) = (&projection.path, rule.paths.get(path_key))
+    {
+        let found = js_path_process(query, doc)
+            .map_err(|e| fail(&format!("{base}.{field}.path"), None, e.to_string()))?;
         let mut values: Vec<Json> = found.into_iter().map(|r| r.val().clone()).collect();
         if is_list_path(path) {
             Some(Json::Array(std::mem::take(&mut values)))
@@ -81,7 +100,7 @@ fn project_one(
             values.into_iter().next()
         }
     } else {
-        let name = format!("spec.status.fields.{field}.expr");
+        let name = format!("{base}.{field}.expr");
         let v = rule
             .templates
             .eval(&name, ctx)

@@ -225,12 +225,12 @@ const SHELF: &str = include_str!("rules/authoring/shelf.yaml");
 fn unknown_filter_in_a_template_is_reported_at_its_line() {
     let source = SHELF.replace(
         "title: {{ parent.spec.books[index] }}",
-        "title: {{ parent.spec.books[index] | sha256 }}",
+        "title: {{ parent.spec.books[index] | sha265 }}",
     );
     single_error(
         &source,
-        line_of(&source, "| sha256"),
-        "unknown filter `sha256`",
+        line_of(&source, "| sha265"),
+        "unknown filter `sha265`",
     );
 }
 

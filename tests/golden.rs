@@ -91,3 +91,35 @@ fn renders_match_golden_files() {
         mismatches.join("\n")
     );
 }
+
+/// `render --crd` applies the parent's CRD defaults: the sample names no settings ConfigMap
+/// and no image for its first worker, and renders as the cluster would (against the golden
+/// file); without the CRD the same sample cannot find its settings.
+#[test]
+fn render_with_the_crd_applies_its_defaults() {
+    let dir = root().join("tests/rules/language");
+    let render_it = |crds: &[PathBuf]| {
+        let mut out = Vec::new();
+        ruleop::cli::render_with_crds(
+            &dir.join("crew.yaml"),
+            &dir.join("sample-crew.yaml"),
+            &[dir.join("observed-settings.yaml")],
+            crds,
+            Some("2026-01-01T00:00:00Z".parse().unwrap()),
+            Format::Yaml,
+            &mut out,
+        )
+        .map(|plan| (plan, String::from_utf8(out).unwrap()))
+    };
+    let (plan, out) = render_it(&[dir.join("crds/crew.yaml")]).unwrap();
+    assert!(plan.failure.is_none(), "{out}");
+    let golden = root().join("tests/golden/language/crew-defaults.yaml");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &out).unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(&golden).unwrap_or_default(), out);
+    assert!(out.contains("image: busybox:1.36"), "{out}");
+    let (plan, _) = render_it(&[]).unwrap();
+    assert_eq!(plan.failure.unwrap().reason, "RenderFailed");
+}

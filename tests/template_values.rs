@@ -140,3 +140,47 @@ fn expressions_with_tojson_and_escape_give_plain_strings() {
         json!("&lt;a&#x27;b&gt;")
     );
 }
+
+#[test]
+fn helm_filters_give_values() {
+    let t = templates(concat!(
+        "checksum: {{ cfg | sha256 }}\n",
+        "secret: {{ s | b64encode }}\n",
+        "plain: {{ s | b64encode | b64decode }}\n",
+        "yaml: |\n  {{ cfg | toyaml }}\n",
+        "back: {{ (cfg | toyaml | fromyaml).b }}\n",
+        "json: {{ ('{\"n\": 3}' | fromjson).n }}\n",
+    ));
+    for s in HOSTILE {
+        let cfg = json!({"a": s, "b": [1, 2]});
+        let out = t
+            .render_object("t", &ctx(json!({"cfg": cfg, "s": s})))
+            .unwrap_or_else(|e| panic!("{s:?}: {e}"));
+        let checksum = out["checksum"].as_str().unwrap();
+        assert_eq!(checksum.len(), 64, "{checksum}");
+        assert_eq!(out["plain"], json!(s));
+        assert_eq!(
+            ruleop::filters::decode(out["secret"].as_str().unwrap()).unwrap(),
+            s.as_bytes()
+        );
+        let yaml: Json = serde_yaml::from_str(out["yaml"].as_str().unwrap()).unwrap();
+        assert_eq!(yaml, cfg, "{s:?}");
+        assert_eq!(out["back"], json!([1, 2]));
+        assert_eq!(out["json"], json!(3));
+    }
+    // A changed config changes the checksum; the same config keeps it.
+    let a = t
+        .render_object("t", &ctx(json!({"cfg": {"a": "x", "b": 1}, "s": ""})))
+        .unwrap();
+    let b = t
+        .render_object("t", &ctx(json!({"cfg": {"a": "y", "b": 1}, "s": ""})))
+        .unwrap();
+    assert_ne!(a["checksum"], b["checksum"]);
+}
+
+#[test]
+fn b64decode_of_bad_input_is_an_error() {
+    let t = templates("x: {{ s | b64decode }}\n");
+    let err = t.render_object("t", &ctx(json!({"s": "no*"}))).unwrap_err();
+    assert!(err.to_string().contains("not valid base64"), "{err}");
+}

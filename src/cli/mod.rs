@@ -162,6 +162,20 @@ pub fn render(
     format: Format,
     out: &mut impl Write,
 ) -> Result<Plan, CliError> {
+    render_with_crds(rule_path, resource, observed, &[], now, format, out)
+}
+
+/// `ruleop render --crd FILE`: [`render`], with the defaults of the parent's CRD (found in
+/// the `crds` files) applied to the parent first, as the API server would on create.
+pub fn render_with_crds(
+    rule_path: &Path,
+    resource: &Path,
+    observed: &[PathBuf],
+    crds: &[PathBuf],
+    now: Option<Timestamp>,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<Plan, CliError> {
     let source = std::fs::read_to_string(rule_path).map_err(|e| CliError::Input {
         path: rule_path.to_path_buf(),
         message: format!("cannot read: {e}"),
@@ -180,6 +194,18 @@ pub fn render(
         });
     }
     let mut parent = parents.remove(0);
+    if !crds.is_empty() {
+        let mut definitions = Vec::new();
+        for path in crds {
+            definitions.extend(read_objects(path)?);
+        }
+        crate::defaults::apply_crd_defaults(&definitions, &mut parent).map_err(|e| {
+            CliError::Input {
+                path: crds[0].clone(),
+                message: e.to_string(),
+            }
+        })?;
+    }
     complete_parent(&mut parent, compiled.spec.parent.scope);
     let expected = (
         &compiled.spec.parent.api_version,

@@ -43,13 +43,14 @@ enum Pending {
 }
 
 impl Controller {
-    /// The first kind `rule` reads (parent, children, cleanup steps, related) whose cache has
+    /// The first kind `rule` reads (parent, children, cleanup steps, related, looked up) whose cache has
     /// not synced, if any.
     fn pending(&self, rule: &ActiveRule) -> Option<Pending> {
         let caches = self.caches_read();
         std::iter::once(&rule.parent)
             .chain(&rule.children)
             .chain(&rule.related)
+            .chain(rule.lookups.iter().map(|(gk, _)| gk))
             .find_map(|gk| match caches.get(gk) {
                 None => Some(Pending::Missing),
                 Some(r) if !r.cache.is_synced() => {
@@ -70,6 +71,7 @@ impl Controller {
         let synced = std::iter::once(&rule.parent)
             .chain(&rule.children)
             .chain(&rule.related)
+            .chain(rule.lookups.iter().map(|(gk, _)| gk))
             .all(|gk| snapshot.get(gk).is_some_and(|c| c.is_synced()));
         if synced {
             return Some(snapshot);
@@ -187,6 +189,8 @@ mod tests {
             parent: gk("Parent"),
             children: vec![gk("Child")],
             related: vec![gk("Related")],
+            related_namespaced: vec![true],
+            lookups: Vec::new(),
             schemas: super::super::schemas::ChildSchemas::none(),
         });
         c.rules.write().unwrap().insert("r".into(), active.clone());

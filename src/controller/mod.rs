@@ -3,6 +3,7 @@
 
 pub mod conflicts;
 mod gate;
+pub mod lookups;
 pub mod queue;
 pub mod related;
 pub mod schemas;
@@ -26,6 +27,7 @@ use crate::plan::{self, Input};
 use crate::rule::{CompiledRule, LoadedRule, Scope, split_api_version};
 use crate::telemetry::{Metrics, ResultLabels, RuleLabels, RuleStateLabels};
 use conflicts::{Conflicts, conflicts_of, name_holders};
+use lookups::LookupIndex;
 use plan::Selector;
 use queue::{Key, Outcome, Queue};
 use related::RelatedIndex;
@@ -53,6 +55,11 @@ struct ActiveRule {
     children: Vec<GroupKind>,
     /// Related kinds, by related index.
     related: Vec<GroupKind>,
+    /// Whether each related kind is namespaced (a cluster-scoped kind is selected across
+    /// the cluster, even for a namespaced parent).
+    related_namespaced: Vec<bool>,
+    /// Looked-up kinds, by lookup index, and whether each is namespaced.
+    lookups: Vec<(GroupKind, bool)>,
     /// The child kinds' schemas (for the planner's up-to-date comparison).
     schemas: ChildSchemas,
 }
@@ -80,6 +87,7 @@ pub struct Controller {
     waiting: Mutex<BTreeMap<String, (LoadedRule, String)>>,
     changes: mpsc::UnboundedSender<Change>,
     related: Mutex<RelatedIndex>,
+    lookups: Mutex<LookupIndex>,
     schemas: SchemaCache,
     gate: gate::Gate,
     conflicts: Mutex<Conflicts>,
@@ -117,6 +125,7 @@ impl Controller {
             waiting: Mutex::default(),
             changes: tx,
             related: Mutex::default(),
+            lookups: Mutex::default(),
             gate: gate::Gate::default(),
             conflicts: Mutex::default(),
             ready,
@@ -246,6 +255,7 @@ impl Controller {
             std::iter::once(&r.parent)
                 .chain(&r.children)
                 .chain(&r.related)
+                .chain(r.lookups.iter().map(|(gk, _)| gk))
                 .all(|gk| self.cache(gk).is_some_and(|c| c.is_synced()))
         });
         self.ready.store(synced, Ordering::Release);
@@ -272,6 +282,11 @@ impl Controller {
             spec.related
                 .iter()
                 .map(|r| (Role::Related, r.api_version.as_str(), r.kind.as_str())),
+        );
+        wanted.extend(
+            spec.lookups
+                .iter()
+                .map(|l| (Role::Lookup, l.api_version.as_str(), l.kind.as_str())),
         );
         let mut out = Vec::new();
         for (role, api_version, kind) in wanted {
@@ -304,11 +319,17 @@ impl Controller {
         let mut parent = None;
         let mut children = Vec::new();
         let mut related = Vec::new();
+        let mut related_namespaced = Vec::new();
+        let mut lookups = Vec::new();
         for (role, r) in &kinds {
             match role {
                 Role::Parent => parent = Some(r.gk.clone()),
                 Role::Child => children.push(r.gk.clone()),
-                Role::Related => related.push(r.gk.clone()),
+                Role::Related => {
+                    related.push(r.gk.clone());
+                    related_namespaced.push(r.namespaced);
+                }
+                Role::Lookup => lookups.push((r.gk.clone(), r.namespaced)),
             }
         }
         let Some(parent) = parent else { return };
@@ -323,6 +344,8 @@ impl Controller {
             parent,
             children,
             related,
+            related_namespaced,
+            lookups,
             schemas,
         });
         self.rules
@@ -366,6 +389,7 @@ impl Controller {
             let removed = diff.removed.iter().any(|r| &r.rule.name == name);
             self.related_index().remove_rule(name);
             self.conflicts_lock().remove_rule(name);
+            self.lookup_index().remove_rule(name);
             self.waiting
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -425,11 +449,12 @@ impl Controller {
         }
     }
 
-    /// Whether objects of `gk` must be watched in full (some rule uses it as parent or related).
+    /// Whether objects of `gk` must be watched in full (some rule uses it as parent, related
+    /// or looked-up kind).
     fn needs_all_objects(&self, gk: &GroupKind) -> bool {
-        self.rules_read()
-            .values()
-            .any(|r| &r.parent == gk || r.related.contains(gk))
+        self.rules_read().values().any(|r| {
+            &r.parent == gk || r.related.contains(gk) || r.lookups.iter().any(|(k, _)| k == gk)
+        })
     }
 
     fn ensure_watch(self: &Arc<Self>, r: Resolved) {
@@ -500,6 +525,25 @@ impl Controller {
                     }
                 }
             }
+            if rule.lookups.iter().any(|(gk, _)| gk == &change.kind) {
+                let index = self.lookup_index();
+                for obj in std::iter::once(&change.object).chain(change.old.iter()) {
+                    let target = (
+                        change.kind.clone(),
+                        obj.namespace().to_string(),
+                        obj.name().to_string(),
+                    );
+                    for (reader_rule, (namespace, parent)) in index.readers(&target) {
+                        if &reader_rule == name {
+                            self.queue.add(Key {
+                                rule: reader_rule,
+                                namespace,
+                                name: parent,
+                            });
+                        }
+                    }
+                }
+            }
             for (i, gk) in rule.related.iter().enumerate() {
                 if gk != &change.kind {
                     continue;
@@ -524,6 +568,12 @@ impl Controller {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn lookup_index(&self) -> std::sync::MutexGuard<'_, LookupIndex> {
+        self.lookups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn related_index(&self) -> std::sync::MutexGuard<'_, RelatedIndex> {
         self.related
             .lock()
@@ -534,20 +584,24 @@ impl Controller {
     /// rendered: the plan reports that, and the parent then matches nothing).
     fn record_selectors(&self, rule: &ActiveRule, parent: cache::ObjKey, selectors: Vec<Selector>) {
         let compiled = rule.rule();
-        let scope = (compiled.spec.parent.scope == Scope::Namespaced).then(|| parent.0.clone());
+        // A cluster-scoped related kind is selected across the cluster.
+        let scopes: Vec<Option<&str>> = rule
+            .related_namespaced
+            .iter()
+            .map(|namespaced| {
+                (*namespaced && compiled.spec.parent.scope == Scope::Namespaced)
+                    .then_some(parent.0.as_str())
+            })
+            .collect();
+        let scopes: Vec<Option<String>> = scopes.iter().map(|s| s.map(str::to_string)).collect();
         let anchors: Vec<Option<&str>> = compiled
             .spec
             .related
             .iter()
             .map(|r| related::anchor_key(&r.selector))
             .collect();
-        self.related_index().set(
-            &compiled.name,
-            parent,
-            scope.as_deref(),
-            selectors,
-            &anchors,
-        );
+        self.related_index()
+            .set(&compiled.name, parent, &scopes, selectors, &anchors);
     }
 
     async fn work(self: Arc<Self>) {
@@ -606,6 +660,8 @@ impl Controller {
             self.related_index()
                 .remove(&key.rule, &(key.namespace.clone(), key.name.clone()));
             self.conflicts_lock().set(key, Vec::new());
+            self.lookup_index()
+                .remove(&key.rule, &(key.namespace.clone(), key.name.clone()));
             return None;
         };
         let parent = cached_parent.json();
@@ -633,10 +689,29 @@ impl Controller {
             let selectors = plan::related_selectors(compiled, &parent, now).unwrap_or_default();
             for (gk, selector) in rule.related.iter().zip(&selectors) {
                 if let Some(c) = caches.get(gk) {
+                    let namespace = namespace.filter(|_| c.namespaced);
                     extend_unique(&mut observed, &mut seen, c.select(namespace, selector));
                 }
             }
             self.record_selectors(&rule, cached_parent.key(), selectors);
+        }
+        if !rule.lookups.is_empty() {
+            // As for related objects: the index is kept where every parent change lands.
+            let targets = plan::lookup_targets(compiled, &parent, now).unwrap_or_default();
+            let mut routed = Vec::new();
+            for ((gk, namespaced), target) in rule.lookups.iter().zip(&targets) {
+                let ns = if *namespaced {
+                    target.namespace.as_str()
+                } else {
+                    ""
+                };
+                if let Some(found) = caches.get(gk).and_then(|c| c.get(ns, &target.name)) {
+                    extend_unique(&mut observed, &mut seen, vec![found]);
+                }
+                routed.push((gk.clone(), ns.to_string(), target.name.clone()));
+            }
+            self.lookup_index()
+                .set(&compiled.name, cached_parent.key(), routed);
         }
         let schemas = rule.schemas.current();
         let input = Input {
@@ -719,6 +794,7 @@ enum Role {
     Parent,
     Child,
     Related,
+    Lookup,
 }
 
 /// Whether the rule's view of a kind's scope agrees with the cluster's discovery: a
@@ -733,7 +809,7 @@ fn check_scope(
     let expected = match role {
         Role::Parent => rule.spec.parent.scope,
         Role::Child => rule.kind_scope(api_version, kind),
-        Role::Related => return Ok(()),
+        Role::Related | Role::Lookup => return Ok(()),
     };
     let served = if namespaced {
         Scope::Namespaced

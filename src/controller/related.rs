@@ -35,13 +35,14 @@ pub fn anchor_key(selector: &BTreeMap<String, String>) -> Option<&str> {
 
 impl RelatedIndex {
     /// Records a parent's rendered selectors (one per related entry of the rule), replacing
-    /// what was recorded before. `scope` is the parent's namespace, or `None` when related
-    /// objects are looked for in every namespace; `anchor_keys[i]` is from [`anchor_key`].
+    /// what was recorded before. `scopes[i]` is the namespace entry `i` selects in (the
+    /// parent's), or `None` when it selects in every namespace (a cluster-scoped parent or
+    /// related kind); `anchor_keys[i]` is from [`anchor_key`].
     pub fn set(
         &mut self,
         rule: &str,
         parent: ObjKey,
-        scope: Option<&str>,
+        scopes: &[Option<String>],
         selectors: Vec<Selector>,
         anchor_keys: &[Option<&str>],
     ) {
@@ -61,7 +62,7 @@ impl RelatedIndex {
                 Some((
                     rule.to_string(),
                     i,
-                    scope.map(str::to_string),
+                    scopes.get(i).cloned().flatten(),
                     k.clone(),
                     v.clone(),
                 ))
@@ -183,7 +184,7 @@ mod tests {
             index.set(
                 "mc",
                 key("a", name),
-                Some("a"),
+                &[Some("a".into())],
                 vec![sel(&[("app", "mc"), ("cr", name)])],
                 &anchors,
             );
@@ -192,14 +193,14 @@ mod tests {
         index.set(
             "mc",
             key("b", "one"),
-            Some("b"),
+            &[Some("b".into())],
             vec![sel(&[("app", "mc"), ("cr", "one")])],
             &anchors,
         );
         index.set(
             "mc",
             key("", "all"),
-            None,
+            &[None],
             vec![sel(&[("app", "mc"), ("cr", "one")])],
             &anchors,
         );
@@ -224,7 +225,7 @@ mod tests {
         index.set(
             "mc",
             key("a", "one"),
-            Some("a"),
+            &[Some("a".into())],
             vec![sel(&[("app", "mc"), ("cr", "uno")])],
             &anchors,
         );

@@ -9,7 +9,7 @@ use super::ownership::is_ours;
 use super::view::View;
 use super::{Action, Deletion, Desired, Failure, Input, Plan, reason, render_failure, uptodate};
 use crate::meta::{self, ObjectKey};
-use crate::rule::{Child, CompiledRule, DeletionPolicy, Scope, UpdateStrategy};
+use crate::rule::{Child, CompiledRule, DeletionPolicy, Rollout, Scope, UpdateStrategy};
 use crate::scale::{self, ObservedReplica};
 use crate::template::{from_json, is_ready, to_json};
 
@@ -27,6 +27,9 @@ pub(super) fn plan_child(
     held: &mut Vec<ObjectKey>,
 ) -> Result<(), Failure> {
     let base = format!("spec.children[{index}]");
+    if child.for_each.is_some() {
+        return super::collection::plan_collection(rule, input, ctx, index, child, plan);
+    }
     if let Some(_when) = &child.when {
         let name = format!("{base}.when");
         let on = rule
@@ -101,11 +104,17 @@ pub(super) fn plan_child(
             .filter(|o| step.hold.iter().any(|h| h.name == meta::name(o.object)))
             .map(|o| ObjectKey::of(o.object)),
     );
+    let first = plan.apply.len();
     for replica in step.keep.iter().chain(&step.create) {
         let replica_ctx =
             context! { name => replica.name.clone(), index => replica.ordinal, ..ctx.clone() };
-        let desired = render_child(rule, input, &template, child, &replica_ctx, Some(replica))?;
+        let mut desired = render_child(rule, input, &template, child, &replica_ctx, Some(replica))?;
+        desired.bindings = Some(json!({"name": replica.name, "index": replica.ordinal}));
         plan.apply.push(desired);
+    }
+    if replicas.rollout == Rollout::RollingRecreate {
+        let steady = step.create.is_empty() && step.delete.is_empty() && step.waiting.is_none();
+        super::rollout::roll(child, &observed, steady, first, plan, waiting, held);
     }
     for replica in &step.delete {
         if let Some(obj) = observed
@@ -158,7 +167,7 @@ pub(super) fn render_child(
 
 /// Completes a rendered object: identity checks, namespace, labels, ownership, fields left
 /// to other managers, content hash, and what applying it would do.
-fn finish(
+pub(super) fn finish(
     rule: &CompiledRule,
     input: &Input<'_>,
     template: &str,
@@ -328,6 +337,7 @@ fn finish(
         uid: existing
             .filter(|_| matches!(action, Action::Update | Action::UpToDate | Action::Recreate))
             .map(|o| meta::uid(o).to_string()),
+        bindings: None,
     })
 }
 

@@ -13,7 +13,8 @@ use super::{
     set_status,
 };
 use crate::meta::{self, ObjectKey};
-use crate::rule::{Child, CompiledRule, DeletionPolicy, UpdateStrategy};
+use crate::rule::{Child, CompiledRule, DeletionPolicy, ReplicaDeletion, UpdateStrategy};
+use crate::scale;
 use crate::status::{Condition, READY};
 use crate::template::from_json;
 
@@ -56,6 +57,7 @@ pub(super) fn finalize(
                     when: None,
                     template: String::new(),
                     replicas: None,
+                    for_each: None,
                     ready: None,
                     deletion_policy: DeletionPolicy::Delete,
                     update_strategy: UpdateStrategy::Apply,
@@ -150,10 +152,27 @@ pub(super) fn finalize(
         if objects.is_empty() {
             continue;
         }
-        for obj in objects
+        let owned = objects
             .iter()
-            .filter(|o| !meta::is_deleting(o) && meta::is_owned_by(o, meta::uid(input.parent)))
-        {
+            .filter(|o| !meta::is_deleting(o) && meta::is_owned_by(o, meta::uid(input.parent)));
+        let replicated = rule
+            .spec
+            .children
+            .iter()
+            .any(|c| &c.name == name && c.replicas.is_some());
+        // One replica at a time, highest index first, each gone before the next.
+        let one_at_a_time = replicated && fin.delete_replicas == ReplicaDeletion::OneAtATime;
+        let batch: Vec<&&Json> = if !one_at_a_time {
+            owned.collect()
+        } else if objects.iter().any(|o| meta::is_deleting(o)) {
+            Vec::new()
+        } else {
+            owned
+                .max_by_key(|o| (scale::ordinal_of(o).unwrap_or(0), meta::name(o)))
+                .into_iter()
+                .collect()
+        };
+        for obj in batch {
             plan.delete.push(Deletion {
                 child: name.clone(),
                 key: ObjectKey::of(obj),

@@ -6,9 +6,13 @@
 //! conditions, [`finalize`] plans deletion, [`uptodate`] tells whether a child needs a write.
 
 mod child;
+mod collection;
+mod define;
 mod finalize;
+mod lookup;
 mod ownership;
 mod ready;
+mod rollout;
 mod uptodate;
 mod view;
 
@@ -30,6 +34,7 @@ use finalize::finalize;
 use ready::conditions;
 use view::View;
 
+pub use lookup::{LookupTarget, lookup_targets, matches as lookup_matches};
 pub use ownership::is_ours;
 
 /// What the planner was given.
@@ -87,6 +92,10 @@ pub struct Desired {
     /// object, never to another one that took its name meanwhile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// The variables of a collection member (`item`, `key`) or a replica (`name`, `index`),
+    /// for its `ready` expression.
+    #[serde(skip)]
+    pub bindings: Option<Json>,
 }
 
 /// An object to delete.
@@ -184,6 +193,8 @@ pub mod reason {
     pub const READY: &str = "Ready";
     /// Cleanup is running.
     pub const DELETING: &str = "Deleting";
+    /// An object a required lookup names does not exist.
+    pub const LOOKUP_MISSING: &str = "LookupMissing";
 }
 
 fn render_failure(rule: &CompiledRule, name: &str, err: &TemplateError) -> Failure {
@@ -246,14 +257,52 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         Ok(v) => v,
         Err(f) => return failed(rule, &input, plan, f),
     };
-    let doc = view.document(rule);
-    let ctx = context! { now => now_string(input.now), ..from_json(&doc) };
+    let mut doc = view.document(rule);
+    let mut ctx = context! { now => now_string(input.now), ..from_json(&doc) };
+    let deleting = meta::is_deleting(parent);
+    let values = match define::values(rule, &ctx) {
+        Ok(values) => Ok(values),
+        // Deletion goes on with the values that could be computed: a broken value must not
+        // block cleanup.
+        Err((_, partial)) if deleting => Ok(partial),
+        Err((f, partial)) => Err((f, partial)),
+    };
+    let values_failure = match values {
+        Ok(values) => {
+            doc["values"] = Json::Object(values);
+            None
+        }
+        Err((f, partial)) => {
+            doc["values"] = Json::Object(partial);
+            Some(f)
+        }
+    };
+    if !rule.spec.definitions.values.is_empty() {
+        ctx = context! { now => now_string(input.now), ..from_json(&doc) };
+    }
+    // Failures from here on may also set the rule's `status.onFailure` fields.
+    let fail = |plan: Plan, f: Failure| {
+        let extra = define::failure_fields(rule, &doc, &ctx, &f);
+        failed_with(rule, &input, plan, f, extra)
+    };
 
-    if meta::is_deleting(parent) {
+    if deleting {
         return finalize(rule, &input, &view, &ctx, plan);
     }
     if rule.needs_finalizer() && !meta::has_finalizer(parent, meta::FINALIZER) {
         plan.finalizer = FinalizerChange::Add;
+    }
+    if let Some(f) = values_failure {
+        return fail(plan, f);
+    }
+    if !view.missing.is_empty() {
+        let f = Failure {
+            reason: reason::LOOKUP_MISSING.into(),
+            message: format!("not found: {}", view.missing.join(", ")),
+            // Creating the object is a watch event that reconciles the parent again.
+            permanent: true,
+        };
+        return fail(plan, f);
     }
 
     for (i, v) in rule.spec.validate.iter().enumerate() {
@@ -274,9 +323,9 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
                     message,
                     permanent: true,
                 };
-                return failed(rule, &input, plan, f);
+                return fail(plan, f);
             }
-            Err(e) => return failed(rule, &input, plan, render_failure(rule, &name, &e)),
+            Err(e) => return fail(plan, render_failure(rule, &name, &e)),
         }
     }
 
@@ -298,7 +347,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             Err(f) => {
                 plan.apply.clear();
                 plan.delete.clear();
-                return failed(rule, &input, plan, f);
+                return fail(plan, f);
             }
         }
     }
@@ -397,7 +446,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             plan.apply.clear();
             plan.delete.clear();
             plan.events.clear();
-            return failed(rule, &input, plan, f);
+            return fail(plan, f);
         }
     };
     let fields = match status::project(rule, &doc, &ctx) {
@@ -411,7 +460,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             plan.apply.clear();
             plan.delete.clear();
             plan.events.clear();
-            return failed(rule, &input, plan, f);
+            return fail(plan, f);
         }
     };
     set_status(rule, &input, &mut plan, fields, &conditions);
@@ -427,7 +476,18 @@ fn normal(reason: &str, message: String) -> PlanEvent {
 }
 
 /// An empty plan reporting `failure`: nothing applied or deleted, `Ready=False`, a Warning.
-fn failed(rule: &CompiledRule, input: &Input<'_>, mut plan: Plan, failure: Failure) -> Plan {
+fn failed(rule: &CompiledRule, input: &Input<'_>, plan: Plan, failure: Failure) -> Plan {
+    failed_with(rule, input, plan, failure, Map::new())
+}
+
+/// [`failed`], with `extra` status fields (`status.onFailure`) over the current ones.
+fn failed_with(
+    rule: &CompiledRule,
+    input: &Input<'_>,
+    mut plan: Plan,
+    failure: Failure,
+    extra: Map<String, Json>,
+) -> Plan {
     plan.apply.clear();
     plan.delete.clear();
     plan.events.push(PlanEvent {
@@ -435,11 +495,13 @@ fn failed(rule: &CompiledRule, input: &Input<'_>, mut plan: Plan, failure: Failu
         reason: failure.reason.clone(),
         message: failure.message.clone(),
     });
+    let mut fields = previous_fields(rule, input.parent);
+    fields.extend(extra);
     set_status(
         rule,
         input,
         &mut plan,
-        previous_fields(rule, input.parent),
+        fields,
         &[Condition::unmet(
             READY,
             &failure.reason,

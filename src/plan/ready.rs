@@ -8,6 +8,7 @@ use super::{Action, Failure, Plan, reason, render_failure};
 use crate::meta::ObjectKey;
 use crate::rule::CompiledRule;
 use crate::status::{Condition, READY};
+use crate::template::from_json;
 
 /// `Ready` and the declared conditions.
 pub(super) fn conditions(
@@ -121,7 +122,13 @@ fn default_ready(
                 else {
                     continue;
                 };
-                if !child_ready(rule, child, &format!("spec.children[{i}].ready"), ctx, o)? {
+                // A collection member's `ready` sees its `item` and `key`.
+                let member_ctx = match &d.bindings {
+                    Some(b) => context! { ..from_json(b), ..ctx.clone() },
+                    None => ctx.clone(),
+                };
+                let name = format!("spec.children[{i}].ready");
+                if !child_ready(rule, child, &name, &member_ctx, o)? {
                     pending.push(format!("{key} not ready"));
                 }
             }

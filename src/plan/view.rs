@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value as Json, json};
 
+use super::lookup::{lookup_targets, matches};
 use super::ownership::{child_name, is_ours};
 use super::{Failure, Input, related_selectors};
 use crate::meta;
@@ -17,6 +18,10 @@ pub(super) struct View<'a> {
     pub(super) children: BTreeMap<String, Vec<&'a Json>>,
     /// Related objects by related name.
     pub(super) related: BTreeMap<String, Vec<&'a Json>>,
+    /// Looked-up objects found, by lookup name.
+    pub(super) lookups: BTreeMap<String, &'a Json>,
+    /// Required lookups not found: `Kind namespace/name (lookup <name>)`.
+    pub(super) missing: Vec<String>,
 }
 
 impl<'a> View<'a> {
@@ -44,6 +49,8 @@ impl<'a> View<'a> {
                     meta::kind(o) == r.kind
                         && meta::group(o) == group
                         && (rule.spec.parent.scope == Scope::Cluster
+                            // A cluster-scoped kind has no namespace to compare.
+                            || meta::namespace(o).is_empty()
                             || meta::namespace(o) == meta::namespace(input.parent))
                         && selector
                             .iter()
@@ -53,10 +60,35 @@ impl<'a> View<'a> {
             matching.sort_by_key(|o| meta::name(o));
             related.insert(r.name.clone(), matching);
         }
+        let mut lookups = BTreeMap::new();
+        let mut missing = Vec::new();
+        let targets = lookup_targets(rule, input.parent, input.now)?;
+        for (l, target) in rule.spec.lookups.iter().zip(&targets) {
+            match input
+                .observed
+                .iter()
+                .find(|o| matches(o, &l.api_version, &l.kind, target))
+            {
+                Some(found) => {
+                    lookups.insert(l.name.clone(), found);
+                }
+                None if l.optional => {}
+                None => {
+                    let at = if target.namespace.is_empty() {
+                        target.name.clone()
+                    } else {
+                        format!("{}/{}", target.namespace, target.name)
+                    };
+                    missing.push(format!("{} {at} (lookup {})", l.kind, l.name));
+                }
+            }
+        }
         Ok(Self {
             parent: input.parent,
             children,
             related,
+            lookups,
+            missing,
         })
     }
 
@@ -72,7 +104,7 @@ impl<'a> View<'a> {
         let mut children = Map::new();
         for child in &rule.spec.children {
             let observed = self.observed_children(&child.name);
-            let value = if child.replicas.is_some() {
+            let value = if child.replicas.is_some() || child.for_each.is_some() {
                 Json::Array(observed.iter().map(|o| (*o).clone()).collect())
             } else {
                 observed.first().map(|o| (*o).clone()).unwrap_or(Json::Null)
@@ -98,6 +130,11 @@ impl<'a> View<'a> {
                 )
             })
             .collect();
-        json!({"parent": self.parent, "children": children, "related": related})
+        let lookups: Map<String, Json> = self
+            .lookups
+            .iter()
+            .map(|(k, o)| (k.clone(), (*o).clone()))
+            .collect();
+        json!({"parent": self.parent, "children": children, "related": related, "lookups": lookups})
     }
 }

@@ -69,21 +69,21 @@ impl CompiledRule {
     }
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     spans: &'a Spans,
     errors: Vec<(Location, String)>,
     warnings: Vec<(Location, String)>,
-    templates: Templates,
+    pub(super) templates: Templates,
     /// The parent's spec fields when the rule declares them (`spec.crd.spec`).
     parent_fields: Option<Vec<String>>,
 }
 
 impl Checker<'_> {
-    fn error(&mut self, path: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push((self.spans.find(path), message.into()));
     }
 
-    fn template(&mut self, path: &str, source: &str) {
+    pub(super) fn template(&mut self, path: &str, source: &str) {
         if let Err(e) = self.templates.add_template(path, source) {
             let location = match e.template_line() {
                 Some(line) => self.spans.line_in(path, line),
@@ -128,7 +128,7 @@ impl Checker<'_> {
         )
     }
 
-    fn expression(&mut self, path: &str, source: &str) {
+    pub(super) fn expression(&mut self, path: &str, source: &str) {
         if let Err(e) = self.templates.add_expression(path, source) {
             self.error(path, format!("expression does not compile: {e}"));
             return;
@@ -154,7 +154,7 @@ impl Checker<'_> {
         parsed
     }
 
-    fn name(&mut self, path: &str, name: &str, seen: &mut BTreeSet<String>) {
+    pub(super) fn name(&mut self, path: &str, name: &str, seen: &mut BTreeSet<String>) {
         if !is_dns_label(name) {
             self.error(
                 path,
@@ -169,7 +169,7 @@ impl Checker<'_> {
 
 /// Condenses a parser's multi-line report (`--> 1:16`, a caret drawing, `= expected x`)
 /// into one line, so each error stays one line of `ruleop check` output.
-fn one_line(report: &str) -> String {
+pub(super) fn one_line(report: &str) -> String {
     let column = report
         .split("-->")
         .nth(1)
@@ -309,6 +309,8 @@ pub fn compile(
             format!("{:?} is not a DNS label", file.metadata.name),
         );
     }
+    // Macros first: every template and expression compiled after them can call them.
+    super::compile_language::definitions(&mut c, &spec);
     let (_, version) = super::split_api_version(&spec.parent.api_version);
     if version.is_empty() || spec.parent.kind.is_empty() {
         c.error(
@@ -358,6 +360,7 @@ pub fn compile(
         if let Some(ready) = &child.ready {
             c.expression(&format!("{base}.ready"), ready);
         }
+        super::compile_language::for_each(&mut c, &base, child);
         if let Some(replicas) = &child.replicas {
             c.expression(&format!("{base}.replicas.count"), &replicas.count);
             if let Some(prefix) = &replicas.prefix {
@@ -403,6 +406,8 @@ pub fn compile(
         }
     }
 
+    super::compile_language::lookups(&mut c, &spec, &related_names);
+
     let mut paths = HashMap::new();
     for (name, projection) in &spec.status.fields {
         let base = format!("spec.status.fields.{name}");
@@ -423,6 +428,7 @@ pub fn compile(
             _ => c.error(&base, "a status field needs exactly one of path or expr"),
         }
     }
+    super::compile_language::on_failure(&mut c, &spec, &mut paths);
     if let Some(ready) = &spec.status.ready {
         c.expression("spec.status.ready.when", &ready.when);
         if let Some(m) = &ready.message {

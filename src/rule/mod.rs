@@ -5,11 +5,17 @@
 //! turns a parsed file into a [`CompiledRule`] that the planner evaluates.
 
 mod compile;
+mod compile_language;
+mod language;
 mod load;
 mod locate;
 mod scope;
 
 pub use compile::{CompiledRule, compile};
+pub use compile_language::ON_FAILURE_PATH;
+pub use language::{
+    Definitions, FailureFields, ForEach, Lookup, NamedValue, ReplicaDeletion, Rollout,
+};
 pub use load::{
     LoadedRule, RuleError, conflict, content_hash, is_rule_file, load_path, load_paths, parse_rule,
     rule_files,
@@ -68,6 +74,12 @@ pub struct RuleSpec {
     /// Objects observed (never written) for use in templates and status, selected by labels.
     #[serde(default)]
     pub related: Vec<Related>,
+    /// Objects read by kind and name (never written), e.g. a Secret the parent names.
+    #[serde(default)]
+    pub lookups: Vec<Lookup>,
+    /// Values and macros shared by every template, expression and status field.
+    #[serde(default)]
+    pub definitions: Definitions,
     /// What is written to the parent's status subresource.
     #[serde(default)]
     pub status: StatusSpec,
@@ -163,6 +175,9 @@ pub struct Child {
     /// Render several copies of this child, scaled one step at a time.
     #[serde(default)]
     pub replicas: Option<Replicas>,
+    /// Render one copy per item of a list (a collection), named from the item.
+    #[serde(default)]
+    pub for_each: Option<ForEach>,
     /// An expression over `child` that says the child is ready (default: its `Ready`
     /// condition is `True`, or it is a Pod in phase `Running`, or it has no readiness signal).
     #[serde(default)]
@@ -195,6 +210,9 @@ pub struct Replicas {
     /// How many replicas change per reconcile.
     #[serde(default)]
     pub policy: StepPolicy,
+    /// How replicas whose rendering changed are replaced.
+    #[serde(default)]
+    pub rollout: Rollout,
 }
 
 /// Names of replicas.
@@ -277,6 +295,11 @@ pub struct StatusSpec {
     /// Further conditions.
     #[serde(default)]
     pub conditions: Vec<DeclaredCondition>,
+    /// Status fields written when the plan fails (validation, missing lookup, render
+    /// error), over the context plus `failure` (`reason`, `message`), e.g.
+    /// `phase: {expr: "'Error'"}`. They are merged over the fields already in the status.
+    #[serde(default)]
+    pub on_failure: FailureFields,
 }
 
 /// One status field.
@@ -347,6 +370,9 @@ pub struct FinalizerSpec {
     /// are left to garbage collection.
     #[serde(default)]
     pub delete_order: Vec<String>,
+    /// How a replicated child in `deleteOrder` is deleted.
+    #[serde(default)]
+    pub delete_replicas: ReplicaDeletion,
 }
 
 /// One cleanup step: an object to create and wait for.

@@ -105,6 +105,9 @@ pub struct Templates {
     programs: HashMap<String, Program>,
     max_output: usize,
     budget: usize,
+    /// Text put before every template and expression compiled after it is set (the rule's
+    /// shared macros import); on the first line, so line numbers stay those of the source.
+    prelude: String,
 }
 
 impl std::fmt::Debug for Templates {
@@ -129,6 +132,7 @@ impl Templates {
         // Bounded builtins; `tojson` and `escape` among them return plain strings (values),
         // never "safe" text the formatter would paste into the YAML source.
         guard::install(&mut env);
+        crate::filters::register(&mut env);
         env.add_function("ready", |obj: Value| is_ready_value(&obj));
         env.add_test("ready", |obj: Value| is_ready_value(&obj));
         env.set_formatter(|out, state, value| {
@@ -159,12 +163,13 @@ impl Templates {
             budget: limits
                 .max_output_bytes
                 .saturating_mul(BUDGET_PER_OUTPUT_BYTE),
+            prelude: String::new(),
         }
     }
 
     /// Compiles a manifest or message template under `name`.
     pub fn add_template(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
-        let program = Program::compile(name, source, self.budget)?;
+        let program = Program::compile(name, &format!("{}{source}", self.prelude), self.budget)?;
         self.programs.insert(name.to_string(), program);
         Ok(())
     }
@@ -180,6 +185,19 @@ impl Templates {
         name: &str,
     ) -> Option<&minijinja::machinery::CompiledTemplate<'_>> {
         self.programs.get(name).map(Program::borrow_dependent)
+    }
+
+    /// Compiles the macros template `source` under `name` and makes its macros available as
+    /// `macros.<name>(...)` in every template and expression compiled afterwards.
+    pub fn add_macros(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
+        self.add_template(name, source)?;
+        // `import` loads through the environment: the macros run there, with fuel and the
+        // output limit but without the bounded operators of compiled programs.
+        self.env
+            .add_template_owned(name.to_string(), source.to_string())
+            .map_err(|e| TemplateError::jinja(&e))?;
+        self.prelude = format!("{{% import {name:?} as macros %}}");
+        Ok(())
     }
 
     /// Compiles a single expression under `name`.
@@ -230,9 +248,24 @@ impl Templates {
 
     /// Evaluates the expression registered as `name` (undefined is a valid result).
     pub fn eval(&self, name: &str, ctx: &Value) -> Result<Value, TemplateError> {
-        let (_, result) = self.run(name, ctx, |state| {
-            state.lookup(RESULT).unwrap_or(Value::UNDEFINED)
+        let (_, (result, slots)) = self.run(name, ctx, |state| {
+            let result = state.lookup(RESULT).unwrap_or(Value::UNDEFINED);
+            // A macro's output holds tokens for the values it printed: put them back as text.
+            let slots = if result.as_str().is_some_and(|t| t.contains(OPEN)) {
+                state
+                    .get_extension_mut::<Slots>()
+                    .map(|s| std::mem::take(&mut s.0))
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            (result, slots)
         })?;
+        if !slots.is_empty()
+            && let Some(text) = result.as_str()
+        {
+            return Ok(Value::from(splice(text, &slots)));
+        }
         Ok(result)
     }
 
