@@ -43,7 +43,7 @@ test: lint controlplane check-rules ## the whole suite: lint, unit, golden and c
 .PHONY: deploy-sync deploy-check demo
 DEPLOY_KUBECONFIG ?= $(or $(KUBECONFIG),$(HOME)/.kube/config)
 
-deploy-sync: build ## regenerate deploy/rules/ and deploy/rbac/clusterrole.yaml from rules/
+deploy-sync: build ## regenerate deploy/rules/, deploy/rbac/clusterrole.yaml and charts/ruleop/files/ from rules/ and crds/
 	RULEOP=$(RULEOP) hack/deploy-sync.sh
 
 deploy/rbac/clusterrole.yaml: build ## regenerate the operator's ClusterRole (ruleop rbac --rules rules)
@@ -84,13 +84,13 @@ PODMAN_RUNTIME ?= runc
 HELM ?= $(or $(shell command -v helm 2>/dev/null),$(HOME)/.cache/ruleop/bin/helm)
 HELM_VERSION ?= v3.22.0
 
-image-bin: ## the static release binary the image carries ($(IMAGE_BIN))
+image-bin: ## the static release binary the image carries (musl, or glibc with crt-static)
 	CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_DEBUG=false \
 	  $(if $(filter %-gnu,$(IMAGE_TRIPLE)),RUSTFLAGS='-C target-feature=+crt-static',) \
 	  $(CARGO) build --release --locked --target $(IMAGE_TRIPLE) --bin ruleop
 	@if readelf -l $(IMAGE_BIN) | grep -q 'program interpreter'; then echo "$(IMAGE_BIN) is not static" >&2; exit 1; fi
 
-image: image-bin ## build the container image $(IMAGE) with podman (FROM scratch, static binary)
+image: image-bin ## build the container image (IMAGE, default localhost/ruleop:VERSION) with podman, FROM scratch
 	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/rules
 	cp $(IMAGE_BIN) $(IMAGE_CONTEXT)/ruleop
 	cp rules/*.yaml $(IMAGE_CONTEXT)/rules/
