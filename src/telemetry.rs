@@ -27,13 +27,8 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime::watcher=warn"));
-    let colour = use_colour(
-        std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        std::env::var_os("NO_COLOR").as_deref(),
-    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
@@ -41,12 +36,6 @@ pub fn init_logging(format: LogFormat) {
     };
     // Already installed (tests): keep the existing subscriber.
     let _ = result;
-}
-
-/// Colour codes only on a terminal, and not when `NO_COLOR` is set (non-empty): log files,
-/// pipes and container logs get plain text.
-fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
-    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Labels naming a rule.
@@ -263,20 +252,5 @@ pub async fn serve(
             );
             let _ = stream.write_all(response.as_bytes()).await;
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::use_colour;
-    use std::ffi::OsStr;
-
-    #[test]
-    fn colour_only_on_a_terminal_without_no_color() {
-        assert!(use_colour(true, None));
-        assert!(use_colour(true, Some(OsStr::new(""))));
-        assert!(!use_colour(true, Some(OsStr::new("1"))));
-        assert!(!use_colour(false, None));
-        assert!(!use_colour(false, Some(OsStr::new(""))));
     }
 }
