@@ -221,14 +221,15 @@ impl Actor {
                 Ok(ApplyResult::Conflict(message)) => {
                     applied_all = false;
                     conflict = true;
-                    let key = ObjectKey::of(&desired.object).to_string();
-                    events.retain(|e| !(e.reason == "Created" && e.message.contains(&key)));
+                    let key = ObjectKey::of(&desired.object);
+                    events.retain(|e| !(e.reason == "Created" && e.related.as_ref() == Some(&key)));
                     // Said once, when it appears, not on every retry while it lasts.
-                    if !status::conflict_shown(parent.get("status"), &key) {
+                    if !status::conflict_shown(parent.get("status"), &key.to_string()) {
                         events.push(crate::plan::PlanEvent {
                             type_: EventType::Warning,
                             reason: reason::CONFLICT.into(),
                             message: message.clone(),
+                            related: Some(key),
                         });
                     }
                     found.push(message);
@@ -340,12 +341,17 @@ impl Actor {
         let transient = error.is_transient();
         let message = error.message();
         if error.is_race() && target.failures < REPORT_AFTER_FAILURES {
-            tracing::info!(parent = %ObjectKey::of(parent), error = %message, "transient error; retrying with backoff");
+            // Expected races (a cache a moment behind): worth a warning, not an error yet.
+            tracing::warn!(kind = meta::kind(parent), namespace = meta::namespace(parent), name = meta::name(parent), error = %message, "reconcile failed: transient error; retrying with backoff");
         } else if !error.is_answer() {
             // No answer (timeout, reset): a status write would most likely wait just as long.
-            tracing::warn!(parent = %ObjectKey::of(parent), error = %message, "no answer from the API server; retrying with backoff");
+            tracing::warn!(kind = meta::kind(parent), namespace = meta::namespace(parent), name = meta::name(parent), error = %message, "reconcile failed: no answer from the API server; retrying with backoff");
         } else {
-            tracing::warn!(parent = %ObjectKey::of(parent), error = %message, "reconcile failed");
+            if transient {
+                tracing::warn!(kind = meta::kind(parent), namespace = meta::namespace(parent), name = meta::name(parent), reason = error.reason(), error = %message, "reconcile failed; retrying with backoff");
+            } else {
+                tracing::error!(kind = meta::kind(parent), namespace = meta::namespace(parent), name = meta::name(parent), reason = error.reason(), error = %message, "reconcile failed");
+            }
             let generation = parent
                 .pointer("/metadata/generation")
                 .and_then(Json::as_i64);
@@ -361,6 +367,7 @@ impl Actor {
                 type_: EventType::Warning,
                 reason: error.reason().into(),
                 message,
+                related: None,
             });
             self.publish(parent, &events).await;
         }
@@ -628,7 +635,8 @@ impl Actor {
                 reason: e.reason.clone(),
                 note: Some(e.message.chars().take(1000).collect()),
                 action: "Reconcile".into(),
-                secondary: None,
+                // Part of the Recorder's series key: one series per child, not per reason.
+                secondary: e.related.as_ref().map(object_reference),
             })
             .collect();
         // Events are informational: recording them must not hold up the reconcile.
@@ -642,6 +650,17 @@ impl Actor {
                 }
             }
         });
+    }
+}
+
+/// The reference of the object `key` names (an Event's `related` object).
+fn object_reference(key: &ObjectKey) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(key.api_version.clone()),
+        kind: Some(key.kind.clone()),
+        namespace: Some(key.namespace.clone()).filter(|n| !n.is_empty()),
+        name: Some(key.name.clone()),
+        ..ObjectReference::default()
     }
 }
 

@@ -691,3 +691,92 @@ fn a_message_that_looks_like_yaml_stays_one_string() {
         message
     );
 }
+
+/// Each child's event names that child as its related object: the Event recorder keys a series
+/// by reason and related object, so without it the Created events of one reconcile would merge
+/// into one entry showing only the first message.
+#[test]
+fn each_child_event_names_its_child() {
+    let r = rule_from(
+        r#"
+apiVersion: ruleop.dev/v1alpha1
+kind: Rule
+metadata: {name: tenant}
+spec:
+  parent: {apiVersion: test.ruleop.dev/v1, kind: Tenant}
+  allow: [{apiVersion: v1, kind: ConfigMap}, {apiVersion: v1, kind: Secret}]
+  children:
+    - name: settings
+      apiVersion: v1
+      kind: ConfigMap
+      template: |
+        metadata: {name: "{{ parent.metadata.name }}-settings"}
+        data: {tier: "{{ parent.spec.tier }}"}
+    - name: quota
+      apiVersion: v1
+      kind: ConfigMap
+      template: |
+        metadata: {name: "{{ parent.metadata.name }}-quota"}
+        data: {cpu: "2"}
+    - name: token
+      apiVersion: v1
+      kind: Secret
+      when: parent.spec.token
+      template: |
+        metadata: {name: "{{ parent.metadata.name }}-token"}
+        stringData: {token: abc}
+"#,
+    );
+    let mut p = parent(
+        "test.ruleop.dev/v1",
+        "Tenant",
+        "t1",
+        json!({"tier": "gold", "token": true}),
+    );
+    let mut cluster = Cluster::default();
+    let first = step(&r, &p, &cluster);
+    let mut created: Vec<(String, String)> = first
+        .events
+        .iter()
+        .filter(|e| e.reason == "Created")
+        .map(|e| {
+            let key = e.related.as_ref().expect("a Created event names its child");
+            assert!(e.message.contains(&key.to_string()), "{e:?}");
+            (key.kind.clone(), key.name.clone())
+        })
+        .collect();
+    created.sort();
+    assert_eq!(
+        created,
+        [
+            ("ConfigMap".to_string(), "t1-quota".to_string()),
+            ("ConfigMap".to_string(), "t1-settings".to_string()),
+            ("Secret".to_string(), "t1-token".to_string()),
+        ]
+    );
+    cluster.act(&first);
+
+    p["spec"]["token"] = json!(false);
+    let second = step(&r, &p, &cluster);
+    let deleted: Vec<_> = second
+        .events
+        .iter()
+        .filter(|e| e.reason == "Deleted")
+        .map(|e| {
+            e.related
+                .as_ref()
+                .map(|k| (k.kind.as_str(), k.name.as_str()))
+        })
+        .collect();
+    assert_eq!(deleted, [Some(("Secret", "t1-token"))]);
+    // Events about the parent itself name no related object.
+    assert!(
+        second
+            .events
+            .iter()
+            .filter(|e| e.reason != "Deleted")
+            .all(|e| e.related.is_none()),
+        "{:?}",
+        second.events
+    );
+}

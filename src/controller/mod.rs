@@ -741,6 +741,19 @@ impl Controller {
             .filter(|d| d.action != plan::Action::UpToDate)
             .count()
             + plan.delete.len();
+        if let Some(f) = &plan.failure {
+            // Bad input or a rule that cannot render: the parent's status and a Warning Event
+            // say so too; the log names the parent in separate fields for searching.
+            tracing::warn!(
+                rule = %key.rule,
+                kind = meta::kind(&parent),
+                namespace = %key.namespace,
+                name = %key.name,
+                reason = %f.reason,
+                error = %f.message,
+                "reconcile failed"
+            );
+        }
         if writes > 0 || plan.status.is_some() {
             tracing::info!(
                 parent = %key,

@@ -75,10 +75,13 @@ pub(super) fn finalize(
                 match rendered {
                     Ok(desired) => {
                         let key = ObjectKey::of(&desired.object);
-                        plan.events.push(normal(
-                            "CleanupStarted",
-                            format!("cleanup step {}: created {key}", step.name),
-                        ));
+                        plan.events.push(PlanEvent {
+                            related: Some(key.clone()),
+                            ..normal(
+                                "CleanupStarted",
+                                format!("cleanup step {}: created {key}", step.name),
+                            )
+                        });
                         plan.apply.push(desired);
                         deleting(
                             &mut plan,
@@ -92,6 +95,7 @@ pub(super) fn finalize(
                             type_: EventType::Warning,
                             reason: f.reason.clone(),
                             message: format!("cleanup step {} skipped: {}", step.name, f.message),
+                            related: None,
                         });
                         continue;
                     }
@@ -112,6 +116,7 @@ pub(super) fn finalize(
                                 step.name,
                                 rule.locate(&until, Some(&e))
                             ),
+                            related: Some(ObjectKey::of(obj)),
                         });
                         true
                     }
@@ -134,6 +139,7 @@ pub(super) fn finalize(
                                 "cleanup step {} did not finish within {timeout:?}; going on",
                                 step.name
                             ),
+                            related: Some(ObjectKey::of(obj)),
                         });
                         continue;
                     }

@@ -129,6 +129,10 @@ pub struct PlanEvent {
     pub reason: String,
     /// Message.
     pub message: String,
+    /// The child the event is about. Events recorded on one parent form one series per
+    /// reason and related object, so each child gets its own entry in `kubectl describe`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub related: Option<ObjectKey>,
 }
 
 /// A change to the parent's finalizers.
@@ -420,23 +424,24 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
     for d in &plan.apply {
         let key = ObjectKey::of(&d.object);
         match d.action {
-            Action::Create => plan.events.push(normal("Created", format!("created {key}"))),
-            Action::Update => plan.events.push(normal("Updated", format!("updated {key} to match the rule"))),
-            Action::Recreate => plan.events.push(normal("Updated", format!("recreating {key}: its rendering changed (updateStrategy Recreate)"))),
+            Action::Create => plan.events.push(about(normal("Created", format!("created {key}")), &key)),
+            Action::Update => plan.events.push(about(normal("Updated", format!("updated {key} to match the rule")), &key)),
+            Action::Recreate => plan.events.push(about(normal("Updated", format!("recreating {key}: its rendering changed (updateStrategy Recreate)")), &key)),
             // Said once, when it appears, not on every reconcile while it lasts.
             Action::Conflict if status::conflict_shown(parent.get("status"), &key.to_string()) => {}
             Action::Conflict => plan.events.push(PlanEvent {
                 type_: EventType::Warning,
                 reason: reason::CONFLICT.into(),
                 message: format!("{key} exists and is not owned by this {}; ruleop will not adopt or overwrite it", meta::kind(parent)),
+                related: Some(key.clone()),
             }),
             Action::UpToDate => {}
         }
     }
     for d in &plan.delete {
-        plan.events.push(normal(
-            "Deleted",
-            format!("deleted {} ({})", d.key, d.reason),
+        plan.events.push(about(
+            normal("Deleted", format!("deleted {} ({})", d.key, d.reason)),
+            &d.key,
         ));
     }
 
@@ -472,6 +477,15 @@ fn normal(reason: &str, message: String) -> PlanEvent {
         type_: EventType::Normal,
         reason: reason.into(),
         message,
+        related: None,
+    }
+}
+
+/// `event`, about the child `key`.
+fn about(event: PlanEvent, key: &ObjectKey) -> PlanEvent {
+    PlanEvent {
+        related: Some(key.clone()),
+        ..event
     }
 }
 
@@ -494,6 +508,7 @@ fn failed_with(
         type_: EventType::Warning,
         reason: failure.reason.clone(),
         message: failure.message.clone(),
+        related: None,
     });
     let mut fields = previous_fields(rule, input.parent);
     fields.extend(extra);
