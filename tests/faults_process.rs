@@ -438,18 +438,24 @@ async fn hostile_parents_get_clear_conditions_and_others_are_fine() {
     install_crds();
     let env = TestEnv::new("fault-hostile").await;
     let op = Operator::start(&env.ns, &[]);
-    // 300 KiB of unicode, template syntax, YAML structure and quotes in one value.
+    // 200 KiB of unicode, template syntax, YAML structure and quotes in one value (within
+    // the rule's 256 KiB output limit), and 300 KiB of it (over the limit: refused).
     let unit = "🐳 ünïcødé {{ parent }} {% if x %} ---\nkind: Secret\n: - [x] # \"'\\ ";
-    let message = unit.repeat(300 * 1024 / unit.len());
-    let big = serde_json::json!({
-        "apiVersion": "devsectim.io/v1alpha1", "kind": "WhaleSay",
-        "metadata": {"name": "big"}, "spec": {"message": message}
-    });
-    // `create`: `apply` would copy it into an annotation, which is capped at 256 KiB.
-    support::kubectl_with_input(
-        &["-n", &env.ns, "create", "-f", "-"],
-        Some(&serde_json::to_string(&big).unwrap()),
-    );
+    let message = unit.repeat(200 * 1024 / unit.len());
+    for (name, message) in [
+        ("big", message.clone()),
+        ("huge", unit.repeat(300 * 1024 / unit.len())),
+    ] {
+        let parent = serde_json::json!({
+            "apiVersion": "devsectim.io/v1alpha1", "kind": "WhaleSay",
+            "metadata": {"name": name}, "spec": {"message": message}
+        });
+        // `create`: `apply` would copy it into an annotation, which is capped at 256 KiB.
+        support::kubectl_with_input(
+            &["-n", &env.ns, "create", "-f", "-"],
+            Some(&serde_json::to_string(&parent).unwrap()),
+        );
+    }
     // Names at the limits: a WhaleSay whose Job name would pass 253 characters, a Memcached
     // whose Service name and label would pass 63, and a MyApp at exactly 63.
     let long_ws = format!("w{}", "x".repeat(252));
@@ -486,6 +492,8 @@ async fn hostile_parents_get_clear_conditions_and_others_are_fine() {
     assert!(why.contains("63"), "{why}");
     let why = refused("nginxserver", "unicode".into(), "ImageTagRequired").await;
     assert!(why.contains("ngïnx/wébsérvér🐳"), "{why}");
+    let why = refused("whalesay", "huge".into(), "RenderFailed").await;
+    assert!(why.contains("limit"), "{why}");
     for (what, name) in [
         ("whalesay", "big"),
         ("myapp", max_app.as_str()),
