@@ -353,3 +353,46 @@ fn another_rules_child_of_the_same_name_is_a_conflict_for_the_second_parent() {
     assert!(p.delete.is_empty());
     assert_eq!(ready_reason(&p), reason::CONFLICT);
 }
+
+#[test]
+fn a_value_reading_a_missing_lookup_reports_the_lookup_not_a_render_error() {
+    let rule = rule(
+        r#"apiVersion: ruleop.dev/v1alpha1
+kind: Rule
+metadata: {name: vault}
+spec:
+  parent: {apiVersion: vault.ruleop.test/v1, kind: Vault}
+  allow: [{apiVersion: v1, kind: ConfigMap}]
+  lookups:
+    - {name: key, apiVersion: v1, kind: Secret, objectName: "{{ parent.spec.keyRef }}"}
+  definitions:
+    values: [{name: digest, expr: "lookups.key.data | sha256"}]
+  children:
+    - name: seal
+      apiVersion: v1
+      kind: ConfigMap
+      template: |
+        metadata: {name: "{{ parent.metadata.name }}-seal"}
+        data: {digest: "{{ values.digest }}"}
+"#,
+    );
+    let parent = json!({"apiVersion": "vault.ruleop.test/v1", "kind": "Vault",
+        "metadata": {"name": "v", "namespace": "ns", "uid": "u-v", "generation": 1},
+        "spec": {"keyRef": "v-key"}});
+    let p = run(&rule, &parent, &[]);
+    let f = p.failure.clone().unwrap();
+    assert_eq!(f.reason, reason::LOOKUP_MISSING, "{}", f.message);
+    assert!(f.message.contains("Secret ns/v-key"), "{}", f.message);
+    assert_eq!(ready_reason(&p), reason::LOOKUP_MISSING);
+    assert!(p.apply.is_empty() && p.delete.is_empty());
+
+    // With the Secret, the value is computed and the child rendered.
+    let key = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "v-key", "namespace": "ns", "uid": "s-1"}, "data": {"k": "YQ=="}});
+    let p = run(&rule, &parent, &[key]);
+    assert!(p.failure.is_none(), "{:?}", p.failure);
+    assert_eq!(
+        actions(&p),
+        [("ConfigMap/ns/v-seal".into(), Action::Create)]
+    );
+}
