@@ -13,7 +13,7 @@ use support::{TestEnv, audit, kubectl_with_input, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 /// The examples of this binary, each checked and tested offline below.
-const EXAMPLES: &[&str] = &["bluegreen"];
+const EXAMPLES: &[&str] = &["bluegreen", "database"];
 
 fn example(name: &str) -> PathBuf {
     root().join("examples").join(name)
@@ -224,4 +224,131 @@ async fn bluegreen_switches_the_active_service_and_keeps_both_colours() {
         owned(&env, all, "bluegreen").is_empty() && get(&env, "deployment", "shop-blue").is_none()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_waits_for_its_secret_and_rolls_when_it_changes() {
+    install_generated_crd("database");
+    let env = TestEnv::new("ex-database").await;
+    let _op = Operator::start_with_rules(&env.ns, &rule_file("database"), &[]);
+    let all = "statefulsets,services";
+    let checksum = |sts: &str| {
+        jsonpath(
+            &env,
+            "statefulset",
+            sts,
+            "{.spec.template.metadata.annotations.checksum/credentials}",
+        )
+    };
+
+    // Without its Secret: LookupMissing and no children at all.
+    env.apply_yaml(&read("database", "sample.yaml"));
+    wait_for("LookupMissing", T, || async {
+        ready(&env, "database", "orders") == ("False".into(), "LookupMissing".into())
+    })
+    .await;
+    assert_eq!(owned(&env, all, "database"), Vec::<String>::new());
+
+    // Create: the Secret appears, the whole set follows.
+    env.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "orders-credentials",
+        "--from-literal=password=s3cret",
+    ]);
+    wait_for("Database Ready", T, || async {
+        ready(&env, "database", "orders").0 == "True"
+    })
+    .await;
+    let full = strings(&[
+        "Service/orders",
+        "Service/orders-ro",
+        "Service/orders-rw",
+        "StatefulSet/orders-primary",
+        "StatefulSet/orders-replica",
+    ]);
+    assert_eq!(owned(&env, all, "database"), full);
+    assert_eq!(
+        jsonpath(&env, "service", "orders-rw", "{.spec.selector.role}"),
+        "primary"
+    );
+    assert_eq!(
+        jsonpath(&env, "database", "orders", "{.status.primary}"),
+        "orders-primary-0"
+    );
+    assert_eq!(
+        jsonpath(&env, "database", "orders", "{.status.readyReplicas}"),
+        "2"
+    );
+    assert_idle(&env.ns).await;
+
+    // Change of the looked-up Secret: both pod templates get the new checksum.
+    let before = checksum("orders-primary");
+    assert_eq!(before.len(), 64, "checksum annotation: {before:?}");
+    env.kubectl(&[
+        "patch",
+        "secret",
+        "orders-credentials",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"stringData":{"password":"n3w"}}"#,
+    ]);
+    wait_for("new password rolls both StatefulSets", T, || async {
+        let now = checksum("orders-primary");
+        now != before && now.len() == 64 && checksum("orders-replica") == now
+    })
+    .await;
+
+    // Drift: the write Service pointed at the replicas by hand, the primary deleted.
+    env.kubectl(&[
+        "patch",
+        "service",
+        "orders-rw",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"selector":{"role":"replica"}}}"#,
+    ]);
+    env.kubectl(&["delete", "statefulset", "orders-primary"]);
+    wait_for("hand edits put back", T, || async {
+        jsonpath(&env, "service", "orders-rw", "{.spec.selector.role}") == "primary"
+            && jsonpath(&env, "statefulset", "orders-primary", "{.spec.replicas}") == "1"
+    })
+    .await;
+
+    // Change: no replicas removes the replica StatefulSet and the read-only Service, exactly.
+    env.kubectl(&[
+        "patch",
+        "database",
+        "orders",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"replicas":0}}"#,
+    ]);
+    let primary_only = strings(&[
+        "Service/orders",
+        "Service/orders-rw",
+        "StatefulSet/orders-primary",
+    ]);
+    wait_for("replicas pruned", T, || async {
+        owned(&env, all, "database") == primary_only
+    })
+    .await;
+    wait_for("Ready with the primary alone", T, || async {
+        ready(&env, "database", "orders").0 == "True"
+    })
+    .await;
+    assert_idle(&env.ns).await;
+
+    // Delete: every child goes; the user's Secret stays (ruleop never owned it).
+    env.kubectl(&["delete", "database", "orders"]);
+    wait_for("no children left", T, || async {
+        owned(&env, all, "database").is_empty()
+            && get(&env, "statefulset", "orders-primary").is_none()
+    })
+    .await;
+    assert!(get(&env, "secret", "orders-credentials").is_some());
 }
