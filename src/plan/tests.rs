@@ -396,3 +396,57 @@ spec:
         [("ConfigMap/ns/v-seal".into(), Action::Create)]
     );
 }
+
+#[test]
+fn collection_copies_may_share_a_name_in_different_namespaces() {
+    let rule = rule(
+        r#"apiVersion: ruleop.dev/v1alpha1
+kind: Rule
+metadata: {name: banner}
+spec:
+  parent: {apiVersion: banner.ruleop.test/v1, kind: Banner, scope: Cluster}
+  allow: [{apiVersion: v1, kind: ConfigMap, crossNamespace: true}]
+  children:
+    - name: notice
+      apiVersion: v1
+      kind: ConfigMap
+      forEach: {items: parent.spec.targets, key: item.ns}
+      template: |
+        metadata: {name: "{{ item.name }}", namespace: "{{ key }}"}
+        data: {text: "{{ parent.spec.text }}"}
+"#,
+    );
+    let parent = |targets: Json| {
+        json!({"apiVersion": "banner.ruleop.test/v1", "kind": "Banner",
+            "metadata": {"name": "b", "uid": "u-b", "generation": 1},
+            "spec": {"text": "hi", "targets": targets}})
+    };
+    let p = run(
+        &rule,
+        &parent(json!([{"ns": "a", "name": "motd"}, {"ns": "b", "name": "motd"}])),
+        &[],
+    );
+    assert!(p.failure.is_none(), "{:?}", p.failure);
+    assert_eq!(
+        actions(&p),
+        [
+            ("ConfigMap/a/motd".into(), Action::Create),
+            ("ConfigMap/b/motd".into(), Action::Create),
+        ]
+    );
+    // Dropping one namespace deletes exactly its copy.
+    let observed = stored(&p);
+    let p = run(
+        &rule,
+        &parent(json!([{"ns": "b", "name": "motd"}])),
+        &observed,
+    );
+    assert!(p.failure.is_none(), "{:?}", p.failure);
+    assert_eq!(
+        p.delete
+            .iter()
+            .map(|d| d.key.to_string())
+            .collect::<Vec<_>>(),
+        ["ConfigMap/a/motd"]
+    );
+}
