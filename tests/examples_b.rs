@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use support::operator::{Operator, jsonpath, ready, root};
-use support::{TestEnv, audit, kubectl_with_input, wait_for};
+use support::{TestEnv, audit, kubectl, kubectl_with_input, try_kubectl, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 /// The examples of this binary, each checked and tested offline below.
-const EXAMPLES: &[&str] = &["bluegreen", "database"];
+const EXAMPLES: &[&str] = &["bluegreen", "database", "team-rbac"];
 
 fn example(name: &str) -> PathBuf {
     root().join("examples").join(name)
@@ -97,9 +97,14 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 /// Asserts that the operator writes nothing in `ns` for a few seconds.
 async fn assert_idle(ns: &str) {
+    assert_idle_where(|w| w.namespace == ns).await;
+}
+
+/// Asserts that the operator makes none of the writes `keep` selects for a few seconds.
+async fn assert_idle_where(keep: impl Fn(&audit::Write) -> bool) {
     let mark = audit::Mark::now();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let writes = mark.operator_writes(ns);
+    let writes = mark.operator_writes_where(keep);
     assert!(
         writes.is_empty(),
         "an idle operator writes nothing:\n{}",
@@ -351,4 +356,130 @@ async fn database_waits_for_its_secret_and_rolls_when_it_changes() {
     })
     .await;
     assert!(get(&env, "secret", "orders-credentials").is_some());
+}
+
+/// Whether `user` may list pods in `ns`, as the API server's authorizer answers.
+fn can_list_pods(user: &str, ns: &str) -> bool {
+    try_kubectl(
+        &["auth", "can-i", "list", "pods", "--as", user, "-n", ns],
+        None,
+    )
+    .is_ok_and(|out| out.trim() == "yes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_rbac_binds_members_in_listed_and_labelled_namespaces() {
+    install_generated_crd("team-rbac");
+    let a = TestEnv::new("ex-team-a").await;
+    let b = TestEnv::new("ex-team-b").await;
+    let c = TestEnv::new("ex-team-c").await;
+    // Cluster-scoped and unique per run: the namespace name is.
+    let team = a.ns.clone();
+    a.delete_on_drop("team", &team);
+    let _op = Operator::start_cluster_wide(&rule_file("team-rbac"), &[]);
+    let rbac = "roles,rolebindings";
+    let pair = strings(&[
+        &format!("Role/team-{team}"),
+        &format!("RoleBinding/team-{team}"),
+    ]);
+    let binding = format!("team-{team}");
+    let apply_team = |members: &str, namespaces: &str| {
+        kubectl_with_input(
+            &["apply", "-f", "-"],
+            Some(&format!(
+                "apiVersion: examples.ruleop.dev/v1\nkind: Team\nmetadata: {{name: {team}}}\n\
+                 spec: {{members: {members}, namespaces: {namespaces}}}\n"
+            )),
+        )
+    };
+    let status_namespaces = || jsonpath(&a, "team", &team, "{.status.namespaces}");
+
+    // Create: a Role and a RoleBinding in each listed namespace, none elsewhere.
+    apply_team("[alice, bob]", &format!("[{}, {}]", a.ns, b.ns));
+    wait_for("Team Ready", T, || async {
+        ready(&a, "team", &team).0 == "True"
+    })
+    .await;
+    assert_eq!(owned(&a, rbac, "team-rbac"), pair);
+    assert_eq!(owned(&b, rbac, "team-rbac"), pair);
+    assert_eq!(owned(&c, rbac, "team-rbac"), Vec::<String>::new());
+    assert!(can_list_pods("alice", &a.ns) && can_list_pods("bob", &b.ns));
+    assert!(!can_list_pods("alice", &c.ns));
+    let namespaces = [a.ns.clone(), b.ns.clone(), c.ns.clone()];
+    let ours = |w: &audit::Write| namespaces.contains(&w.namespace) || w.resource == "teams";
+    assert_idle_where(ours).await;
+
+    // Labelling a namespace binds the team there too.
+    kubectl(&[
+        "label",
+        "namespace",
+        &c.ns,
+        &format!("examples.ruleop.dev/team={team}"),
+    ]);
+    wait_for("labelled namespace bound", T, || async {
+        owned(&c, rbac, "team-rbac") == pair
+    })
+    .await;
+    assert!(can_list_pods("alice", &c.ns));
+
+    // Change: namespace a dropped from the list, carol added. Exactly a's copies go; b's
+    // RoleBinding is updated in place.
+    let b_uid = jsonpath(&b, "rolebinding", &binding, "{.metadata.uid}");
+    apply_team("[alice, bob, carol]", &format!("[{}]", b.ns));
+    wait_for("namespace a unbound", T, || async {
+        owned(&a, rbac, "team-rbac").is_empty()
+    })
+    .await;
+    wait_for("carol bound in b and c", T, || async {
+        can_list_pods("carol", &b.ns) && can_list_pods("carol", &c.ns)
+    })
+    .await;
+    assert!(!can_list_pods("alice", &a.ns));
+    assert_eq!(owned(&b, rbac, "team-rbac"), pair);
+    assert_eq!(owned(&c, rbac, "team-rbac"), pair);
+    assert_eq!(
+        jsonpath(&b, "rolebinding", &binding, "{.metadata.uid}"),
+        b_uid
+    );
+    let mut expected = vec![b.ns.clone(), c.ns.clone()];
+    expected.sort();
+    wait_for("status lists the bound namespaces", T, || async {
+        serde_json::from_str::<Vec<String>>(&status_namespaces()).unwrap_or_default() == expected
+    })
+    .await;
+
+    // Drift: a subject removed by hand and a deleted Role are put back.
+    b.kubectl(&[
+        "patch",
+        "rolebinding",
+        &binding,
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/subjects/0"}]"#,
+    ]);
+    c.kubectl(&["delete", "role", &binding]);
+    wait_for("hand edits put back", T, || async {
+        jsonpath(&b, "rolebinding", &binding, "{.subjects[0].name}") == "alice"
+            && owned(&c, rbac, "team-rbac") == pair
+    })
+    .await;
+    wait_for("Ready again", T, || async {
+        ready(&a, "team", &team).0 == "True"
+    })
+    .await;
+    assert_idle_where(ours).await;
+
+    // Removing the label unbinds c; deleting the Team removes the rest.
+    kubectl(&["label", "namespace", &c.ns, "examples.ruleop.dev/team-"]);
+    wait_for("unlabelled namespace unbound", T, || async {
+        owned(&c, rbac, "team-rbac").is_empty()
+    })
+    .await;
+    kubectl(&["delete", "team", &team]);
+    wait_for("no children left", T, || async {
+        owned(&b, rbac, "team-rbac").is_empty()
+    })
+    .await;
+    assert!(!can_list_pods("bob", &b.ns));
 }
