@@ -13,7 +13,7 @@ use support::{TestEnv, audit, kubectl, kubectl_with_input, try_kubectl, wait_for
 
 const T: Duration = Duration::from_secs(90);
 /// The examples of this binary, each checked and tested offline below.
-const EXAMPLES: &[&str] = &["bluegreen", "database", "team-rbac"];
+const EXAMPLES: &[&str] = &["bluegreen", "database", "team-rbac", "builtin"];
 
 fn example(name: &str) -> PathBuf {
     root().join("examples").join(name)
@@ -122,11 +122,14 @@ fn examples_pass_check_and_their_rule_tests() {
             ok && out.contains(" 0 failed"),
             "ruleop test examples/{name}:\n{out}"
         );
-        let (ok, out) = ruleop(&["crd", "--rule", rule_file(name).to_str().unwrap()]);
-        assert!(
-            ok && out.contains("CustomResourceDefinition"),
-            "ruleop crd {name}:\n{out}"
-        );
+        // `builtin` governs the built-in Service: it has no CRD to generate.
+        if *name != "builtin" {
+            let (ok, out) = ruleop(&["crd", "--rule", rule_file(name).to_str().unwrap()]);
+            assert!(
+                ok && out.contains("CustomResourceDefinition"),
+                "ruleop crd {name}:\n{out}"
+            );
+        }
     }
 }
 
@@ -482,4 +485,108 @@ async fn team_rbac_binds_members_in_listed_and_labelled_namespaces() {
     })
     .await;
     assert!(!can_list_pods("bob", &b.ns));
+}
+
+/// `(status, message)` of a Service's `Exposed` condition.
+fn exposed(env: &TestEnv, svc: &str) -> (String, String) {
+    let field = |f: &str| {
+        jsonpath(
+            env,
+            "service",
+            svc,
+            &format!("{{.status.conditions[?(@.type==\"Exposed\")].{f}}}"),
+        )
+    };
+    (field("status"), field("message"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_services_labelled_expose_get_an_ingress() {
+    let env = TestEnv::new("ex-builtin").await;
+    let _op = Operator::start_with_rules(&env.ns, &rule_file("builtin"), &[]);
+    let host = |svc: &str| jsonpath(&env, "ingress", svc, "{.spec.rules[0].host}");
+    env.apply_yaml(&read("builtin", "sample.yaml"));
+    env.apply_yaml(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: internal}\n\
+         spec: {selector: {app: internal}, ports: [{port: 5432}]}\n",
+    );
+
+    // Create: the labelled Service gets its Ingress and the URL; the other one nothing.
+    let default_url = format!("http://web.{}.ruleop.test", env.ns);
+    wait_for("web Exposed", T, || async {
+        exposed(&env, "web") == ("True".into(), default_url.clone())
+    })
+    .await;
+    wait_for("internal not exposed", T, || async {
+        exposed(&env, "internal").0 == "False"
+    })
+    .await;
+    assert_eq!(
+        owned(&env, "ingresses", "expose"),
+        strings(&["Ingress/web"])
+    );
+    assert_eq!(
+        jsonpath(
+            &env,
+            "ingress",
+            "web",
+            "{.spec.rules[0].http.paths[0].backend.service.port.number}"
+        ),
+        "8080"
+    );
+    // The API server's own status of the Service stays beside ruleop's conditions.
+    assert_eq!(
+        jsonpath(&env, "service", "web", "{.spec.type}"),
+        "ClusterIP"
+    );
+    assert_idle(&env.ns).await;
+
+    // Change of the looked-up ConfigMap: every Ingress moves to the new domain.
+    env.apply_yaml(&read("builtin", "config.yaml"));
+    let domain_host = format!("web.{}.apps.example.org", env.ns);
+    wait_for("new domain", T, || async {
+        host("web") == domain_host && exposed(&env, "web").1 == format!("http://{domain_host}")
+    })
+    .await;
+
+    // Drift: a hand-edited host is put back.
+    env.kubectl(&[
+        "patch",
+        "ingress",
+        "web",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/rules/0/host","value":"evil.example.com"}]"#,
+    ]);
+    wait_for("host put back", T, || async { host("web") == domain_host }).await;
+
+    // Label moves: internal is exposed, web no longer; exactly one Ingress each time.
+    env.kubectl(&["label", "service", "internal", "expose=true"]);
+    env.kubectl(&["label", "service", "web", "expose-"]);
+    wait_for("Ingress follows the label", T, || async {
+        owned(&env, "ingresses", "expose") == strings(&["Ingress/internal"])
+    })
+    .await;
+    wait_for("web no longer exposed", T, || async {
+        exposed(&env, "web") == ("False".into(), "not exposed".into())
+    })
+    .await;
+    assert_eq!(
+        jsonpath(
+            &env,
+            "ingress",
+            "internal",
+            "{.spec.rules[0].http.paths[0].backend.service.port.number}"
+        ),
+        "5432"
+    );
+
+    // Delete: the Service's Ingress goes with it.
+    env.kubectl(&["delete", "service", "internal"]);
+    wait_for("no Ingress left", T, || async {
+        owned(&env, "ingresses", "expose").is_empty()
+    })
+    .await;
+    assert_idle(&env.ns).await;
 }
