@@ -47,7 +47,8 @@ pub(super) fn plan_collection(
     };
     let key_name = format!("{base}.forEach.key");
     let mut keys: BTreeMap<String, usize> = BTreeMap::new();
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    // Copies may share a name in different namespaces (a cluster-scoped parent's children).
+    let mut names: BTreeMap<(String, String), String> = BTreeMap::new();
     for (position, item) in items.iter().enumerate() {
         let item_value = from_json(item);
         let key = match &each.key {
@@ -99,8 +100,14 @@ pub(super) fn plan_collection(
             }
         }
         let mut desired = finish(rule, input, &template, child, object, None)?;
+        let namespace = meta::namespace(&desired.object).to_string();
         let name = meta::name(&desired.object).to_string();
-        if let Some(other) = names.insert(name.clone(), key.clone()) {
+        if let Some(other) = names.insert((namespace.clone(), name.clone()), key.clone()) {
+            let name = if namespace.is_empty() {
+                name
+            } else {
+                format!("{namespace}/{name}")
+            };
             return Err(fail(
                 &template,
                 format!(

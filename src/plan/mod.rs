@@ -296,9 +296,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
     if rule.needs_finalizer() && !meta::has_finalizer(parent, meta::FINALIZER) {
         plan.finalizer = FinalizerChange::Add;
     }
-    if let Some(f) = values_failure {
-        return fail(plan, f);
-    }
+    // A missing required lookup comes first: values that read it fail only because of it.
     if !view.missing.is_empty() {
         let f = Failure {
             reason: reason::LOOKUP_MISSING.into(),
@@ -306,6 +304,9 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             // Creating the object is a watch event that reconciles the parent again.
             permanent: true,
         };
+        return fail(plan, f);
+    }
+    if let Some(f) = values_failure {
         return fail(plan, f);
     }
 

@@ -353,3 +353,100 @@ fn another_rules_child_of_the_same_name_is_a_conflict_for_the_second_parent() {
     assert!(p.delete.is_empty());
     assert_eq!(ready_reason(&p), reason::CONFLICT);
 }
+
+#[test]
+fn a_value_reading_a_missing_lookup_reports_the_lookup_not_a_render_error() {
+    let rule = rule(
+        r#"apiVersion: ruleop.dev/v1alpha1
+kind: Rule
+metadata: {name: vault}
+spec:
+  parent: {apiVersion: vault.ruleop.test/v1, kind: Vault}
+  allow: [{apiVersion: v1, kind: ConfigMap}]
+  lookups:
+    - {name: key, apiVersion: v1, kind: Secret, objectName: "{{ parent.spec.keyRef }}"}
+  definitions:
+    values: [{name: digest, expr: "lookups.key.data | sha256"}]
+  children:
+    - name: seal
+      apiVersion: v1
+      kind: ConfigMap
+      template: |
+        metadata: {name: "{{ parent.metadata.name }}-seal"}
+        data: {digest: "{{ values.digest }}"}
+"#,
+    );
+    let parent = json!({"apiVersion": "vault.ruleop.test/v1", "kind": "Vault",
+        "metadata": {"name": "v", "namespace": "ns", "uid": "u-v", "generation": 1},
+        "spec": {"keyRef": "v-key"}});
+    let p = run(&rule, &parent, &[]);
+    let f = p.failure.clone().unwrap();
+    assert_eq!(f.reason, reason::LOOKUP_MISSING, "{}", f.message);
+    assert!(f.message.contains("Secret ns/v-key"), "{}", f.message);
+    assert_eq!(ready_reason(&p), reason::LOOKUP_MISSING);
+    assert!(p.apply.is_empty() && p.delete.is_empty());
+
+    // With the Secret, the value is computed and the child rendered.
+    let key = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "v-key", "namespace": "ns", "uid": "s-1"}, "data": {"k": "YQ=="}});
+    let p = run(&rule, &parent, &[key]);
+    assert!(p.failure.is_none(), "{:?}", p.failure);
+    assert_eq!(
+        actions(&p),
+        [("ConfigMap/ns/v-seal".into(), Action::Create)]
+    );
+}
+
+#[test]
+fn collection_copies_may_share_a_name_in_different_namespaces() {
+    let rule = rule(
+        r#"apiVersion: ruleop.dev/v1alpha1
+kind: Rule
+metadata: {name: banner}
+spec:
+  parent: {apiVersion: banner.ruleop.test/v1, kind: Banner, scope: Cluster}
+  allow: [{apiVersion: v1, kind: ConfigMap, crossNamespace: true}]
+  children:
+    - name: notice
+      apiVersion: v1
+      kind: ConfigMap
+      forEach: {items: parent.spec.targets, key: item.ns}
+      template: |
+        metadata: {name: "{{ item.name }}", namespace: "{{ key }}"}
+        data: {text: "{{ parent.spec.text }}"}
+"#,
+    );
+    let parent = |targets: Json| {
+        json!({"apiVersion": "banner.ruleop.test/v1", "kind": "Banner",
+            "metadata": {"name": "b", "uid": "u-b", "generation": 1},
+            "spec": {"text": "hi", "targets": targets}})
+    };
+    let p = run(
+        &rule,
+        &parent(json!([{"ns": "a", "name": "motd"}, {"ns": "b", "name": "motd"}])),
+        &[],
+    );
+    assert!(p.failure.is_none(), "{:?}", p.failure);
+    assert_eq!(
+        actions(&p),
+        [
+            ("ConfigMap/a/motd".into(), Action::Create),
+            ("ConfigMap/b/motd".into(), Action::Create),
+        ]
+    );
+    // Dropping one namespace deletes exactly its copy.
+    let observed = stored(&p);
+    let p = run(
+        &rule,
+        &parent(json!([{"ns": "b", "name": "motd"}])),
+        &observed,
+    );
+    assert!(p.failure.is_none(), "{:?}", p.failure);
+    assert_eq!(
+        p.delete
+            .iter()
+            .map(|d| d.key.to_string())
+            .collect::<Vec<_>>(),
+        ["ConfigMap/a/motd"]
+    );
+}
