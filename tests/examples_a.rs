@@ -120,7 +120,7 @@ fn examples_check_and_test_offline() {
 }
 
 /// The examples of this half, in order.
-const EXAMPLES: &[&str] = &["sample-controller"];
+const EXAMPLES: &[&str] = &["sample-controller", "cronjob"];
 
 /// sample-controller: Foo → Deployment `spec.deploymentName` with `spec.replicas`,
 /// `status.availableReplicas`; a foreign Deployment of that name is left alone.
@@ -196,6 +196,104 @@ async fn sample_controller_foo_keeps_its_deployment() {
     env.kubectl(&["delete", "foo", "example-foo", "second"]);
     wait_for("only the foreign Deployment left", T, || async {
         names(&env, "deployments", None) == ["taken"]
+    })
+    .await;
+}
+
+/// The tutorial CronJob as a kind (`kubectl get cronjob` means the built-in one).
+const TUTORIAL: &str = "cronjobs.batch.tutorial.kubebuilder.io";
+const BUILTIN: &str = "cronjobs.batch";
+
+/// cronjob: the Kubebuilder tutorial CronJob → a built-in CronJob that schedules the Jobs;
+/// `status.active` lists its unfinished Jobs. Scheduled runs themselves are the built-in
+/// controller's and are not waited for here (the sample's schedule is moved to once a year so
+/// no run interferes with the exact Job set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cronjob_tutorial_delegates_to_a_builtin_cronjob() {
+    install_crd("cronjob");
+    let env = TestEnv::new("ex-cron").await;
+    let _op = start(&env, "cronjob");
+    env.apply_yaml(&sample("cronjob").replace("*/1 * * * *", "0 0 1 1 *"));
+    wait_for("tutorial CronJob Ready", T, || async {
+        ready(&env, TUTORIAL, "cronjob-sample").0 == "True"
+    })
+    .await;
+    assert_eq!(names(&env, BUILTIN, None), ["cronjob-sample"]);
+    let cj = get(&env, BUILTIN, "cronjob-sample").unwrap();
+    assert_eq!(cj["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    assert_eq!(cj["spec"]["schedule"], "0 0 1 1 *");
+    assert_eq!(cj["spec"]["startingDeadlineSeconds"], 60);
+    assert_eq!(cj["spec"]["successfulJobsHistoryLimit"], 3, "CRD default");
+    assert_eq!(cj["spec"]["suspend"], false);
+
+    // A Job of the CronJob (made here as the CronJob controller makes them: from its
+    // template, owned by it; suspended so it stays unfinished) is listed in status.active,
+    // and no longer once it has finished.
+    let cj_uid = cj["metadata"]["uid"].as_str().unwrap();
+    env.apply_yaml(&format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: held\n  labels: {{cronjob.tutorial.kubebuilder.io/name: cronjob-sample}}\n  \
+         ownerReferences: [{{apiVersion: batch/v1, kind: CronJob, name: cronjob-sample, uid: {cj_uid}, controller: true}}]\n\
+         spec:\n  suspend: true\n  template:\n    spec:\n      restartPolicy: OnFailure\n      \
+         containers: [{{name: hello, image: busybox}}]\n"
+    ));
+    wait_for("status.active lists the unfinished Job", T, || async {
+        jsonpath(&env, TUTORIAL, "cronjob-sample", "{.status.active}") == r#"["held"]"#
+    })
+    .await;
+    merge_patch(&env, "job", "held", r#"{"spec":{"suspend":false}}"#);
+    wait_for("the Job completes and leaves status.active", T, || async {
+        jsonpath(&env, "job", "held", "{.status.succeeded}") == "1"
+            && jsonpath(&env, TUTORIAL, "cronjob-sample", "{.status.active}") == "[]"
+    })
+    .await;
+    assert_eq!(names(&env, "jobs", None), ["held"]);
+    assert_idle(&env.ns);
+
+    // Change: suspend and a new schedule reach the built-in CronJob.
+    merge_patch(
+        &env,
+        TUTORIAL,
+        "cronjob-sample",
+        r#"{"spec":{"suspend":true,"schedule":"30 2 * * *"}}"#,
+    );
+    wait_for("built-in CronJob updated", T, || async {
+        jsonpath(
+            &env,
+            BUILTIN,
+            "cronjob-sample",
+            "{.spec.suspend}/{.spec.schedule}",
+        ) == "true/30 2 * * *"
+    })
+    .await;
+
+    // Drift: a hand edit of the built-in CronJob is put back.
+    merge_patch(
+        &env,
+        BUILTIN,
+        "cronjob-sample",
+        r#"{"spec":{"suspend":false,"concurrencyPolicy":"Forbid"}}"#,
+    );
+    wait_for("hand edit put back", T, || async {
+        jsonpath(
+            &env,
+            BUILTIN,
+            "cronjob-sample",
+            "{.spec.suspend}/{.spec.concurrencyPolicy}",
+        ) == "true/Allow"
+    })
+    .await;
+    assert_eq!(names(&env, BUILTIN, None), ["cronjob-sample"]);
+
+    // Delete: the built-in CronJob (and so its Jobs) goes with the tutorial CronJob.
+    env.kubectl(&[
+        "create",
+        "job",
+        "second",
+        "--from=cronjob.batch/cronjob-sample",
+    ]);
+    env.kubectl(&["delete", TUTORIAL, "cronjob-sample"]);
+    wait_for("no CronJob and no Job left", T, || async {
+        names(&env, BUILTIN, None).is_empty() && names(&env, "jobs", None).is_empty()
     })
     .await;
 }
