@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use support::operator::{Operator, jsonpath, ready, root};
-use support::{TestEnv, audit, kubectl, wait_for};
+use support::{TestEnv, audit, kubectl, try_kubectl, unique_suffix, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 /// How long the operator must stay silent once a parent has converged.
@@ -120,7 +120,7 @@ fn examples_check_and_test_offline() {
 }
 
 /// The examples of this half, in order.
-const EXAMPLES: &[&str] = &["sample-controller", "cronjob"];
+const EXAMPLES: &[&str] = &["sample-controller", "cronjob", "tenant"];
 
 /// sample-controller: Foo → Deployment `spec.deploymentName` with `spec.replicas`,
 /// `status.availableReplicas`; a foreign Deployment of that name is left alone.
@@ -294,6 +294,206 @@ async fn cronjob_tutorial_delegates_to_a_builtin_cronjob() {
     env.kubectl(&["delete", TUTORIAL, "cronjob-sample"]);
     wait_for("no CronJob and no Job left", T, || async {
         names(&env, BUILTIN, None).is_empty() && names(&env, "jobs", None).is_empty()
+    })
+    .await;
+}
+
+/// Sorted names of the live objects of `what` in namespace `ns` (any namespace's view).
+fn names_in(ns: &str, what: &str) -> Vec<String> {
+    let Ok(out) = try_kubectl(&["-n", ns, "get", what, "-o", "json"], None) else {
+        return Vec::new();
+    };
+    let list: Json = serde_json::from_str(&out).unwrap();
+    let mut out: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The live namespaces of tenant `t`.
+fn tenant_namespaces(t: &str) -> Vec<String> {
+    let selector = format!("capsule.clastix.io/tenant={t}");
+    let out = kubectl(&["get", "namespaces", "-l", &selector, "-o", "json"]);
+    let list: Json = serde_json::from_str(&out).unwrap();
+    let mut out: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The exact objects inside one tenant namespace, by kind.
+fn tenant_contents(ns: &str) -> Vec<Vec<String>> {
+    [
+        "resourcequotas",
+        "limitranges",
+        "networkpolicies",
+        "rolebindings",
+    ]
+    .iter()
+    .map(|k| names_in(ns, k))
+    .collect()
+}
+
+/// tenant: a cluster-scoped Tenant (Capsule's shape) → its Namespaces, each with a
+/// ResourceQuota, LimitRange, NetworkPolicy and the owners' RoleBinding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_owns_its_namespaces_and_their_policies() {
+    install_crd("tenant");
+    let env = TestEnv::new("ex-tenant").await;
+    let t = format!("oil{}", unique_suffix());
+    env.delete_on_drop("tenants.capsule.example.com", &t);
+    let _op = Operator::start_cluster_wide(&example("tenant").join("rule.yaml"), &[]);
+    env.apply_yaml(&sample("tenant").replace("name: oil", &format!("name: {t}")));
+    let tenant = |path: &str| {
+        try_kubectl(
+            &[
+                "get",
+                "tenants.capsule.example.com",
+                &t,
+                "-o",
+                &format!("jsonpath={path}"),
+            ],
+            None,
+        )
+        .unwrap_or_default()
+    };
+    let (dev, prod, test) = (format!("{t}-dev"), format!("{t}-prod"), format!("{t}-test"));
+    let inside = |ns: &str| {
+        vec![
+            vec![format!("capsule-{t}-0")],
+            vec![format!("capsule-{t}-0")],
+            vec![format!("capsule-{t}-0")],
+            vec!["namespace-admin".to_string()],
+        ]
+        .into_iter()
+        .zip(tenant_contents(ns))
+        .all(|(want, got)| want == got)
+    };
+    wait_for("Tenant Ready with two namespaces", T, || async {
+        tenant("{.status.conditions[?(@.type==\"Ready\")].status}") == "True"
+            && tenant("{.status.size}") == "2"
+    })
+    .await;
+    assert_eq!(tenant_namespaces(&t), [dev.clone(), prod.clone()]);
+    assert!(inside(&dev) && inside(&prod), "{:?}", tenant_contents(&dev));
+    let rb: Json = serde_json::from_str(&kubectl(&[
+        "-n",
+        &dev,
+        "get",
+        "rolebinding",
+        "namespace-admin",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(rb["roleRef"]["name"], "admin");
+    assert_eq!(rb["subjects"][0]["name"], "alice");
+    assert_eq!(rb["subjects"][1]["kind"], "Group");
+    let ours = |w: &audit::Write| {
+        w.namespace.is_empty() && w.name == t
+            || w.namespace.starts_with(&format!("{t}-"))
+            || w.resource == "namespaces" && w.name.starts_with(&format!("{t}-"))
+    };
+    let mark = audit::Mark::now();
+    std::thread::sleep(IDLE);
+    let writes = mark.operator_writes_where(ours);
+    assert!(writes.is_empty(), "idle:\n{}", audit::describe(&writes));
+
+    // Drift: a raised quota is put back, a deleted RoleBinding comes back.
+    kubectl(&[
+        "-n",
+        &prod,
+        "patch",
+        "resourcequota",
+        &format!("capsule-{t}-0"),
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"hard":{"pods":"99"}}}"#,
+    ]);
+    kubectl(&["-n", &dev, "delete", "rolebinding", "namespace-admin"]);
+    wait_for("hand edits put back", T, || async {
+        names_in(&dev, "rolebindings") == ["namespace-admin"]
+            && try_kubectl(
+                &[
+                    "-n",
+                    &prod,
+                    "get",
+                    "resourcequota",
+                    &format!("capsule-{t}-0"),
+                    "-o",
+                    "jsonpath={.spec.hard.pods}",
+                ],
+                None,
+            )
+            .unwrap_or_default()
+                == "10"
+    })
+    .await;
+
+    // Change: a namespace added, one removed (with everything in it), a new quota everywhere.
+    kubectl(&[
+        "patch",
+        "tenants.capsule.example.com",
+        &t,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"namespaces":["prod","test"],"resourceQuotas":[{"hard":{"pods":"20"}}]}}"#,
+    ]);
+    wait_for("namespaces prod and test, quota 20", T, || async {
+        tenant_namespaces(&t) == [prod.clone(), test.clone()]
+            && inside(&test)
+            && tenant("{.status.namespaces}") == format!(r#"["{prod}","{test}"]"#)
+            && [&prod, &test].iter().all(|ns| {
+                try_kubectl(
+                    &[
+                        "-n",
+                        ns,
+                        "get",
+                        "resourcequota",
+                        &format!("capsule-{t}-0"),
+                        "-o",
+                        "jsonpath={.spec.hard.pods}",
+                    ],
+                    None,
+                )
+                .unwrap_or_default()
+                    == "20"
+            })
+    })
+    .await;
+
+    // Over the namespace quota: refused, nothing created or deleted.
+    kubectl(&[
+        "patch",
+        "tenants.capsule.example.com",
+        &t,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"namespaces":["prod","test","a","b"]}}"#,
+    ]);
+    wait_for("quota exceeded reported", T, || async {
+        tenant("{.status.conditions[?(@.type==\"Ready\")].reason}") == "NamespaceQuotaExceeded"
+    })
+    .await;
+    assert_eq!(tenant_namespaces(&t), [prod.clone(), test.clone()]);
+
+    // Delete: the tenant's namespaces go with it.
+    kubectl(&["delete", "tenants.capsule.example.com", &t, "--wait=false"]);
+    wait_for("no namespace of the tenant left", T, || async {
+        tenant_namespaces(&t).is_empty()
     })
     .await;
 }

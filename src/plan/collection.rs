@@ -99,7 +99,11 @@ pub(super) fn plan_collection(
             }
         }
         let mut desired = finish(rule, input, &template, child, object, None)?;
-        let name = meta::name(&desired.object).to_string();
+        // Copies in different namespaces (a cluster-scoped parent's) may share a name.
+        let name = match meta::namespace(&desired.object) {
+            "" => meta::name(&desired.object).to_string(),
+            ns => format!("{ns}/{}", meta::name(&desired.object)),
+        };
         if let Some(other) = names.insert(name.clone(), key.clone()) {
             return Err(fail(
                 &template,
