@@ -120,7 +120,7 @@ fn examples_check_and_test_offline() {
 }
 
 /// The examples of this half, in order.
-const EXAMPLES: &[&str] = &["sample-controller", "cronjob", "tenant"];
+const EXAMPLES: &[&str] = &["sample-controller", "cronjob", "tenant", "replicator"];
 
 /// sample-controller: Foo → Deployment `spec.deploymentName` with `spec.replicas`,
 /// `status.availableReplicas`; a foreign Deployment of that name is left alone.
@@ -494,6 +494,178 @@ async fn tenant_owns_its_namespaces_and_their_policies() {
     kubectl(&["delete", "tenants.capsule.example.com", &t, "--wait=false"]);
     wait_for("no namespace of the tenant left", T, || async {
         tenant_namespaces(&t).is_empty()
+    })
+    .await;
+}
+
+/// `data.token` of Secret `name` in `ns`, decoded ("" when absent).
+fn secret_token(ns: &str, name: &str) -> String {
+    try_kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "secret",
+            name,
+            "-o",
+            "go-template={{.data.token | base64decode}}",
+        ],
+        None,
+    )
+    .unwrap_or_default()
+}
+
+/// replicator: a Secret copied into every opted-in namespace whose labels match; copies follow
+/// the source, namespaces that start or stop matching gain or lose theirs, and deleting the
+/// source deletes every copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicator_copies_a_secret_into_matching_namespaces() {
+    install_crd("replicator");
+    let env = TestEnv::new("ex-repl").await;
+    let rep = format!("rep{}", unique_suffix());
+    env.delete_on_drop("replications.replicator.example.com", &rep);
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|x| format!("{}-{x}", env.ns));
+    for (ns, team, opted_in) in [
+        (&a, "blue", true),
+        (&b, "blue", true),
+        (&c, "red", true),
+        (&d, "blue", false),
+    ] {
+        env.delete_on_drop("namespace", ns);
+        kubectl(&["create", "namespace", ns]);
+        let mut labels = vec![format!("team={team}")];
+        if opted_in {
+            labels.push("replicator.example.com/enabled=true".into());
+        }
+        let mut args = vec!["label", "namespace", ns.as_str()];
+        args.extend(labels.iter().map(String::as_str));
+        kubectl(&args);
+    }
+    env.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "registry-credentials",
+        "--from-literal=token=one",
+    ]);
+    let _op = Operator::start_cluster_wide(&example("replicator").join("rule.yaml"), &[]);
+    env.apply_yaml(
+        &sample("replicator")
+            .replace(
+                "name: registry-credentials\nspec",
+                &format!("name: {rep}\nspec"),
+            )
+            .replace("namespace: default", &format!("namespace: {}", env.ns)),
+    );
+    let copies = || {
+        let mut v: Vec<String> = [&env.ns, &a, &b, &c, &d]
+            .into_iter()
+            .filter(|ns| names_in(ns, "secrets").contains(&"registry-credentials".to_string()))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    };
+    let status = || {
+        try_kubectl(
+            &[
+                "get",
+                "replications.replicator.example.com",
+                &rep,
+                "-o",
+                "jsonpath={.status.namespaces}",
+            ],
+            None,
+        )
+        .unwrap_or_default()
+    };
+    wait_for("copies in the blue namespaces only", T, || async {
+        copies() == [env.ns.clone(), a.clone(), b.clone()]
+            && status() == format!(r#"["{a}","{b}"]"#)
+            && secret_token(&a, "registry-credentials") == "one"
+    })
+    .await;
+    let writes_here =
+        |w: &audit::Write| w.name == rep || [&a, &b, &c, &d].iter().any(|ns| &w.namespace == *ns);
+    let mark = audit::Mark::now();
+    std::thread::sleep(IDLE);
+    let writes = mark.operator_writes_where(writes_here);
+    assert!(writes.is_empty(), "idle:\n{}", audit::describe(&writes));
+
+    // Change of the source: every copy follows.
+    env.kubectl(&[
+        "patch",
+        "secret",
+        "registry-credentials",
+        "-p",
+        r#"{"stringData":{"token":"two"}}"#,
+    ]);
+    wait_for("copies follow the source", T, || async {
+        secret_token(&a, "registry-credentials") == "two"
+            && secret_token(&b, "registry-credentials") == "two"
+    })
+    .await;
+
+    // Drift: an edited copy is put back, a deleted one comes back.
+    kubectl(&[
+        "-n",
+        &a,
+        "patch",
+        "secret",
+        "registry-credentials",
+        "-p",
+        r#"{"stringData":{"token":"hacked"}}"#,
+    ]);
+    kubectl(&["-n", &b, "delete", "secret", "registry-credentials"]);
+    wait_for("hand edits put back", T, || async {
+        secret_token(&a, "registry-credentials") == "two"
+            && secret_token(&b, "registry-credentials") == "two"
+    })
+    .await;
+
+    // Namespaces that start and stop matching.
+    kubectl(&["label", "namespace", &c, "team=blue", "--overwrite"]);
+    kubectl(&["label", "namespace", &a, "team=red", "--overwrite"]);
+    wait_for("copy moved from a to c", T, || async {
+        copies() == [env.ns.clone(), b.clone(), c.clone()]
+            && status() == format!(r#"["{b}","{c}"]"#)
+    })
+    .await;
+
+    // Deleting the source deletes every copy; the Replication says why.
+    env.kubectl(&["delete", "secret", "registry-credentials"]);
+    wait_for("no copy left", T, || async {
+        copies().is_empty()
+            && try_kubectl(
+                &[
+                    "get",
+                    "replications.replicator.example.com",
+                    &rep,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"SourceFound\")].reason}",
+                ],
+                None,
+            )
+            .unwrap_or_default()
+                == "SourceMissing"
+    })
+    .await;
+
+    // A source again, then the Replication deleted: its copies go with it.
+    env.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "registry-credentials",
+        "--from-literal=token=three",
+    ]);
+    wait_for("copies back", T, || async {
+        copies() == [env.ns.clone(), b.clone(), c.clone()]
+    })
+    .await;
+    kubectl(&["delete", "replications.replicator.example.com", &rep]);
+    wait_for("copies gone with the Replication", T, || async {
+        copies() == [env.ns.clone()]
     })
     .await;
 }
