@@ -585,8 +585,7 @@ async fn replicator_copies_a_secret_into_matching_namespaces() {
             && secret_token(&a, "registry-credentials") == "one"
     })
     .await;
-    let writes_here =
-        |w: &audit::Write| w.name == rep || [&a, &b, &c, &d].iter().any(|ns| &w.namespace == *ns);
+    let writes_here = |w: &audit::Write| w.name == rep || [&a, &b, &c, &d].contains(&&w.namespace);
     let mark = audit::Mark::now();
     std::thread::sleep(IDLE);
     let writes = mark.operator_writes_where(writes_here);
