@@ -478,6 +478,17 @@ fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Cached> {
     Arc::new(Cached::new(json))
 }
 
+/// Whether a watch error is the API server refusing the list or watch (403).
+fn is_forbidden(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 403,
+        watcher::Error::WatchError(s) => s.code == 403,
+        _ => false,
+    }
+}
+
 /// Runs the watch of `cache` for one namespace (or all), feeding `changes` until cancelled.
 pub async fn watch(
     client: Client,
@@ -550,6 +561,25 @@ pub async fn watch(
                 }
                 for o in objects {
                     send(o, None);
+                }
+            }
+            Err(e) if is_forbidden(&e) => {
+                // Waiting for a list that RBAC refuses would hold every parent of the rule
+                // back forever: the kind counts as listed (empty), so its parents are planned
+                // and their writes report `Forbidden` on the parent. Listing is retried.
+                if !counted {
+                    counted = true;
+                    tracing::warn!(kind = %cache.kind, error = %e, "not allowed to list or watch this kind; its objects are treated as absent until RBAC allows it (retrying with backoff)");
+                    let mut synced = cache
+                        .synced_scopes
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *synced += 1;
+                    if *synced >= cache.scopes {
+                        cache.synced.send_replace(true);
+                    }
+                } else {
+                    tracing::debug!(kind = %cache.kind, error = %e, "watch still forbidden");
                 }
             }
             Err(e) => {

@@ -450,3 +450,46 @@ spec:
         ["ConfigMap/a/motd"]
     );
 }
+
+/// A cluster-scoped parent with one namespace per item and, in each, a RoleBinding of one
+/// fixed name: the copies share a name but not a namespace.
+const SPACES: &str = r#"
+apiVersion: ruleop.dev/v1alpha1
+kind: Rule
+metadata: {name: spaces}
+spec:
+  parent: {apiVersion: ownership.ruleop.test/v1, kind: Spaces, scope: Cluster}
+  allow:
+    - {apiVersion: v1, kind: Namespace}
+    - {apiVersion: v1, kind: ConfigMap}
+  children:
+    - name: ns
+      apiVersion: v1
+      kind: Namespace
+      forEach: {items: parent.spec.names}
+      template: |
+        metadata: {name: "{{ key }}"}
+    - name: marker
+      apiVersion: v1
+      kind: ConfigMap
+      forEach: {items: parent.spec.names}
+      template: |
+        metadata: {name: "{{ parent.spec.fixed | default('marker') }}", namespace: "{{ key }}"}
+"#;
+
+#[test]
+fn collection_copies_in_different_namespaces_may_share_a_name() {
+    let rule = rule(SPACES);
+    let parent = json!({"apiVersion": "ownership.ruleop.test/v1", "kind": "Spaces",
+        "metadata": {"name": "s", "uid": "u-s", "generation": 1},
+        "spec": {"names": ["a", "b"]}});
+    let p = run(&rule, &parent, &[]);
+    assert!(p.failure.is_none(), "{:?}", p.failure);
+    let mut keys: Vec<String> = actions(&p).into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert!(
+        keys.iter().filter(|k| k.contains("marker")).count() == 2,
+        "{keys:?}"
+    );
+}
