@@ -1,6 +1,9 @@
 //! Acting on a plan against the API server: server-side apply with one field manager,
 //! deletions with uid preconditions (prune only after every apply succeeded), status through
-//! the status subresource only when it changed, finalizer patches and Events.
+//! the status subresource only when it changed, finalizer patches and Events. [`error`]
+//! classifies failed API calls.
+
+mod error;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,85 +27,12 @@ use crate::rule::split_api_version;
 use crate::ssa;
 use crate::status::{self, Condition, READY};
 use crate::telemetry::Metrics;
+pub use error::{ActError, THROTTLED};
+use error::{is_conflict, is_not_found};
 
 /// How long a parent waits before a retry when retrying cannot help until something changes
 /// (bad input, forbidden, a name conflict); its watch events still trigger reconciles.
 pub const PERMANENT_RETRY: Duration = Duration::from_secs(300);
-
-/// A failed API call, classified.
-#[derive(Debug, thiserror::Error)]
-#[error("failed to {verb} {object}: {source}")]
-pub struct ActError {
-    /// What was attempted (`apply`, `delete`, ...).
-    pub verb: &'static str,
-    /// The object.
-    pub object: String,
-    /// The API error.
-    #[source]
-    pub source: kube::Error,
-}
-
-impl ActError {
-    /// Whether a retry may succeed without anything changing.
-    pub fn is_transient(&self) -> bool {
-        match &self.source {
-            // Server-side apply reports a manifest that does not fit the schema as a 500.
-            kube::Error::Api(s) if s.message.contains("failed to create typed patch object") => {
-                false
-            }
-            kube::Error::Api(status) => {
-                matches!(status.code, 404 | 409 | 429) || status.code >= 500
-            }
-            _ => true,
-        }
-    }
-
-    /// A race the next attempt usually resolves (the object changed or went away meanwhile):
-    /// shown on the parent only when it persists.
-    pub fn is_race(&self) -> bool {
-        matches!(&self.source, kube::Error::Api(s) if s.code == 404 || s.code == 409)
-    }
-
-    /// Whether the API server answered (as opposed to a timeout or a broken connection).
-    pub fn is_answer(&self) -> bool {
-        matches!(&self.source, kube::Error::Api(_))
-    }
-
-    /// How long the server asked to wait before a retry (`Retry-After`), if it did.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match &self.source {
-            kube::Error::Api(s) => s
-                .details
-                .as_ref()
-                .map(|d| d.retry_after_seconds)
-                .filter(|secs| *secs > 0)
-                .map(|secs| Duration::from_secs(secs.into())),
-            _ => None,
-        }
-    }
-
-    /// The CamelCase reason shown in the condition.
-    pub fn reason(&self) -> &'static str {
-        match &self.source {
-            kube::Error::Api(s) if s.code == 429 => THROTTLED,
-            kube::Error::Api(s) if s.code == 403 => "Forbidden",
-            kube::Error::Api(s) if s.code == 422 || s.code == 400 => "Invalid",
-            kube::Error::Api(s) if s.code == 409 => "Conflict",
-            kube::Error::Api(s) if s.message.contains("failed to create typed patch object") => {
-                "Invalid"
-            }
-            _ => "ApplyFailed",
-        }
-    }
-
-    /// The API server's own message.
-    pub fn message(&self) -> String {
-        match &self.source {
-            kube::Error::Api(s) => format!("{} {}: {}", self.verb, self.object, s.message),
-            other => format!("{} {}: {other}", self.verb, self.object),
-        }
-    }
-}
 
 /// How a reconcile went, for metrics and the queue.
 #[derive(Debug)]
@@ -131,9 +61,6 @@ pub struct Target<'a> {
 /// failures are shown at once, so a parent never looks ready while its writes fail.
 pub const REPORT_AFTER_FAILURES: u32 = 3;
 
-/// The condition reason of a write the API server throttled (429).
-pub const THROTTLED: &str = "Throttled";
-
 /// Executes plans.
 pub struct Actor {
     client: Client,
@@ -154,10 +81,6 @@ fn group_kind(api_version: &str, kind: &str) -> GroupKind {
         group: split_api_version(api_version).0.to_string(),
         kind: kind.to_string(),
     }
-}
-
-fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
 impl Actor {
@@ -728,40 +651,4 @@ enum ApplyResult {
     Skipped,
     /// Left alone: the API server found the name taken by an object that is not ours.
     Conflict(String),
-}
-
-fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn api_error(code: u16, retry_after: u32) -> ActError {
-        let mut status = kube::core::Status::failure("no", "").with_code(code);
-        if retry_after > 0 {
-            let details = serde_json::from_value(json!({ "retryAfterSeconds": retry_after }));
-            status = status.with_details(details.unwrap());
-        }
-        ActError {
-            verb: "apply",
-            object: "ConfigMap ns/x".into(),
-            source: kube::Error::Api(status.boxed()),
-        }
-    }
-
-    #[test]
-    fn throttling_waits_as_asked_and_only_races_wait_to_be_shown() {
-        let e = api_error(429, 5);
-        assert!(e.is_transient() && !e.is_race() && e.is_answer());
-        assert_eq!(
-            (e.reason(), e.retry_after()),
-            (THROTTLED, Some(Duration::from_secs(5)))
-        );
-        let e = api_error(503, 0);
-        assert!(e.is_transient() && !e.is_race() && e.retry_after().is_none());
-        assert!(api_error(409, 0).is_race() && api_error(404, 0).is_race());
-        assert!(!api_error(403, 0).is_race() && !api_error(403, 0).is_transient());
-    }
 }
