@@ -145,6 +145,11 @@ async fn normalised_recreate_children_are_created_once() {
         pod["spec"]["containers"][0]["resources"]["limits"]["memory"],
         "1Gi"
     );
+    let tolerations = pod["spec"]["tolerations"].as_array().unwrap();
+    assert!(
+        tolerations.len() == 3,
+        "admission appended to the atomic list: {tolerations:?}"
+    );
     let uid = |what: &str, name: &str| jsonpath(&env, what, name, "{.metadata.uid}");
     let (pod_uid, job_uid) = (uid("pod", "r-worker"), uid("job", "r-once"));
 

@@ -4,6 +4,7 @@
 //! classifies failed API calls.
 
 mod error;
+mod memo;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::status::{self, Condition, READY};
 use crate::telemetry::Metrics;
 pub use error::{ActError, THROTTLED};
 use error::{is_conflict, is_not_found};
+use memo::AppliedMemo;
 
 /// How long a parent waits before a retry when retrying cannot help until something changes
 /// (bad input, forbidden, a name conflict); its watch events still trigger reconciles.
@@ -66,6 +68,7 @@ pub struct Actor {
     client: Client,
     metrics: Arc<Metrics>,
     recorder: Recorder,
+    applied: AppliedMemo,
 }
 
 fn api_for(client: &Client, cache: &KindCache, namespace: &str) -> Api<DynamicObject> {
@@ -97,6 +100,7 @@ impl Actor {
             client,
             metrics,
             recorder,
+            applied: AppliedMemo::default(),
         }
     }
 
@@ -137,6 +141,10 @@ impl Actor {
             }
             match result {
                 Ok(ApplyResult::Done) => {}
+                Ok(ApplyResult::Unchanged) => {
+                    let key = ObjectKey::of(&desired.object);
+                    events.retain(|e| !(e.reason == "Updated" && e.related.as_ref() == Some(&key)));
+                }
                 Ok(ApplyResult::Skipped) => {
                     applied_all = false;
                     conflict = true;
@@ -345,7 +353,14 @@ impl Actor {
                     .patch(&key.name, &ssa::params(), &Patch::Apply(&body))
                     .await;
                 match created {
-                    Ok(_) => return Ok(ApplyResult::Done),
+                    Ok(result) => {
+                        // Recorded as the body an update of this object would send.
+                        let result = serde_json::to_value(&result).unwrap_or(Json::Null);
+                        let mut update = desired.object.clone();
+                        update["metadata"]["uid"] = json!(meta::uid(&result));
+                        self.applied.record(key.clone(), &result, &update);
+                        return Ok(ApplyResult::Done);
+                    }
                     Err(e) if is_conflict(&e) => {
                         // The name is taken: by this parent's own child (a cache that has not
                         // seen it, or cannot, having lost its labels), or by someone else's.
@@ -385,7 +400,18 @@ impl Actor {
                     return Ok(ApplyResult::Done);
                 }
             }
-            Action::Update => self.hand_over(&api, &key, &desired.handover).await?,
+            Action::Update => {
+                let mut body = desired.object.clone();
+                if let Some(uid) = &uid {
+                    body["metadata"]["uid"] = json!(uid);
+                }
+                if let Some(observed) = cache.get(&key.namespace, &key.name)
+                    && self.applied.unchanged_since(&key, &observed.json(), &body)
+                {
+                    return Ok(ApplyResult::Unchanged);
+                }
+                self.hand_over(&api, &key, &desired.handover).await?
+            }
         }
         // The uid makes the API server refuse the apply if another object took the name since
         // it was observed (the object is only ever this one).
@@ -398,7 +424,11 @@ impl Actor {
             .patch(&key.name, &ssa::params(), &Patch::Apply(&body))
             .await
         {
-            Ok(_) => Ok(ApplyResult::Done),
+            Ok(result) => {
+                let result = serde_json::to_value(&result).unwrap_or(Json::Null);
+                self.applied.record(key.clone(), &result, &body);
+                Ok(ApplyResult::Done)
+            }
             Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("metadata.uid") => {
                 Ok(ApplyResult::Conflict(not_ours()))
             }
@@ -442,6 +472,7 @@ impl Actor {
             ..DeleteParams::default()
         };
         self.metrics.write("delete");
+        self.applied.forget(&deletion.key);
         match api.delete(&deletion.key.name, &dp).await {
             Ok(_) => Ok(()),
             // Gone already, or a newer object of that name: nothing of ours to delete.
@@ -647,6 +678,8 @@ impl Actor {
 enum ApplyResult {
     /// Applied, or nothing to apply.
     Done,
+    /// Not sent: the object is exactly what ruleop's last apply of this body produced.
+    Unchanged,
     /// Left alone: the plan found the name taken.
     Skipped,
     /// Left alone: the API server found the name taken by an object that is not ours.
