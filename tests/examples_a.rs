@@ -73,15 +73,8 @@ fn merge_patch(env: &TestEnv, what: &str, name: &str, patch: &str) {
 }
 
 /// Asserts the operator writes nothing to `namespace` over an idle window.
-fn assert_idle(namespace: &str) {
-    let mark = audit::Mark::now();
-    std::thread::sleep(IDLE);
-    let writes = mark.operator_writes(namespace);
-    assert!(
-        writes.is_empty(),
-        "an idle operator writes nothing:\n{}",
-        audit::describe(&writes)
-    );
+async fn assert_idle(namespace: &str) {
+    audit::assert_no_writes("idle", IDLE, |w| w.namespace == namespace).await;
 }
 
 /// `ruleop check` and `ruleop test` pass on every example of this half.
@@ -143,7 +136,7 @@ async fn sample_controller_foo_keeps_its_deployment() {
         dep["spec"]["template"]["spec"]["containers"][0]["image"],
         "nginx:latest"
     );
-    assert_idle(&env.ns);
+    assert_idle(&env.ns).await;
 
     // Change: replicas follow the Foo, and so does availableReplicas.
     merge_patch(&env, "foo", "example-foo", r#"{"spec":{"replicas":3}}"#);
@@ -247,7 +240,7 @@ async fn cronjob_tutorial_delegates_to_a_builtin_cronjob() {
     })
     .await;
     assert_eq!(names(&env, "jobs", None), ["held"]);
-    assert_idle(&env.ns);
+    assert_idle(&env.ns).await;
 
     // Change: suspend and a new schedule reach the built-in CronJob.
     merge_patch(

@@ -102,14 +102,7 @@ async fn assert_idle(ns: &str) {
 
 /// Asserts that the operator makes none of the writes `keep` selects for a few seconds.
 async fn assert_idle_where(keep: impl Fn(&audit::Write) -> bool) {
-    let mark = audit::Mark::now();
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let writes = mark.operator_writes_where(keep);
-    assert!(
-        writes.is_empty(),
-        "an idle operator writes nothing:\n{}",
-        audit::describe(&writes)
-    );
+    audit::assert_no_writes("idle", Duration::from_secs(6), keep).await;
 }
 
 #[test]

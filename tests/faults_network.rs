@@ -199,14 +199,7 @@ fn assert_no_finalizers(env: &TestEnv) {
 
 /// The operator writes nothing over an idle window.
 async fn assert_idle(env: &TestEnv) {
-    let mark = audit::Mark::now();
-    tokio::time::sleep(IDLE).await;
-    let writes = mark.operator_writes(&env.ns);
-    assert!(
-        writes.is_empty(),
-        "an idle operator writes nothing:\n{}",
-        audit::describe(&writes)
-    );
+    audit::assert_no_writes("idle", IDLE, |w| w.namespace == env.ns).await;
 }
 
 /// Another field manager (the test, through kubectl) owns a label on a child.

@@ -105,14 +105,7 @@ fn managers(obj: &Json) -> Vec<String> {
 
 /// Waits, then asserts that ruleop wrote nothing that `keep` selects over an idle window.
 async fn assert_quiet(what: &str, keep: impl Fn(&audit::Write) -> bool) {
-    let mark = audit::Mark::now();
-    tokio::time::sleep(IDLE).await;
-    let writes = mark.operator_writes_where(keep);
-    assert!(
-        writes.is_empty(),
-        "{what}: ruleop wrote while settled:\n{}",
-        audit::describe(&writes)
-    );
+    audit::assert_no_writes(what, IDLE, keep).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,3 +151,16 @@ fn parse(line: &str) -> Option<Write> {
             .unwrap_or(0),
     })
 }
+
+/// Waits `window`, then asserts ruleop made none of the writes `keep` selects (Events and
+/// leader Leases aside): a steady state is zero writes, not "eventually converged".
+pub async fn assert_no_writes(what: &str, window: Duration, keep: impl Fn(&Write) -> bool) {
+    let mark = Mark::now();
+    tokio::time::sleep(window).await;
+    let writes = mark.operator_writes_where(keep);
+    assert!(
+        writes.is_empty(),
+        "{what}: the operator wrote while idle:\n{}",
+        describe(&writes)
+    );
+}
