@@ -1,9 +1,11 @@
 //! The authoring subcommands: `check`, `render`, `schema`, `rbac`, `test` and `diff`.
 
+mod check;
 mod diff;
 pub mod output;
 mod test;
 
+pub use check::check;
 pub use diff::{DiffArgs, diff};
 pub use test::test;
 
@@ -15,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::plan::{self, Input, Plan};
-use crate::rule::{self, LoadedRule, RuleFile};
+use crate::rule::{self, RuleFile};
 
 /// A failure of an offline command, printed as is.
 #[derive(Debug, thiserror::Error)]
@@ -40,66 +42,6 @@ pub enum CliError {
     /// Output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
-}
-
-/// `ruleop check`: validates rule files; prints a summary line per rule or one located
-/// error per line.
-pub fn check(paths: &[PathBuf], out: &mut impl Write) -> Result<(), CliError> {
-    let (rules, mut errors) = rule::load_paths(paths);
-    for path in paths.iter().filter(|p| p.is_dir()) {
-        if rule::rule_files(path).is_ok_and(|f| f.is_empty()) {
-            errors.push(rule::RuleError {
-                file: path.clone(),
-                location: rule::Location::default(),
-                message: "no rule files here (*.yaml or *.yml with kind: Rule)".into(),
-            });
-        }
-    }
-    for r in &rules {
-        if r.rule.spec.crd.is_some()
-            && let Err(e) = crate::crd::generate(&r.rule)
-        {
-            errors.push(rule::RuleError {
-                file: r.path.clone(),
-                location: r.rule.spans.find("spec.crd"),
-                message: e.to_string(),
-            });
-            continue;
-        }
-        writeln!(out, "ok    {}", summary(r))?;
-        for (location, message) in &r.rule.warnings {
-            writeln!(out, "warn  {}:{location}: {message}", r.path.display())?;
-        }
-    }
-    for e in &errors {
-        writeln!(out, "error {e}")?;
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::InvalidRules(errors.len()))
-    }
-}
-
-fn summary(r: &LoadedRule) -> String {
-    let spec = &r.rule.spec;
-    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-    format!(
-        "{}: rule {} governs {} ({}, {}, {}{})",
-        r.path.display(),
-        r.rule.name,
-        r.rule.parent_key(),
-        count(spec.children.len(), "child"),
-        count(spec.related.len(), "related kind"),
-        count(spec.status.fields.len(), "status field"),
-        if r.rule.needs_finalizer() {
-            ", finalizer"
-        } else {
-            ""
-        }
-    )
-    .replace("1 childs", "1 child")
-    .replace("childs", "children")
 }
 
 /// Every object in a YAML stream (documents, and `items` of `List` documents).
