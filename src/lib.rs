@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod crd;

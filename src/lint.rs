@@ -74,29 +74,6 @@ pub fn unknown_names(templates: &Templates, name: &str) -> Vec<Unknown> {
     out
 }
 
-/// The `parent.spec.<field>` references of the template registered as `name`: (line, field).
-pub fn parent_spec_fields(templates: &Templates, name: &str) -> Vec<(usize, String)> {
-    let Some(compiled) = templates.compiled(name) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for instructions in std::iter::once(&compiled.instructions).chain(compiled.blocks.values()) {
-        let mut idx = 0u32;
-        while let Some(instr) = instructions.get(idx) {
-            if let (
-                Instruction::Lookup("parent"),
-                Some(Instruction::GetAttr("spec")),
-                Some(Instruction::GetAttr(field)),
-            ) = (instr, instructions.get(idx + 1), instructions.get(idx + 2))
-            {
-                out.push((instructions.get_line(idx).unwrap_or(1), field.to_string()));
-            }
-            idx += 1;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,17 +100,6 @@ mod tests {
                 (4, "unknown test `evenish`".to_string()),
                 (5, "unknown function `nowt`".to_string()),
             ]
-        );
-    }
-
-    #[test]
-    fn parent_spec_references_are_listed_with_their_lines() {
-        let mut t = Templates::new(&Limits::default());
-        t.add_template("t", "a: {{ parent.spec.size }}\nb: {{ parent.spec.replcas | default(1) }}\nc: {{ parent.metadata.name }}")
-            .unwrap();
-        assert_eq!(
-            parent_spec_fields(&t, "t"),
-            [(1, "size".to_string()), (2, "replcas".to_string())]
         );
     }
 

@@ -21,11 +21,8 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate rule files and directories.
-    Check {
-        /// Rule files or directories (default: rules/).
-        paths: Vec<PathBuf>,
-    },
+    /// Validate rule files and directories, against their parents' CRDs when given.
+    Check(cli::CheckArgs),
     /// Plan one resource offline: print its child manifests, then the status.
     Render {
         /// The rule file.
@@ -85,11 +82,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let mut out = std::io::stdout().lock();
     let result = match args.command {
-        Command::Check { mut paths } => {
-            if paths.is_empty() {
-                paths.push(PathBuf::from("rules"));
+        Command::Check(mut check_args) => {
+            if check_args.paths.is_empty() {
+                check_args.paths.push(PathBuf::from("rules"));
             }
-            cli::check(&paths, &mut out)
+            cli::check(&check_args, &mut out)
         }
         Command::Render {
             rule,

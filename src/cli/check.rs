@@ -1,39 +1,73 @@
-//! `ruleop check`: validates rule files and prints one line per rule, warning or error.
+//! `ruleop check`: validates rule files, against their parents' CRDs when given, and prints
+//! one line per rule, note, warning or error.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
 
 use super::CliError;
-use crate::rule::{self, LoadedRule};
+use crate::check::{self, CrdSet, Lookup, Severity, crds};
+use crate::rule::{self, LoadedRule, Location, RuleError, Spans};
 
-/// `ruleop check`: validates rule files; prints a summary line per rule or one located
-/// error per line.
-pub fn check(paths: &[PathBuf], out: &mut impl Write) -> Result<(), CliError> {
-    let (rules, mut errors) = rule::load_paths(paths);
-    for path in paths.iter().filter(|p| p.is_dir()) {
-        if rule::rule_files(path).is_ok_and(|f| f.is_empty()) {
-            errors.push(rule::RuleError {
-                file: path.clone(),
-                location: rule::Location::default(),
-                message: "no rule files here (*.yaml or *.yml with kind: Rule)".into(),
-            });
-        }
+/// Options of `ruleop check`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CheckArgs {
+    /// Rule files or directories (default: rules/). CRDs in a directory are used as with
+    /// `--crd`; other YAML files there (samples) are skipped with a note.
+    pub paths: Vec<PathBuf>,
+    /// CustomResourceDefinition files or directories (repeatable): the parents' schemas.
+    #[arg(long)]
+    pub crd: Vec<PathBuf>,
+    /// Read the parents' CRDs from the cluster (`--crd` files take precedence).
+    #[arg(long)]
+    pub cluster: bool,
+    /// Path of the kubeconfig, with `--cluster` (default: $KUBECONFIG, ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context, with `--cluster` (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+/// What the files to check are.
+#[derive(Default)]
+struct Inputs {
+    rule_files: Vec<PathBuf>,
+    crds: CrdSet,
+    notes: Vec<String>,
+    errors: Vec<RuleError>,
+}
+
+/// `ruleop check`: validates rule files; prints a summary line per rule, a note per skipped
+/// file, and one located warning or error per line. Fails if there is any error.
+pub fn check(args: &CheckArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let mut crd_set = if args.cluster {
+        cluster_crds(args)?
+    } else {
+        CrdSet::default()
+    };
+    let inputs = classify(&args.paths);
+    crd_set.extend(inputs.crds);
+    crd_set.extend(CrdSet::load(&args.crd)?);
+    let schemas_given = args.cluster || !crd_set.is_empty();
+    let mut errors = inputs.errors;
+    let (rules, mut load_errors) = rule::load_paths(&inputs.rule_files);
+    errors.append(&mut load_errors);
+    for note in &inputs.notes {
+        writeln!(out, "note  {note}")?;
     }
     for r in &rules {
-        if r.rule.spec.crd.is_some()
-            && let Err(e) = crate::crd::generate(&r.rule)
-        {
-            errors.push(rule::RuleError {
-                file: r.path.clone(),
-                location: r.rule.spans.find("spec.crd"),
-                message: e.to_string(),
-            });
-            continue;
+        let (mut rule_errors, mut warnings) = against_schema(r, &crd_set, schemas_given, out)?;
+        warnings.extend(r.rule.warnings.iter().cloned());
+        warnings.sort_by_key(|(l, _)| (l.line, l.column));
+        if rule_errors.is_empty() {
+            writeln!(out, "ok    {}", summary(r))?;
         }
-        writeln!(out, "ok    {}", summary(r))?;
-        for (location, message) in &r.rule.warnings {
+        for (location, message) in &warnings {
             writeln!(out, "warn  {}:{location}: {message}", r.path.display())?;
         }
+        errors.append(&mut rule_errors);
     }
     for e in &errors {
         writeln!(out, "error {e}")?;
@@ -42,6 +76,193 @@ pub fn check(paths: &[PathBuf], out: &mut impl Write) -> Result<(), CliError> {
         Ok(())
     } else {
         Err(CliError::InvalidRules(errors.len()))
+    }
+}
+
+type Warnings = Vec<(Location, String)>;
+
+/// The errors and warnings of `r` against its parent's CRD (its own `spec.crd`, checked when
+/// it was compiled, or one of `crds`).
+fn against_schema(
+    r: &LoadedRule,
+    crds: &CrdSet,
+    schemas_given: bool,
+    out: &mut impl Write,
+) -> Result<(Vec<RuleError>, Warnings), CliError> {
+    let error = |location: Location, message: String| RuleError {
+        file: r.path.clone(),
+        location,
+        message,
+    };
+    let rule = &r.rule;
+    if rule.spec.crd.is_some() {
+        let errors = match crate::crd::generate(rule) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![error(rule.spans.find("spec.crd"), e.to_string())],
+        };
+        return Ok((errors, Vec::new()));
+    }
+    let parent = &rule.spec.parent;
+    let (group, version) = rule::split_api_version(&parent.api_version);
+    if group.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    match crds.lookup(group, version, &parent.kind) {
+        Lookup::Found(crd) => {
+            let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+            for f in check::against_crd(rule, crd) {
+                match f.severity {
+                    Severity::Error => errors.push(error(f.location, f.message)),
+                    Severity::Warning => warnings.push((f.location, f.message)),
+                }
+            }
+            Ok((errors, warnings))
+        }
+        Lookup::NoVersion {
+            crd,
+            origin,
+            versions,
+        } => Ok((
+            vec![error(
+                rule.spans.find("spec.parent.apiVersion"),
+                format!(
+                    "CRD {crd} ({origin}) has no version {version:?} (it has: {}); use one of \
+                     those in spec.parent.apiVersion or add the version to the CRD",
+                    versions.join(", ")
+                ),
+            )],
+            Vec::new(),
+        )),
+        Lookup::None => {
+            if schemas_given {
+                writeln!(
+                    out,
+                    "note  {}: no CRD given for {}: its parent fields and status are not checked",
+                    r.path.display(),
+                    rule.parent_key()
+                )?;
+            }
+            Ok((Vec::new(), Vec::new()))
+        }
+    }
+}
+
+/// The cluster's CRDs.
+fn cluster_crds(args: &CheckArgs) -> Result<CrdSet, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Cluster(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let client = crate::run::connect_to(args.kubeconfig.as_deref(), args.context.as_deref())
+            .await
+            .map_err(|e| CliError::Cluster(e.to_string()))?;
+        Ok(CrdSet::from_cluster(client).await?)
+    })
+}
+
+/// Sorts the paths given into rule files, CRDs (from directories) and skipped files.
+fn classify(paths: &[PathBuf]) -> Inputs {
+    let mut inputs = Inputs::default();
+    for path in paths {
+        if !path.is_dir() {
+            match objects(path) {
+                Some((objects, source)) => inputs.errors.push(not_a_rule(path, &objects, &source)),
+                None => inputs.rule_files.push(path.clone()),
+            }
+            continue;
+        }
+        let files = match rule::rule_files(path) {
+            Ok(files) => files,
+            Err(e) => {
+                inputs.errors.push(e);
+                continue;
+            }
+        };
+        let mut any_rule = false;
+        for file in files {
+            let Some((objects, _)) = objects(&file) else {
+                any_rule = true;
+                inputs.rule_files.push(file);
+                continue;
+            };
+            let origin = file.display().to_string();
+            let used: Vec<String> = objects
+                .iter()
+                .filter(|o| inputs.crds.add(o, &origin))
+                .map(|o| crate::meta::name(o).to_string())
+                .collect();
+            let note = if used.len() == objects.len() {
+                format!(
+                    "{origin}: CustomResourceDefinition {}: used as a parent schema, as with --crd",
+                    used.join(", ")
+                )
+            } else {
+                format!("{origin}: skipped, not a Rule ({})", describe(&objects))
+            };
+            inputs.notes.push(note);
+        }
+        if !any_rule {
+            inputs.errors.push(RuleError {
+                file: path.clone(),
+                location: Location::default(),
+                message: "no rule files here (*.yaml or *.yml with kind: Rule)".into(),
+            });
+        }
+    }
+    inputs
+}
+
+/// The Kubernetes objects in `file` and its text, if it holds some and no Rule; `None` for a
+/// Rule or anything else (which the rule loader then reports).
+fn objects(file: &Path) -> Option<(Vec<Json>, String)> {
+    let source = std::fs::read_to_string(file).ok()?;
+    let objects = crds::read_documents(file).ok()?;
+    let is_object =
+        |o: &Json| !crate::meta::kind(o).is_empty() && !crate::meta::api_version(o).is_empty();
+    let is_rule = |o: &Json| {
+        crate::meta::kind(o) == rule::RULE_KIND
+            || crate::meta::api_version(o).starts_with("ruleop.dev/")
+    };
+    if objects.is_empty() || !objects.iter().all(is_object) || objects.iter().any(is_rule) {
+        return None;
+    }
+    Some((objects, source))
+}
+
+/// `a Memcached (cache.example.com/v1alpha1)`, `2 objects: ...`.
+fn describe(objects: &[Json]) -> String {
+    let one = |o: &Json| {
+        format!(
+            "a {} ({})",
+            crate::meta::kind(o),
+            crate::meta::api_version(o)
+        )
+    };
+    match objects {
+        [o] => one(o),
+        _ => objects.iter().map(one).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// The error for a file named on the command line that is not a Rule.
+fn not_a_rule(path: &Path, objects: &[Json], source: &str) -> RuleError {
+    let message = if objects.iter().all(crds::is_crd) {
+        let names: Vec<&str> = objects.iter().map(crate::meta::name).collect();
+        format!(
+            "not a Rule: this is a CustomResourceDefinition ({}); pass it with --crd",
+            names.join(", ")
+        )
+    } else {
+        format!(
+            "not a Rule: this is {}; ruleop check takes Rule files (and CRDs with --crd)",
+            describe(objects)
+        )
+    };
+    RuleError {
+        file: path.to_path_buf(),
+        location: Spans::index(source).find("kind"),
+        message,
     }
 }
 

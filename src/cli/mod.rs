@@ -5,7 +5,7 @@ mod diff;
 pub mod output;
 mod test;
 
-pub use check::check;
+pub use check::{CheckArgs, check};
 pub use diff::{DiffArgs, diff};
 pub use test::test;
 
@@ -39,6 +39,9 @@ pub enum CliError {
     /// The cluster could not be read.
     #[error("{0}")]
     Cluster(String),
+    /// CRDs given to `check` could not be read.
+    #[error(transparent)]
+    Crds(#[from] crate::check::CrdLoadError),
     /// Output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),

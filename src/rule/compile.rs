@@ -12,6 +12,7 @@ use super::{
     Location, RULE_API_VERSION, RULE_KIND, RuleFile, RuleSpec, Scope, Spans, known_scope,
     parse_duration,
 };
+use crate::check::{CrdVersion, SPEC_CRD, Severity};
 use crate::template::{self, BUDGET_PER_OUTPUT_BYTE, TemplateError, Templates};
 
 /// A rule ready to plan with: its spec plus compiled templates, expressions and paths.
@@ -74,8 +75,6 @@ pub(super) struct Checker<'a> {
     errors: Vec<(Location, String)>,
     warnings: Vec<(Location, String)>,
     pub(super) templates: Templates,
-    /// The parent's spec fields when the rule declares them (`spec.crd.spec`).
-    parent_fields: Option<Vec<String>>,
 }
 
 impl Checker<'_> {
@@ -101,31 +100,6 @@ impl Checker<'_> {
             let location = self.spans.line_in(path, u.line);
             self.errors.push((location, u.message));
         }
-        for (line, field) in self.undeclared_parent_fields(path) {
-            let location = self.spans.line_in(path, line);
-            let message = self.undeclared_message(&field);
-            self.errors.push((location, message));
-        }
-    }
-
-    /// `parent.spec.<field>` references to fields `spec.crd.spec` does not declare (the API
-    /// server prunes them, so they are never set).
-    fn undeclared_parent_fields(&self, path: &str) -> Vec<(usize, String)> {
-        let Some(fields) = &self.parent_fields else {
-            return Vec::new();
-        };
-        let mut seen = BTreeSet::new();
-        crate::lint::parent_spec_fields(&self.templates, path)
-            .into_iter()
-            .filter(|(_, f)| !fields.contains(f) && seen.insert(f.clone()))
-            .collect()
-    }
-
-    fn undeclared_message(&self, field: &str) -> String {
-        format!(
-            "parent.spec.{field} is not a field of the parent (spec.crd.spec declares: {}); check the spelling or declare it",
-            self.parent_fields.as_deref().unwrap_or_default().join(", ")
-        )
     }
 
     pub(super) fn expression(&mut self, path: &str, source: &str) {
@@ -135,10 +109,6 @@ impl Checker<'_> {
         }
         for u in crate::lint::unknown_names(&self.templates, path) {
             self.error(path, u.message);
-        }
-        for (_, field) in self.undeclared_parent_fields(path) {
-            let message = self.undeclared_message(&field);
-            self.error(path, message);
         }
     }
 
@@ -285,7 +255,6 @@ pub fn compile(
         errors: Vec::new(),
         warnings: Vec::new(),
         templates: Templates::new(&spec.limits),
-        parent_fields: spec.crd.as_ref().map(|c| c.spec.keys().cloned().collect()),
     };
     limit_warnings(&mut c, &spec.limits);
     if file.api_version != RULE_API_VERSION {
@@ -495,7 +464,7 @@ pub fn compile(
         c.errors.sort_by_key(|(l, _)| (l.line, l.column));
         return Err(c.errors);
     }
-    Ok(CompiledRule {
+    let mut rule = CompiledRule {
         name: file.metadata.name,
         spec,
         path,
@@ -505,7 +474,39 @@ pub fn compile(
         resync,
         cleanup_timeouts,
         warnings: c.warnings,
-    })
+    };
+    against_own_crd(&mut rule)?;
+    Ok(rule)
+}
+
+/// A rule that declares its parent's fields (`spec.crd`) is checked against the CRD they
+/// generate: what cannot work is an error (the rule is refused), the rest warnings.
+fn against_own_crd(rule: &mut CompiledRule) -> Result<(), Vec<(Location, String)>> {
+    // A CRD that cannot be generated is reported by `ruleop check` and `ruleop crd`.
+    let Some(crd) = rule
+        .spec
+        .crd
+        .as_ref()
+        .and_then(|_| crate::crd::generate(rule).ok())
+    else {
+        return Ok(());
+    };
+    let (_, version) = super::split_api_version(&rule.spec.parent.api_version);
+    let Some(crd) = CrdVersion::from_definition(&crd, version, SPEC_CRD) else {
+        return Ok(());
+    };
+    let mut errors = Vec::new();
+    for f in crate::check::against_crd(rule, &crd) {
+        match f.severity {
+            Severity::Error => errors.push((f.location, f.message)),
+            Severity::Warning => rule.warnings.push((f.location, f.message)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// Above these, one render can hold a core or a large share of the operator's memory.

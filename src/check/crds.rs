@@ -1,0 +1,300 @@
+//! CustomResourceDefinitions read from files, directories or the cluster, indexed by group,
+//! version and kind: each version's schema and whether it has the status subresource.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+/// The kind of a CustomResourceDefinition object.
+pub const CRD_KIND: &str = "CustomResourceDefinition";
+/// The API group of CustomResourceDefinitions.
+pub const CRD_GROUP: &str = "apiextensions.k8s.io";
+
+/// Why CRDs could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdLoadError {
+    /// A file or directory could not be read.
+    #[error("{path}: cannot read: {message}")]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        message: String,
+    },
+    /// A file is not YAML.
+    #[error("{path}: not YAML: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The cluster's CRDs could not be listed.
+    #[error("cannot list CustomResourceDefinitions: {0}")]
+    Cluster(String),
+}
+
+/// One served version of a CRD.
+#[derive(Debug, Clone)]
+pub struct CrdVersion {
+    /// The CRD's name (`<plural>.<group>`).
+    pub crd: String,
+    /// The version's name.
+    pub version: String,
+    /// Where the CRD came from (a file, `the cluster`, `spec.crd`), for messages.
+    pub origin: String,
+    /// Its `openAPIV3Schema` (`{}` when it has none: nothing is pruned then).
+    pub schema: Json,
+    /// Whether it has `subresources.status`.
+    pub status_subresource: bool,
+}
+
+impl CrdVersion {
+    /// Version `version` of the CRD object `crd`, if it defines one.
+    pub fn from_definition(crd: &Json, version: &str, origin: &str) -> Option<CrdVersion> {
+        let v = crd
+            .pointer("/spec/versions")?
+            .as_array()?
+            .iter()
+            .find(|v| v.get("name").and_then(Json::as_str) == Some(version))?;
+        Some(CrdVersion {
+            crd: crate::meta::name(crd).to_string(),
+            version: version.to_string(),
+            origin: origin.to_string(),
+            schema: v
+                .pointer("/schema/openAPIV3Schema")
+                .cloned()
+                .unwrap_or_else(|| Json::Object(Default::default())),
+            status_subresource: v.pointer("/subresources/status").is_some(),
+        })
+    }
+
+    /// `CRD <name> version <v> (<origin>)`, how messages name it.
+    pub fn describe(&self) -> String {
+        format!("CRD {} {} ({})", self.crd, self.version, self.origin)
+    }
+}
+
+/// What is known of a kind's CRD in a [`CrdSet`].
+#[derive(Debug, Clone)]
+pub enum Lookup<'a> {
+    /// The CRD and the version asked for.
+    Found(&'a CrdVersion),
+    /// A CRD defines the kind, but not this version; these are its versions.
+    NoVersion {
+        /// The CRD's name.
+        crd: &'a str,
+        /// Where it came from.
+        origin: &'a str,
+        /// The versions it defines.
+        versions: Vec<&'a str>,
+    },
+    /// No CRD defines the kind.
+    None,
+}
+
+/// CRDs by group and kind, then version.
+#[derive(Debug, Clone, Default)]
+pub struct CrdSet {
+    kinds: BTreeMap<(String, String), BTreeMap<String, CrdVersion>>,
+}
+
+impl CrdSet {
+    /// The CRDs in `paths`: files (multi-document YAML, `List`s) or directories (their
+    /// `*.yaml`/`*.yml` files, not recursive). Documents that are not CRDs are ignored.
+    pub fn load(paths: &[PathBuf]) -> Result<CrdSet, CrdLoadError> {
+        let mut set = CrdSet::default();
+        for path in paths {
+            for file in yaml_files(path)? {
+                for object in read_documents(&file)? {
+                    set.add(&object, &file.display().to_string());
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// The cluster's CRDs (apiextensions.k8s.io/v1).
+    pub async fn from_cluster(client: kube::Client) -> Result<CrdSet, CrdLoadError> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let api = kube::Api::<CustomResourceDefinition>::all(client);
+        let list = api
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(|e| CrdLoadError::Cluster(e.to_string()))?;
+        let mut set = CrdSet::default();
+        for crd in list.items {
+            let value =
+                serde_json::to_value(&crd).map_err(|e| CrdLoadError::Cluster(e.to_string()))?;
+            set.add(&value, "the cluster");
+        }
+        Ok(set)
+    }
+
+    /// Adds `object` if it is a CRD; says whether it was. A later CRD of the same kind
+    /// replaces an earlier one.
+    pub fn add(&mut self, object: &Json, origin: &str) -> bool {
+        if !is_crd(object) {
+            return false;
+        }
+        let text = |p: &str| object.pointer(p).and_then(Json::as_str).unwrap_or_default();
+        let key = (
+            text("/spec/group").to_string(),
+            text("/spec/names/kind").to_string(),
+        );
+        let versions = object
+            .pointer("/spec/versions")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.get("name").and_then(Json::as_str))
+            .filter_map(|v| CrdVersion::from_definition(object, v, origin))
+            .map(|v| (v.version.clone(), v))
+            .collect();
+        self.kinds.insert(key, versions);
+        true
+    }
+
+    /// Merges `other` in; its CRDs replace those of the same kind.
+    pub fn extend(&mut self, other: CrdSet) {
+        self.kinds.extend(other.kinds);
+    }
+
+    /// Whether no CRD is known.
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty()
+    }
+
+    /// The schema of `kind` in `group`, version `version`.
+    pub fn schema(&self, group: &str, version: &str, kind: &str) -> Option<&CrdVersion> {
+        match self.lookup(group, version, kind) {
+            Lookup::Found(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Like [`CrdSet::schema`], telling a missing version from a missing CRD.
+    pub fn lookup(&self, group: &str, version: &str, kind: &str) -> Lookup<'_> {
+        let Some(versions) = self.kinds.get(&(group.to_string(), kind.to_string())) else {
+            return Lookup::None;
+        };
+        if let Some(v) = versions.get(version) {
+            return Lookup::Found(v);
+        }
+        let any = versions.values().next();
+        Lookup::NoVersion {
+            crd: any.map(|v| v.crd.as_str()).unwrap_or_default(),
+            origin: any.map(|v| v.origin.as_str()).unwrap_or_default(),
+            versions: versions.keys().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Whether `object` is an apiextensions CustomResourceDefinition.
+pub fn is_crd(object: &Json) -> bool {
+    crate::meta::kind(object) == CRD_KIND
+        && crate::meta::api_version(object).starts_with(&format!("{CRD_GROUP}/"))
+}
+
+/// `path` itself, or a directory's YAML files sorted by name.
+fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, CrdLoadError> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| CrdLoadError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| crate::rule::is_rule_file(p) && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The objects of a YAML stream (documents, and the `items` of `List`s).
+pub fn read_documents(path: &Path) -> Result<Vec<Json>, CrdLoadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CrdLoadError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut objects = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = Json::deserialize(doc).map_err(|e| CrdLoadError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        match value {
+            Json::Object(ref m) if crate::meta::kind(&value).ends_with("List") => {
+                objects.extend(
+                    m.get("items")
+                        .and_then(Json::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            }
+            Json::Object(_) => objects.push(value),
+            _ => {}
+        }
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn crd(status: bool) -> Json {
+        let mut version = json!({"name": "v2", "served": true, "storage": true,
+            "schema": {"openAPIV3Schema": {"type": "object",
+                "properties": {"spec": {"type": "object"}}}}});
+        if status {
+            version["subresources"] = json!({"status": {}});
+        }
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "gadgets.toys.example.net"},
+            "spec": {"group": "toys.example.net", "names": {"kind": "Gadget", "plural": "gadgets"},
+                "scope": "Namespaced", "versions": [version]}})
+    }
+
+    #[test]
+    fn crds_are_indexed_by_group_version_and_kind() {
+        let mut set = CrdSet::default();
+        assert!(set.add(&crd(true), "a.yaml"));
+        assert!(!set.add(&json!({"apiVersion": "v1", "kind": "ConfigMap"}), "b.yaml"));
+        let v = set.schema("toys.example.net", "v2", "Gadget").unwrap();
+        assert!(v.status_subresource);
+        assert_eq!(v.schema["properties"]["spec"]["type"], "object");
+        assert_eq!(v.describe(), "CRD gadgets.toys.example.net v2 (a.yaml)");
+        assert!(set.schema("toys.example.net", "v2", "Widget").is_none());
+        assert!(matches!(
+            set.lookup("toys.example.net", "v1", "Gadget"),
+            Lookup::NoVersion { versions, .. } if versions == ["v2"]
+        ));
+    }
+
+    #[test]
+    fn files_and_directories_are_read_multi_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = serde_yaml::to_string(&crd(false)).unwrap();
+        std::fs::write(
+            dir.path().join("all.yaml"),
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n---\n{doc}"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "{ not yaml").unwrap();
+        let set = CrdSet::load(&[dir.path().to_path_buf()]).unwrap();
+        let v = set.schema("toys.example.net", "v2", "Gadget").unwrap();
+        assert!(!v.status_subresource);
+        assert!(v.origin.ends_with("all.yaml"), "{}", v.origin);
+        std::fs::write(dir.path().join("bad.yaml"), "a: [").unwrap();
+        assert!(matches!(
+            CrdSet::load(&[dir.path().to_path_buf()]),
+            Err(CrdLoadError::Parse { .. })
+        ));
+    }
+}

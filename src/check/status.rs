@@ -1,0 +1,114 @@
+//! The status ruleop writes on a parent against its CRD: the status subresource must exist
+//! and every field ruleop writes must survive the API server's pruning.
+
+use super::schema::{Seg, Walk, walk};
+use super::{CrdVersion, Finding, Severity};
+use crate::rule::CompiledRule;
+
+/// The fields of each condition ruleop writes (see `crate::status::merge_conditions`).
+const CONDITION_FIELDS: [&str; 6] = [
+    "type",
+    "status",
+    "reason",
+    "message",
+    "lastTransitionTime",
+    "observedGeneration",
+];
+
+fn field(name: &str) -> Seg {
+    Seg::Field(name.to_string())
+}
+
+/// Errors for status ruleop writes that `crd` would refuse or prune. Every rule writes the
+/// `Ready` condition and `observedGeneration`, so every rule needs the status subresource.
+pub(super) fn written_status(rule: &CompiledRule, crd: &CrdVersion) -> Vec<Finding> {
+    let at_parent = rule.spans.find("spec.parent");
+    let error = |location, message: String| Finding {
+        location,
+        severity: Severity::Error,
+        message,
+    };
+    let mut out = Vec::new();
+    if !crd.status_subresource {
+        out.push(error(
+            at_parent,
+            format!(
+                "{} has no status subresource: ruleop writes the parent's status (the Ready \
+                 condition, observedGeneration) through /status, which would not exist; add \
+                 `subresources: {{status: {{}}}}` to version {}",
+                crd.describe(),
+                crd.version
+            ),
+        ));
+    }
+    let pruned = |path: &[Seg]| matches!(walk(&crd.schema, path), Walk::Missing { .. });
+    let fix = "add it to the status properties (or set x-kubernetes-preserve-unknown-fields: true on status)";
+    let projected = rule
+        .spec
+        .status
+        .fields
+        .keys()
+        .map(|f| (f, format!("spec.status.fields.{f}")))
+        .chain(
+            rule.spec
+                .status
+                .on_failure
+                .keys()
+                .map(|f| (f, format!("spec.status.onFailure.{f}"))),
+        );
+    for (name, at) in projected {
+        if pruned(&[field("status"), field(name)]) {
+            out.push(error(
+                rule.spans.find(&at),
+                format!(
+                    "status.{name} would be pruned: the status schema of {} has no field `{name}`; {fix}",
+                    crd.describe()
+                ),
+            ));
+        }
+    }
+    if pruned(&[field("status"), field("observedGeneration")]) {
+        out.push(error(
+            at_parent,
+            format!(
+                "status.observedGeneration (written by ruleop) would be pruned: the status \
+                 schema of {} has no field `observedGeneration`; {fix}",
+                crd.describe()
+            ),
+        ));
+    }
+    let conditions = [field("status"), field("conditions")];
+    if pruned(&conditions) {
+        out.push(error(
+            at_parent,
+            format!(
+                "status.conditions (written by ruleop) would be pruned: the status schema of {} \
+                 has no field `conditions`; {fix}",
+                crd.describe()
+            ),
+        ));
+    } else {
+        let lost: Vec<&str> = CONDITION_FIELDS
+            .into_iter()
+            .filter(|f| {
+                let mut path = conditions.to_vec();
+                path.extend([Seg::Item, field(f)]);
+                pruned(&path)
+            })
+            .collect();
+        if !lost.is_empty() {
+            out.push(error(
+                at_parent,
+                format!(
+                    "status.conditions[].{} (written by ruleop) would be pruned: the condition \
+                     items of {} do not declare it; declare every field ruleop writes in \
+                     status.conditions.items.properties (type, status, reason, message, \
+                     lastTransitionTime, observedGeneration)",
+                    lost.join(", "),
+                    crd.describe()
+                ),
+            ));
+        }
+    }
+    out
+}
