@@ -290,12 +290,24 @@ fn unknown_function_in_a_status_expression() {
 }
 
 #[test]
-fn a_crd_among_the_rules_is_not_a_rule() {
+fn a_crd_among_the_rules_is_used_and_a_directory_of_only_a_crd_has_no_rules() {
     let crd = "# A CRD next to the rules\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: shelves.library.example.org}\nspec: {group: library.example.org}\n";
-    single_error(
-        crd,
-        line_of(crd, "kind: CustomResourceDefinition"),
-        "not a Rule: this file is a CustomResourceDefinition",
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("crd.yaml"), crd).unwrap();
+    let (ok, out) = check(dir.path());
+    assert!(!ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("note  ")
+            && lines[0].contains(
+                "CustomResourceDefinition shelves.library.example.org: used as a parent schema"
+            ),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("error ") && lines[1].contains("no rule files here"),
+        "{out}"
     );
 }
 
@@ -314,23 +326,30 @@ fn a_directory_without_rule_files_says_so() {
 
 #[test]
 fn a_misspelt_parent_field_is_reported_against_the_declared_spec() {
+    // Printed as is: every render would fail, an error.
     let source = SHELF.replace(
-        "titles: {{ parent.spec.books | join(\",\") }}",
-        "titles: {{ parent.spec.bookz | join(\",\") }}",
+        "title: {{ parent.spec.books[index] }}",
+        "title: {{ parent.spec.books[index] }}\n          shelf: {{ parent.spec.nmae }}",
     );
     single_error(
         &source,
-        line_of(&source, "parent.spec.bookz"),
-        "parent.spec.bookz is not a field of the parent (spec.crd.spec declares: books, index, label)",
+        line_of(&source, "parent.spec.nmae"),
+        "parent.spec.nmae is not in the parent's schema (CRD shelves.library.example.org v1 (spec.crd); parent.spec has only books, index, label): printing it fails every render (undefined value); check the spelling or declare the field in spec.crd.spec",
     );
-    // In an expression too (a `when` that could never be true).
+    // A `when` that could never be true: a warning, the check passes.
     let source = SHELF.replace(
         "when: parent.spec.index | default(false)",
         "when: parent.spec.indexed | default(false)",
     );
-    single_error(
-        &source,
-        line_of(&source, "parent.spec.indexed"),
-        "parent.spec.indexed is not a field",
+    let (ok, lines) = check_source(&source);
+    assert!(ok, "{lines:#?}");
+    let warns: Vec<&String> = lines.iter().filter(|l| l.starts_with("warn ")).collect();
+    assert_eq!(warns.len(), 1, "{lines:#?}");
+    assert!(
+        warns[0].contains(&format!(
+            "rule.yaml:{}:",
+            line_of(&source, "parent.spec.indexed")
+        )) && warns[0].contains("parent.spec.indexed is not in the parent's schema"),
+        "{lines:#?}"
     );
 }

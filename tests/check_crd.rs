@@ -1,0 +1,302 @@
+//! `ruleop check` against the parent's CRD (`--crd`, CRDs in a checked directory): each
+//! broken copy of tests/rules/check/gallery.yaml or of its CRD is reported once, at its
+//! line, as an error or a warning; our own rules and examples pass with their CRDs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on bad fixtures
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const RULE: &str = include_str!("rules/check/gallery.yaml");
+const CRD: &str = include_str!("rules/check/crds/gallery.yaml");
+const SAMPLE: &str = "apiVersion: art.example.org/v1beta2\nkind: Gallery\nmetadata: {name: tate}\nspec: {frame: {width: 3}}\n";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `ruleop` with `args`: (success, stdout lines).
+fn ruleop<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, Vec<String>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.success(),
+        stdout.lines().map(str::to_string).collect(),
+    )
+}
+
+/// `ruleop check rule.yaml --crd crd.yaml` on the given texts.
+fn check(rule: &str, crd: &str) -> (bool, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, c) = (dir.path().join("rule.yaml"), dir.path().join("crd.yaml"));
+    std::fs::write(&r, rule).unwrap();
+    std::fs::write(&c, crd).unwrap();
+    ruleop(&[
+        "check".as_ref(),
+        r.as_os_str(),
+        "--crd".as_ref(),
+        c.as_os_str(),
+    ])
+}
+
+fn line_of(source: &str, needle: &str) -> usize {
+    source
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in the source"))
+        + 1
+}
+
+/// Asserts the output has exactly one finding, an `error` (check fails, no `ok` line) or a
+/// `warn` (check passes, the rule's `ok` line first), at `rule.yaml:<line>:`.
+fn one_finding(rule: &str, crd: &str, what: &str, line: usize, needle: &str) {
+    let (ok, lines) = check(rule, crd);
+    let (findings, rest): (Vec<&String>, Vec<&String>) =
+        lines.iter().partition(|l| l.starts_with(what));
+    assert_eq!(findings.len(), 1, "exactly one {what}: {lines:#?}");
+    let at = format!("rule.yaml:{line}:");
+    assert!(
+        findings[0].contains(&at) && findings[0].contains(needle),
+        "wanted {at} and {needle:?} in {}",
+        findings[0]
+    );
+    match what {
+        "error" => assert!(!ok && rest.is_empty(), "{lines:#?}"),
+        _ => assert!(
+            ok && rest.len() == 1 && rest[0].starts_with("ok "),
+            "{lines:#?}"
+        ),
+    }
+}
+
+#[test]
+fn the_gallery_passes_against_its_crd() {
+    let (ok, lines) = check(RULE, CRD);
+    assert!(ok, "{lines:#?}");
+    assert_eq!(lines.len(), 1, "one ok line, no warning: {lines:#?}");
+    assert!(lines[0].starts_with("ok "), "{lines:#?}");
+}
+
+#[test]
+fn a_printed_field_the_crd_lacks_is_an_error_at_its_line() {
+    let rule = RULE.replace(
+        "width: \"{{ parent.spec.frame.width }}\"",
+        "width: \"{{ parent.spec.frame.widht }}\"",
+    );
+    one_finding(
+        &rule,
+        CRD,
+        "error",
+        line_of(&rule, "frame.widht"),
+        "parent.spec.frame.widht is not in the parent's schema (CRD galleries.art.example.org v1beta2",
+    );
+    // Through a constant subscript into a list's items.
+    let rule = RULE.replace("pieces[0].title }}", "pieces[0].titel }}");
+    one_finding(
+        &rule,
+        CRD,
+        "error",
+        line_of(&rule, "titel"),
+        "parent.spec.pieces[0].titel is not in the parent's schema",
+    );
+}
+
+#[test]
+fn a_typo_that_makes_a_when_always_false_is_a_warning() {
+    let rule = RULE.replacen(
+        "when: parent.spec.frame.lit | default(false)",
+        "when: parent.spec.frame.lt | default(false)",
+        1,
+    );
+    one_finding(
+        &rule,
+        CRD,
+        "warn",
+        line_of(&rule, "frame.lt"),
+        "parent.spec.frame.lt is not in the parent's schema",
+    );
+    // A guarded use in a template: always the default.
+    let rule = RULE.replace("frame.lux | default(300)", "frame.luks | default(300)");
+    one_finding(
+        &rule,
+        CRD,
+        "warn",
+        line_of(&rule, "frame.luks"),
+        "a default always applies",
+    );
+}
+
+#[test]
+fn a_status_jsonpath_into_a_missing_parent_field_is_a_warning() {
+    let rule = RULE.replace("$.parent.spec.frame.width", "$.parent.spec.frame.wdth");
+    one_finding(
+        &rule,
+        CRD,
+        "warn",
+        line_of(&rule, "frame.wdth"),
+        "parent.spec.frame.wdth is not in the parent's schema",
+    );
+}
+
+#[test]
+fn anything_below_preserve_unknown_fields_is_allowed() {
+    let rule = RULE.replace("extra.curator", "extra.curator.name");
+    let (ok, lines) = check(&rule, CRD);
+    assert!(ok && lines.len() == 1, "{lines:#?}");
+    // But a field beside it is checked.
+    let rule = RULE.replace("extra.curator", "extras.curator");
+    one_finding(
+        &rule,
+        CRD,
+        "warn",
+        line_of(&rule, "extras"),
+        "parent.spec.extras",
+    );
+}
+
+#[test]
+fn status_fields_the_crd_would_prune_are_errors() {
+    let crd = CRD.replace("                phase: {type: string}\n", "");
+    one_finding(
+        RULE,
+        &crd,
+        "error",
+        line_of(RULE, "phase: {expr:"),
+        "status.phase would be pruned",
+    );
+}
+
+#[test]
+fn condition_fields_the_crd_would_prune_are_an_error() {
+    let crd = CRD.replace(
+        "                      observedGeneration: {type: integer}\n",
+        "",
+    );
+    one_finding(
+        RULE,
+        &crd,
+        "error",
+        line_of(RULE, "parent: {apiVersion"),
+        "status.conditions[].observedGeneration (written by ruleop) would be pruned",
+    );
+}
+
+#[test]
+fn a_crd_without_the_status_subresource_is_an_error() {
+    let crd = CRD.replace("      subresources: {status: {}}\n", "");
+    one_finding(
+        RULE,
+        &crd,
+        "error",
+        line_of(RULE, "parent: {apiVersion"),
+        "has no status subresource",
+    );
+}
+
+#[test]
+fn a_crd_without_the_parent_version_is_an_error() {
+    let crd = CRD.replace("- name: v1beta2", "- name: v1");
+    one_finding(
+        RULE,
+        &crd,
+        "error",
+        line_of(RULE, "parent: {apiVersion"),
+        "has no version \"v1beta2\" (it has: v1)",
+    );
+}
+
+#[test]
+fn a_directory_uses_its_crds_and_notes_its_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    // The directory's CRD lacks `phase`: the error proves it was used.
+    let crd = CRD.replace("                phase: {type: string}\n", "");
+    std::fs::write(dir.path().join("crd.yaml"), crd).unwrap();
+    std::fs::write(dir.path().join("rule.yaml"), RULE).unwrap();
+    std::fs::write(dir.path().join("sample.yaml"), SAMPLE).unwrap();
+    let (ok, lines) = ruleop(&["check".as_ref(), dir.path().as_os_str()]);
+    assert!(!ok, "{lines:#?}");
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("note  ") && lines[0].contains("crd.yaml: CustomResourceDefinition galleries.art.example.org: used as a parent schema"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].starts_with("note  ")
+            && lines[1]
+                .contains("sample.yaml: skipped, not a Rule (a Gallery (art.example.org/v1beta2))"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[2].starts_with("error ") && lines[2].contains("status.phase would be pruned"),
+        "{lines:#?}"
+    );
+
+    // Without rule files, the directory is still an error.
+    std::fs::remove_file(dir.path().join("rule.yaml")).unwrap();
+    let (ok, lines) = ruleop(&["check".as_ref(), dir.path().as_os_str()]);
+    assert!(!ok);
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(lines[2].contains("no rule files here"), "{lines:#?}");
+}
+
+#[test]
+fn a_file_named_that_is_not_a_rule_says_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let (crd, sample) = (dir.path().join("crd.yaml"), dir.path().join("sample.yaml"));
+    std::fs::write(&crd, CRD).unwrap();
+    std::fs::write(&sample, SAMPLE).unwrap();
+    let (ok, lines) = ruleop(&["check".as_ref(), crd.as_os_str()]);
+    assert!(!ok);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains(&format!(
+            "crd.yaml:{}:",
+            line_of(CRD, "kind: CustomResourceDefinition")
+        )) && lines[0].contains(
+            "this is a CustomResourceDefinition (galleries.art.example.org); pass it with --crd"
+        ),
+        "{lines:#?}"
+    );
+    let (ok, lines) = ruleop(&["check".as_ref(), sample.as_os_str()]);
+    assert!(!ok);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0]
+            .contains("this is a Gallery (art.example.org/v1beta2); ruleop check takes Rule files"),
+        "{lines:#?}"
+    );
+}
+
+/// Our rules with crds/, every example directory with its own CRD, and the test rules of
+/// this file: no error, no warning.
+#[test]
+fn our_rules_and_examples_pass_with_their_crds() {
+    let mut args: Vec<PathBuf> = vec!["check".into(), root().join("rules")];
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    examples.sort();
+    args.extend(examples);
+    args.push(root().join("tests/rules/check"));
+    args.extend(["--crd".into(), root().join("crds")]);
+    args.extend(["--crd".into(), root().join("tests/rules/check/crds")]);
+    let (ok, lines) = ruleop(&args);
+    assert!(ok, "{lines:#?}");
+    let bad: Vec<&String> = lines
+        .iter()
+        .filter(|l| !l.starts_with("ok ") && !l.starts_with("note "))
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+    let rules = lines.iter().filter(|l| l.starts_with("ok ")).count();
+    assert!(rules >= 15, "every rule checked: {lines:#?}");
+    // Every custom parent had a CRD (from crds/, a directory, or its own spec.crd).
+    assert!(
+        !lines.iter().any(|l| l.contains("no CRD given")),
+        "{lines:#?}"
+    );
+    assert!(Path::new(&root().join("crds")).is_dir());
+}
