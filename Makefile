@@ -30,8 +30,8 @@ cluster: controlplane ## run the local control plane in the foreground
 schema: build ## regenerate rules/rule.schema.json
 	$(RULEOP) schema > rules/rule.schema.json
 
-check-rules: build ## validate the reference rules
-	$(RULEOP) check rules/
+check-rules: build ## validate the reference rules against their CRDs
+	$(RULEOP) check rules/ --crd crds/
 
 unit: ## unit tests only (no cluster)
 	$(CARGO) test --lib --bins
