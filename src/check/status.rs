@@ -112,3 +112,56 @@ pub(super) fn written_status(rule: &CompiledRule, crd: &CrdVersion) -> Vec<Findi
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value as Json, json};
+
+    fn rule() -> CompiledRule {
+        let source = "apiVersion: ruleop.dev/v1alpha1\nkind: Rule\nmetadata: {name: r}\nspec:\n  parent: {apiVersion: toys.example.net/v3, kind: Kite}\n  status:\n    fields:\n      height: {expr: \"1\"}\n    onFailure:\n      phase: {expr: \"'Grounded'\"}\n";
+        crate::rule::parse_rule(std::path::Path::new("r.yaml"), source).unwrap()
+    }
+
+    fn crd(status: Json, subresource: bool) -> CrdVersion {
+        CrdVersion {
+            crd: "kites.toys.example.net".into(),
+            version: "v3".into(),
+            origin: "test".into(),
+            schema: json!({"type": "object", "properties": {"status": status}}),
+            status_subresource: subresource,
+        }
+    }
+
+    fn lines(found: &[Finding]) -> Vec<(usize, &str)> {
+        found
+            .iter()
+            .map(|f| (f.location.line, f.message.split(" would").next().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn an_open_status_keeps_everything() {
+        let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+        assert_eq!(written_status(&rule(), &crd(open, true)), []);
+    }
+
+    #[test]
+    fn a_closed_status_prunes_each_written_field() {
+        let found = written_status(&rule(), &crd(json!({"type": "object"}), false));
+        assert!(found.iter().all(|f| f.severity == Severity::Error));
+        assert!(
+            found[0].message.contains("has no status subresource"),
+            "{found:?}"
+        );
+        assert_eq!(
+            lines(&found[1..]),
+            [
+                (8, "status.height"),
+                (10, "status.phase"),
+                (5, "status.observedGeneration (written by ruleop)"),
+                (5, "status.conditions (written by ruleop)"),
+            ]
+        );
+    }
+}
