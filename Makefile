@@ -8,7 +8,7 @@ CP_BIN := target/controlplane/controlplane
 CP_KUBECONFIG := target/controlplane/kubeconfig
 FAULTPROXY_BIN := target/controlplane/faultproxy
 
-.PHONY: help build lint test unit check-rules controlplane cluster schema
+.PHONY: help build lint test unit check-rules controlplane cluster schema openapi-snapshot
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +29,9 @@ cluster: controlplane ## run the local control plane in the foreground
 
 schema: build ## regenerate rules/rule.schema.json
 	$(RULEOP) schema > rules/rule.schema.json
+
+openapi-snapshot: controlplane ## regenerate src/schema/builtin.json from the control plane's kube-apiserver
+	CP_BIN=$(CP_BIN) hack/openapi-snapshot.sh
 
 check-rules: build ## validate the reference rules
 	$(RULEOP) check rules/
