@@ -21,10 +21,21 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate rule files and directories.
+    /// Validate rule files and directories (and, with --resource, what they render).
     Check {
         /// Rule files or directories (default: rules/).
         paths: Vec<PathBuf>,
+        /// Sample parents (files or directories, multi-document YAML, repeatable): each one a
+        /// rule governs is planned offline and its children checked against their kinds'
+        /// schemas (built-in kinds: the embedded Kubernetes OpenAPI snapshot).
+        #[arg(long)]
+        resource: Vec<PathBuf>,
+        /// CustomResourceDefinition files or directories (repeatable): schemas of CRD kinds.
+        #[arg(long)]
+        crd: Vec<PathBuf>,
+        /// Objects as observed in the cluster (YAML, repeatable), for planning the resources.
+        #[arg(long)]
+        observed: Vec<PathBuf>,
     },
     /// Plan one resource offline: print its child manifests, then the status.
     Render {
@@ -85,11 +96,22 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let mut out = std::io::stdout().lock();
     let result = match args.command {
-        Command::Check { mut paths } => {
+        Command::Check {
+            mut paths,
+            resource,
+            crd,
+            observed,
+        } => {
             if paths.is_empty() {
                 paths.push(PathBuf::from("rules"));
             }
-            cli::check(&paths, &mut out)
+            let options = cli::CheckOptions {
+                resources: resource,
+                crds: crd,
+                observed,
+                schemas: None,
+            };
+            cli::check(&paths, &options, &mut out)
         }
         Command::Render {
             rule,

@@ -1,9 +1,11 @@
 //! The authoring subcommands: `check`, `render`, `schema`, `rbac`, `test` and `diff`.
 
+mod check_resource;
 mod diff;
 pub mod output;
 mod test;
 
+pub use check_resource::{Inputs, check_resources, load_crds};
 pub use diff::{DiffArgs, diff};
 pub use test::test;
 
@@ -15,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::plan::{self, Input, Plan};
-use crate::rule::{self, LoadedRule, RuleFile};
+use crate::rule::{self, CompiledRule, LoadedRule, RuleFile};
 
 /// A failure of an offline command, printed as is.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,12 @@ pub enum CliError {
         /// What went wrong.
         message: String,
     },
+    /// Rendered children break their kinds' schemas (already printed, one per line).
+    #[error("{0} error(s) in rendered children")]
+    InvalidChildren(usize),
+    /// Kind schemas could not be loaded.
+    #[error("{0}")]
+    Schema(#[from] crate::schema::SchemaError),
     /// Test cases failed (already printed).
     #[error("{0} test(s) failed")]
     TestsFailed(usize),
@@ -42,9 +50,27 @@ pub enum CliError {
     Output(#[from] std::io::Error),
 }
 
+/// What `check` checks besides the rule files.
+#[derive(Debug, Default)]
+pub struct CheckOptions {
+    /// Sample parents whose rendered children to check against their kinds' schemas
+    /// (`--resource`: files or directories).
+    pub resources: Vec<PathBuf>,
+    /// CustomResourceDefinition files or directories (`--crd`): the schemas of CRD kinds.
+    pub crds: Vec<PathBuf>,
+    /// Objects as observed in the cluster, for planning the resources (`--observed`).
+    pub observed: Vec<PathBuf>,
+    /// The built-in kinds' schemas (`--cluster`: the live cluster's); default: the snapshot.
+    pub schemas: Option<crate::schema::KindSchemas>,
+}
+
 /// `ruleop check`: validates rule files; prints a summary line per rule or one located
-/// error per line.
-pub fn check(paths: &[PathBuf], out: &mut impl Write) -> Result<(), CliError> {
+/// error per line. With resources, also checks their rendered children.
+pub fn check(
+    paths: &[PathBuf],
+    options: &CheckOptions,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     let (rules, mut errors) = rule::load_paths(paths);
     for path in paths.iter().filter(|p| p.is_dir()) {
         if rule::rule_files(path).is_ok_and(|f| f.is_empty()) {
@@ -74,10 +100,32 @@ pub fn check(paths: &[PathBuf], out: &mut impl Write) -> Result<(), CliError> {
     for e in &errors {
         writeln!(out, "error {e}")?;
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::InvalidRules(errors.len()))
+    if !errors.is_empty() {
+        return Err(CliError::InvalidRules(errors.len()));
+    }
+    if options.resources.is_empty() {
+        return Ok(());
+    }
+    let schemas = match &options.schemas {
+        Some(s) => s.clone(),
+        None => {
+            crate::schema::KindSchemas::builtin().map_err(|e| CliError::Cluster(e.to_string()))?
+        }
+    };
+    let crds = load_crds(&options.crds)?;
+    let mut observed = Vec::new();
+    for path in &options.observed {
+        observed.extend(read_objects(path)?);
+    }
+    let inputs = Inputs {
+        samples: &options.resources,
+        schemas,
+        crds: &crds,
+        observed: &observed,
+    };
+    match check_resources(&rules, inputs, out)?.errors {
+        0 => Ok(()),
+        n => Err(CliError::InvalidChildren(n)),
     }
 }
 
@@ -206,6 +254,36 @@ pub fn render_with_crds(
             }
         })?;
     }
+    let mut objects = Vec::new();
+    for path in observed {
+        objects.extend(read_objects(path)?);
+    }
+    let plan = plan_sample(
+        &compiled,
+        parent,
+        resource,
+        &objects,
+        now.unwrap_or_else(Timestamp::now),
+    )?;
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &plan).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Format::Yaml => write!(out, "{}", output::plan_yaml(&plan))?,
+    }
+    Ok(plan)
+}
+
+/// Plans `parent` (read from `resource`) offline, as `render` does: completed with what the
+/// API server would set, checked to be the rule's parent kind. CRD defaults are the caller's.
+pub fn plan_sample(
+    compiled: &CompiledRule,
+    mut parent: Json,
+    resource: &Path,
+    observed: &[Json],
+    now: Timestamp,
+) -> Result<Plan, CliError> {
     complete_parent(&mut parent, compiled.spec.parent.scope);
     let expected = (
         &compiled.spec.parent.api_version,
@@ -227,27 +305,15 @@ pub fn render_with_crds(
             ),
         });
     }
-    let mut objects = Vec::new();
-    for path in observed {
-        objects.extend(read_objects(path)?);
-    }
-    let plan = plan::plan(
-        &compiled,
+    Ok(plan::plan(
+        compiled,
         Input {
             parent: &parent,
-            observed: &objects,
-            now: now.unwrap_or_else(Timestamp::now),
+            observed,
+            now,
             schemas: None,
         },
-    );
-    match format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, &plan).map_err(std::io::Error::from)?;
-            writeln!(out)?;
-        }
-        Format::Yaml => write!(out, "{}", output::plan_yaml(&plan))?,
-    }
-    Ok(plan)
+    ))
 }
 
 /// `ruleop crd`: prints the CRD generated from the rule's `spec.crd`.
