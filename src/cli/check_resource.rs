@@ -207,10 +207,11 @@ fn check_sample(
         )?;
         return Ok(1);
     }
-    let mut errors = 0;
     let mut checked = 0;
-    // Copies of one child (replicas, collection members) repeat its findings: say each once.
-    let mut seen = HashSet::new();
+    // Copies of one child (replicas, collection members) repeat its findings: each is said
+    // once, on the first copy, with the number of copies that share it.
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut unknown = HashSet::new();
     for desired in &plan.apply {
         let object = &desired.object;
         let child = format!(
@@ -220,26 +221,46 @@ fn check_sample(
             meta::name(object)
         );
         let Some(violations) = schemas.validate(object) else {
-            writeln!(
-                out,
-                "note  {what}: {child}: no schema for {}/{} (not in {}; pass its CRD with \
-                 --crd); not checked",
-                meta::api_version(object),
-                meta::kind(object),
-                schemas.source()
-            )?;
+            if unknown.insert(desired.child.clone()) {
+                writeln!(
+                    out,
+                    "note  {what}: {child}: no schema for {} {} (not in {}; pass its CRD with \
+                     --crd); not checked",
+                    meta::api_version(object),
+                    meta::kind(object),
+                    schemas.source()
+                )?;
+            }
             continue;
         };
         checked += 1;
         for v in violations {
-            if !seen.insert((desired.child.clone(), v.to_string())) {
-                continue;
+            match findings.iter_mut().find(|f| f.same(&desired.child, &v)) {
+                Some(f) => f.copies += 1,
+                None => findings.push(Finding {
+                    child_name: desired.child.clone(),
+                    child: child.clone(),
+                    violation: v,
+                    copies: 1,
+                }),
             }
-            let at = locate(r, &desired.child, &v);
-            writeln!(out, "error {}:{at}: {what}: {child}: {v}", r.path.display())?;
-            errors += 1;
         }
     }
+    for f in &findings {
+        let at = locate(r, &f.child_name, &f.violation);
+        let copies = match f.copies {
+            1 => String::new(),
+            n => format!(" ({n} copies)"),
+        };
+        writeln!(
+            out,
+            "error {}:{at}: {what}: {}: {}{copies}",
+            r.path.display(),
+            f.child,
+            f.violation
+        )?;
+    }
+    let errors = findings.len();
     if plan.apply.is_empty() {
         writeln!(
             out,
@@ -254,6 +275,25 @@ fn check_sample(
         writeln!(out, "ok    {what}: {children}")?;
     }
     Ok(errors)
+}
+
+/// One violation of a child, with how many of its copies share it.
+struct Finding {
+    child_name: String,
+    /// "child NAME (Kind object-name)" of the first copy.
+    child: String,
+    violation: Violation,
+    copies: usize,
+}
+
+impl Finding {
+    /// Whether `v` in a copy of `child` is this finding (the same field and kind of problem;
+    /// the values may differ between copies).
+    fn same(&self, child: &str, v: &Violation) -> bool {
+        self.child_name == child
+            && self.violation.path == v.path
+            && std::mem::discriminant(&self.violation.problem) == std::mem::discriminant(&v.problem)
+    }
 }
 
 /// The rule line of a violation: the line of its field in the child's template when one
