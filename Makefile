@@ -33,8 +33,8 @@ schema: build ## regenerate rules/rule.schema.json
 openapi-snapshot: controlplane ## regenerate src/schema/builtin.json from the control plane's kube-apiserver
 	CP_BIN=$(CP_BIN) hack/openapi-snapshot.sh
 
-check-rules: build ## validate the reference rules
-	$(RULEOP) check rules/
+check-rules: build ## validate the reference rules, and their samples' children against their schemas
+	$(RULEOP) check rules/ --crd crds/ --resource samples/
 
 unit: ## unit tests only (no cluster)
 	$(CARGO) test --lib --bins

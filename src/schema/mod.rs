@@ -257,6 +257,20 @@ mod tests {
     }
 
     #[test]
+    fn live_documents_replace_the_snapshot() {
+        let doc = json!({"components": {"schemas": {"io.k8s.api.core.v1.ConfigMap": {
+            "type": "object", "x-kubernetes-group-version-kind": [{"group": "", "version": "v1", "kind": "ConfigMap"}],
+            "properties": {"data": {"type": "object", "additionalProperties": {"type": "string"}}}}}}});
+        let schemas = KindSchemas::from_documents(&[doc], "the cluster");
+        assert_eq!(schemas.source(), "the cluster");
+        assert!(!schemas.knows("apps/v1", "Deployment"));
+        let found = schemas
+            .validate(&json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": 1}}))
+            .unwrap();
+        assert_eq!(found.len(), 3, "{found:?}"); // apiVersion, kind (undeclared here) and data.a
+    }
+
+    #[test]
     fn crd_kinds_use_their_schema_and_the_builtin_object_meta() {
         let mut schemas = KindSchemas::builtin().unwrap();
         let crd = json!({"kind": "CustomResourceDefinition", "metadata": {"name": "widgets.example.com"},
