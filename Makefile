@@ -30,8 +30,11 @@ cluster: controlplane ## run the local control plane in the foreground
 schema: build ## regenerate rules/rule.schema.json
 	$(RULEOP) schema > rules/rule.schema.json
 
-check-rules: build ## validate the reference rules against their CRDs
-	$(RULEOP) check rules/ --crd crds/
+openapi-snapshot: controlplane ## regenerate src/schema/builtin.json from the control plane's kube-apiserver
+	CP_BIN=$(CP_BIN) hack/openapi-snapshot.sh
+
+check-rules: build ## validate the reference rules against their CRDs, and their samples' children against their schemas
+	$(RULEOP) check rules/ --crd crds/ --resource samples/
 
 unit: ## unit tests only (no cluster)
 	$(CARGO) test --lib --bins

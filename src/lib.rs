@@ -31,6 +31,7 @@ pub mod repair;
 pub mod rule;
 pub mod run;
 pub mod scale;
+pub mod schema;
 pub mod ssa;
 pub mod status;
 pub mod telemetry;

@@ -99,6 +99,9 @@ pub enum Lookup<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct CrdSet {
     kinds: BTreeMap<(String, String), BTreeMap<String, CrdVersion>>,
+    /// The definitions as given, for what needs more than one version's schema (defaults of
+    /// sample parents, schemas of CRD-kind children).
+    definitions: BTreeMap<(String, String), Json>,
 }
 
 impl CrdSet {
@@ -153,13 +156,20 @@ impl CrdSet {
             .filter_map(|v| CrdVersion::from_definition(object, v, origin))
             .map(|v| (v.version.clone(), v))
             .collect();
-        self.kinds.insert(key, versions);
+        self.kinds.insert(key.clone(), versions);
+        self.definitions.insert(key, object.clone());
         true
     }
 
     /// Merges `other` in; its CRDs replace those of the same kind.
     pub fn extend(&mut self, other: CrdSet) {
         self.kinds.extend(other.kinds);
+        self.definitions.extend(other.definitions);
+    }
+
+    /// The CRDs as given, one per kind.
+    pub fn definitions(&self) -> impl Iterator<Item = &Json> {
+        self.definitions.values()
     }
 
     /// Whether no CRD is known.
@@ -198,8 +208,8 @@ pub fn is_crd(object: &Json) -> bool {
         && crate::meta::api_version(object).starts_with(&format!("{CRD_GROUP}/"))
 }
 
-/// `path` itself, or a directory's YAML files sorted by name.
-fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, CrdLoadError> {
+/// `path` itself, or a directory's YAML files sorted by name (not recursive).
+pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, CrdLoadError> {
     if !path.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }

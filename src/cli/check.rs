@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use super::CliError;
 use crate::check::{self, CrdSet, Lookup, Severity, crds};
 use crate::rule::{self, LoadedRule, Location, RuleError, Spans};
+use crate::schema::KindSchemas;
 
 /// Options of `ruleop check`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -28,6 +29,15 @@ pub struct CheckArgs {
     /// The kubeconfig context, with `--cluster` (default: its current context).
     #[arg(long)]
     pub context: Option<String>,
+    /// Sample parents (files or directories, multi-document YAML, repeatable): each one a
+    /// rule governs is planned offline and its children checked against their kinds' schemas
+    /// (built-in kinds: the embedded Kubernetes OpenAPI snapshot, or the cluster's with
+    /// `--cluster`; CRD kinds: their CRDs).
+    #[arg(long)]
+    pub resource: Vec<PathBuf>,
+    /// Objects as observed in the cluster (YAML, repeatable), for planning the resources.
+    #[arg(long)]
+    pub observed: Vec<PathBuf>,
 }
 
 /// What the files to check are.
@@ -72,10 +82,31 @@ pub fn check(args: &CheckArgs, out: &mut impl Write) -> Result<(), CliError> {
     for e in &errors {
         writeln!(out, "error {e}")?;
     }
-    if errors.is_empty() {
-        Ok(())
+    if !errors.is_empty() {
+        return Err(CliError::InvalidRules(errors.len()));
+    }
+    if args.resource.is_empty() {
+        return Ok(());
+    }
+    let schemas = if args.cluster {
+        block_on(cluster_schemas(args))?
     } else {
-        Err(CliError::InvalidRules(errors.len()))
+        KindSchemas::builtin().map_err(|e| CliError::Cluster(e.to_string()))?
+    };
+    let mut observed = Vec::new();
+    for path in &args.observed {
+        observed.extend(super::read_objects(path)?);
+    }
+    let crds: Vec<Json> = crd_set.definitions().cloned().collect();
+    let inputs = super::Inputs {
+        samples: &args.resource,
+        schemas,
+        crds: &crds,
+        observed: &observed,
+    };
+    match super::check_resources(&rules, inputs, out)?.errors {
+        0 => Ok(()),
+        n => Err(CliError::InvalidChildren(n)),
     }
 }
 
@@ -147,18 +178,57 @@ fn against_schema(
     }
 }
 
-/// The cluster's CRDs.
-fn cluster_crds(args: &CheckArgs) -> Result<CrdSet, CliError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Runs `work` to completion on a small runtime of its own (`check` is synchronous).
+fn block_on<T>(work: impl Future<Output = Result<T, CliError>>) -> Result<T, CliError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Cluster(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async {
-        let client = crate::run::connect_to(args.kubeconfig.as_deref(), args.context.as_deref())
-            .await
-            .map_err(|e| CliError::Cluster(e.to_string()))?;
-        Ok(CrdSet::from_cluster(client).await?)
-    })
+        .map_err(|e| CliError::Cluster(format!("cannot start the async runtime: {e}")))?
+        .block_on(work)
+}
+
+async fn connect(args: &CheckArgs) -> Result<kube::Client, CliError> {
+    crate::run::connect_to(args.kubeconfig.as_deref(), args.context.as_deref())
+        .await
+        .map_err(|e| CliError::Cluster(e.to_string()))
+}
+
+/// The cluster's CRDs.
+fn cluster_crds(args: &CheckArgs) -> Result<CrdSet, CliError> {
+    block_on(async { Ok(CrdSet::from_cluster(connect(args).await?).await?) })
+}
+
+/// The built-in kinds' schemas as the cluster serves them (`/openapi/v3`: every core and
+/// group-version document; CRD kinds come from the CRDs).
+async fn cluster_schemas(args: &CheckArgs) -> Result<KindSchemas, CliError> {
+    let client = connect(args).await?;
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            let request = http::Request::get(&url)
+                .body(Vec::new())
+                .map_err(|e| CliError::Cluster(e.to_string()))?;
+            client
+                .request::<Json>(request)
+                .await
+                .map_err(|e| CliError::Cluster(format!("GET {url}: {e}")))
+        }
+    };
+    let index = get("/openapi/v3".to_string()).await?;
+    let mut documents = Vec::new();
+    let paths = index.get("paths").and_then(Json::as_object);
+    for (path, entry) in paths.into_iter().flatten() {
+        if !(path.starts_with("api/") || path.starts_with("apis/")) {
+            continue;
+        }
+        if let Some(url) = entry.get("serverRelativeURL").and_then(Json::as_str) {
+            documents.push(get(url.to_string()).await?);
+        }
+    }
+    Ok(KindSchemas::from_documents(
+        &documents,
+        "the cluster's OpenAPI schemas",
+    ))
 }
 
 /// Sorts the paths given into rule files, CRDs (from directories) and skipped files.

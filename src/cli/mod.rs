@@ -1,11 +1,13 @@
 //! The authoring subcommands: `check`, `render`, `schema`, `rbac`, `test` and `diff`.
 
 mod check;
+mod check_resource;
 mod diff;
 pub mod output;
 mod test;
 
 pub use check::{CheckArgs, check};
+pub use check_resource::{Inputs, check_resources};
 pub use diff::{DiffArgs, diff};
 pub use test::test;
 
@@ -17,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::plan::{self, Input, Plan};
-use crate::rule::{self, RuleFile};
+use crate::rule::{self, CompiledRule, RuleFile};
 
 /// A failure of an offline command, printed as is.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,12 @@ pub enum CliError {
         /// What went wrong.
         message: String,
     },
+    /// Rendered children break their kinds' schemas (already printed, one per line).
+    #[error("{0} error(s) in rendered children")]
+    InvalidChildren(usize),
+    /// Kind schemas could not be loaded.
+    #[error("{0}")]
+    Schema(#[from] crate::schema::SchemaError),
     /// Test cases failed (already printed).
     #[error("{0} test(s) failed")]
     TestsFailed(usize),
@@ -151,6 +159,36 @@ pub fn render_with_crds(
             }
         })?;
     }
+    let mut objects = Vec::new();
+    for path in observed {
+        objects.extend(read_objects(path)?);
+    }
+    let plan = plan_sample(
+        &compiled,
+        parent,
+        resource,
+        &objects,
+        now.unwrap_or_else(Timestamp::now),
+    )?;
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &plan).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Format::Yaml => write!(out, "{}", output::plan_yaml(&plan))?,
+    }
+    Ok(plan)
+}
+
+/// Plans `parent` (read from `resource`) offline, as `render` does: completed with what the
+/// API server would set, checked to be the rule's parent kind. CRD defaults are the caller's.
+pub fn plan_sample(
+    compiled: &CompiledRule,
+    mut parent: Json,
+    resource: &Path,
+    observed: &[Json],
+    now: Timestamp,
+) -> Result<Plan, CliError> {
     complete_parent(&mut parent, compiled.spec.parent.scope);
     let expected = (
         &compiled.spec.parent.api_version,
@@ -172,27 +210,15 @@ pub fn render_with_crds(
             ),
         });
     }
-    let mut objects = Vec::new();
-    for path in observed {
-        objects.extend(read_objects(path)?);
-    }
-    let plan = plan::plan(
-        &compiled,
+    Ok(plan::plan(
+        compiled,
         Input {
             parent: &parent,
-            observed: &objects,
-            now: now.unwrap_or_else(Timestamp::now),
+            observed,
+            now,
             schemas: None,
         },
-    );
-    match format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, &plan).map_err(std::io::Error::from)?;
-            writeln!(out)?;
-        }
-        Format::Yaml => write!(out, "{}", output::plan_yaml(&plan))?,
-    }
-    Ok(plan)
+    ))
 }
 
 /// `ruleop crd`: prints the CRD generated from the rule's `spec.crd`.
