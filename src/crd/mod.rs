@@ -253,7 +253,13 @@ pub fn generate(rule: &CompiledRule) -> Result<Json, CrdError> {
     }
     root.insert(
         "properties".into(),
-        json!({"spec": spec_schema, "status": status_schema(rule, crd)}),
+        json!({
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema(rule, crd),
+        }),
     );
     Ok(json!({
         "apiVersion": "apiextensions.k8s.io/v1",
