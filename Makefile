@@ -8,7 +8,7 @@ CP_BIN := target/controlplane/controlplane
 CP_KUBECONFIG := target/controlplane/kubeconfig
 FAULTPROXY_BIN := target/controlplane/faultproxy
 
-.PHONY: help build lint test unit check-rules controlplane cluster schema
+.PHONY: help build lint test unit check-rules crds crds-check controlplane cluster schema
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,17 +36,23 @@ openapi-snapshot: controlplane ## regenerate src/schema/builtin.json from the co
 check-rules: build ## validate the reference rules against their CRDs, and their samples' children against their schemas
 	$(RULEOP) check rules/ --crd crds/ --resource samples/
 
+crds: build ## regenerate crds/ from the rules' spec.crd (ruleop crd --rule rules/X.yaml)
+	RULEOP=$(RULEOP) hack/crds.sh
+
+crds-check: build ## crds/ in sync with the rules' spec.crd
+	RULEOP=$(RULEOP) hack/crds.sh --check
+
 unit: ## unit tests only (no cluster)
 	$(CARGO) test --lib --bins
 
-test: lint controlplane check-rules ## the whole suite: lint, unit, golden and cluster tests
+test: lint controlplane check-rules crds-check ## the whole suite: lint, unit, golden and cluster tests
 	$(CARGO) test --all-targets
 
 # --- deployment and demo (deploy/, hack/) ---
 .PHONY: deploy-sync deploy-check demo
 DEPLOY_KUBECONFIG ?= $(or $(KUBECONFIG),$(HOME)/.kube/config)
 
-deploy-sync: build ## regenerate deploy/rules/, deploy/rbac/clusterrole.yaml and charts/ruleop/files/ from rules/ and crds/
+deploy-sync: build ## regenerate crds/, deploy/rules/, deploy/rbac/clusterrole.yaml and charts/ruleop/files/ from rules/
 	RULEOP=$(RULEOP) hack/deploy-sync.sh
 
 deploy/rbac/clusterrole.yaml: build ## regenerate the operator's ClusterRole (ruleop rbac --rules rules)

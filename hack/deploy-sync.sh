@@ -11,6 +11,7 @@
 # deploy/rbac/clusterrole.yaml is the output of `ruleop rbac --rules rules`.
 # charts/ruleop/files/ holds the chart's defaults: the same rules, ClusterRole and crds/, and
 # the chart's version and appVersion follow Cargo.toml's version (checked only).
+# crds/ is generated from the rules' spec.crd first (hack/crds.sh; checked with --check).
 # RULEOP: the ruleop binary (default: $CARGO_TARGET_DIR/debug/ruleop, built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,13 @@ RULEOP="${RULEOP:-${CARGO_TARGET_DIR:-$HOME/.cache/ruleop/target}/debug/ruleop}"
 if [[ ! -x "$RULEOP" ]]; then
     echo "deploy-sync: building ruleop ($RULEOP)" >&2
     CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ruleop/target}" cargo build --bin ruleop >&2
+fi
+
+# crds/ first: the chart copies it.
+if ((check)); then
+    RULEOP="$RULEOP" hack/crds.sh --check
+else
+    RULEOP="$RULEOP" hack/crds.sh
 fi
 
 # Generate the expected tree into a scratch dir, then compare or install it.

@@ -163,3 +163,34 @@ fn nothing_to_run_or_a_broken_file_is_an_error() {
         "{out}"
     );
 }
+
+/// One kind and name in several namespaces (examples/team-rbac: a RoleBinding per
+/// namespace): keys carry the namespace, each copy is checked on its own, and a bare
+/// `Kind/name` that names several is refused rather than checking one at random.
+#[test]
+fn children_in_several_namespaces_are_keyed_by_namespace() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, out) = ruleop_test(&[&root.join("examples/team-rbac")], false);
+    assert_eq!(code, 0, "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["rule.yaml", "sample.yaml"] {
+        std::fs::copy(root.join("examples/team-rbac").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    let test = "rule: ../rule.yaml\ntests:\n  - name: prod differs\n    parent: ../sample.yaml\n    steps:\n      - expect: {failure: null}\n      - observed: {RoleBinding/payments-prod/team-payments: null}\n        expect:\n          apply:\n            RoleBinding/payments-prod/team-payments: {action: Create, object: {subjects: [{name: carol}]}}\n  - name: bare key\n    parent: ../sample.yaml\n    expect: {delete: [RoleBinding/team-payments]}\n";
+    std::fs::write(dir.path().join("tests/t.yaml"), test).unwrap();
+    let (code, out) = ruleop_test(&[dir.path()], false);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[1].ends_with(
+            "tests/t.yaml:7:9): apply RoleBinding/payments-prod/team-payments (- expected, + actual):"
+        ) && lines[2].contains(r#"[{"name":"carol"}] -> "#)
+            && !out.contains("payments-dev"),
+        "only the prod copy was deleted and re-created, and only it is compared:\n{out}"
+    );
+    assert!(
+        out.contains(r#"delete: expected ["RoleBinding/team-payments"], got []"#),
+        "{out}"
+    );
+}

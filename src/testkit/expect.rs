@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::world::short_key;
+use super::keys::{TestKey, Unresolved, resolve, shown};
 use crate::jsondiff::{self, Change};
 use crate::plan::{Action, FinalizerChange, Plan};
 
@@ -14,11 +14,12 @@ use crate::plan::{Action, FinalizerChange, Plan};
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Expect {
-    /// Every child the plan writes (create, update, recreate, conflict), by `Kind/name`;
-    /// unchanged children may be listed as `UpToDate`.
+    /// Every child the plan writes (create, update, recreate, conflict), by `Kind/name`, or
+    /// `Kind/namespace/name` when the kind and name exist in several namespaces; unchanged
+    /// children may be listed as `UpToDate`.
     #[serde(default)]
     pub apply: Option<BTreeMap<String, ExpectChild>>,
-    /// Every object the plan deletes, by `Kind/name`.
+    /// Every object the plan deletes, by `Kind/name` (or `Kind/namespace/name`).
     #[serde(default)]
     pub delete: Option<Vec<String>>,
     /// A part of the status after the plan (the new one, or the parent's if unchanged).
@@ -145,17 +146,7 @@ pub fn check(expect: &Expect, plan: &Plan, parent: &Json) -> Vec<String> {
         check_apply(want, plan, &mut out);
     }
     if let Some(want) = &expect.delete {
-        let mut want: Vec<&str> = want.iter().map(String::as_str).collect();
-        let mut got: Vec<String> = plan
-            .delete
-            .iter()
-            .map(|d| format!("{}/{}", d.key.kind, d.key.name))
-            .collect();
-        want.sort();
-        got.sort();
-        if want != got {
-            out.push(format!("delete: expected {want:?}, got {got:?}"));
-        }
+        check_delete(want, plan, &mut out);
     }
     let status = plan.status.as_ref().or_else(|| parent.get("status"));
     let empty = Json::Null;
@@ -234,25 +225,57 @@ pub fn check(expect: &Expect, plan: &Plan, parent: &Json) -> Vec<String> {
     out
 }
 
+fn check_delete(want: &[String], plan: &Plan, out: &mut Vec<String>) {
+    let keys: Vec<TestKey<'_>> = plan
+        .delete
+        .iter()
+        .map(|d| TestKey::of_key(&d.key))
+        .collect();
+    let got = shown(&keys);
+    let mut matched = vec![false; keys.len()];
+    let mut ok = true;
+    for w in want {
+        match resolve(w, &keys) {
+            Ok(i) if !matched[i] => matched[i] = true,
+            Err(Unresolved::Ambiguous(message)) => out.push(format!("delete: {message}")),
+            _ => ok = false,
+        }
+    }
+    if !ok || matched.contains(&false) {
+        let mut want: Vec<&str> = want.iter().map(String::as_str).collect();
+        let mut got = got;
+        want.sort();
+        got.sort();
+        out.push(format!("delete: expected {want:?}, got {got:?}"));
+    }
+}
+
 fn check_apply(want: &BTreeMap<String, ExpectChild>, plan: &Plan, out: &mut Vec<String>) {
-    for d in &plan.apply {
-        let key = short_key(&d.object);
-        if d.action != Action::UpToDate && !want.contains_key(&key) {
+    let keys: Vec<TestKey<'_>> = plan.apply.iter().map(|d| TestKey::of(&d.object)).collect();
+    let rendered = shown(&keys);
+    for ((d, k), key) in plan.apply.iter().zip(&keys).zip(&rendered) {
+        if d.action != Action::UpToDate && !want.keys().any(|w| k.matches(w)) {
             out.push(format!("apply: unexpected {:?} of {key}", d.action));
         }
     }
     for (key, child) in want {
-        let Some(d) = plan.apply.iter().find(|d| short_key(&d.object) == *key) else {
-            let rendered: Vec<String> = plan.apply.iter().map(|d| short_key(&d.object)).collect();
-            out.push(format!(
-                "apply: {key} is not rendered (rendered: {})",
-                if rendered.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    rendered.join(", ")
-                }
-            ));
-            continue;
+        let d = match resolve(key, &keys) {
+            Ok(i) => &plan.apply[i],
+            Err(Unresolved::Ambiguous(message)) => {
+                out.push(format!("apply: {message}"));
+                continue;
+            }
+            Err(Unresolved::Missing) => {
+                out.push(format!(
+                    "apply: {key} is not rendered (rendered: {})",
+                    if rendered.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        rendered.join(", ")
+                    }
+                ));
+                continue;
+            }
         };
         let (action, object, manifest) = match child {
             ExpectChild::Action(a) => (Some(*a), None, None),

@@ -7,6 +7,7 @@
 //! so the next step sees its result. [`world`] simulates the cluster, [`expect`] matches.
 
 pub mod expect;
+pub mod keys;
 pub mod world;
 
 use std::collections::BTreeMap;
@@ -83,8 +84,9 @@ pub struct Step {
     /// set `metadata.deletionTimestamp` to plan its deletion).
     #[serde(default)]
     pub parent: Option<Json>,
-    /// JSON merge patches on observed objects by `Kind/name` (`null` removes the object),
-    /// e.g. to report a child ready.
+    /// JSON merge patches on observed objects by `Kind/name`, or `Kind/namespace/name` when
+    /// the kind and name exist in several namespaces (`null` removes the object), e.g. to
+    /// report a child ready.
     #[serde(default)]
     pub observed: BTreeMap<String, Json>,
     /// Objects that appear before planning.
@@ -355,14 +357,11 @@ fn run_case(
             world.patch_parent(patch);
         }
         for (key, patch) in &step.observed {
-            if !world.patch_observed(key, patch) {
+            if let Err(message) = world.patch_observed(key, patch) {
                 return Err(file_error(
                     ctx.path,
                     ctx.spans.find(&format!("{at}.observed.{key}")),
-                    format!(
-                        "no observed object {key} (observed: {})",
-                        world.keys().join(", ")
-                    ),
+                    message,
                 ));
             }
         }

@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 use serde_json::{Value as Json, json};
 
+use super::keys::{TestKey, Unresolved, resolve, shown};
 use crate::meta::{self, ObjectKey};
 use crate::plan::{Action, FinalizerChange, Plan};
 
@@ -15,11 +16,6 @@ pub struct World {
     /// Every other object.
     pub observed: Vec<Json>,
     next_uid: u64,
-}
-
-/// `Kind/name` of an object, the key tests use.
-pub fn short_key(obj: &Json) -> String {
-    format!("{}/{}", meta::kind(obj), meta::name(obj))
 }
 
 /// RFC 7386 JSON merge patch: mappings merge, `null` removes, anything else replaces.
@@ -52,9 +48,10 @@ impl World {
         }
     }
 
-    /// `Kind/name` of every observed object.
+    /// How tests name every observed object (`Kind/name`, with the namespace for twins).
     pub fn keys(&self) -> Vec<String> {
-        self.observed.iter().map(short_key).collect()
+        let keys: Vec<TestKey<'_>> = self.observed.iter().map(TestKey::of).collect();
+        shown(&keys)
     }
 
     /// Patches the parent; a changed spec bumps `metadata.generation` as the API server does.
@@ -68,17 +65,26 @@ impl World {
         }
     }
 
-    /// Patches (or with `null`, removes) the observed object `Kind/name`; false if absent.
-    pub fn patch_observed(&mut self, key: &str, patch: &Json) -> bool {
-        let Some(i) = self.observed.iter().position(|o| short_key(o) == key) else {
-            return false;
+    /// Patches (or with `null`, removes) the observed object `Kind/name` or
+    /// `Kind/namespace/name`; a readable error when it names none or several.
+    pub fn patch_observed(&mut self, key: &str, patch: &Json) -> Result<(), String> {
+        let keys: Vec<TestKey<'_>> = self.observed.iter().map(TestKey::of).collect();
+        let i = match resolve(key, &keys) {
+            Ok(i) => i,
+            Err(Unresolved::Ambiguous(message)) => return Err(message),
+            Err(Unresolved::Missing) => {
+                return Err(format!(
+                    "no observed object {key} (observed: {})",
+                    shown(&keys).join(", ")
+                ));
+            }
         };
         if patch.is_null() {
             self.observed.remove(i);
         } else {
             merge_patch(&mut self.observed[i], patch);
         }
-        true
+        Ok(())
     }
 
     /// Adds objects (namespaced like the parent unless they say otherwise).
