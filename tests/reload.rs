@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::operator::{Operator, install_crds, jsonpath, ready, root, sample};
-use support::{TestEnv, audit, kubectl, wait_for};
+use support::{TestEnv, audit, wait_for};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -64,16 +64,7 @@ impl AtomicDir {
 
 /// Installs the CRDs of the test rules under `tests/rules/<topic>/crds`.
 fn install_test_crds(topic: &str) {
-    let dir = root().join(format!("tests/rules/{topic}/crds"));
-    let dir = dir.to_str().unwrap();
-    kubectl(&["apply", "-f", dir]);
-    kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "-f",
-        dir,
-    ]);
+    support::install_crds_at(&root().join(format!("tests/rules/{topic}/crds")));
 }
 
 fn test_rule(topic: &str, name: &str) -> String {

@@ -7,28 +7,16 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::Once;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 use support::operator::{Operator, ready, root};
-use support::{TestEnv, audit, kubectl, wait_for};
+use support::{TestEnv, audit, wait_for};
 
 const T: Duration = Duration::from_secs(120);
 
 fn install_tenant_crd() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let crds = root().join("tests/rules/ship/crds");
-        kubectl(&["apply", "-f", crds.to_str().unwrap()]);
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crds.to_str().unwrap(),
-        ]);
-    });
+    support::install_crds_at(&root().join("tests/rules/ship/crds"));
 }
 
 /// `kind/name` of every object of `kinds` in the namespace, less what Kubernetes itself puts

@@ -3,10 +3,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use super::kubectl;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -15,17 +13,7 @@ pub fn root() -> PathBuf {
 
 /// Installs the reference CRDs once per test binary.
 pub fn install_crds() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        kubectl(&["apply", "-f", root().join("crds").to_str().unwrap()]);
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            root().join("crds").to_str().unwrap(),
-        ]);
-    });
+    super::install_crds_at(&root().join("crds"));
 }
 
 /// A `ruleop run` process; stopped with SIGTERM when dropped.
