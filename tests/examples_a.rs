@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use support::concerns::Concerns;
-use support::examples::{example, read, ruleop_ok};
-use support::operator::{Operator, jsonpath, ready};
+use support::examples::{example, read};
+use support::operator::{Operator, jsonpath, ready, ruleop_ok};
 use support::{
     Scope, TestEnv, audit, install_crds_at, kubectl, live_names, try_kubectl, unique_suffix,
     wait_for,

@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::examples::{example, read, rule_file, ruleop};
-use support::operator::{Operator, jsonpath, ready, root};
+use support::examples::{example, read, rule_file};
+use support::operator::{Operator, jsonpath, ready, root, ruleop};
 use support::{
     Scope, TestEnv, audit, kubectl, kubectl_with_input, live_uids, try_kubectl, wait_for,
 };
