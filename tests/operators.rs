@@ -341,14 +341,10 @@ async fn memcached_status_drift_and_cascade_deletion() {
         "the audit log attributes the operator's writes to it"
     );
     let before = op.counter("ruleop_api_writes_total", "");
-    let mark = audit::Mark::now();
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let writes = mark.operator_writes(&env.ns);
-    assert!(
-        writes.is_empty(),
-        "an idle operator writes nothing:\n{}",
-        audit::describe(&writes)
-    );
+    audit::assert_no_writes("memcached", Duration::from_secs(8), |w| {
+        w.namespace == env.ns
+    })
+    .await;
     assert_eq!(
         op.counter("ruleop_api_writes_total", ""),
         before,

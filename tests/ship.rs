@@ -114,14 +114,7 @@ async fn describe_shows_each_child_event_and_logs_name_the_failed_parent() {
         objects(&env, "configmaps,secrets,serviceaccounts"),
         children
     );
-    let mark = audit::Mark::now();
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let writes = mark.operator_writes(&env.ns);
-    assert!(
-        writes.is_empty(),
-        "an idle operator writes nothing:\n{}",
-        audit::describe(&writes)
-    );
+    audit::assert_no_writes("shipped", Duration::from_secs(6), |w| w.namespace == env.ns).await;
 }
 
 /// `kubectl describe tenant acme` once it shows every message of `created`.

@@ -3,8 +3,10 @@
 //! test's own `kubectl` calls and the control plane's controllers.
 //!
 //! ```ignore
+//! audit::assert_no_writes("converged", IDLE, |w| w.namespace == env.ns).await;
+//! // or, around something other than a plain wait:
 //! let mark = audit::Mark::now();
-//! tokio::time::sleep(IDLE).await;
+//! // ...
 //! let writes = mark.operator_writes(&env.ns);
 //! assert!(writes.is_empty(), "{}", audit::describe(&writes));
 //! ```
