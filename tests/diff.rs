@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use support::operator::Operator;
+use support::operator::{Operator, ruleop_ok};
 use support::{TestEnv, audit, kubectl, wait_for};
 
 const T: Duration = Duration::from_secs(90);
@@ -73,20 +73,11 @@ fn managed_configmaps(env: &TestEnv) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diff_shows_the_exact_changes_and_writes_nothing() {
     // The parent's CRD is the one `ruleop crd` generates from the rule.
-    let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
-        .args([
-            "crd",
-            "--rule",
-            rules().join("shelf.yaml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let crd = String::from_utf8(out.stdout).unwrap();
+    let crd = ruleop_ok(&[
+        "crd",
+        "--rule",
+        rules().join("shelf.yaml").to_str().unwrap(),
+    ]);
     support::kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], Some(&crd));
     support::kubectl_with_input(&["apply", "-f", "-"], Some(&crd));
     kubectl(&[

@@ -4,35 +4,26 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use support::operator::{Operator, jsonpath, ready, root};
-use support::{TestEnv, audit, kubectl, try_kubectl, unique_suffix, wait_for};
+use support::concerns::Concerns;
+use support::examples::{example, read};
+use support::operator::{Operator, jsonpath, ready, ruleop_ok};
+use support::{
+    Scope, TestEnv, audit, install_crds_at, kubectl, live_names, try_kubectl, unique_suffix,
+    wait_for,
+};
 
 const T: Duration = Duration::from_secs(90);
+/// The replicator example's parent resource.
+const REPLICATION: &str = "replications.replicator.example.com";
 /// How long the operator must stay silent once a parent has converged.
 const IDLE: Duration = Duration::from_secs(6);
 
-/// The directory of one example.
-fn example(name: &str) -> PathBuf {
-    root().join("examples").join(name)
-}
-
 /// Installs an example's CRD and waits until it is served.
 fn install_crd(name: &str) {
-    let crd = example(name).join("crd.yaml");
-    let crd = crd.to_str().unwrap();
-    kubectl(&["apply", "-f", crd]);
-    kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "-f",
-        crd,
-    ]);
+    install_crds_at(&example(name).join("crd.yaml"));
 }
 
 /// Starts the operator on the example's rule file, scoped to the test's namespace.
@@ -41,31 +32,22 @@ fn start(env: &TestEnv, name: &str) -> Operator {
 }
 
 fn sample(name: &str) -> String {
-    std::fs::read_to_string(example(name).join("sample.yaml")).unwrap()
+    read(name, "sample.yaml")
 }
 
-fn get(env: &TestEnv, what: &str, name: &str) -> Option<Json> {
-    env.try_kubectl(&["get", what, name, "-o", "json"])
-        .ok()
-        .map(|s| serde_json::from_str(&s).unwrap())
+/// A field of an object in `ns` (`None`: cluster-scoped) by JSONPath; "" when absent.
+fn field(ns: Option<&str>, what: &str, name: &str, path: &str) -> String {
+    let path = format!("jsonpath={path}");
+    let mut args = vec!["get", what, name, "-o", &path];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    try_kubectl(&args, None).unwrap_or_default()
 }
 
 /// Sorted names of the live (not terminating) objects of `what` in the namespace.
 fn names(env: &TestEnv, what: &str, selector: Option<&str>) -> Vec<String> {
-    let mut args = vec!["get", what, "-o", "json"];
-    if let Some(s) = selector {
-        args.extend(["-l", s]);
-    }
-    let list: Json = serde_json::from_str(&env.kubectl(&args)).unwrap();
-    let mut out: Vec<String> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
-        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
-    out.sort();
-    out
+    live_names(Scope::Namespace(&env.ns), what, selector)
 }
 
 fn merge_patch(env: &TestEnv, what: &str, name: &str, patch: &str) {
@@ -74,7 +56,12 @@ fn merge_patch(env: &TestEnv, what: &str, name: &str, patch: &str) {
 
 /// Asserts the operator writes nothing to `namespace` over an idle window.
 async fn assert_idle(namespace: &str) {
-    audit::assert_no_writes("idle", IDLE, |w| w.namespace == namespace).await;
+    assert_idle_where(|w| w.namespace == namespace).await;
+}
+
+/// Asserts the operator makes none of the writes `keep` selects over an idle window.
+async fn assert_idle_where(keep: impl Fn(&audit::Write) -> bool) {
+    audit::assert_no_writes("idle", IDLE, keep).await;
 }
 
 /// `ruleop check` and `ruleop test` pass on every example of this half.
@@ -82,22 +69,8 @@ async fn assert_idle(namespace: &str) {
 fn examples_check_and_test_offline() {
     for name in EXAMPLES {
         let dir = example(name);
-        let run = |args: &[&str]| {
-            let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "ruleop {} failed:\n{}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        run(&["check", dir.join("rule.yaml").to_str().unwrap()]);
-        let tested = run(&["test", dir.to_str().unwrap()]);
+        ruleop_ok(&["check", dir.join("rule.yaml").to_str().unwrap()]);
+        let tested = ruleop_ok(&["test", dir.to_str().unwrap()]);
         assert!(
             tested.contains("ok "),
             "{name}: no test cases ran:\n{tested}"
@@ -105,7 +78,7 @@ fn examples_check_and_test_offline() {
         // A generated CRD is committed as generated: it must match the rule's `spec.crd`.
         let crd = std::fs::read_to_string(dir.join("crd.yaml")).unwrap();
         if crd.starts_with("# Generated by `ruleop crd") {
-            let generated = run(&["crd", "--rule", dir.join("rule.yaml").to_str().unwrap()]);
+            let generated = ruleop_ok(&["crd", "--rule", dir.join("rule.yaml").to_str().unwrap()]);
             let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
             assert_eq!(body(&crd), body(&generated), "{name}: crd.yaml is stale");
         }
@@ -129,7 +102,7 @@ async fn sample_controller_foo_keeps_its_deployment() {
     })
     .await;
     assert_eq!(names(&env, "deployments", None), ["example-foo"]);
-    let dep = get(&env, "deployment", "example-foo").unwrap();
+    let dep = env.get("deployment", "example-foo").unwrap();
     assert_eq!(dep["metadata"]["ownerReferences"][0]["kind"], "Foo");
     assert_eq!(dep["metadata"]["labels"]["controller"], "example-foo");
     assert_eq!(
@@ -176,7 +149,7 @@ async fn sample_controller_foo_keeps_its_deployment() {
         ready(&env, "foo", "second") == ("False".to_string(), "Conflict".to_string())
     })
     .await;
-    let taken = get(&env, "deployment", "taken").unwrap();
+    let taken = env.get("deployment", "taken").unwrap();
     assert!(taken["metadata"]["ownerReferences"].is_null());
     assert_eq!(taken["spec"]["replicas"], 2);
     assert_eq!(
@@ -212,7 +185,7 @@ async fn cronjob_tutorial_delegates_to_a_builtin_cronjob() {
     })
     .await;
     assert_eq!(names(&env, BUILTIN, None), ["cronjob-sample"]);
-    let cj = get(&env, BUILTIN, "cronjob-sample").unwrap();
+    let cj = env.get(BUILTIN, "cronjob-sample").unwrap();
     assert_eq!(cj["metadata"]["ownerReferences"][0]["kind"], "CronJob");
     assert_eq!(cj["spec"]["schedule"], "0 0 1 1 *");
     assert_eq!(cj["spec"]["startingDeadlineSeconds"], 60);
@@ -291,37 +264,55 @@ async fn cronjob_tutorial_delegates_to_a_builtin_cronjob() {
     .await;
 }
 
-/// Sorted names of the live objects of `what` in namespace `ns` (any namespace's view).
-fn names_in(ns: &str, what: &str) -> Vec<String> {
-    let Ok(out) = try_kubectl(&["-n", ns, "get", what, "-o", "json"], None) else {
-        return Vec::new();
-    };
-    let list: Json = serde_json::from_str(&out).unwrap();
-    let mut out: Vec<String> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
-        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
-    out.sort();
-    out
-}
-
 /// The live namespaces of tenant `t`.
 fn tenant_namespaces(t: &str) -> Vec<String> {
     let selector = format!("capsule.clastix.io/tenant={t}");
-    let out = kubectl(&["get", "namespaces", "-l", &selector, "-o", "json"]);
-    let list: Json = serde_json::from_str(&out).unwrap();
-    let mut out: Vec<String> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
-        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
-    out.sort();
-    out
+    live_names(Scope::Cluster, "namespaces", Some(&selector))
+}
+
+/// A write as the audit log records it, for [`Concerns`]'s own test.
+fn write(resource: &str, namespace: &str, name: &str) -> audit::Write {
+    audit::Write {
+        verb: "patch".into(),
+        resource: resource.into(),
+        subresource: String::new(),
+        namespace: namespace.into(),
+        name: name.into(),
+        user_agent: "ruleop/test".into(),
+        code: 200,
+    }
+}
+
+/// Cluster-scoped children and everything inside the namespaces among them count; another
+/// test's writes do not.
+#[test]
+fn concerns_counts_cluster_scoped_children_and_their_namespaces() {
+    let c = Concerns {
+        parent: ("tenants".into(), "oil".into()),
+        children: [
+            ("namespaces".into(), String::new(), "oil-dev".into()),
+            ("clusterroles".into(), String::new(), "oil-admin".into()),
+        ]
+        .into(),
+        namespaces: ["oil-dev".to_string(), "test-ns".to_string()].into(),
+    };
+    for w in [
+        write("tenants", "", "oil"),
+        write("namespaces", "", "oil-dev"),
+        write("clusterroles", "", "oil-admin"),
+        write("resourcequotas", "oil-dev", "capsule-oil-0"),
+        write("configmaps", "test-ns", "anything"),
+    ] {
+        assert!(c.contains(&w), "{w}");
+    }
+    for w in [
+        write("tenants", "", "gas"),
+        write("namespaces", "", "gas-dev"),
+        write("clusterroles", "", "gas-admin"),
+        write("configmaps", "other-test", "oil"),
+    ] {
+        assert!(!c.contains(&w), "{w}");
+    }
 }
 
 /// The exact objects inside one tenant namespace, by kind.
@@ -333,7 +324,7 @@ fn tenant_contents(ns: &str) -> Vec<Vec<String>> {
         "rolebindings",
     ]
     .iter()
-    .map(|k| names_in(ns, k))
+    .map(|k| live_names(Scope::Namespace(ns), k, None))
     .collect()
 }
 
@@ -347,20 +338,9 @@ async fn tenant_owns_its_namespaces_and_their_policies() {
     env.delete_on_drop("tenants.capsule.example.com", &t);
     let _op = Operator::start_cluster_wide(&example("tenant").join("rule.yaml"), &[]);
     env.apply_yaml(&sample("tenant").replace("name: oil", &format!("name: {t}")));
-    let tenant = |path: &str| {
-        try_kubectl(
-            &[
-                "get",
-                "tenants.capsule.example.com",
-                &t,
-                "-o",
-                &format!("jsonpath={path}"),
-            ],
-            None,
-        )
-        .unwrap_or_default()
-    };
+    let tenant = |path: &str| field(None, "tenants.capsule.example.com", &t, path);
     let (dev, prod, test) = (format!("{t}-dev"), format!("{t}-prod"), format!("{t}-test"));
+    let quota = format!("capsule-{t}-0");
     let inside = |ns: &str| {
         vec![
             vec![format!("capsule-{t}-0")],
@@ -392,15 +372,20 @@ async fn tenant_owns_its_namespaces_and_their_policies() {
     assert_eq!(rb["roleRef"]["name"], "admin");
     assert_eq!(rb["subjects"][0]["name"], "alice");
     assert_eq!(rb["subjects"][1]["kind"], "Group");
-    let ours = |w: &audit::Write| {
-        w.namespace.is_empty() && w.name == t
-            || w.namespace.starts_with(&format!("{t}-"))
-            || w.resource == "namespaces" && w.name.starts_with(&format!("{t}-"))
-    };
-    let mark = audit::Mark::now();
-    std::thread::sleep(IDLE);
-    let writes = mark.operator_writes_where(ours);
-    assert!(writes.is_empty(), "idle:\n{}", audit::describe(&writes));
+    let concerns = Concerns::of(
+        "tenants.capsule.example.com",
+        &t,
+        &[
+            "namespaces",
+            "resourcequotas",
+            "limitranges",
+            "networkpolicies",
+            "rolebindings",
+        ],
+        &[&env.ns],
+    );
+    assert_eq!(concerns.created_namespaces(), [&dev, &prod], "{concerns:?}");
+    assert_idle_where(|w| concerns.contains(w)).await;
 
     // Drift: a raised quota is put back, a deleted RoleBinding comes back.
     kubectl(&[
@@ -408,7 +393,7 @@ async fn tenant_owns_its_namespaces_and_their_policies() {
         &prod,
         "patch",
         "resourcequota",
-        &format!("capsule-{t}-0"),
+        &quota,
         "--type",
         "merge",
         "-p",
@@ -416,21 +401,8 @@ async fn tenant_owns_its_namespaces_and_their_policies() {
     ]);
     kubectl(&["-n", &dev, "delete", "rolebinding", "namespace-admin"]);
     wait_for("hand edits put back", T, || async {
-        names_in(&dev, "rolebindings") == ["namespace-admin"]
-            && try_kubectl(
-                &[
-                    "-n",
-                    &prod,
-                    "get",
-                    "resourcequota",
-                    &format!("capsule-{t}-0"),
-                    "-o",
-                    "jsonpath={.spec.hard.pods}",
-                ],
-                None,
-            )
-            .unwrap_or_default()
-                == "10"
+        live_names(Scope::Namespace(&dev), "rolebindings", None) == ["namespace-admin"]
+            && field(Some(&prod), "resourcequota", &quota, "{.spec.hard.pods}") == "10"
     })
     .await;
 
@@ -448,22 +420,9 @@ async fn tenant_owns_its_namespaces_and_their_policies() {
         tenant_namespaces(&t) == [prod.clone(), test.clone()]
             && inside(&test)
             && tenant("{.status.namespaces}") == format!(r#"["{prod}","{test}"]"#)
-            && [&prod, &test].iter().all(|ns| {
-                try_kubectl(
-                    &[
-                        "-n",
-                        ns,
-                        "get",
-                        "resourcequota",
-                        &format!("capsule-{t}-0"),
-                        "-o",
-                        "jsonpath={.spec.hard.pods}",
-                    ],
-                    None,
-                )
-                .unwrap_or_default()
-                    == "20"
-            })
+            && [&prod, &test]
+                .iter()
+                .all(|ns| field(Some(ns), "resourcequota", &quota, "{.spec.hard.pods}") == "20")
     })
     .await;
 
@@ -516,7 +475,7 @@ async fn replicator_copies_a_secret_into_matching_namespaces() {
     install_crd("replicator");
     let env = TestEnv::new("ex-repl").await;
     let rep = format!("rep{}", unique_suffix());
-    env.delete_on_drop("replications.replicator.example.com", &rep);
+    env.delete_on_drop(REPLICATION, &rep);
     let [a, b, c, d] = ["a", "b", "c", "d"].map(|x| format!("{}-{x}", env.ns));
     for (ns, team, opted_in) in [
         (&a, "blue", true),
@@ -553,36 +512,30 @@ async fn replicator_copies_a_secret_into_matching_namespaces() {
     let copies = || {
         let mut v: Vec<String> = [&env.ns, &a, &b, &c, &d]
             .into_iter()
-            .filter(|ns| names_in(ns, "secrets").contains(&"registry-credentials".to_string()))
+            .filter(|ns| {
+                live_names(Scope::Namespace(ns), "secrets", None)
+                    .contains(&"registry-credentials".to_string())
+            })
             .cloned()
             .collect();
         v.sort();
         v
     };
-    let status = || {
-        try_kubectl(
-            &[
-                "get",
-                "replications.replicator.example.com",
-                &rep,
-                "-o",
-                "jsonpath={.status.namespaces}",
-            ],
-            None,
-        )
-        .unwrap_or_default()
-    };
+    let status = || field(None, REPLICATION, &rep, "{.status.namespaces}");
     wait_for("copies in the blue namespaces only", T, || async {
         copies() == [env.ns.clone(), a.clone(), b.clone()]
             && status() == format!(r#"["{a}","{b}"]"#)
             && secret_token(&a, "registry-credentials") == "one"
     })
     .await;
-    let writes_here = |w: &audit::Write| w.name == rep || [&a, &b, &c, &d].contains(&&w.namespace);
-    let mark = audit::Mark::now();
-    std::thread::sleep(IDLE);
-    let writes = mark.operator_writes_where(writes_here);
-    assert!(writes.is_empty(), "idle:\n{}", audit::describe(&writes));
+    let concerns = Concerns::of(
+        REPLICATION,
+        &rep,
+        &["secrets", "configmaps"],
+        &[&env.ns, &a, &b, &c, &d],
+    );
+    assert_eq!(concerns.children.len(), 2, "{concerns:?}");
+    assert_idle_where(|w| concerns.contains(w)).await;
 
     // Change of the source: every copy follows.
     env.kubectl(&[
@@ -628,18 +581,12 @@ async fn replicator_copies_a_secret_into_matching_namespaces() {
     env.kubectl(&["delete", "secret", "registry-credentials"]);
     wait_for("no copy left", T, || async {
         copies().is_empty()
-            && try_kubectl(
-                &[
-                    "get",
-                    "replications.replicator.example.com",
-                    &rep,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"SourceFound\")].reason}",
-                ],
+            && field(
                 None,
-            )
-            .unwrap_or_default()
-                == "SourceMissing"
+                REPLICATION,
+                &rep,
+                "{.status.conditions[?(@.type==\"SourceFound\")].reason}",
+            ) == "SourceMissing"
     })
     .await;
 
@@ -655,7 +602,7 @@ async fn replicator_copies_a_secret_into_matching_namespaces() {
         copies() == [env.ns.clone(), b.clone(), c.clone()]
     })
     .await;
-    kubectl(&["delete", "replications.replicator.example.com", &rep]);
+    kubectl(&["delete", REPLICATION, &rep]);
     wait_for("copies gone with the Replication", T, || async {
         copies() == [env.ns.clone()]
     })

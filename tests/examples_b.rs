@@ -3,42 +3,17 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value as Json;
-use support::operator::{Operator, jsonpath, ready, root};
-use support::{TestEnv, audit, kubectl, kubectl_with_input, try_kubectl, wait_for};
+use support::examples::{example, read, rule_file};
+use support::operator::{Operator, jsonpath, ready, root, ruleop};
+use support::{
+    Scope, TestEnv, audit, kubectl, kubectl_with_input, live_uids, try_kubectl, wait_for,
+};
 
 const T: Duration = Duration::from_secs(90);
 /// The examples of this binary, each checked and tested offline below.
 const EXAMPLES: &[&str] = &["bluegreen", "database", "team-rbac", "builtin"];
-
-fn example(name: &str) -> PathBuf {
-    root().join("examples").join(name)
-}
-
-fn rule_file(name: &str) -> PathBuf {
-    example(name).join("rule.yaml")
-}
-
-fn read(name: &str, file: &str) -> String {
-    std::fs::read_to_string(example(name).join(file)).unwrap()
-}
-
-fn ruleop(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 /// Installs the CRD that `ruleop crd` generates from the example's `spec.crd`.
 fn install_generated_crd(name: &str) {
@@ -57,38 +32,12 @@ fn install_generated_crd(name: &str) {
     );
 }
 
-fn get(env: &TestEnv, what: &str, name: &str) -> Option<Json> {
-    env.try_kubectl(&["get", what, name, "-o", "json"])
-        .ok()
-        .map(|s| serde_json::from_str(&s).unwrap())
-}
-
 /// `kind/name` of every live (not terminating) object of `kinds` carrying the rule's label, sorted.
 fn owned(env: &TestEnv, kinds: &str, rule: &str) -> Vec<String> {
-    let list: Json = serde_json::from_str(&env.kubectl(&[
-        "get",
-        kinds,
-        "-l",
-        &format!("ruleop.dev/rule={rule}"),
-        "-o",
-        "json",
-    ]))
-    .unwrap();
-    let mut names: Vec<String> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
-        .map(|o| {
-            format!(
-                "{}/{}",
-                o["kind"].as_str().unwrap(),
-                o["metadata"]["name"].as_str().unwrap()
-            )
-        })
-        .collect();
-    names.sort();
-    names
+    let selector = format!("ruleop.dev/rule={rule}");
+    live_uids(Scope::Namespace(&env.ns), kinds, Some(&selector))
+        .into_keys()
+        .collect()
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -235,7 +184,7 @@ async fn bluegreen_switches_the_active_service_and_keeps_both_colours() {
     // Delete: garbage collection removes every child.
     env.kubectl(&["delete", "bluegreen", "shop"]);
     wait_for("no children left", T, || async {
-        owned(&env, all, "bluegreen").is_empty() && get(&env, "deployment", "shop-blue").is_none()
+        owned(&env, all, "bluegreen").is_empty() && env.get("deployment", "shop-blue").is_none()
     })
     .await;
 }
@@ -363,10 +312,10 @@ async fn database_waits_for_its_secret_and_rolls_when_it_changes() {
     env.kubectl(&["delete", "database", "orders"]);
     wait_for("no children left", T, || async {
         owned(&env, all, "database").is_empty()
-            && get(&env, "statefulset", "orders-primary").is_none()
+            && env.get("statefulset", "orders-primary").is_none()
     })
     .await;
-    assert!(get(&env, "secret", "orders-credentials").is_some());
+    assert!(env.get("secret", "orders-credentials").is_some());
 }
 
 /// Whether `user` may list pods in `ns`, as the API server's authorizer answers.

@@ -10,13 +10,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use support::faultproxy::{FaultProxy, Mode};
 use support::operator::{Operator, root};
-use support::{TestEnv, audit, kubectl};
+use support::{TestEnv, audit};
 
 /// The rule of these scenarios: a Relay gets a ConfigMap `<name>-routes` and a ServiceAccount
 /// `<name>-relay`, both holding `spec.target`.
@@ -33,18 +32,7 @@ const IDLE: Duration = Duration::from_secs(8);
 const DEAD_PEER: Duration = Duration::from_secs(80);
 
 fn install_crd() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let crd = root().join("tests/rules/faults/crd");
-        kubectl(&["apply", "-f", crd.to_str().unwrap()]);
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crd.to_str().unwrap(),
-        ]);
-    });
+    support::install_crds_at(&root().join("tests/rules/faults/crd"));
 }
 
 /// A namespace, a proxy (if any) and the operator reaching the cluster through it.

@@ -11,12 +11,13 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use support::operator::{Operator, install_crds, jsonpath, ready, root, sample};
-use support::{TestEnv, audit, kubectl, wait_for, wait_for_ok};
+use support::{
+    Scope, TestEnv, audit, install_crds_at, is_live, live_objects, wait_for, wait_for_ok,
+};
 
 const T: Duration = Duration::from_secs(120);
 /// Quiet time after convergence in which the operator must write nothing.
@@ -43,30 +44,9 @@ fn uid(obj: &Json) -> String {
         .to_string()
 }
 
-fn live(objs: Vec<Json>) -> Vec<Json> {
-    objs.into_iter()
-        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
-        .collect()
-}
-
 /// Asserts the operator writes nothing in the namespace for [`IDLE`] (Events included).
-fn assert_idle(env: &TestEnv, what: &str) {
-    let mark = audit::Mark::now();
-    std::thread::sleep(IDLE);
-    let writes = operator_writes_with_events(&mark, &env.ns);
-    assert!(
-        writes.is_empty(),
-        "{what}: the operator still writes when idle:\n{}",
-        audit::describe(&writes)
-    );
-}
-
-/// Successful operator writes in `ns` after `mark`, Events included, the leader Lease not.
-fn operator_writes_with_events(mark: &audit::Mark, ns: &str) -> Vec<audit::Write> {
-    mark.writes()
-        .into_iter()
-        .filter(|w| w.by_operator() && w.succeeded() && w.namespace == ns && w.resource != "leases")
-        .collect()
+async fn assert_idle(env: &TestEnv, what: &str) {
+    audit::assert_no_writes_or_events(what, IDLE, |w| w.namespace == env.ns).await;
 }
 
 fn status_list(env: &TestEnv, what: &str, name: &str, field: &str) -> Vec<String> {
@@ -97,7 +77,13 @@ async fn sigkill_during_a_burst_of_creates_and_scale_steps_converges_exactly() {
         );
     }
     env.apply_yaml(&yaml);
-    let pods = || live(items(&env, "pods", "ruleop.dev/rule=podset"));
+    let pods = || {
+        live_objects(
+            Scope::Namespace(&env.ns),
+            "pods",
+            Some("ruleop.dev/rule=podset"),
+        )
+    };
     wait_for("the burst under way", T, || async { pods().len() >= 3 }).await;
     // Scale steps in flight too: one PodSet up, one down; then the kill, at once.
     env.apply_yaml(&(podset("ps0", 20) + &podset("ps1", 3)));
@@ -146,7 +132,12 @@ async fn sigkill_during_a_burst_of_creates_and_scale_steps_converges_exactly() {
     };
     wait_for_ok("every PodSet and Memcached converged", T, || async {
         let all = items(&env, "pods", "ruleop.dev/rule=podset");
-        let by = per_parent(&live(all.clone()));
+        let by = per_parent(
+            &all.iter()
+                .filter(|o| is_live(o))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         for (p, n) in &targets {
             let names = by.get(p).cloned().unwrap_or_default();
             if names.len() != *n {
@@ -214,7 +205,7 @@ async fn sigkill_during_a_burst_of_creates_and_scale_steps_converges_exactly() {
             "another manager's annotation untouched"
         );
     }
-    assert_idle(&env, "after the restart converged");
+    assert_idle(&env, "after the restart converged").await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -297,25 +288,14 @@ async fn sigkill_during_finalizer_cleanup_completes_after_restart() {
     );
     let events = env.kubectl(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
     assert!(events.contains("CleanupDone"), "{events}");
-    assert_idle(&env, "after the cleanup");
+    assert_idle(&env, "after the cleanup").await;
 }
 
 // ---------------------------------------------------------------------------------------
 // SIGSTOP/SIGCONT of a leader
 
 fn install_shelf_crd() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let crd = root().join("tests/rules/process/crds/shelf.yaml");
-        kubectl(&["apply", "-f", crd.to_str().unwrap()]);
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crd.to_str().unwrap(),
-        ]);
-    });
+    install_crds_at(&root().join("tests/rules/process/crds/shelf.yaml"));
 }
 
 fn shelf(name: &str, slots: usize, label: &str) -> String {
@@ -412,7 +392,7 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
     );
     assert!(a.log().contains("lost leadership"), "{}", a.log());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let writes = operator_writes_with_events(&mark, &env.ns);
+    let writes = mark.operator_writes_and_events_where(|w| w.namespace == env.ns);
     assert!(
         writes.is_empty(),
         "after resuming, the old leader wrote (or made the new one repair):\n{}",
@@ -426,7 +406,7 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
         shelf_converged(&env, 8, "newer")
     })
     .await;
-    assert_idle(&env, "under the new leader");
+    assert_idle(&env, "under the new leader").await;
     assert!(!b.log().contains("lost leadership"));
 }
 
@@ -536,5 +516,5 @@ async fn hostile_parents_get_clear_conditions_and_others_are_fine() {
     assert_eq!(children, want);
     assert!(!op.log().contains("panicked"), "{}", op.log());
     assert!(op.http_get("/healthz").starts_with("HTTP/1.1 200"));
-    assert_idle(&env, "with failing parents");
+    assert_idle(&env, "with failing parents").await;
 }

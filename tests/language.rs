@@ -10,53 +10,24 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value as Json;
-use support::audit::{self, Mark};
+use support::audit;
 use support::operator::{Operator, jsonpath, ready, root};
-use support::{TestEnv, kubectl, wait_for};
+use support::{Scope, TestEnv, install_crds_at, kubectl, live_uids, wait_for};
 
 const T: Duration = Duration::from_secs(120);
 const IDLE: Duration = Duration::from_secs(6);
 
 fn install_language_crds() {
-    let crds = root().join("tests/rules/language/crds");
-    kubectl(&["apply", "-f", crds.to_str().unwrap()]);
-    kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "-f",
-        crds.to_str().unwrap(),
-    ]);
+    install_crds_at(&root().join("tests/rules/language/crds"));
 }
 
 /// `Kind/name` → uid of every live object the crew rule labelled in the namespace.
 fn children(env: &TestEnv) -> BTreeMap<String, String> {
-    let list: Json = serde_json::from_str(&env.kubectl(&[
-        "get",
+    live_uids(
+        Scope::Namespace(&env.ns),
         "configmaps,secrets",
-        "-l",
-        "ruleop.dev/rule=crew",
-        "-o",
-        "json",
-    ]))
-    .unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
-        .map(|o| {
-            (
-                format!(
-                    "{}/{}",
-                    o["kind"].as_str().unwrap(),
-                    o["metadata"]["name"].as_str().unwrap()
-                ),
-                o["metadata"]["uid"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+        Some("ruleop.dev/rule=crew"),
+    )
 }
 
 fn names(map: &BTreeMap<String, String>) -> Vec<&str> {
@@ -160,10 +131,7 @@ async fn lookups_are_watched_and_a_collection_loses_exactly_its_removed_item() {
     );
 
     // Idle: nothing more is written.
-    let mark = Mark::now();
-    tokio::time::sleep(IDLE).await;
-    let w = mark.operator_writes(&env.ns);
-    assert!(w.is_empty(), "writes while idle: {}", audit::describe(&w));
+    audit::assert_no_writes("idle", IDLE, |w| w.namespace == env.ns).await;
 }
 
 fn kubectl_apply(yaml: &str) {

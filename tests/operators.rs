@@ -6,9 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::Value as Json;
 use support::operator::{Operator, install_crds, jsonpath, ready, sample};
-use support::{TestEnv, audit, wait_for};
+use support::{Scope, TestEnv, audit, live_names, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -19,24 +18,9 @@ async fn setup(prefix: &str) -> (TestEnv, Operator) {
     (env, op)
 }
 
-fn get(env: &TestEnv, what: &str, name: &str) -> Option<Json> {
-    env.try_kubectl(&["get", what, name, "-o", "json"])
-        .ok()
-        .map(|s| serde_json::from_str(&s).unwrap())
-}
-
+/// Sorted names of the live pods matching `selector`.
 fn pods(env: &TestEnv, selector: &str) -> Vec<String> {
-    let list: Json =
-        serde_json::from_str(&env.kubectl(&["get", "pods", "-l", selector, "-o", "json"])).unwrap();
-    let mut names: Vec<String> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    names
+    live_names(Scope::Namespace(&env.ns), "pods", Some(selector))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +35,7 @@ async fn whalesay_job_completes_and_a_new_message_replaces_it() {
         jsonpath(&env, "whalesay", "example-whalesay", "{.status.phase}"),
         "Succeeded"
     );
-    let job = get(&env, "job", "example-whalesay-job").unwrap();
+    let job = env.get("job", "example-whalesay-job").unwrap();
     assert_eq!(job["metadata"]["ownerReferences"][0]["controller"], true);
     assert_eq!(
         job["spec"]["template"]["spec"]["containers"][0]["command"][1],
@@ -290,7 +274,7 @@ async fn etcd_scales_peers_and_statefulset_together_and_cleans_up_on_delete() {
     })
     .await;
     wait_for("backup CronJob removed", T, || async {
-        get(&env, "cronjob", "prod-etcd-backup").is_none()
+        env.get("cronjob", "prod-etcd-backup").is_none()
     })
     .await;
     wait_for("five members ready", T, || async {
@@ -300,15 +284,15 @@ async fn etcd_scales_peers_and_statefulset_together_and_cleans_up_on_delete() {
 
     env.kubectl(&["delete", "etcdcluster", "prod-etcd", "--wait=false"]);
     wait_for("final backup Job created", T, || async {
-        get(&env, "job", "prod-etcd-final-backup").is_some()
+        env.get("job", "prod-etcd-final-backup").is_some()
     })
     .await;
     assert!(
-        get(&env, "etcdcluster", "prod-etcd").is_some(),
+        env.get("etcdcluster", "prod-etcd").is_some(),
         "the parent waits for its cleanup"
     );
     wait_for("EtcdCluster gone", T, || async {
-        get(&env, "etcdcluster", "prod-etcd").is_none()
+        env.get("etcdcluster", "prod-etcd").is_none()
     })
     .await;
     wait_for("children gone", T, || async {
@@ -357,14 +341,10 @@ async fn memcached_status_drift_and_cascade_deletion() {
         "the audit log attributes the operator's writes to it"
     );
     let before = op.counter("ruleop_api_writes_total", "");
-    let mark = audit::Mark::now();
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let writes = mark.operator_writes(&env.ns);
-    assert!(
-        writes.is_empty(),
-        "an idle operator writes nothing:\n{}",
-        audit::describe(&writes)
-    );
+    audit::assert_no_writes("memcached", Duration::from_secs(8), |w| {
+        w.namespace == env.ns
+    })
+    .await;
     assert_eq!(
         op.counter("ruleop_api_writes_total", ""),
         before,
@@ -378,7 +358,7 @@ async fn memcached_status_drift_and_cascade_deletion() {
     .await;
     env.kubectl(&["delete", "service", "example-memcached"]);
     wait_for("deleted Service recreated", T, || async {
-        get(&env, "service", "example-memcached").is_some()
+        env.get("service", "example-memcached").is_some()
     })
     .await;
     env.kubectl(&[
@@ -411,8 +391,8 @@ async fn memcached_status_drift_and_cascade_deletion() {
         ])
         .trim()
         .is_empty()
-            && get(&env, "deployment", "example-memcached").is_none()
-            && get(&env, "service", "example-memcached").is_none()
+            && env.get("deployment", "example-memcached").is_none()
+            && env.get("service", "example-memcached").is_none()
     })
     .await;
 }
@@ -494,7 +474,7 @@ async fn nginx_validation_failure_creates_nothing() {
     })
     .await;
     assert!(
-        get(&env, "deployment", "example-nginx").is_none(),
+        env.get("deployment", "example-nginx").is_none(),
         "nothing created"
     );
     let events = env.kubectl(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);

@@ -8,12 +8,14 @@
 mod support;
 
 use std::path::PathBuf;
-use std::sync::Once;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 use support::operator::{Operator, jsonpath, ready, root};
-use support::{TestEnv, audit, kubectl, kubectl_with_input, try_kubectl, unique_suffix, wait_for};
+use support::{
+    Scope, TestEnv, audit, install_crds_at, kubectl, kubectl_with_input, live_names, try_kubectl,
+    unique_suffix, wait_for,
+};
 
 const T: Duration = Duration::from_secs(90);
 /// How long a settled operator must stay without writing.
@@ -27,19 +29,7 @@ fn rules(dir: &str) -> PathBuf {
 }
 
 fn install_crds() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let crds = root().join("tests/rules/ownership/crds.yaml");
-        let crds = crds.to_str().unwrap();
-        kubectl(&["apply", "-f", crds]);
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crds,
-        ]);
-    });
+    install_crds_at(&root().join("tests/rules/ownership/crds.yaml"));
 }
 
 /// The object as JSON, `None` when absent (`ns` `None`: cluster-scoped).
@@ -53,25 +43,9 @@ fn get(ns: Option<&str>, what: &str, name: &str) -> Option<Json> {
         .map(|s| serde_json::from_str(&s).unwrap())
 }
 
-/// Names of the `what` objects in `ns` (or cluster-scoped) matching `selector`, sorted.
+/// Names of the live `what` objects in `ns` (or cluster-scoped) matching `selector`, sorted.
 fn names(ns: Option<&str>, what: &str, selector: Option<&str>) -> Vec<String> {
-    let mut args = vec!["get", what, "-o", "json"];
-    if let Some(ns) = ns {
-        args.extend(["-n", ns]);
-    }
-    if let Some(selector) = selector {
-        args.extend(["-l", selector]);
-    }
-    let list: Json = serde_json::from_str(&kubectl(&args)).unwrap();
-    let mut names: Vec<String> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
-        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    names
+    live_names(ns.map_or(Scope::Cluster, Scope::Namespace), what, selector)
 }
 
 /// Names of the `what` objects labelled as children of the parent with `uid`.

@@ -11,19 +11,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::operator::{install_crds, root};
+use support::operator::{free_port, install_crds, root};
 use support::proxy::Proxy;
 use support::{TestEnv, kubeconfig, wait_for};
 
 const T: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `ruleop run` on the reference rules with `kubeconfig`, metrics on `port`, stderr to `stderr`.
 fn spawn(kubeconfig: &Path, port: u16, extra: &[&str], log: &str, stderr: Stdio) -> Child {

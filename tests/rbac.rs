@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::operator::{Operator, install_crds, ready, root};
+use support::operator::{Operator, install_crds, ready, root, ruleop_ok};
 use support::{TestEnv, kubectl, kubectl_with_input, unique_suffix, wait_for};
 
 const T: Duration = Duration::from_secs(90);
@@ -33,20 +33,8 @@ fn token_kubeconfig(dir: &Path, token: &str) -> std::path::PathBuf {
 /// returns a kubeconfig with its token.
 fn service_account(env: &TestEnv, rules: &Path, dir: &Path) -> std::path::PathBuf {
     let role = format!("ruleop-test-{}", unique_suffix());
-    let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
-        .args(["rbac", "--name", &role, "--rules"])
-        .arg(rules)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    kubectl_with_input(
-        &["apply", "-f", "-"],
-        Some(&String::from_utf8(out.stdout).unwrap()),
-    );
+    let role_yaml = ruleop_ok(&["rbac", "--name", &role, "--rules", rules.to_str().unwrap()]);
+    kubectl_with_input(&["apply", "-f", "-"], Some(&role_yaml));
     env.delete_on_drop("clusterrole", &role);
     env.kubectl(&["create", "serviceaccount", "ruleop"]);
     kubectl(&[

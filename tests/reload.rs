@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::operator::{Operator, install_crds, jsonpath, ready, root, sample};
-use support::{TestEnv, audit, kubectl, wait_for};
+use support::{TestEnv, audit, wait_for};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -64,16 +64,7 @@ impl AtomicDir {
 
 /// Installs the CRDs of the test rules under `tests/rules/<topic>/crds`.
 fn install_test_crds(topic: &str) {
-    let dir = root().join(format!("tests/rules/{topic}/crds"));
-    let dir = dir.to_str().unwrap();
-    kubectl(&["apply", "-f", dir]);
-    kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "-f",
-        dir,
-    ]);
+    support::install_crds_at(&root().join(format!("tests/rules/{topic}/crds")));
 }
 
 fn test_rule(topic: &str, name: &str) -> String {
@@ -372,14 +363,10 @@ async fn a_rules_directory_missing_for_a_moment_removes_nothing() {
         || async { children_of(&env, "bookcase").is_empty() && !finalized() },
     )
     .await;
-    let idle = audit::Mark::now();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let writes = idle.operator_writes(&env.ns);
-    assert!(
-        writes.is_empty(),
-        "idle after the removal:\n{}",
-        audit::describe(&writes)
-    );
+    audit::assert_no_writes("after the removal", Duration::from_secs(5), |w| {
+        w.namespace == env.ns
+    })
+    .await;
 }
 
 /// A template that doubles a 1 MiB string 12 times (4 GiB) is `RenderFailed` on its parent;
@@ -432,10 +419,7 @@ async fn a_hostile_template_fails_its_parent_only() {
     })
     .await;
 
-    let idle = audit::Mark::now();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let writes = idle.operator_writes(&env.ns);
-    assert!(writes.is_empty(), "idle:\n{}", audit::describe(&writes));
+    audit::assert_no_writes("hostile", Duration::from_secs(5), |w| w.namespace == env.ns).await;
     assert_eq!(
         children_of(&env, "blob"),
         ["calm-data"],

@@ -7,28 +7,16 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::Once;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 use support::operator::{Operator, ready, root};
-use support::{TestEnv, audit, kubectl, wait_for};
+use support::{TestEnv, audit, wait_for};
 
 const T: Duration = Duration::from_secs(120);
 
 fn install_tenant_crd() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let crds = root().join("tests/rules/ship/crds");
-        kubectl(&["apply", "-f", crds.to_str().unwrap()]);
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crds.to_str().unwrap(),
-        ]);
-    });
+    support::install_crds_at(&root().join("tests/rules/ship/crds"));
 }
 
 /// `kind/name` of every object of `kinds` in the namespace, less what Kubernetes itself puts
@@ -126,14 +114,7 @@ async fn describe_shows_each_child_event_and_logs_name_the_failed_parent() {
         objects(&env, "configmaps,secrets,serviceaccounts"),
         children
     );
-    let mark = audit::Mark::now();
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let writes = mark.operator_writes(&env.ns);
-    assert!(
-        writes.is_empty(),
-        "an idle operator writes nothing:\n{}",
-        audit::describe(&writes)
-    );
+    audit::assert_no_writes("shipped", Duration::from_secs(6), |w| w.namespace == env.ns).await;
 }
 
 /// `kubectl describe tenant acme` once it shows every message of `created`.

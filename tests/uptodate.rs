@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use support::operator::{Operator, jsonpath, ready, root};
-use support::{TestEnv, audit, kubectl, wait_for};
+use support::{TestEnv, audit, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 /// How long an idle window lasts after the last nudge.
@@ -25,16 +25,7 @@ fn rules() -> PathBuf {
 fn install_crds() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let crds = rules().join("crds");
-        let crds = crds.to_str().unwrap();
-        kubectl(&["apply", "-f", crds]);
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crds,
-        ]);
+        support::install_crds_at(&rules().join("crds"));
         let published = || {
             support::try_kubectl(
                 &[

@@ -3,14 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 
 use crate::support::audit::{self, Mark};
 use crate::support::operator::{jsonpath, root};
-use crate::support::{TestEnv, kubectl, wait_for};
+use crate::support::{Scope, TestEnv, install_crds_at, live_uids, wait_for};
 
 pub const T: Duration = Duration::from_secs(120);
 /// How long the operator must stay silent to count as idle.
@@ -20,18 +19,7 @@ pub const CHILD_KINDS: &str = "deployments,services,pods,configmaps,statefulsets
 
 /// Installs the `Roster` test CRD once per test binary.
 pub fn install_roster_crd() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let crds = root().join("tests/rules/lifecycle/crds");
-        kubectl(&["apply", "-f", crds.to_str().unwrap()]);
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crds.to_str().unwrap(),
-        ]);
-    });
+    install_crds_at(&root().join("tests/rules/lifecycle/crds"));
 }
 
 pub fn reference(op: &str) -> PathBuf {
@@ -58,43 +46,14 @@ pub fn publish(dir: &Path, name: &str, content: &str) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
-pub fn get(env: &TestEnv, what: &str, name: &str) -> Option<Json> {
-    env.try_kubectl(&["get", what, name, "-o", "json"])
-        .ok()
-        .map(|s| serde_json::from_str(&s).unwrap())
-}
-
 pub fn uid(env: &TestEnv, what: &str, name: &str) -> String {
     jsonpath(env, what, name, "{.metadata.uid}")
 }
 
 /// Every live object of the namespace that ruleop labelled for `rule`: `Kind/name` → uid.
 pub fn children(env: &TestEnv, rule: &str) -> BTreeMap<String, String> {
-    let list: Json = serde_json::from_str(&env.kubectl(&[
-        "get",
-        CHILD_KINDS,
-        "-l",
-        &format!("ruleop.dev/rule={rule}"),
-        "-o",
-        "json",
-    ]))
-    .unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
-        .map(|o| {
-            (
-                format!(
-                    "{}/{}",
-                    o["kind"].as_str().unwrap(),
-                    o["metadata"]["name"].as_str().unwrap()
-                ),
-                o["metadata"]["uid"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    let selector = format!("ruleop.dev/rule={rule}");
+    live_uids(Scope::Namespace(&env.ns), CHILD_KINDS, Some(&selector))
 }
 
 pub fn names(children: &BTreeMap<String, String>) -> BTreeSet<String> {
@@ -105,12 +64,9 @@ pub fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// The operator's writes to the namespace after `mark`: (Events, everything else).
-pub fn operator_writes(mark: &Mark, ns: &str) -> (Vec<audit::Write>, Vec<audit::Write>) {
-    mark.writes()
-        .into_iter()
-        .filter(|w| w.by_operator() && w.succeeded() && w.namespace == ns)
-        .partition(|w| w.resource == "events")
+/// The operator's writes to the namespace after `mark`, Events included.
+pub fn operator_writes(mark: &Mark, ns: &str) -> Vec<audit::Write> {
+    mark.operator_writes_and_events_where(|w| w.namespace == ns)
 }
 
 /// Waits until the operator has written nothing to the namespace for [`IDLE`].
@@ -119,30 +75,18 @@ pub async fn settle(env: &TestEnv) {
     for _ in 0..10 {
         let mark = Mark::now();
         tokio::time::sleep(IDLE).await;
-        let (events, writes) = operator_writes(&mark, &env.ns);
-        if events.is_empty() && writes.is_empty() {
+        let writes = operator_writes(&mark, &env.ns);
+        if writes.is_empty() {
             return;
         }
-        last = audit::describe(&[events, writes].concat());
+        last = audit::describe(&writes);
     }
     panic!("the operator never went idle; last writes:\n{last}");
 }
 
 /// Asserts the operator writes nothing to the namespace (Events included) for [`IDLE`].
 pub async fn assert_idle(env: &TestEnv, what: &str) {
-    let mark = Mark::now();
-    tokio::time::sleep(IDLE).await;
-    let (events, writes) = operator_writes(&mark, &env.ns);
-    assert!(
-        writes.is_empty(),
-        "{what}: idle, the operator writes nothing:\n{}",
-        audit::describe(&writes)
-    );
-    assert!(
-        events.is_empty(),
-        "{what}: idle, the operator records no Event:\n{}",
-        audit::describe(&events)
-    );
+    audit::assert_no_writes_or_events(what, IDLE, |w| w.namespace == env.ns).await;
 }
 
 pub fn roster(name: &str, seats: u32) -> String {
@@ -176,7 +120,7 @@ pub fn state(env: &TestEnv, parents: &[(&str, &str)]) -> Vec<(Json, BTreeMap<Str
     parents
         .iter()
         .map(|(kind, name)| {
-            let status = get(env, kind, name).unwrap()["status"].clone();
+            let status = env.get(kind, name).unwrap()["status"].clone();
             // Each parent's kind is its rule's name here.
             (status, children(env, kind))
         })

@@ -3,8 +3,10 @@
 //! test's own `kubectl` calls and the control plane's controllers.
 //!
 //! ```ignore
+//! audit::assert_no_writes("converged", IDLE, |w| w.namespace == env.ns).await;
+//! // or, around something other than a plain wait:
 //! let mark = audit::Mark::now();
-//! tokio::time::sleep(IDLE).await;
+//! // ...
 //! let writes = mark.operator_writes(&env.ns);
 //! assert!(writes.is_empty(), "{}", audit::describe(&writes));
 //! ```
@@ -117,17 +119,35 @@ impl Mark {
     /// Successful writes ruleop made after the mark that `keep` selects. Events and leader
     /// Leases are not counted: they are not writes to the objects ruleop manages.
     pub fn operator_writes_where(&self, keep: impl Fn(&Write) -> bool) -> Vec<Write> {
+        self.operator_requests(Events::Excluded, keep)
+    }
+
+    /// Like [`Mark::operator_writes_where`], Events included: an idle operator records none.
+    pub fn operator_writes_and_events_where(&self, keep: impl Fn(&Write) -> bool) -> Vec<Write> {
+        self.operator_requests(Events::Included, keep)
+    }
+
+    fn operator_requests(&self, events: Events, keep: impl Fn(&Write) -> bool) -> Vec<Write> {
         self.writes()
             .into_iter()
             .filter(|w| {
                 w.by_operator()
                     && w.succeeded()
-                    && w.resource != "events"
+                    && (events == Events::Included || w.resource != "events")
                     && w.resource != "leases"
                     && keep(w)
             })
             .collect()
     }
+}
+
+/// Whether the operator's Events count as writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Events {
+    /// Events are not counted (a reconcile may report without changing anything).
+    Excluded,
+    /// Events are counted too.
+    Included,
 }
 
 fn parse(line: &str) -> Option<Write> {
@@ -155,9 +175,22 @@ fn parse(line: &str) -> Option<Write> {
 /// Waits `window`, then asserts ruleop made none of the writes `keep` selects (Events and
 /// leader Leases aside): a steady state is zero writes, not "eventually converged".
 pub async fn assert_no_writes(what: &str, window: Duration, keep: impl Fn(&Write) -> bool) {
+    assert_quiet(what, window, Events::Excluded, keep).await;
+}
+
+/// Like [`assert_no_writes`], Events included.
+pub async fn assert_no_writes_or_events(
+    what: &str,
+    window: Duration,
+    keep: impl Fn(&Write) -> bool,
+) {
+    assert_quiet(what, window, Events::Included, keep).await;
+}
+
+async fn assert_quiet(what: &str, window: Duration, events: Events, keep: impl Fn(&Write) -> bool) {
     let mark = Mark::now();
     tokio::time::sleep(window).await;
-    let writes = mark.operator_writes_where(keep);
+    let writes = mark.operator_requests(events, keep);
     assert!(
         writes.is_empty(),
         "{what}: the operator wrote while idle:\n{}",

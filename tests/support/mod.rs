@@ -11,9 +11,16 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod audit;
+pub mod concerns;
+pub mod examples;
 pub mod faultproxy;
+mod objects;
 pub mod operator;
 pub mod proxy;
+
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use objects::{Scope, install_crds_at, is_live, live_names, live_objects, live_uids};
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
@@ -359,6 +366,13 @@ impl TestEnv {
         let mut full = vec!["-n", &self.ns];
         full.extend_from_slice(args);
         try_kubectl(&full, None)
+    }
+
+    /// The object `what`/`name` of this namespace as JSON, `None` when kubectl cannot get it.
+    pub fn get(&self, what: &str, name: &str) -> Option<serde_json::Value> {
+        self.try_kubectl(&["get", what, name, "-o", "json"])
+            .ok()
+            .map(|s| serde_json::from_str(&s).unwrap())
     }
 
     /// `kubectl apply -f -` of a YAML document (or several) in this namespace.

@@ -1,12 +1,11 @@
-//! A `ruleop run` process for end-to-end tests, and the reference CRDs it serves.
+//! The `ruleop` binary in end-to-end tests: a `ruleop run` process, one-shot commands, and
+//! the reference CRDs it serves.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use super::kubectl;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -15,17 +14,7 @@ pub fn root() -> PathBuf {
 
 /// Installs the reference CRDs once per test binary.
 pub fn install_crds() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        kubectl(&["apply", "-f", root().join("crds").to_str().unwrap()]);
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            root().join("crds").to_str().unwrap(),
-        ]);
-    });
+    super::install_crds_at(&root().join("crds"));
 }
 
 /// A `ruleop run` process; stopped with SIGTERM when dropped.
@@ -35,7 +24,8 @@ pub struct Operator {
     pub metrics_port: u16,
 }
 
-fn free_port() -> u16 {
+/// A TCP port free on the loopback interface now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -228,4 +218,36 @@ pub fn ready(env: &super::TestEnv, what: &str, name: &str) -> (String, String) {
         )
     };
     (field("status"), field("reason"))
+}
+
+/// Runs the `ruleop` binary under test: whether it succeeded, and its stdout then stderr.
+pub fn ruleop(args: &[&str]) -> (bool, String) {
+    let out = run(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Runs the `ruleop` binary under test and returns its stdout; fails the test, showing
+/// stderr, when it fails.
+pub fn ruleop_ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "ruleop {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ruleop"))
+        .args(args)
+        .output()
+        .unwrap()
 }

@@ -1,0 +1,153 @@
+//! Writes to the parent: ruleop's part of its status, its finalizer, a failure reported on it.
+
+use jiff::Timestamp;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value as Json, json};
+
+use super::error::{ActError, is_not_found};
+use super::{Actor, PERMANENT_RETRY, REPORT_AFTER_FAILURES, Report, Target};
+use crate::controller::queue::Outcome;
+use crate::meta::{self, ObjectKey};
+use crate::plan::EventType;
+use crate::ssa;
+use crate::status::{self, Condition, READY};
+
+impl Actor {
+    /// Reports an API failure on the parent: `Ready=False` with the server's message (set
+    /// in `owned`, ruleop's part of the status), the current `observedGeneration` and a
+    /// Warning; transient failures retry with backoff (no sooner than a `Retry-After`),
+    /// permanent ones wait.
+    pub(super) async fn fail(
+        &self,
+        target: &Target<'_>,
+        parent_api: &Api<DynamicObject>,
+        owned: &Json,
+        error: ActError,
+        mut events: Vec<crate::plan::PlanEvent>,
+    ) -> Report {
+        let parent = target.parent;
+        let transient = error.is_transient();
+        let message = error.message();
+        if error.is_race() && target.failures < REPORT_AFTER_FAILURES {
+            // Expected races (a cache a moment behind): worth a warning, not an error yet.
+            tracing::warn!(kind = meta::kind(parent), namespace = meta::namespace(parent), name = meta::name(parent), error = %message, "reconcile failed: transient error; retrying with backoff");
+        } else if !error.is_answer() {
+            // No answer (timeout, reset): a status write would most likely wait just as long.
+            tracing::warn!(kind = meta::kind(parent), namespace = meta::namespace(parent), name = meta::name(parent), error = %message, "reconcile failed: no answer from the API server; retrying with backoff");
+        } else {
+            if transient {
+                tracing::warn!(kind = meta::kind(parent), namespace = meta::namespace(parent), name = meta::name(parent), reason = error.reason(), error = %message, "reconcile failed; retrying with backoff");
+            } else {
+                tracing::error!(kind = meta::kind(parent), namespace = meta::namespace(parent), name = meta::name(parent), reason = error.reason(), error = %message, "reconcile failed");
+            }
+            let generation = parent
+                .pointer("/metadata/generation")
+                .and_then(Json::as_i64);
+            let condition = Condition::unmet(READY, error.reason(), message.clone());
+            let new_status =
+                status::with_condition(Some(owned), &condition, generation, Timestamp::now());
+            if status::differs(parent.get("status"), &new_status)
+                && let Err(e) = self.write_status(parent_api, parent, &new_status).await
+            {
+                tracing::warn!(error = %e, "cannot write status");
+            }
+            events.push(crate::plan::PlanEvent {
+                type_: EventType::Warning,
+                reason: error.reason().into(),
+                message,
+                related: None,
+            });
+            self.publish(parent, &events).await;
+        }
+        Report {
+            outcome: if transient {
+                error
+                    .retry_after()
+                    .map_or(Outcome::Retry, Outcome::RetryAfter)
+            } else {
+                Outcome::Ok(Some(PERMANENT_RETRY))
+            },
+            result: "error",
+            reason: Some(error.reason().into()),
+        }
+    }
+
+    /// Applies ruleop's part of the parent's status (`new`) with server-side apply: fields
+    /// ruleop applied before and left out now are removed, fields of other writers (a
+    /// Namespace's `phase`) are never touched.
+    pub(super) async fn write_status(
+        &self,
+        api: &Api<DynamicObject>,
+        parent: &Json,
+        new: &Json,
+    ) -> Result<(), ActError> {
+        let body = ssa::status_of(parent, new);
+        self.metrics.write("status");
+        let written = api
+            .patch_status(meta::name(parent), &ssa::params(), &Patch::Apply(&body))
+            .await
+            .map_err(|e| ActError {
+                verb: "update status of",
+                object: ObjectKey::of(parent).to_string(),
+                source: e,
+            })?;
+        // Status written by earlier versions with merge patches is still owned by ruleop's
+        // Update entry: fold it in once, so fields no longer projected can be removed.
+        let written = serde_json::to_value(&written).unwrap_or(Json::Null);
+        if let Some(patch) = ssa::fold_update_entries(&written, "status") {
+            self.metrics.write("managed-fields");
+            let params = PatchParams {
+                field_manager: Some(meta::FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            if let Err(e) = api
+                .patch(meta::name(parent), &params, &Patch::Merge(patch))
+                .await
+            {
+                tracing::debug!(parent = %ObjectKey::of(parent), error = %e, "cannot fold status ownership; next write retries");
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds or removes ruleop's finalizer on `parent`.
+    pub async fn set_finalizer(
+        &self,
+        api: &Api<DynamicObject>,
+        parent: &Json,
+        present: bool,
+    ) -> Result<(), ActError> {
+        let mut finalizers: Vec<String> = parent
+            .pointer("/metadata/finalizers")
+            .and_then(Json::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        finalizers.retain(|f| f != meta::FINALIZER);
+        if present {
+            finalizers.push(meta::FINALIZER.into());
+        }
+        // resourceVersion makes the patch fail (409, retried) if the list changed meanwhile.
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": parent.pointer("/metadata/resourceVersion")}});
+        self.metrics.write("finalizer");
+        match api
+            .patch(
+                meta::name(parent),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if !present && is_not_found(&e) => Ok(()),
+            Err(e) => Err(ActError {
+                verb: "update finalizers of",
+                object: ObjectKey::of(parent).to_string(),
+                source: e,
+            }),
+        }
+    }
+}
