@@ -598,7 +598,9 @@ fn a_template_error_is_located_and_deletes_nothing() {
     cluster.act(&step(&good, &mc, &cluster));
     let broken_source = source.replace(
         "name: {{ parent.metadata.name }}\n        spec:\n          selector",
-        "name: {{ parent.metadata.nmae }}\n        spec:\n          selector",
+        // A label the parent lacks: allowed by the schema (labels is a map), undefined when
+        // rendered.
+        "name: {{ parent.metadata.labels.nmae }}\n        spec:\n          selector",
     );
     let broken = rule_from(&broken_source);
     let p = step(&broken, &mc, &cluster);
