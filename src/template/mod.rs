@@ -187,6 +187,11 @@ impl Templates {
         self.programs.get(name).map(Program::borrow_dependent)
     }
 
+    /// The names every template and expression is registered under (`crate::rule::reads`).
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.programs.keys().map(String::as_str)
+    }
+
     /// Compiles the macros template `source` under `name` and makes its macros available as
     /// `macros.<name>(...)` in every template and expression compiled afterwards.
     pub fn add_macros(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
