@@ -69,13 +69,22 @@ demo: ## build, start a local control plane + ruleop, apply samples/, live summa
 BENCH_TARGET := $(HOME)/.cache/ruleop/bench-target
 BENCH_VENV := target/bench/venv
 
-bench: controlplane ## planner Criterion bench + ruleop vs kube-rs, controller-runtime, Kopf on the local control plane (QUICK=1: ~5 min)
+# SCALE=1: ruleop and the kube-rs floor only, at SCALE_SIZES parents (default 1000,5000,10000):
+# cold sync, idle window and create-to-ready at each size, printed as a growth table
+# (target/bench/scale.json). Hours on 2 cores; run it on an idle machine.
+bench: controlplane ## planner Criterion bench + ruleop vs kube-rs, controller-runtime, Kopf on the local control plane (QUICK=1: ~5 min; SCALE=1: growth to 10,000 parents)
 	$(CARGO) build --release --bin ruleop
 	cd bench/peers/kube-rs && CARGO_TARGET_DIR=$(BENCH_TARGET) $(CARGO) build --release
+ifneq ($(SCALE),1)
 	cd bench/peers/go-controller-runtime && go build -o $(BENCH_TARGET)/go-controller-runtime .
-	test -x $(BENCH_VENV)/bin/kopf || { python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q -r bench/peers/kopf/requirements.txt; }
+endif
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	test -x $(BENCH_VENV)/bin/kopf || $(BENCH_VENV)/bin/pip install -q -r bench/peers/kopf/requirements.txt
+ifneq ($(SCALE),1)
 	$(CARGO) bench --bench planner -- $(if $(filter 1,$(QUICK)),--warm-up-time 1 --measurement-time 2,)
-	QUICK=$(QUICK) CONTROLPLANE=$${CONTROLPLANE:-$(CURDIR)/$(CP_BIN)} $(BENCH_VENV)/bin/python bench/run.py
+endif
+	QUICK=$(QUICK) SCALE=$(SCALE) CONTROLPLANE=$${CONTROLPLANE:-$(CURDIR)/$(CP_BIN)} \
+	  RULEOP=$${RULEOP:-$(CARGO_TARGET_DIR)/release/ruleop} $(BENCH_VENV)/bin/python bench/run.py
 
 # --- container image and Helm chart (Dockerfile, charts/ruleop, hack/image-*.sh) ---
 .PHONY: image-bin image image-test chart-test install-check

@@ -8,7 +8,9 @@ request to it. Every number is measured here; nothing is hard-coded.
 
 Environment: QUICK=1 (one repetition, 50 parents, short phases), REPS, PARENTS,
 SYSTEMS (comma list), CONTROLPLANE (binary), RULEOP (binary), COLD_ONLY=1 (only the
-cold sync and idle phases; no reload run), IDLE_SECONDS, DONE_TIMEOUT.
+cold sync and idle phases; no reload run), IDLE_SECONDS, DONE_TIMEOUT, NODES (simulated
+nodes; default from the pod count), SCALE=1 (the growth run: cold sync, idle and
+create-to-ready at each of SCALE_SIZES parents, default 1000,5000,10000; see scale_main).
 """
 import base64
 import concurrent.futures as cf
@@ -32,7 +34,8 @@ import yaml  # from the venv (kubernetes depends on PyYAML)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOME = os.path.expanduser("~")
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
-REPS = int(os.environ.get("REPS", "1" if QUICK else "3"))
+SCALE = os.environ.get("SCALE", "") not in ("", "0")
+REPS = int(os.environ.get("REPS", "1" if QUICK or SCALE else "3"))
 PARENTS = int(os.environ.get("PARENTS", "50" if QUICK else "1000"))
 SIZE = int(os.environ.get("SIZE", "1"))  # spec.size of every parent (pods per parent)
 # 10 creates/s: at 20/s on top of 1000 parents this 2-core control plane saturates and every
@@ -45,7 +48,17 @@ UPDATE_RATES = [10, 25] if QUICK else [10, 25, 50, 100, 200]
 UPDATE_STEP_SECONDS = 3 if QUICK else 10
 RELOAD_PARENTS = 50 if QUICK else 100
 DONE_TIMEOUT = float(os.environ.get("DONE_TIMEOUT", "60" if QUICK else "600"))
+# A cold sync's time grows with the parent count (about 0.07 s per parent at 1,000 on 2
+# cores): without DONE_TIMEOUT=, a run of many parents gets 0.3 s per parent to converge.
+COLD_TIMEOUT_PER_PARENT = 0.3
 COLD_ONLY = os.environ.get("COLD_ONLY", "") not in ("", "0")  # stop after cold sync + idle (quick A/B runs)
+SCALE_SIZES = [int(x) for x in os.environ.get("SCALE_SIZES", "1000,5000,10000").split(",") if x]
+# After the cold sync and idle window, a SCALE run measures create-to-ready, then stops.
+STOP_AFTER_LATENCY = SCALE
+# Pods one simulated node takes (`pods` capacity of the kwok nodes, tests/controlplane).
+PODS_PER_NODE = 1000
+# Nodes filled to at most this share: the scheduler spreads pods, but not perfectly evenly.
+NODE_FILL = 0.8
 NS = "bench"
 OP_USER = "system:serviceaccount:kube-system:bench-operator"
 MUTATING = {"create", "update", "patch", "delete", "deletecollection"}
@@ -55,7 +68,17 @@ BENCH_TARGET = os.path.join(HOME, ".cache/ruleop/bench-target")
 OUT = os.path.join(ROOT, "target/bench")
 VENV = os.path.join(OUT, "venv")
 ALL_SYSTEMS = ["ruleop", "kube-rs", "go-controller-runtime", "kopf"]
-SYSTEMS = os.environ.get("SYSTEMS", ",".join(ALL_SYSTEMS)).split(",")
+SYSTEMS = os.environ.get("SYSTEMS", "ruleop,kube-rs" if SCALE else ",".join(ALL_SYSTEMS)).split(",")
+
+
+def node_count(parents):
+    """Simulated nodes for a run with `parents` parents: enough pod capacity, with headroom,
+    for every pod the run can create (parents of the rate phase included, spec.size up to 2
+    in the update phase); at least 3. NODES= overrides."""
+    if os.environ.get("NODES"):
+        return int(os.environ["NODES"])
+    pods = (parents + RATE * RATE_SECONDS) * max(SIZE, 2)
+    return max(3, -(-pods // int(PODS_PER_NODE * NODE_FILL)))
 
 
 def log(*a):
@@ -228,12 +251,13 @@ class Observer:
 
 # ------------------------------------------------------------- control plane
 class ControlPlane:
-    def __init__(self, audit_policy):
+    def __init__(self, audit_policy, parents):
         self.dir = tempfile.mkdtemp(prefix="bench-cp-", dir=OUT)
         self.kubeconfig = os.path.join(self.dir, "admin.kubeconfig")
         self.audit = os.path.join(self.dir, "audit.log")
         self.err = open(os.path.join(self.dir, "controlplane.stderr"), "w")
-        args = [CP, "--kubeconfig", self.kubeconfig, "--data-dir", self.dir, "--nodes", "3", "--exit-on-stdin-eof"]
+        args = [CP, "--kubeconfig", self.kubeconfig, "--data-dir", self.dir, "--nodes", str(node_count(parents)),
+                "--exit-on-stdin-eof"]
         if audit_policy:
             args += ["--audit-log", self.audit, "--audit-policy", audit_policy]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
@@ -422,7 +446,7 @@ def size_of(path):
 # ------------------------------------------------------------------- phases
 def run_system(system, rep, policy, results):
     tag = f"{system} rep {rep + 1}/{REPS}"
-    cp = ControlPlane(policy)
+    cp = ControlPlane(policy, PARENTS)
     op = obs = None
     try:
         opkube = setup_cluster(cp)
@@ -439,7 +463,8 @@ def run_system(system, rep, policy, results):
         log(f"{tag}: {PARENTS} parents exist; starting the operator")
         t0 = time.monotonic()
         op = Operator(system, opkube, cp.dir, rules_dir)
-        ok = obs.wait(lambda: len(obs.done_at) >= PARENTS or not op.alive(), DONE_TIMEOUT)
+        cold_timeout = DONE_TIMEOUT if "DONE_TIMEOUT" in os.environ else max(DONE_TIMEOUT, COLD_TIMEOUT_PER_PARENT * PARENTS)
+        ok = obs.wait(lambda: len(obs.done_at) >= PARENTS or not op.alive(), cold_timeout)
         if ok and op.alive():
             cold = max(obs.done_at[n] for n in names) - t0
             children = max(max(obs.dep_at[n], obs.svc_at.get(n, 0)) for n in names) - t0
@@ -448,13 +473,15 @@ def run_system(system, rep, policy, results):
             results.add("cold_sync_cpu_seconds", system, op.cpu_seconds())
             log(f"{tag}: cold sync {cold:.2f}s (children applied {children:.2f}s, operator CPU {op.cpu_seconds():.1f}s)")
         else:
-            log(f"{tag}: cold sync NOT done after {DONE_TIMEOUT}s ({len(obs.done_at)}/{PARENTS} done, alive={op.alive()})")
-            results.note(system, f"cold sync: {len(obs.done_at)}/{PARENTS} parents done after {DONE_TIMEOUT:.0f}s timeout; later phases skipped")
-            results.add("cold_sync_parents_done_at_timeout", system, len(obs.done_at), timeout_seconds=DONE_TIMEOUT)
+            log(f"{tag}: cold sync NOT done after {cold_timeout:.0f}s ({len(obs.done_at)}/{PARENTS} done, alive={op.alive()})")
+            results.note(system, f"cold sync: {len(obs.done_at)}/{PARENTS} parents done after {cold_timeout:.0f}s timeout; later phases skipped")
+            results.add("cold_sync_parents_done_at_timeout", system, len(obs.done_at), timeout_seconds=cold_timeout)
             results.add("rss_peak_mib", system, op.status("VmHWM"))
             return
         op.scrape(os.path.join(OUT, f"{system}-metrics-after-cold-sync.txt"))
-        results.add("cold_sync_writes", system, audit_count(cp.audit, audit0)[0] if policy else None)
+        cold_writes = audit_count(cp.audit, audit0)[0] if policy else None
+        results.add("cold_sync_writes", system, cold_writes)
+        results.add("cold_sync_writes_per_parent", system, None if cold_writes is None else cold_writes / PARENTS)
         results.add("rss_peak_mib", system, op.status("VmHWM"))
 
         # 3. idle writes, 4. steady memory (still at PARENTS parents)
@@ -494,6 +521,8 @@ def run_system(system, rep, policy, results):
             results.add("create_to_children_p50_ms", system, pct(chl, 50), rate=RATE, seconds=RATE_SECONDS)
             results.add("create_to_children_p99_ms", system, pct(chl, 99), rate=RATE, seconds=RATE_SECONDS)
             log(f"{tag}: create-to-ready p50 {pct(lat, 50):.0f}ms p99 {pct(lat, 99):.0f}ms; children p50 {pct(chl, 50):.0f}ms p99 {pct(chl, 99):.0f}ms")
+        if STOP_AFTER_LATENCY:
+            return
 
         # 5. sustained updates: spec.size patches at increasing rates
         best = 0
@@ -540,7 +569,7 @@ def run_system(system, rep, policy, results):
 def run_reload(rep, results):
     """ruleop only: rewrite the memcached rule's image tag in the watched rules
     directory; seconds until every parent's Deployment carries the new image."""
-    cp = ControlPlane(None)
+    cp = ControlPlane(None, RELOAD_PARENTS)
     op = obs = None
     try:
         opkube = setup_cluster(cp)
@@ -581,7 +610,7 @@ def run_reload(rep, results):
 
 def run_profile():
     """PROFILE=1: ruleop's cold sync of PARENTS parents under `perf record`; prints the report."""
-    cp = ControlPlane(None)
+    cp = ControlPlane(None, PARENTS)
     op = obs = None
     data = os.path.join(OUT, "ruleop-cold-sync.perf.data")
     try:
@@ -637,6 +666,7 @@ def machine():
 METRICS = [
     ("cold_sync_seconds", "s", "lower"), ("cold_sync_children_seconds", "s", "lower"),
     ("cold_sync_cpu_seconds", "s", "lower"), ("cold_sync_writes", "", "lower"),
+    ("cold_sync_writes_per_parent", "", "lower"),
     ("create_to_ready_p50_ms", "ms", "lower"), ("create_to_ready_p99_ms", "ms", "lower"),
     ("create_to_children_p50_ms", "ms", "lower"), ("create_to_children_p99_ms", "ms", "lower"),
     ("idle_writes", "", "lower"), ("idle_lease_writes", "", "lower"), ("idle_cpu_seconds", "s", "lower"),
@@ -657,6 +687,8 @@ def main():
         policy = None
     if os.environ.get("PROFILE"):
         return run_profile()
+    if SCALE:
+        return scale_main(policy)
     results = Results()
     t_start = time.monotonic()
     log(f"bench: systems {SYSTEMS}, {REPS} repetition(s), {PARENTS} parents of size {SIZE}, "
@@ -710,6 +742,82 @@ def table(out):
     line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"
     s = [f"machine: {out['machine']}",
          f"{out['repetitions']} repetition(s) (medians), {out['parents']} parents of spec.size {out['size']}, wall {out['wall_seconds']}s",
+         line(hdr), "|" + "|".join("-" * (x + 2) for x in w) + "|"] + [line(r) for r in rows]
+    s += [f"note: {n}" for n in out["notes"]]
+    return "\n".join(s)
+
+
+# ---------------------------------------------------------------- SCALE=1
+# The figures of the growth run (issue 16), in the order printed.
+SCALE_METRICS = [
+    ("cold_sync_seconds", "s"), ("cold_sync_cpu_seconds", "s"), ("cold_sync_writes_per_parent", ""),
+    ("rss_peak_mib", "MiB"), ("rss_steady_mib", "MiB"), ("create_to_ready_p99_ms", "ms"),
+]
+
+
+def scale_main(policy):
+    """SCALE=1: for each of SCALE_SIZES parents, every system's cold sync, idle window and
+    create-to-ready (at RATE/s on top of the converged parents) on a fresh control plane
+    with enough nodes; prints how each figure grows with the parent count and the ratio
+    ruleop/peer at each size, and writes target/bench/scale.json."""
+    global PARENTS
+    t_start = time.monotonic()
+    log(f"bench SCALE: systems {SYSTEMS}, parents {SCALE_SIZES}, {REPS} repetition(s), spec.size {SIZE}, "
+        f"nodes {[node_count(n) for n in SCALE_SIZES]}")
+    runs = []
+    for parents in SCALE_SIZES:
+        PARENTS = parents
+        results = Results()
+        for rep in range(REPS):
+            for system in SYSTEMS[rep % len(SYSTEMS):] + SYSTEMS[:rep % len(SYSTEMS)]:
+                run_system(system, rep, policy, results)
+        runs.append((parents, results))
+    out = {"machine": machine(), "repetitions": REPS, "size": SIZE, "sizes": SCALE_SIZES,
+           "systems": SYSTEMS, "rate": RATE, "rate_seconds": RATE_SECONDS,
+           "wall_seconds": round(time.monotonic() - t_start, 1), "notes": [], "results": []}
+    for parents, results in runs:
+        out["notes"] += [f"{parents} parents: {n}" for n in results.notes]
+        for (metric, system), vals in sorted(results.raw.items()):
+            out["results"].append({"metric": metric, "parents": parents, "system": system,
+                                   "nodes": node_count(parents), "median": statistics.median(vals),
+                                   "min": min(vals), "max": max(vals), "values": vals,
+                                   **results.extra[(metric, system)]})
+    json.dump(out, open(os.path.join(OUT, "scale.json"), "w"), indent=1)
+    print(scale_table(out))
+
+
+def fmt(v):
+    return "-" if v is None else f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def scale_table(out):
+    """One row per figure and system: its median at each size, the growth from the smallest
+    to the largest size, and rows ruleop/<peer> with the ratio at each size."""
+    get = {(r["metric"], r["system"], r["parents"]): r["median"] for r in out["results"]}
+    sizes = out["sizes"]
+    systems = [s for s in out["systems"]]
+    peers = [s for s in systems if s != "ruleop"]
+    hdr = ["metric", "system"] + [f"{n} parents" for n in sizes] + [f"x{sizes[-1] // max(sizes[0], 1)} parents: growth"]
+    rows = []
+    for m, unit in SCALE_METRICS:
+        name = m + (f" ({unit})" if unit else "")
+        for s in systems:
+            vals = [get.get((m, s, n)) for n in sizes]
+            first, last = vals[0], vals[-1]
+            growth = "-" if first is None or last is None or not first else f"{last / first:.2f}x"
+            rows.append([name, s] + [fmt(v) for v in vals] + [growth])
+        if "ruleop" in systems:
+            for p in peers:
+                ratio = []
+                for n in sizes:
+                    a, b = get.get((m, "ruleop", n)), get.get((m, p, n))
+                    ratio.append("-" if a is None or not b else f"{a / b:.2f}x")
+                rows.append([name, f"ruleop/{p}"] + ratio + [""])
+    w = [max(len(r[i]) for r in rows + [hdr]) for i in range(len(hdr))]
+    line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"
+    s = [f"machine: {out['machine']}",
+         f"{out['repetitions']} repetition(s) (medians), spec.size {out['size']}, nodes per size "
+         f"{[node_count(n) for n in sizes]}, create-to-ready at {out['rate']}/s for {out['rate_seconds']}s, wall {out['wall_seconds']}s",
          line(hdr), "|" + "|".join("-" * (x + 2) for x in w) + "|"] + [line(r) for r in rows]
     s += [f"note: {n}" for n in out["notes"]]
     return "\n".join(s)

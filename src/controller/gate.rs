@@ -185,6 +185,7 @@ mod tests {
             rule: Arc::new(parse_rule("r.yaml".as_ref(), source).unwrap()),
         };
         let active = Arc::new(ActiveRule {
+            reads: loaded.rule.reads(),
             loaded,
             parent: gk("Parent"),
             children: vec![gk("Child")],

@@ -59,6 +59,8 @@ struct ActiveRule {
     related_namespaced: Vec<bool>,
     /// Looked-up kinds, by lookup index, and whether each is namespaced.
     lookups: Vec<(GroupKind, bool)>,
+    /// Which related and looked-up objects the rule reads beyond their metadata.
+    reads: crate::rule::Reads,
     /// The child kinds' schemas (for the planner's up-to-date comparison).
     schemas: ChildSchemas,
 }
@@ -205,17 +207,33 @@ impl Controller {
         })
     }
 
+    /// Whether some rule reads more than the metadata of objects of `gk`: it is a parent or
+    /// child kind, or a related or looked-up kind whose objects a rule reads further.
+    fn needs_bodies(&self, gk: &GroupKind) -> bool {
+        self.rules_read().values().any(|r| {
+            let related = r.related.iter().zip(&r.reads.related);
+            let lookups = r.lookups.iter().map(|(k, _)| k).zip(&r.reads.lookups);
+            &r.parent == gk
+                || r.children.contains(gk)
+                || related.chain(lookups).any(|(k, whole)| k == gk && *whole)
+        })
+    }
+
     fn ensure_watch(self: &Arc<Self>, r: Resolved) {
         let managed_only = !self.needs_all_objects(&r.gk);
+        let metadata_only = !managed_only && !self.needs_bodies(&r.gk);
         let mut caches = self
             .caches
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(existing) = caches.get(&r.gk) {
-            if !existing.cache.managed_only || managed_only {
+            let all_objects = !existing.cache.managed_only || managed_only;
+            let bodies = !existing.cache.metadata_only || metadata_only;
+            if all_objects && bodies {
                 return;
             }
-            // A kind watched for ruleop's children only is now needed in full.
+            // A kind watched for ruleop's children only, or for metadata only, is now needed
+            // in full.
             existing.cancel.cancel();
         }
         let scopes: Vec<Option<String>> = if self.config.namespaces.is_empty() || !r.namespaced {
@@ -223,15 +241,18 @@ impl Controller {
         } else {
             self.config.namespaces.iter().cloned().map(Some).collect()
         };
-        let cache = Arc::new(KindCache::new(
-            r.gk.clone(),
-            r.resource,
-            r.namespaced,
-            managed_only,
-            scopes.len(),
-        ));
+        let cache = Arc::new(
+            KindCache::new(
+                r.gk.clone(),
+                r.resource,
+                r.namespaced,
+                managed_only,
+                scopes.len(),
+            )
+            .with_metadata_only(metadata_only),
+        );
         let cancel = self.cancel.child_token();
-        tracing::info!(kind = %r.gk, managed_only, "watching");
+        tracing::info!(kind = %r.gk, managed_only, metadata_only, "watching");
         for scope in scopes {
             tokio::spawn(cache::watch(
                 self.client.clone(),

@@ -167,6 +167,7 @@ impl Controller {
             related,
             related_namespaced,
             lookups,
+            reads: loaded.rule.reads(),
             schemas,
         });
         self.rules

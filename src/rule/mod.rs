@@ -9,6 +9,7 @@ mod compile_language;
 mod language;
 mod load;
 mod locate;
+mod reads;
 mod scope;
 
 pub use compile::{CompiledRule, compile};
@@ -21,6 +22,7 @@ pub use load::{
     rule_files,
 };
 pub use locate::{Location, Spans};
+pub use reads::Reads;
 pub use scope::{builtin_cluster_scoped, known_scope};
 
 use std::collections::BTreeMap;

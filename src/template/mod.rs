@@ -187,7 +187,8 @@ impl Templates {
         self.programs.get(name).map(Program::borrow_dependent)
     }
 
-    /// The names of every compiled template and expression, for static checks.
+    /// The names every template and expression is registered under (static checks,
+    /// `crate::rule::reads`).
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.programs.keys().map(String::as_str)
     }

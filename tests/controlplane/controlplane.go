@@ -296,6 +296,9 @@ func (cp *controlPlane) startEtcd() (string, error) {
 		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 		cfg.ListenMetricsUrls = nil
 		cfg.UnsafeNoFsync = true // throwaway data: trade durability for speed
+		// etcd's default 2 GiB quota raises a NOSPACE alarm (every write fails) before the
+		// apiserver's compaction catches up on a 10,000-parent benchmark's churn.
+		cfg.QuotaBackendBytes = 8 << 30
 		// "warn" logs every request's stats; "error" logs spurious errors
 		// on shutdown. Real etcd trouble surfaces through the apiserver.
 		cfg.LogLevel = "fatal"

@@ -1,22 +1,20 @@
 //! In-memory caches of watched kinds. One watch per kind (per namespace in scope), shared by
-//! every rule that uses the kind; objects are kept as JSON without `managedFields` (but for
-//! the names of ruleop's own entries), indexed by namespace/name, by parent uid (ruleop's
-//! owner label, and the controller ownerReference) and by uid.
+//! every rule that uses the kind; objects are kept as JSON text without what no rule reads
+//! (`managedFields` but for ruleop's own entries, `last-applied-configuration`, and all but
+//! `metadata` of kinds rules only read the metadata of), indexed by namespace/name, by
+//! parent uid (ruleop's owner label, and the controller ownerReference) and by uid.
+
+mod object;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
-use serde_json::Value as Json;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use kube::api::ApiResource;
 
 use crate::meta;
+pub use object::Cached;
+pub use watch::watch;
 
 /// `(namespace, name)`.
 pub type ObjKey = (String, String);
@@ -54,113 +52,6 @@ pub struct Change {
 /// `(namespace, label key, label value)`.
 type LabelKey = (String, String, String);
 
-/// Nesting beyond which an object is kept parsed: serde_json refuses to parse text nested
-/// deeper than 128 levels, so such text could not be read back.
-const MAX_TEXT_DEPTH: usize = 100;
-
-/// A cached object: what routing and the indexes need (identity, labels), and the object
-/// itself as compact JSON text. A parsed `serde_json::Value` costs about ten times its text
-/// in memory, and most cached objects are only read when their parent is reconciled, so
-/// they are parsed then ([`Cached::json`]).
-#[derive(Debug)]
-pub struct Cached {
-    namespace: Box<str>,
-    name: Box<str>,
-    uid: Box<str>,
-    /// The uid of the object's controller (ownerReference with `controller: true`).
-    controller: Option<Box<str>>,
-    labels: Box<[(Box<str>, Box<str>)]>,
-    body: Body,
-}
-
-#[derive(Debug)]
-enum Body {
-    Text(Box<str>),
-    Tree(Json),
-}
-
-fn depth(v: &Json) -> usize {
-    match v {
-        Json::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-        Json::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-impl Cached {
-    /// Caches `obj`.
-    pub fn new(obj: Json) -> Self {
-        let labels = labels_of(&obj)
-            .map(|(k, v)| (Box::from(k), Box::from(v)))
-            .collect();
-        let (namespace, name, uid) = (
-            meta::namespace(&obj).into(),
-            meta::name(&obj).into(),
-            meta::uid(&obj).into(),
-        );
-        let controller = meta::controller_uid(&obj).map(Box::from);
-        let body = match serde_json::to_string(&obj) {
-            Ok(text) if depth(&obj) <= MAX_TEXT_DEPTH => Body::Text(text.into_boxed_str()),
-            _ => Body::Tree(obj),
-        };
-        Self {
-            namespace,
-            name,
-            uid,
-            controller,
-            labels,
-            body,
-        }
-    }
-
-    /// `metadata.namespace` (empty when cluster-scoped).
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    /// `metadata.name`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `metadata.uid`.
-    pub fn uid(&self) -> &str {
-        &self.uid
-    }
-
-    /// The uid of the object's controller, if it has one.
-    pub fn controller(&self) -> Option<&str> {
-        self.controller.as_deref()
-    }
-
-    /// A label's value.
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, v)| &**v)
-    }
-
-    /// The labels.
-    pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.labels.iter().map(|(k, v)| (&**k, &**v))
-    }
-
-    /// `namespace/name`.
-    pub fn key(&self) -> ObjKey {
-        (self.namespace.to_string(), self.name.to_string())
-    }
-
-    /// The object.
-    pub fn json(&self) -> Json {
-        match &self.body {
-            // The text is serde_json's own output within the depth limit, so it parses.
-            Body::Text(text) => serde_json::from_str(text).unwrap_or(Json::Null),
-            Body::Tree(tree) => tree.clone(),
-        }
-    }
-}
-
 #[derive(Default)]
 struct Inner {
     objects: HashMap<ObjKey, Arc<Cached>>,
@@ -170,16 +61,6 @@ struct Inner {
     by_uid: HashMap<String, ObjKey>,
     /// Objects by namespace and label, so selecting related objects does not scan the kind.
     by_label: HashMap<LabelKey, HashSet<ObjKey>>,
-}
-
-fn labels_of(obj: &Json) -> impl Iterator<Item = (&str, &str)> {
-    obj.pointer("/metadata/labels")
-        .and_then(Json::as_object)
-        .into_iter()
-        .flat_map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
-        })
 }
 
 impl Inner {
@@ -251,6 +132,8 @@ pub struct KindCache {
     pub namespaced: bool,
     /// Whether only ruleop-managed objects are watched (children-only kinds).
     pub managed_only: bool,
+    /// Whether only objects' metadata is watched (kinds no rule reads more of).
+    pub metadata_only: bool,
     inner: RwLock<Inner>,
     /// Whether every scope has listed once; watchable so reconciles can wait for it.
     synced: tokio::sync::watch::Sender<bool>,
@@ -272,11 +155,18 @@ impl KindCache {
             resource,
             namespaced,
             managed_only,
+            metadata_only: false,
             inner: RwLock::default(),
             synced: tokio::sync::watch::Sender::new(false),
             synced_scopes: std::sync::Mutex::new(0),
             scopes: scopes.max(1),
         }
+    }
+
+    /// The same cache, watching only its objects' metadata when `metadata_only`.
+    pub fn with_metadata_only(mut self, metadata_only: bool) -> Self {
+        self.metadata_only = metadata_only;
+        self
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -405,17 +295,17 @@ impl KindCache {
         self.len() == 0
     }
 
-    fn apply(&self, obj: Arc<Cached>) -> Option<Arc<Cached>> {
+    pub(super) fn apply(&self, obj: Arc<Cached>) -> Option<Arc<Cached>> {
         self.write().insert(obj)
     }
 
-    fn delete(&self, obj: &Cached) -> Option<Arc<Cached>> {
+    pub(super) fn delete(&self, obj: &Cached) -> Option<Arc<Cached>> {
         self.write().remove(&obj.key())
     }
 
     /// Replaces the objects of one scope (a namespace, or all) after a (re)list; returns the
     /// objects that vanished.
-    fn replace_scope(
+    pub(super) fn replace_scope(
         &self,
         namespace: Option<&str>,
         objects: Vec<Arc<Cached>>,
@@ -437,162 +327,11 @@ impl KindCache {
     }
 }
 
-/// Converts a watched object into the cached form.
-fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Cached> {
-    let mut obj = obj;
-    // Only whether ruleop's field manager wrote the object is kept (see plan::is_ours).
-    obj.metadata.managed_fields = obj.metadata.managed_fields.map(|entries| {
-        entries
-            .into_iter()
-            .filter(|e| e.manager.as_deref() == Some(meta::FIELD_MANAGER))
-            .map(|e| ManagedFieldsEntry {
-                manager: e.manager,
-                operation: e.operation,
-                subresource: e.subresource,
-                ..ManagedFieldsEntry::default()
-            })
-            .collect()
-    });
-    if obj
-        .metadata
-        .managed_fields
-        .as_ref()
-        .is_some_and(Vec::is_empty)
-    {
-        obj.metadata.managed_fields = None;
-    }
-    let mut json = serde_json::to_value(&obj).unwrap_or(Json::Null);
-    if let Some(map) = json.as_object_mut() {
-        map.entry("apiVersion")
-            .or_insert_with(|| Json::String(resource.api_version.clone()));
-        map.entry("kind")
-            .or_insert_with(|| Json::String(resource.kind.clone()));
-        if let Some(annotations) = map
-            .get_mut("metadata")
-            .and_then(|m| m.get_mut("annotations"))
-            .and_then(Json::as_object_mut)
-        {
-            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-        }
-    }
-    Arc::new(Cached::new(json))
-}
-
-/// Whether a watch error is the API server refusing the list or watch (403).
-fn is_forbidden(e: &watcher::Error) -> bool {
-    match e {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 403,
-        watcher::Error::WatchError(s) => s.code == 403,
-        _ => false,
-    }
-}
-
-/// Runs the watch of `cache` for one namespace (or all), feeding `changes` until cancelled.
-pub async fn watch(
-    client: Client,
-    cache: Arc<KindCache>,
-    namespace: Option<String>,
-    changes: mpsc::UnboundedSender<Change>,
-    cancel: CancellationToken,
-) {
-    let api: Api<DynamicObject> = match (&namespace, cache.namespaced) {
-        (Some(ns), true) => Api::namespaced_with(client, ns, &cache.resource),
-        _ => Api::all_with(client, &cache.resource),
-    };
-    let mut config = crate::kubeclient::watcher_config().any_semantic();
-    if cache.managed_only {
-        config = config.labels(&format!("{}={}", meta::MANAGED_BY_LABEL, meta::MANAGED_BY));
-    }
-    let scope = if cache.namespaced {
-        namespace.clone()
-    } else {
-        None
-    };
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-    let mut buffer: Vec<Arc<Cached>> = Vec::new();
-    let mut counted = false;
-    loop {
-        let event = tokio::select! {
-            () = cancel.cancelled() => return,
-            next = stream.next() => match next {
-                Some(e) => e,
-                None => return,
-            },
-        };
-        let send = |object: Arc<Cached>, old: Option<Arc<Cached>>| {
-            let _ = changes.send(Change {
-                kind: cache.kind.clone(),
-                object,
-                old,
-            });
-        };
-        match event {
-            Ok(Event::Apply(obj)) => {
-                let obj = to_cached(obj, &cache.resource);
-                let old = cache.apply(obj.clone());
-                send(obj, old);
-            }
-            Ok(Event::Delete(obj)) => {
-                let obj = to_cached(obj, &cache.resource);
-                let old = cache.delete(&obj);
-                send(obj, old);
-            }
-            Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(obj)) => buffer.push(to_cached(obj, &cache.resource)),
-            Ok(Event::InitDone) => {
-                let objects = std::mem::take(&mut buffer);
-                let gone = cache.replace_scope(scope.as_deref(), objects.clone());
-                if !counted {
-                    counted = true;
-                    let mut synced = cache
-                        .synced_scopes
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    *synced += 1;
-                    if *synced >= cache.scopes {
-                        cache.synced.send_replace(true);
-                    }
-                }
-                tracing::debug!(kind = %cache.kind, objects = objects.len(), "listed");
-                for o in gone {
-                    send(o.clone(), Some(o));
-                }
-                for o in objects {
-                    send(o, None);
-                }
-            }
-            Err(e) if is_forbidden(&e) => {
-                // Waiting for a list that RBAC refuses would hold every parent of the rule
-                // back forever: the kind counts as listed (empty), so its parents are planned
-                // and their writes report `Forbidden` on the parent. Listing is retried.
-                if !counted {
-                    counted = true;
-                    tracing::warn!(kind = %cache.kind, error = %e, "not allowed to list or watch this kind; its objects are treated as absent until RBAC allows it (retrying with backoff)");
-                    let mut synced = cache
-                        .synced_scopes
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    *synced += 1;
-                    if *synced >= cache.scopes {
-                        cache.synced.send_replace(true);
-                    }
-                } else {
-                    tracing::debug!(kind = %cache.kind, error = %e, "watch still forbidden");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(kind = %cache.kind, error = %e, "watch failed; retrying with backoff");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use kube::api::DynamicObject;
+    use serde_json::{Value as Json, json};
 
     fn pod(ns: &str, name: &str, labels: Json) -> Arc<Cached> {
         Arc::new(Cached::new(
@@ -692,7 +431,7 @@ mod tests {
                 {"manager": meta::FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}}]}});
         let resource = cache.resource.clone();
         let dynamic: DynamicObject = serde_json::from_value(controlled.clone()).unwrap();
-        let cached = to_cached(dynamic, &resource);
+        let cached = object::to_cached(dynamic, &resource);
         // Only the names of ruleop's own managedFields entries are kept.
         controlled["metadata"]["managedFields"] =
             json!([{"manager": meta::FIELD_MANAGER, "operation": "Apply"}]);
@@ -707,30 +446,5 @@ mod tests {
         assert_eq!(names, ["controlled", "labelled"]);
         cache.delete(&pod("a", "controlled", json!({})));
         assert_eq!(cache.owned_by("p1").len(), 1);
-    }
-
-    #[test]
-    fn keeps_objects_as_text_and_reads_them_back_whole() {
-        let obj = json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"namespace": "a", "name": "p", "uid": "u1", "labels": {"app": "mc"}},
-            "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 1}]}]}});
-        let cached = Cached::new(obj.clone());
-        assert!(matches!(cached.body, Body::Text(_)));
-        assert_eq!(cached.json(), obj);
-        assert_eq!(
-            (cached.namespace(), cached.name(), cached.uid()),
-            ("a", "p", "u1")
-        );
-        assert_eq!(cached.label("app"), Some("mc"));
-        assert_eq!(cached.label("other"), None);
-        // Nesting serde_json could not parse back is kept as a tree, still read back whole.
-        let mut deep = json!("leaf");
-        for _ in 0..200 {
-            deep = json!([deep]);
-        }
-        let deep = json!({"metadata": {"name": "d"}, "spec": deep});
-        let cached = Cached::new(deep.clone());
-        assert!(matches!(cached.body, Body::Tree(_)));
-        assert_eq!(cached.json(), deep);
     }
 }
