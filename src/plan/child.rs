@@ -1,6 +1,8 @@
 //! Rendering children: `when`, replicas, identity, namespace, ownership labels, and
 //! what applying each would do (create, update, up to date, conflict).
 
+use std::sync::Arc;
+
 use minijinja::{Value, context};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
@@ -11,7 +13,7 @@ use super::{Action, Deletion, Desired, Failure, Input, Plan, reason, render_fail
 use crate::meta::{self, ObjectKey};
 use crate::rule::{Child, CompiledRule, DeletionPolicy, Rollout, Scope, UpdateStrategy};
 use crate::scale::{self, ObservedReplica};
-use crate::template::{from_json, is_ready, to_json};
+use crate::template::{is_ready, shared_json, to_json};
 
 /// Renders child `child` (all replicas of it) into `plan`.
 #[allow(clippy::too_many_arguments)]
@@ -142,7 +144,7 @@ pub(super) fn child_ready(
     if child.ready.is_none() {
         return Ok(is_ready(obj));
     }
-    let ctx = context! { child => from_json(obj), ..ctx.clone() };
+    let ctx = context! { child => shared_json(Arc::new(obj.clone())), ..ctx.clone() };
     rule.templates
         .eval(name, &ctx)
         .map(|v| v.is_true())

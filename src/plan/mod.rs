@@ -17,6 +17,7 @@ mod uptodate;
 mod view;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -28,7 +29,7 @@ use crate::meta::{self, ObjectKey};
 use crate::openapi::Schemas;
 use crate::rule::{CompiledRule, Scope, UpdateStrategy};
 use crate::status::{self, Condition, READY};
-use crate::template::{TemplateError, from_json};
+use crate::template::{TemplateError, from_json, shared_json};
 use child::{check_namespace, is_namespace, plan_child};
 use finalize::finalize;
 use ready::conditions;
@@ -226,9 +227,12 @@ pub fn related_selectors(
     if rule.spec.related.is_empty() {
         return Ok(Vec::new());
     }
-    let ctx = from_json(
-        &json!({"parent": parent, "children": {}, "related": {}, "now": now_string(now)}),
-    );
+    let ctx = context! {
+        parent => shared_json(Arc::new(parent.clone())),
+        children => from_json(&json!({})),
+        related => from_json(&json!({})),
+        now => now_string(now),
+    };
     rule.spec
         .related
         .iter()
@@ -262,9 +266,20 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         Err(f) => return failed(rule, &input, plan, f),
     };
     let mut doc = view.document(rule);
-    let mut ctx = context! { now => now_string(input.now), ..from_json(&doc) };
+    let now_text = now_string(input.now);
     let deleting = meta::is_deleting(parent);
-    let values = match define::values(rule, &ctx) {
+    let values = if rule.spec.definitions.values.is_empty() {
+        Ok(Map::new())
+    } else {
+        // Templates read the document in place (`shared_json`), so it is shared, not copied.
+        let shared = Arc::new(std::mem::take(&mut doc));
+        let ctx = context! { now => now_text.clone(), ..shared_json(Arc::clone(&shared)) };
+        let values = define::values(rule, &ctx);
+        drop(ctx);
+        doc = Arc::try_unwrap(shared).unwrap_or_else(|d| (*d).clone());
+        values
+    };
+    let values = match values {
         Ok(values) => Ok(values),
         // Deletion goes on with the values that could be computed: a broken value must not
         // block cleanup.
@@ -281,9 +296,8 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             Some(f)
         }
     };
-    if !rule.spec.definitions.values.is_empty() {
-        ctx = context! { now => now_string(input.now), ..from_json(&doc) };
-    }
+    let doc = Arc::new(doc);
+    let ctx = context! { now => now_text, ..shared_json(Arc::clone(&doc)) };
     // Failures from here on may also set the rule's `status.onFailure` fields.
     let fail = |plan: Plan, f: Failure| {
         let extra = define::failure_fields(rule, &doc, &ctx, &f);
