@@ -149,6 +149,15 @@ impl ObjectKey {
         }
     }
 
+    /// Whether `obj` is this object ([`ObjectKey::same_object`] without building its key).
+    pub fn is(&self, obj: &Json) -> bool {
+        self.kind == kind(obj)
+            && self.name == name(obj)
+            && self.namespace == namespace(obj)
+            && crate::rule::split_api_version(&self.api_version).0
+                == crate::rule::split_api_version(api_version(obj)).0
+    }
+
     /// Same object, ignoring the API version (a kind is one resource across versions).
     pub fn same_object(&self, other: &ObjectKey) -> bool {
         self.kind == other.kind

@@ -414,10 +414,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         }
         for obj in objects {
             let key = ObjectKey::of(obj);
-            let desired = plan
-                .apply
-                .iter()
-                .any(|d| ObjectKey::of(&d.object).same_object(&key));
+            let desired = plan.apply.iter().any(|d| key.is(&d.object));
             let deleting = plan.delete.iter().any(|d| d.key.same_object(&key));
             let waits = held.iter().any(|h| h.same_object(&key));
             if !desired
