@@ -1,8 +1,13 @@
 //! Criterion benchmark of ruleop's planner (`make bench`).
 //! `memcached/plan_steady`: a converged parent with its Deployment, Service and 3 ready pods
-//! observed (the common reconcile: everything up to date); `memcached/plan_first`: nothing
-//! observed yet; `converged/<rule>`: every reference rule (`rules/*.yaml`) on its sample
-//! parent (`samples/`), after the simulated cluster took every plan until one writes nothing.
+//! observed (the common reconcile: everything up to date), planned from scratch (the pods
+//! carry no resourceVersion, so the memo of converged plans cannot key them);
+//! `memcached/plan_unchanged`: the same with every object as the API server holds it (the
+//! memo answers); `memcached/plan_first`: nothing observed yet; `converged/<rule>`: every
+//! reference rule (`rules/*.yaml`) on its sample parent (`samples/`), after the simulated
+//! cluster took every plan until one writes nothing (planned from scratch: the simulated
+//! objects have no resourceVersion); `reconcile/*`: one reconcile of a converged parent up to
+//! the first API call, with the controller's own functions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -144,6 +149,23 @@ fn memcached(c: &mut Criterion) {
             p
         })
     });
+    let mut unchanged = observed.clone();
+    for (i, o) in unchanged.iter_mut().enumerate() {
+        o["metadata"]["resourceVersion"] = json!(format!("{}", 200 + i));
+    }
+    g.bench_function("plan_unchanged", |b| {
+        b.iter(|| {
+            ruleop::plan::plan_remembered(
+                black_box(&rule),
+                Input {
+                    parent: black_box(&parent),
+                    observed: &unchanged,
+                    now: now(),
+                    schemas: None,
+                },
+            )
+        })
+    });
     g.bench_function("plan_first", |b| {
         b.iter(|| {
             plan(
@@ -279,7 +301,7 @@ fn reconcile(c: &mut Criterion) {
     for i in 0..100 {
         caches[&pod].put(json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": format!("other-{i}"), "namespace": "ns", "uid": format!("other-pod-{i}"),
-                "labels": {"app": "memcached", "memcached_cr": format!("other-{i}")}}}));
+                "resourceVersion": "1", "labels": {"app": "memcached", "memcached_cr": format!("other-{i}")}}}));
     }
     let children = [deployment.clone(), service.clone()];
     let related = [pod.clone()];
@@ -304,6 +326,20 @@ fn reconcile(c: &mut Criterion) {
     assert!(writes_nothing(&p), "the cached parent is converged");
     let mut g = c.benchmark_group("reconcile");
     g.throughput(Throughput::Elements(1));
+    // `observed_for`'s pods have no resourceVersion: planned from scratch every time.
     g.bench_function("memcached_converged", |b| b.iter(|| black_box(one())));
+    // As the API server holds them: the memo of converged plans answers.
+    for (i, o) in observed.iter().enumerate() {
+        let mut o = o.clone();
+        o["metadata"]["resourceVersion"] = json!(format!("{}", 200 + i));
+        let kind = match o["kind"].as_str().unwrap() {
+            "Deployment" => &deployment,
+            "Service" => &service,
+            _ => &pod,
+        };
+        caches[kind].put(o);
+    }
+    assert!(writes_nothing(&one()));
+    g.bench_function("memcached_unchanged", |b| b.iter(|| black_box(one())));
     g.finish();
 }

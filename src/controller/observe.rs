@@ -116,7 +116,7 @@ pub fn plan_observed(
         now,
         schemas,
     };
-    let plan = plan::plan(rule, input);
+    let plan = plan::plan_remembered(rule, input);
     let holders = name_holders(&plan, &observation.kinds);
     if holders.is_empty() {
         return plan;
@@ -128,7 +128,7 @@ pub fn plan_observed(
         now,
         schemas,
     };
-    plan::plan(rule, input)
+    plan::plan_remembered(rule, input)
 }
 
 /// Adds the objects not seen yet (by uid).

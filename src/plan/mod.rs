@@ -10,6 +10,7 @@ mod collection;
 mod define;
 mod finalize;
 mod lookup;
+mod memo;
 mod ownership;
 mod ready;
 mod rollout;
@@ -36,6 +37,7 @@ use ready::conditions;
 use view::View;
 
 pub use lookup::{LookupTarget, lookup_targets, matches as lookup_matches};
+pub use memo::PlanMemo;
 pub use ownership::is_ours;
 
 /// What the planner was given.
@@ -251,6 +253,22 @@ pub fn related_selectors(
                 .collect()
         })
         .collect()
+}
+
+/// [`plan`], for the controller: a plan that writes nothing is remembered by its inputs'
+/// identity (uids and resourceVersions from the API server) and returned again while they
+/// stay the same ([`memo`]). `render` and `ruleop test` plan from scratch: their objects'
+/// resourceVersions are not kept by a server.
+pub fn plan_remembered(rule: &CompiledRule, input: Input<'_>) -> Plan {
+    let Some(key) = memo::key(rule, &input) else {
+        return plan(rule, input);
+    };
+    if let Some(known) = rule.memo.get(&key) {
+        return known;
+    }
+    let plan = plan(rule, input);
+    rule.memo.put(key, &plan);
+    plan
 }
 
 /// Plans one parent.

@@ -114,6 +114,8 @@ pub struct Templates {
     prelude: String,
     /// Rendered texts already parsed as YAML.
     shapes: Shapes,
+    /// Whether any template or expression may read `now` (its text names it).
+    reads_now: bool,
 }
 
 impl std::fmt::Debug for Templates {
@@ -171,14 +173,22 @@ impl Templates {
                 .saturating_mul(BUDGET_PER_OUTPUT_BYTE),
             prelude: String::new(),
             shapes: Shapes::default(),
+            reads_now: false,
         }
     }
 
     /// Compiles a manifest or message template under `name`.
     pub fn add_template(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
         let program = Program::compile(name, &format!("{}{source}", self.prelude), self.budget)?;
+        // Conservative: any mention counts, so a plan that depends on the time is never reused.
+        self.reads_now |= source.contains("now");
         self.programs.insert(name.to_string(), program);
         Ok(())
+    }
+
+    /// Whether a template or expression may read `now`: its plans depend on the time.
+    pub fn reads_now(&self) -> bool {
+        self.reads_now
     }
 
     /// The environment, for static checks of compiled templates (`crate::lint`).
