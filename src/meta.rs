@@ -72,20 +72,19 @@ pub fn annotation<'a>(obj: &'a Json, key: &str) -> Option<&'a str> {
 
 /// Whether the object is being deleted.
 pub fn is_deleting(obj: &Json) -> bool {
-    obj.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
+    at(obj, "/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
 }
 
 /// Whether `metadata.finalizers` holds `finalizer`.
 pub fn has_finalizer(obj: &Json, finalizer: &str) -> bool {
-    obj.pointer("/metadata/finalizers")
+    at(obj, "/metadata/finalizers")
         .and_then(Json::as_array)
         .is_some_and(|f| f.iter().any(|x| x.as_str() == Some(finalizer)))
 }
 
 /// Whether an ownerReference points at `owner_uid`.
 pub fn is_owned_by(obj: &Json, owner_uid: &str) -> bool {
-    obj.pointer("/metadata/ownerReferences")
+    at(obj, "/metadata/ownerReferences")
         .and_then(Json::as_array)
         .is_some_and(|refs| {
             refs.iter()
@@ -95,7 +94,7 @@ pub fn is_owned_by(obj: &Json, owner_uid: &str) -> bool {
 
 /// The uid of the object's controller (the ownerReference with `controller: true`).
 pub fn controller_uid(obj: &Json) -> Option<&str> {
-    obj.pointer("/metadata/ownerReferences")?
+    at(obj, "/metadata/ownerReferences")?
         .as_array()?
         .iter()
         .find(|r| r.get("controller").and_then(Json::as_bool) == Some(true))?
@@ -105,7 +104,7 @@ pub fn controller_uid(obj: &Json) -> Option<&str> {
 
 /// Whether field manager `manager` has written the object (its `managedFields` name it).
 pub fn written_by(obj: &Json, manager: &str) -> bool {
-    obj.pointer("/metadata/managedFields")
+    at(obj, "/metadata/managedFields")
         .and_then(Json::as_array)
         .is_some_and(|entries| {
             entries
@@ -150,13 +149,22 @@ impl ObjectKey {
         }
     }
 
+    /// Whether `obj` is this object ([`ObjectKey::same_object`] without building its key).
+    pub fn is(&self, obj: &Json) -> bool {
+        self.kind == kind(obj)
+            && self.name == name(obj)
+            && self.namespace == namespace(obj)
+            && crate::rule::split_api_version(&self.api_version).0
+                == crate::rule::split_api_version(api_version(obj)).0
+    }
+
     /// Same object, ignoring the API version (a kind is one resource across versions).
     pub fn same_object(&self, other: &ObjectKey) -> bool {
-        let g = |k: &ObjectKey| crate::rule::split_api_version(&k.api_version).0.to_string();
         self.kind == other.kind
             && self.namespace == other.namespace
             && self.name == other.name
-            && g(self) == g(other)
+            && crate::rule::split_api_version(&self.api_version).0
+                == crate::rule::split_api_version(&other.api_version).0
     }
 }
 
@@ -170,10 +178,29 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
+/// `obj.pointer(pointer)` without allocating: the planner reads metadata fields of every
+/// observed object many times per plan. A pointer with escapes (`~0`, `~1`) takes the slow way.
+pub fn at<'a>(obj: &'a Json, pointer: &str) -> Option<&'a Json> {
+    if pointer.contains('~') {
+        return obj.pointer(pointer);
+    }
+    let Some(path) = pointer.strip_prefix('/') else {
+        return pointer.is_empty().then_some(obj);
+    };
+    path.split('/').try_fold(obj, |node, token| match node {
+        Json::Object(map) => map.get(token),
+        // As serde_json: no sign, no leading zero.
+        Json::Array(items)
+            if !token.starts_with('+') && (token == "0" || !token.starts_with('0')) =>
+        {
+            token.parse::<usize>().ok().and_then(|i| items.get(i))
+        }
+        _ => None,
+    })
+}
+
 fn str_at<'a>(obj: &'a Json, pointer: &str) -> &'a str {
-    obj.pointer(pointer)
-        .and_then(Json::as_str)
-        .unwrap_or_default()
+    at(obj, pointer).and_then(Json::as_str).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -193,5 +220,16 @@ mod tests {
         assert_eq!(controller_uid(&controlled), Some("u2"));
         assert!(written_by(&controlled, FIELD_MANAGER));
         assert!(!written_by(&obj, FIELD_MANAGER));
+    }
+
+    #[test]
+    fn pointers_read_like_serde_json() {
+        let obj = json!({"a": {"b/c": 1, "l": [{"x": 2}], "m~n": 3}, "": 4});
+        for p in [
+            "", "/a", "/a/l/0/x", "/a/l/1", "/a/b~1c", "/a/m~0n", "/a/l/x", "/a/l/00", "/a/l/+0",
+            "/", "a", "/z/y",
+        ] {
+            assert_eq!(at(&obj, p), obj.pointer(p), "{p}");
+        }
     }
 }

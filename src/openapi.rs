@@ -260,9 +260,26 @@ impl<'a> Schema<'a> {
 }
 
 /// The schemas of the kinds a rule writes, by API group and kind.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Schemas {
     kinds: HashMap<(String, String), KindSchema>,
+    /// Different for every content (a copy keeps it): remembered plans name the schemas
+    /// they were compared with.
+    version: u64,
+}
+
+impl Default for Schemas {
+    fn default() -> Self {
+        Self {
+            kinds: HashMap::new(),
+            version: next_version(),
+        }
+    }
+}
+
+fn next_version() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Schemas {
@@ -270,6 +287,12 @@ impl Schemas {
     pub fn insert(&mut self, group: &str, kind: &str, schema: KindSchema) {
         self.kinds
             .insert((group.to_string(), kind.to_string()), schema);
+        self.version = next_version();
+    }
+
+    /// Identifies this content: two schemas with the same version hold the same schemas.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The schema of objects of `api_version`/`kind`, if known.
@@ -281,6 +304,7 @@ impl Schemas {
     /// Adds every schema of `other`.
     pub fn extend(&mut self, other: Schemas) {
         self.kinds.extend(other.kinds);
+        self.version = next_version();
     }
 
     /// Whether the schema of `group`/`kind` is known.

@@ -198,6 +198,12 @@ impl KindCache {
         let _ = self.synced.subscribe().wait_for(|synced| *synced).await;
     }
 
+    /// Adds or replaces `obj` as a watch event would, for callers without an API server
+    /// (the planner benchmark).
+    pub fn put(&self, obj: serde_json::Value) {
+        self.apply(Arc::new(Cached::new(obj)));
+    }
+
     /// The object at `namespace/name`.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Cached>> {
         self.read()

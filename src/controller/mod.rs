@@ -4,6 +4,7 @@
 pub mod conflicts;
 mod gate;
 pub mod lookups;
+pub mod observe;
 pub mod queue;
 mod reconcile;
 pub mod related;

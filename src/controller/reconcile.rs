@@ -1,20 +1,17 @@
 //! The workers: observe → plan → act for one parent at a time.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::Timestamp;
-use serde_json::Value as Json;
 
 use super::Controller;
-use super::conflicts::{conflicts_of, name_holders};
+use super::conflicts::conflicts_of;
+use super::observe::{RuleKinds, observe, plan_observed};
 use super::queue::{Key, Outcome};
 use crate::apply::Target;
-use crate::cache::Cached;
 use crate::meta;
-use crate::plan::{self, Input};
-use crate::rule::Scope;
+use crate::plan;
 use crate::telemetry::{ResultLabels, RuleLabels};
 
 impl Controller {
@@ -78,76 +75,33 @@ impl Controller {
                 .remove(&key.rule, &(key.namespace.clone(), key.name.clone()));
             return None;
         };
-        let parent = cached_parent.json();
         let compiled = rule.rule();
-        let uid = meta::uid(&parent);
-        // Owned objects of every watched kind: a changed rule may have dropped a kind whose
-        // old children must still be pruned.
-        let mut kinds = HashMap::new();
-        let mut observed: Vec<Json> = Vec::new();
-        // An object is observed once, even when it is both a child and related (a rule
-        // whose replicas are also selected as related objects).
-        let mut seen: HashSet<String> = HashSet::new();
-        for (gk, cache) in &caches {
-            if cache.managed_only || rule.children.contains(gk) || self.is_child_kind(gk) {
-                extend_unique(&mut observed, &mut seen, cache.owned_by(uid));
-                kinds.insert(gk.clone(), cache.clone());
-            }
-        }
-        let namespace =
-            (compiled.spec.parent.scope == Scope::Namespaced).then_some(key.namespace.as_str());
         let now = Timestamp::now();
-        if !rule.related.is_empty() {
-            // Every parent change and every rule (re)start reconciles the parent, so the
-            // routing index is kept here, in one place.
-            let selectors = plan::related_selectors(compiled, &parent, now).unwrap_or_default();
-            for (gk, selector) in rule.related.iter().zip(&selectors) {
-                if let Some(c) = caches.get(gk) {
-                    let namespace = namespace.filter(|_| c.namespaced);
-                    extend_unique(&mut observed, &mut seen, c.select(namespace, selector));
-                }
-            }
+        let rule_kinds = RuleKinds {
+            children: &rule.children,
+            related: &rule.related,
+            lookups: &rule.lookups,
+        };
+        let mut seen = observe(
+            compiled,
+            rule_kinds,
+            &caches,
+            |gk| self.is_child_kind(gk),
+            &cached_parent,
+            now,
+        );
+        // Every parent change and every rule (re)start reconciles the parent, so the
+        // routing indexes of related and looked-up objects are kept here, in one place.
+        if let Some(selectors) = seen.selectors.take() {
             self.record_selectors(&rule, cached_parent.key(), selectors);
         }
-        if !rule.lookups.is_empty() {
-            // As for related objects: the index is kept where every parent change lands.
-            let targets = plan::lookup_targets(compiled, &parent, now).unwrap_or_default();
-            let mut routed = Vec::new();
-            for ((gk, namespaced), target) in rule.lookups.iter().zip(&targets) {
-                let ns = if *namespaced {
-                    target.namespace.as_str()
-                } else {
-                    ""
-                };
-                if let Some(found) = caches.get(gk).and_then(|c| c.get(ns, &target.name)) {
-                    extend_unique(&mut observed, &mut seen, vec![found]);
-                }
-                routed.push((gk.clone(), ns.to_string(), target.name.clone()));
-            }
+        if let Some(routed) = seen.routed.take() {
             self.lookup_index()
                 .set(&compiled.name, cached_parent.key(), routed);
         }
         let schemas = rule.schemas.current();
-        let input = Input {
-            parent: &parent,
-            observed: &observed,
-            now,
-            schemas: Some(&schemas),
-        };
-        let mut plan = plan::plan(compiled, input);
-        // An object that already holds a name the plan creates (another rule's child, or
-        // anything else a cache holds) is shown to the planner, which leaves it alone.
-        let holders = name_holders(&plan, &kinds);
-        if !holders.is_empty() {
-            observed.extend(holders);
-            let input = Input {
-                parent: &parent,
-                observed: &observed,
-                now,
-                schemas: Some(&schemas),
-            };
-            plan = plan::plan(compiled, input);
-        }
+        let plan = plan_observed(compiled, &mut seen, Some(&schemas), now);
+        let (parent, kinds) = (&seen.parent, &seen.kinds);
         self.conflicts_lock().set(key, conflicts_of(&plan));
         let writes = plan
             .apply
@@ -160,7 +114,7 @@ impl Controller {
             // say so too; the log names the parent in separate fields for searching.
             tracing::warn!(
                 rule = %key.rule,
-                kind = meta::kind(&parent),
+                kind = meta::kind(parent),
                 namespace = %key.namespace,
                 name = %key.name,
                 reason = %f.reason,
@@ -179,24 +133,11 @@ impl Controller {
             );
         }
         let target = Target {
-            parent: &parent,
+            parent,
             parent_kind: &parent_cache,
-            kinds: &kinds,
+            kinds,
             failures: self.queue.failures(key),
         };
         Some(self.actor.execute(&target, plan).await)
-    }
-}
-
-/// Adds the objects not seen yet (by uid).
-pub(super) fn extend_unique(
-    observed: &mut Vec<Json>,
-    seen: &mut HashSet<String>,
-    objects: Vec<Arc<Cached>>,
-) {
-    for o in objects {
-        if seen.insert(o.uid().to_string()) {
-            observed.push(o.json());
-        }
     }
 }

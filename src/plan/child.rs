@@ -1,6 +1,8 @@
 //! Rendering children: `when`, replicas, identity, namespace, ownership labels, and
 //! what applying each would do (create, update, up to date, conflict).
 
+use std::sync::Arc;
+
 use minijinja::{Value, context};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
@@ -11,7 +13,7 @@ use super::{Action, Deletion, Desired, Failure, Input, Plan, reason, render_fail
 use crate::meta::{self, ObjectKey};
 use crate::rule::{Child, CompiledRule, DeletionPolicy, Rollout, Scope, UpdateStrategy};
 use crate::scale::{self, ObservedReplica};
-use crate::template::{from_json, is_ready, to_json};
+use crate::template::{is_ready, shared_json, to_json};
 
 /// Renders child `child` (all replicas of it) into `plan`.
 #[allow(clippy::too_many_arguments)]
@@ -142,7 +144,7 @@ pub(super) fn child_ready(
     if child.ready.is_none() {
         return Ok(is_ready(obj));
     }
-    let ctx = context! { child => from_json(obj), ..ctx.clone() };
+    let ctx = context! { child => shared_json(Arc::new(obj.clone())), ..ctx.clone() };
     rule.templates
         .eval(name, &ctx)
         .map(|v| v.is_true())
@@ -308,10 +310,7 @@ pub(super) fn finish(
     }
 
     let key = ObjectKey::of(&object);
-    let existing = input
-        .observed
-        .iter()
-        .find(|o| ObjectKey::of(o).same_object(&key));
+    let existing = input.observed.iter().find(|o| key.is(o));
     let parent_uid = meta::uid(parent);
     let (action, repair) = match existing {
         None => (Action::Create, None),
@@ -321,7 +320,7 @@ pub(super) fn finish(
             // controller reference needs the apply that puts it back.
             let unowned = child.deletion_policy == DeletionPolicy::Delete
                 && meta::controller_uid(o) != Some(parent_uid);
-            match update_action(input, child, o, &object, &hash) {
+            match update_action(input, child, o, &mut object, &hash) {
                 (Action::UpToDate, _) if unowned => (Action::Update, None),
                 decided => decided,
             }
@@ -348,13 +347,25 @@ fn update_action(
     input: &Input<'_>,
     child: &Child,
     observed: &Json,
-    object: &Json,
+    object: &mut Json,
     hash: &str,
 ) -> (Action, Option<Json>) {
     let schema = input
         .schemas
         .and_then(|s| s.get(&child.api_version, &child.kind));
-    let comparison = uptodate::compare(observed, &without_owner_refs(object), schema);
+    // The comparison leaves ownerReferences out (see `finish`): taken out and put back
+    // rather than comparing a copy of the object.
+    let refs = object
+        .get_mut("metadata")
+        .and_then(Json::as_object_mut)
+        .and_then(|m| m.remove("ownerReferences"));
+    let comparison = uptodate::compare(observed, object, schema);
+    if let (Some(refs), Some(m)) = (
+        refs,
+        object.get_mut("metadata").and_then(Json::as_object_mut),
+    ) {
+        m.insert("ownerReferences".into(), refs);
+    }
     if comparison.up_to_date {
         return (Action::UpToDate, None);
     }
@@ -368,17 +379,16 @@ fn update_action(
     )
 }
 
-fn without_owner_refs(object: &Json) -> Json {
-    let mut o = object.clone();
-    if let Some(m) = o.pointer_mut("/metadata").and_then(Json::as_object_mut) {
-        m.remove("ownerReferences");
-    }
-    o
-}
-
 /// sha256 of the manifest (first 16 hex digits).
 fn content_hash(object: &Json) -> String {
-    let digest = Sha256::digest(object.to_string().as_bytes());
+    // Serialized straight into the hasher: the same bytes as `object.to_string()`.
+    let mut hasher = Sha256::new();
+    if serde_json::to_writer(&mut hasher, object).is_err() {
+        // Writing JSON into a hasher does not fail; hash the text should it ever.
+        hasher = Sha256::new();
+        hasher.update(object.to_string().as_bytes());
+    }
+    let digest = hasher.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 

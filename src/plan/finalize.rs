@@ -1,5 +1,6 @@
 //! The deletion path of a parent: cleanup steps, ordered deletion, finalizer removal.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -16,7 +17,7 @@ use crate::meta::{self, ObjectKey};
 use crate::rule::{Child, CompiledRule, DeletionPolicy, ReplicaDeletion, UpdateStrategy};
 use crate::scale;
 use crate::status::{Condition, READY};
-use crate::template::from_json;
+use crate::template::shared_json;
 
 /// The deletion path: cleanup steps in order, then ordered child deletion, then the
 /// finalizer is removed.
@@ -104,7 +105,8 @@ pub(super) fn finalize(
             }
             Some(obj) => {
                 let until = format!("spec.finalizer.cleanup[{i}].until");
-                let step_ctx = context! { child => from_json(obj), ..ctx.clone() };
+                let step_ctx =
+                    context! { child => shared_json(Arc::new((*obj).clone())), ..ctx.clone() };
                 let done = match rule.templates.eval(&until, &step_ctx) {
                     Ok(v) => v.is_true(),
                     Err(e) => {

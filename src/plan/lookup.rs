@@ -1,14 +1,17 @@
 //! Lookups by name: which object each `spec.lookups` entry reads for a parent, and finding it
 //! among the observed objects.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
+use minijinja::context;
 use serde::Serialize;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
 use super::{Failure, now_string, reason, render_failure};
 use crate::meta;
 use crate::rule::{CompiledRule, Scope, split_api_version};
-use crate::template::from_json;
+use crate::template::shared_json;
 
 /// The object one lookup entry reads for a parent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -30,7 +33,10 @@ pub fn lookup_targets(
     if rule.spec.lookups.is_empty() {
         return Ok(Vec::new());
     }
-    let ctx = from_json(&json!({"parent": parent, "now": now_string(now)}));
+    let ctx = context! {
+        parent => shared_json(Arc::new(parent.clone())),
+        now => now_string(now),
+    };
     let render = |name: String| {
         rule.templates
             .render_text(&name, &ctx)

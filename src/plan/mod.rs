@@ -10,6 +10,7 @@ mod collection;
 mod define;
 mod finalize;
 mod lookup;
+mod memo;
 mod ownership;
 mod ready;
 mod rollout;
@@ -17,6 +18,7 @@ mod uptodate;
 mod view;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -28,13 +30,14 @@ use crate::meta::{self, ObjectKey};
 use crate::openapi::Schemas;
 use crate::rule::{CompiledRule, Scope, UpdateStrategy};
 use crate::status::{self, Condition, READY};
-use crate::template::{TemplateError, from_json};
+use crate::template::{TemplateError, from_json, shared_json};
 use child::{check_namespace, is_namespace, plan_child};
 use finalize::finalize;
 use ready::conditions;
 use view::View;
 
 pub use lookup::{LookupTarget, lookup_targets, matches as lookup_matches};
+pub use memo::PlanMemo;
 pub use ownership::is_ours;
 
 /// What the planner was given.
@@ -226,9 +229,12 @@ pub fn related_selectors(
     if rule.spec.related.is_empty() {
         return Ok(Vec::new());
     }
-    let ctx = from_json(
-        &json!({"parent": parent, "children": {}, "related": {}, "now": now_string(now)}),
-    );
+    let ctx = context! {
+        parent => shared_json(Arc::new(parent.clone())),
+        children => from_json(&json!({})),
+        related => from_json(&json!({})),
+        now => now_string(now),
+    };
     rule.spec
         .related
         .iter()
@@ -249,6 +255,22 @@ pub fn related_selectors(
         .collect()
 }
 
+/// [`plan`], for the controller: a plan that writes nothing is remembered by its inputs'
+/// identity (uids and resourceVersions from the API server) and returned again while they
+/// stay the same ([`memo`]). `render` and `ruleop test` plan from scratch: their objects'
+/// resourceVersions are not kept by a server.
+pub fn plan_remembered(rule: &CompiledRule, input: Input<'_>) -> Plan {
+    let Some(key) = memo::key(rule, &input) else {
+        return plan(rule, input);
+    };
+    if let Some(known) = rule.memo.get(&key) {
+        return known;
+    }
+    let plan = plan(rule, input);
+    rule.memo.put(key, &plan);
+    plan
+}
+
 /// Plans one parent.
 pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
     let parent = input.parent;
@@ -262,9 +284,20 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         Err(f) => return failed(rule, &input, plan, f),
     };
     let mut doc = view.document(rule);
-    let mut ctx = context! { now => now_string(input.now), ..from_json(&doc) };
+    let now_text = now_string(input.now);
     let deleting = meta::is_deleting(parent);
-    let values = match define::values(rule, &ctx) {
+    let values = if rule.spec.definitions.values.is_empty() {
+        Ok(Map::new())
+    } else {
+        // Templates read the document in place (`shared_json`), so it is shared, not copied.
+        let shared = Arc::new(std::mem::take(&mut doc));
+        let ctx = context! { now => now_text.clone(), ..shared_json(Arc::clone(&shared)) };
+        let values = define::values(rule, &ctx);
+        drop(ctx);
+        doc = Arc::try_unwrap(shared).unwrap_or_else(|d| (*d).clone());
+        values
+    };
+    let values = match values {
         Ok(values) => Ok(values),
         // Deletion goes on with the values that could be computed: a broken value must not
         // block cleanup.
@@ -281,9 +314,8 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             Some(f)
         }
     };
-    if !rule.spec.definitions.values.is_empty() {
-        ctx = context! { now => now_string(input.now), ..from_json(&doc) };
-    }
+    let doc = Arc::new(doc);
+    let ctx = context! { now => now_text, ..shared_json(Arc::clone(&doc)) };
     // Failures from here on may also set the rule's `status.onFailure` fields.
     let fail = |plan: Plan, f: Failure| {
         let extra = define::failure_fields(rule, &doc, &ctx, &f);
@@ -400,10 +432,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
         }
         for obj in objects {
             let key = ObjectKey::of(obj);
-            let desired = plan
-                .apply
-                .iter()
-                .any(|d| ObjectKey::of(&d.object).same_object(&key));
+            let desired = plan.apply.iter().any(|d| key.is(&d.object));
             let deleting = plan.delete.iter().any(|d| d.key.same_object(&key));
             let waits = held.iter().any(|h| h.same_object(&key));
             if !desired

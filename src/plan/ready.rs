@@ -106,10 +106,7 @@ fn default_ready(
     let mut pending: Vec<String> = waiting.to_vec();
     for d in &plan.apply {
         let key = ObjectKey::of(&d.object);
-        let observed = view
-            .observed_children(&d.child)
-            .iter()
-            .find(|o| ObjectKey::of(o).same_object(&key));
+        let observed = view.observed_children(&d.child).iter().find(|o| key.is(o));
         match observed {
             None => pending.push(format!("{key} not created yet")),
             Some(o) => {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 
 use super::lookup::{lookup_targets, matches};
 use super::ownership::{child_name, is_ours};
@@ -135,6 +135,12 @@ impl<'a> View<'a> {
             .iter()
             .map(|(k, o)| (k.clone(), (*o).clone()))
             .collect();
-        json!({"parent": self.parent, "children": children, "related": related, "lookups": lookups})
+        // Built from clones: `json!` would serialize the borrowed parent into a new tree.
+        let mut doc = Map::new();
+        doc.insert("parent".into(), self.parent.clone());
+        doc.insert("children".into(), Json::Object(children));
+        doc.insert("related".into(), Json::Object(related));
+        doc.insert("lookups".into(), Json::Object(lookups));
+        Json::Object(doc)
     }
 }

@@ -39,6 +39,8 @@ pub struct CompiledRule {
     pub cleanup_timeouts: Vec<Option<Duration>>,
     /// What `ruleop check` warns about: valid, but likely to fail or cost much at run time.
     pub warnings: Vec<(Location, String)>,
+    /// Converged plans of this rule by their inputs (a reloaded rule starts empty).
+    pub memo: crate::plan::PlanMemo,
 }
 
 impl CompiledRule {
@@ -474,6 +476,7 @@ pub fn compile(
         resync,
         cleanup_timeouts,
         warnings: c.warnings,
+        memo: crate::plan::PlanMemo::default(),
     };
     against_own_crd(&mut rule)?;
     Ok(rule)

@@ -14,9 +14,11 @@
 mod budget;
 mod fold;
 mod guard;
+mod json;
 mod lint;
 mod ops;
 mod program;
+mod shape;
 mod yaml;
 
 use std::collections::HashMap;
@@ -27,9 +29,11 @@ use serde_json::Value as Json;
 
 use crate::rule::Limits;
 use program::Program;
-use yaml::{CLOSE, OPEN, kind_name, parse_yaml, splice};
+use shape::Shapes;
+use yaml::{CLOSE, OPEN, kind_name, splice};
 
 pub use budget::BUDGET_PER_OUTPUT_BYTE;
+pub use json::shared_json;
 pub use lint::lint;
 
 /// The variable an expression's value is stored in.
@@ -108,6 +112,10 @@ pub struct Templates {
     /// Text put before every template and expression compiled after it is set (the rule's
     /// shared macros import); on the first line, so line numbers stay those of the source.
     prelude: String,
+    /// Rendered texts already parsed as YAML.
+    shapes: Shapes,
+    /// Whether any template or expression may read `now` (its text names it).
+    reads_now: bool,
 }
 
 impl std::fmt::Debug for Templates {
@@ -164,14 +172,23 @@ impl Templates {
                 .max_output_bytes
                 .saturating_mul(BUDGET_PER_OUTPUT_BYTE),
             prelude: String::new(),
+            shapes: Shapes::default(),
+            reads_now: false,
         }
     }
 
     /// Compiles a manifest or message template under `name`.
     pub fn add_template(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
         let program = Program::compile(name, &format!("{}{source}", self.prelude), self.budget)?;
+        // Conservative: any mention counts, so a plan that depends on the time is never reused.
+        self.reads_now |= source.contains("now");
         self.programs.insert(name.to_string(), program);
         Ok(())
+    }
+
+    /// Whether a template or expression may read `now`: its plans depend on the time.
+    pub fn reads_now(&self) -> bool {
+        self.reads_now
     }
 
     /// The environment, for static checks of compiled templates (`crate::lint`).
@@ -284,7 +301,7 @@ impl Templates {
     /// Renders the template `name` into exactly one YAML mapping.
     pub fn render_object(&self, name: &str, ctx: &Value) -> Result<Json, TemplateError> {
         let (text, slots) = self.render_raw(name, ctx)?;
-        let doc = parse_yaml(&text, &slots)?;
+        let doc = self.shapes.resolve(name, &text, &slots)?;
         match doc {
             Json::Object(_) => Ok(doc),
             other => Err(TemplateError::Yaml {

@@ -65,16 +65,31 @@ pub(super) fn kind_name(v: &Json) -> &'static str {
     }
 }
 
-enum Building {
-    Map(Map<String, Json>, Option<String>),
-    Seq(Vec<Json>),
+/// The YAML structure of one rendered text, its scalars kept raw: the same text resolves
+/// with any slot values, so a text rendered again (the same template taking the same
+/// branches, for another parent or the same one) is parsed once ([`super::shape`]).
+#[derive(Debug)]
+pub(super) enum Node {
+    /// A mapping: each key as written (tokens resolved as text), its line, its value.
+    Map(Vec<(String, usize, Node)>),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A plain scalar without tokens: its value does not depend on the slots.
+    Fixed(Json),
+    /// A scalar holding tokens, with whether it is plain.
+    Scalar(String, bool),
 }
 
-/// Parses one YAML document of rendered text into JSON, resolving tokens.
-pub(super) fn parse_yaml(text: &str, slots: &[Value]) -> Result<Json, TemplateError> {
+enum Building {
+    Map(Vec<(String, usize, Node)>, Option<(String, usize)>),
+    Seq(Vec<Node>),
+}
+
+/// Parses one YAML document of rendered text into its [`Node`] tree.
+pub(super) fn parse_shape(text: &str) -> Result<Node, TemplateError> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Building> = Vec::new();
-    let mut root: Option<Json> = None;
+    let mut root: Option<Node> = None;
     let mut documents = 0;
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(|e| TemplateError::Yaml {
@@ -95,7 +110,7 @@ pub(super) fn parse_yaml(text: &str, slots: &[Value]) -> Result<Json, TemplateEr
                 return Err(err("YAML aliases are not supported in manifests".into()));
             }
             Event::MappingStart(..) => {
-                stack.push(Building::Map(Map::new(), None));
+                stack.push(Building::Map(Vec::new(), None));
                 continue;
             }
             Event::SequenceStart(..) => {
@@ -103,11 +118,11 @@ pub(super) fn parse_yaml(text: &str, slots: &[Value]) -> Result<Json, TemplateEr
                 continue;
             }
             Event::MappingEnd => match stack.pop() {
-                Some(Building::Map(map, _)) => Json::Object(map),
+                Some(Building::Map(map, _)) => Node::Map(map),
                 _ => return Err(err("unbalanced mapping".into())),
             },
             Event::SequenceEnd => match stack.pop() {
-                Some(Building::Seq(seq)) => Json::Array(seq),
+                Some(Building::Seq(seq)) => Node::Seq(seq),
                 _ => return Err(err("unbalanced sequence".into())),
             },
             Event::Scalar(raw, style, _, tag) => {
@@ -116,25 +131,80 @@ pub(super) fn parse_yaml(text: &str, slots: &[Value]) -> Result<Json, TemplateEr
                 }
                 // A key is always text.
                 if let Some(Building::Map(_, key @ None)) = stack.last_mut() {
-                    *key = Some(splice(&raw, slots));
+                    *key = Some((raw.into_owned(), line));
                     continue;
                 }
-                scalar(&raw, style, slots)
+                let plain_style = style == ScalarStyle::Plain;
+                if plain_style && !raw.contains(OPEN) {
+                    Node::Fixed(plain(&raw))
+                } else if !raw.contains(OPEN) {
+                    Node::Fixed(Json::String(raw.into_owned()))
+                } else {
+                    Node::Scalar(raw.into_owned(), plain_style)
+                }
             }
             _ => continue,
         };
         match stack.last_mut() {
             Some(Building::Map(map, key)) => {
-                let key = key.take().unwrap_or_default();
-                if map.insert(key.clone(), value).is_some() {
-                    return Err(err(format!("duplicate key {key:?}")));
-                }
+                let (key, key_line) = key.take().unwrap_or((String::new(), line));
+                map.push((key, key_line, value));
             }
             Some(Building::Seq(seq)) => seq.push(value),
             None => root = Some(value),
         }
     }
-    Ok(root.unwrap_or(Json::Null))
+    Ok(root.unwrap_or(Node::Fixed(Json::Null)))
+}
+
+/// Builds the JSON of a parsed rendering with this render's slot values.
+pub(super) fn resolve(node: &Node, slots: &[Value]) -> Result<Json, TemplateError> {
+    Ok(match node {
+        Node::Fixed(value) => value.clone(),
+        Node::Scalar(raw, plain_style) => {
+            let style = if *plain_style {
+                ScalarStyle::Plain
+            } else {
+                ScalarStyle::DoubleQuoted
+            };
+            scalar(raw, style, slots)
+        }
+        Node::Seq(items) => Json::Array(
+            items
+                .iter()
+                .map(|n| resolve(n, slots))
+                .collect::<Result<_, _>>()?,
+        ),
+        Node::Map(entries) => {
+            let mut map = Map::new();
+            for (raw, line, value) in entries {
+                let key = if raw.contains(OPEN) {
+                    splice(raw, slots)
+                } else {
+                    raw.clone()
+                };
+                let value = resolve(value, slots)?;
+                if let Some(key) = insert_new(&mut map, key, value) {
+                    return Err(TemplateError::Yaml {
+                        line: *line,
+                        message: format!("duplicate key {key:?}"),
+                    });
+                }
+            }
+            Json::Object(map)
+        }
+    })
+}
+
+/// Inserts `key` unless present; returns it back when it was already there.
+fn insert_new(map: &mut Map<String, Json>, key: String, value: Json) -> Option<String> {
+    match map.entry(key) {
+        serde_json::map::Entry::Occupied(o) => Some(o.key().clone()),
+        serde_json::map::Entry::Vacant(v) => {
+            v.insert(value);
+            None
+        }
+    }
 }
 
 /// Resolves one scalar: typed when plain (YAML 1.2 core schema), text when quoted or block.

@@ -1,0 +1,141 @@
+//! Observe and plan one parent from the watch caches: the part of a reconcile before any
+//! API call, callable without a cluster (the planner benchmark measures it end to end).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::Value as Json;
+
+use super::conflicts::name_holders;
+use crate::cache::{Cached, GroupKind, KindCache};
+use crate::meta;
+use crate::openapi::Schemas;
+use crate::plan::{self, Input, Plan, Selector};
+use crate::rule::{CompiledRule, Scope};
+
+/// The kinds one rule reads, as the controller resolved them.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleKinds<'a> {
+    /// Child and cleanup-step kinds.
+    pub children: &'a [GroupKind],
+    /// Related kinds, by related index.
+    pub related: &'a [GroupKind],
+    /// Looked-up kinds, by lookup index, and whether each is namespaced.
+    pub lookups: &'a [(GroupKind, bool)],
+}
+
+/// What a reconcile read from the caches for one parent.
+pub struct Observation {
+    /// The parent.
+    pub parent: Json,
+    /// Its possible children, related and looked-up objects, each once.
+    pub observed: Vec<Json>,
+    /// The caches of the kinds its children may have.
+    pub kinds: HashMap<GroupKind, Arc<KindCache>>,
+    /// The rendered related selectors, when the rule has related objects.
+    pub selectors: Option<Vec<Selector>>,
+    /// The looked-up objects' (kind, namespace, name), when the rule has lookups.
+    pub routed: Option<Vec<(GroupKind, String, String)>>,
+}
+
+/// Reads `parent`'s possible children (owned objects of every child kind of any rule: a
+/// changed rule may have dropped a kind whose old children must still be pruned), related
+/// and looked-up objects from `caches`.
+pub fn observe(
+    rule: &CompiledRule,
+    rule_kinds: RuleKinds<'_>,
+    caches: &HashMap<GroupKind, Arc<KindCache>>,
+    is_child_kind: impl Fn(&GroupKind) -> bool,
+    parent: &Cached,
+    now: Timestamp,
+) -> Observation {
+    let parent_json = parent.json();
+    let uid = meta::uid(&parent_json);
+    let mut kinds = HashMap::new();
+    let mut observed: Vec<Json> = Vec::new();
+    // An object is observed once, even when it is both a child and related (a rule
+    // whose replicas are also selected as related objects).
+    let mut seen: HashSet<String> = HashSet::new();
+    for (gk, cache) in caches {
+        if cache.managed_only || rule_kinds.children.contains(gk) || is_child_kind(gk) {
+            extend_unique(&mut observed, &mut seen, cache.owned_by(uid));
+            kinds.insert(gk.clone(), cache.clone());
+        }
+    }
+    let namespace = (rule.spec.parent.scope == Scope::Namespaced).then_some(parent.namespace());
+    let mut selectors = None;
+    if !rule_kinds.related.is_empty() {
+        let rendered = plan::related_selectors(rule, &parent_json, now).unwrap_or_default();
+        for (gk, selector) in rule_kinds.related.iter().zip(&rendered) {
+            if let Some(c) = caches.get(gk) {
+                let namespace = namespace.filter(|_| c.namespaced);
+                extend_unique(&mut observed, &mut seen, c.select(namespace, selector));
+            }
+        }
+        selectors = Some(rendered);
+    }
+    let mut routed = None;
+    if !rule_kinds.lookups.is_empty() {
+        let targets = plan::lookup_targets(rule, &parent_json, now).unwrap_or_default();
+        let mut found_at = Vec::new();
+        for ((gk, namespaced), target) in rule_kinds.lookups.iter().zip(&targets) {
+            let ns = if *namespaced {
+                target.namespace.as_str()
+            } else {
+                ""
+            };
+            if let Some(found) = caches.get(gk).and_then(|c| c.get(ns, &target.name)) {
+                extend_unique(&mut observed, &mut seen, vec![found]);
+            }
+            found_at.push((gk.clone(), ns.to_string(), target.name.clone()));
+        }
+        routed = Some(found_at);
+    }
+    Observation {
+        parent: parent_json,
+        observed,
+        kinds,
+        selectors,
+        routed,
+    }
+}
+
+/// Plans the observed parent. An object that already holds a name the plan creates
+/// (another rule's child, or anything else a cache holds) is shown to the planner, which
+/// leaves it alone: it joins `observation.observed` and the parent is planned again.
+pub fn plan_observed(
+    rule: &CompiledRule,
+    observation: &mut Observation,
+    schemas: Option<&Schemas>,
+    now: Timestamp,
+) -> Plan {
+    let input = Input {
+        parent: &observation.parent,
+        observed: &observation.observed,
+        now,
+        schemas,
+    };
+    let plan = plan::plan_remembered(rule, input);
+    let holders = name_holders(&plan, &observation.kinds);
+    if holders.is_empty() {
+        return plan;
+    }
+    observation.observed.extend(holders);
+    let input = Input {
+        parent: &observation.parent,
+        observed: &observation.observed,
+        now,
+        schemas,
+    };
+    plan::plan_remembered(rule, input)
+}
+
+/// Adds the objects not seen yet (by uid).
+fn extend_unique(observed: &mut Vec<Json>, seen: &mut HashSet<String>, objects: Vec<Arc<Cached>>) {
+    for o in objects {
+        if seen.insert(o.uid().to_string()) {
+            observed.push(o.json());
+        }
+    }
+}

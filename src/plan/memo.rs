@@ -1,0 +1,238 @@
+//! Converged plans remembered by the identity of their inputs: a parent whose object and
+//! observed objects are, by uid and resourceVersion, those of an earlier plan that wrote
+//! nothing is not planned again (issue 16: skip parents whose inputs did not change).
+//!
+//! The planner is a pure function of the rule, the parent, the observed objects, the
+//! schemas and the time, so its result can be reused when all of them are the same: the
+//! memo lives in the compiled rule (a reloaded rule starts empty), the key holds every
+//! object's uid and resourceVersion in order (the API server changes the resourceVersion on
+//! every write) and the schemas' version, and a rule whose templates may read `now` is never
+//! remembered. Only plans that write nothing are kept: their only use of the time would be a
+//! condition's transition time, which a plan that writes no status does not carry.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use serde_json::Value as Json;
+
+use super::{Action, FinalizerChange, Input, Plan};
+use crate::meta;
+use crate::openapi::Schemas;
+use crate::rule::CompiledRule;
+
+/// Parents remembered per rule; past this the memo starts over (memory stays bounded).
+const MAX_PARENTS: usize = 4096;
+
+/// The identity of a plan's inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Key {
+    parent: (String, String),
+    observed: Vec<(String, String)>,
+    schemas: Option<u64>,
+}
+
+/// Converged plans by parent uid, with the inputs they were planned from.
+#[derive(Debug, Default)]
+pub struct PlanMemo(Mutex<HashMap<String, (Key, Plan)>>);
+
+/// `uid` and `resourceVersion`; `None` when either is missing (an object not read from the
+/// API server, as in `ruleop render` and tests: its content has no identity to key on).
+fn identity(obj: &Json) -> Option<(String, String)> {
+    let uid = meta::uid(obj);
+    let version = meta::at(obj, "/metadata/resourceVersion")?.as_str()?;
+    (!uid.is_empty() && !version.is_empty()).then(|| (uid.to_string(), version.to_string()))
+}
+
+/// The key of `input`, when its plan may be remembered.
+pub(super) fn key(rule: &CompiledRule, input: &Input<'_>) -> Option<Key> {
+    if rule.templates.reads_now() || meta::is_deleting(input.parent) {
+        return None;
+    }
+    Some(Key {
+        parent: identity(input.parent)?,
+        observed: input.observed.iter().map(identity).collect::<Option<_>>()?,
+        schemas: input.schemas.map(Schemas::version),
+    })
+}
+
+/// Whether `plan` writes nothing and reports nothing.
+pub(super) fn is_quiet(plan: &Plan) -> bool {
+    plan.apply.iter().all(|d| d.action == Action::UpToDate)
+        && plan.delete.is_empty()
+        && plan.status.is_none()
+        && plan.events.is_empty()
+        && plan.finalizer == FinalizerChange::None
+        && plan.failure.is_none()
+}
+
+impl PlanMemo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Key, Plan)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The plan remembered for exactly these inputs.
+    pub(super) fn get(&self, key: &Key) -> Option<Plan> {
+        let memo = self.lock();
+        let (known, plan) = memo.get(&key.parent.0)?;
+        (known == key).then(|| plan.clone())
+    }
+
+    /// Remembers a quiet plan, or forgets the parent's entry when the plan is not quiet.
+    pub(super) fn put(&self, key: Key, plan: &Plan) {
+        let mut memo = self.lock();
+        if !is_quiet(plan) {
+            memo.remove(&key.parent.0);
+            return;
+        }
+        if memo.len() >= MAX_PARENTS {
+            memo.clear();
+        }
+        memo.insert(key.parent.0.clone(), (key, plan.clone()));
+    }
+
+    /// How many parents are remembered.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::plan::plan_remembered as plan;
+    use crate::rule::parse_rule;
+    use serde_json::json;
+
+    /// A rule unlike the reference ones: a ConfigMap whose data repeats the parent's spec,
+    /// generic readiness; `time` puts `now` in the data.
+    fn rule(time: bool) -> CompiledRule {
+        let stamp = if time {
+            "\n          at: \"{{ now }}\""
+        } else {
+            ""
+        };
+        let source = format!(
+            "apiVersion: ruleop.dev/v1alpha1\nkind: Rule\nmetadata: {{name: echo}}\nspec:\n  parent: {{apiVersion: example.com/v1, kind: Echo}}\n  allow: [{{apiVersion: v1, kind: ConfigMap}}]\n  children:\n    - name: copy\n      apiVersion: v1\n      kind: ConfigMap\n      template: |\n        metadata: {{name: \"{{{{ parent.metadata.name }}}}-copy\"}}\n        data:\n          word: \"{{{{ parent.spec.word }}}}\"{stamp}\n"
+        );
+        parse_rule("echo.yaml".as_ref(), &source).unwrap()
+    }
+
+    fn parent(word: &str, version: &str) -> Json {
+        json!({"apiVersion": "example.com/v1", "kind": "Echo",
+            "metadata": {"name": "e", "namespace": "ns", "uid": "p-1", "generation": 1,
+                "resourceVersion": version},
+            "spec": {"word": word}})
+    }
+
+    fn run(
+        rule: &CompiledRule,
+        parent: &Json,
+        observed: &[Json],
+        schemas: Option<&Schemas>,
+    ) -> Plan {
+        let now = "2026-01-01T00:00:00Z".parse().unwrap();
+        plan(
+            rule,
+            Input {
+                parent,
+                observed,
+                now,
+                schemas,
+            },
+        )
+    }
+
+    /// The parent and its child once converged, as the API server holds them.
+    fn converged(rule: &CompiledRule, word: &str) -> (Json, Vec<Json>) {
+        let mut p = parent(word, "1");
+        let first = run(rule, &p, &[], None);
+        let mut child = first.apply[0].object.clone();
+        child["metadata"]["uid"] = json!("c-1");
+        child["metadata"]["resourceVersion"] = json!("5");
+        let observed = vec![child];
+        let second = run(rule, &p, &observed, None);
+        if let Some(status) = second.status {
+            p["status"] = status;
+        }
+        p["metadata"]["resourceVersion"] = json!("2");
+        (p, observed)
+    }
+
+    #[test]
+    fn a_converged_plan_is_reused_while_its_inputs_stay_the_same() {
+        let rule = rule(false);
+        let (p, observed) = converged(&rule, "hi");
+        rule.memo.lock().clear();
+        let fresh = run(&rule, &p, &observed, None);
+        assert!(is_quiet(&fresh), "{fresh:?}");
+        assert_eq!(rule.memo.len(), 1, "remembered");
+        let again = run(&rule, &p, &observed, None);
+        assert_eq!(
+            serde_json::to_value(&again).unwrap(),
+            serde_json::to_value(&fresh).unwrap()
+        );
+    }
+
+    #[test]
+    fn any_changed_input_is_planned_again() {
+        let rule = rule(false);
+        let (p, observed) = converged(&rule, "hi");
+        assert!(is_quiet(&run(&rule, &p, &observed, None)));
+        // The child edited by hand: a new resourceVersion, so the plan sees the drift.
+        let mut edited = observed.clone();
+        edited[0]["data"]["word"] = json!("bye");
+        edited[0]["metadata"]["resourceVersion"] = json!("6");
+        let drift = run(&rule, &p, &edited, None);
+        assert_eq!(drift.apply[0].action, Action::Update);
+        assert_eq!(rule.memo.len(), 0, "a plan that writes is not remembered");
+        // The parent changed.
+        assert!(is_quiet(&run(&rule, &p, &observed, None)));
+        let mut changed = p.clone();
+        changed["spec"]["word"] = json!("new");
+        changed["metadata"]["resourceVersion"] = json!("3");
+        assert_eq!(
+            run(&rule, &changed, &observed, None).apply[0].action,
+            Action::Update
+        );
+        // Other schemas: compared again, not taken from the memo.
+        assert!(is_quiet(&run(&rule, &p, &observed, None)));
+        let schemas = Schemas::default();
+        let key = |s: Option<&Schemas>| {
+            let input = Input {
+                parent: &p,
+                observed: &observed,
+                now: "2026-01-01T00:00:00Z".parse().unwrap(),
+                schemas: s,
+            };
+            key(&rule, &input).unwrap()
+        };
+        assert!(rule.memo.get(&key(Some(&schemas))).is_none());
+        assert!(rule.memo.get(&key(None)).is_some());
+        // A reloaded rule starts empty.
+        let reloaded = super::tests::rule(false);
+        assert!(reloaded.memo.is_empty());
+    }
+
+    #[test]
+    fn plans_that_may_depend_on_the_time_or_lack_identities_are_not_remembered() {
+        let timed = rule(true);
+        let (p, observed) = converged(&timed, "hi");
+        assert!(timed.templates.reads_now());
+        run(&timed, &p, &observed, None);
+        assert!(timed.memo.is_empty());
+        let plain = rule(false);
+        let (p, mut observed) = converged(&plain, "hi");
+        observed[0]["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        assert!(is_quiet(&run(&plain, &p, &observed, None)));
+        assert!(plain.memo.is_empty());
+    }
+}
