@@ -251,7 +251,11 @@ async fn check_resource_reads_the_built_in_schemas_from_the_cluster() {
     let mark = audit::Mark::now();
     let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["check", "tests/rules/check-resource/broken.yaml", "--cluster"])
+        .args([
+            "check",
+            "tests/rules/check-resource/broken.yaml",
+            "--cluster",
+        ])
         .arg("--kubeconfig")
         .arg(support::kubeconfig())
         .args(["--resource", "tests/rules/check-resource/sample.yaml"])
