@@ -28,12 +28,44 @@ use crate::rule::CompiledRule;
 /// Parents remembered per rule; past this the memo starts over (memory stays bounded).
 const MAX_PARENTS: usize = 4096;
 
-/// The identity of a plan's inputs.
+/// The identity of a plan's inputs, owned: built only when a plan is remembered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Key {
+struct Key {
     parent: (String, String),
     observed: Vec<(String, String)>,
     schemas: Option<u64>,
+}
+
+impl Key {
+    /// The key of `input`; `None` when some object has no identity.
+    fn of(input: &Input<'_>) -> Option<Self> {
+        let owned = |(uid, version): (&str, &str)| (uid.to_string(), version.to_string());
+        Some(Self {
+            parent: owned(identity(input.parent)?),
+            observed: input
+                .observed
+                .iter()
+                .map(|o| identity(o).map(owned))
+                .collect::<Option<_>>()?,
+            schemas: input.schemas.map(Schemas::version),
+        })
+    }
+
+    /// Whether `input` has exactly these identities, compared in place: a lookup, done on
+    /// every reconcile, allocates nothing.
+    fn matches(&self, input: &Input<'_>) -> bool {
+        let same = |known: &(String, String), obj: &Json| {
+            identity(obj) == Some((known.0.as_str(), known.1.as_str()))
+        };
+        same(&self.parent, input.parent)
+            && self.schemas == input.schemas.map(Schemas::version)
+            && self.observed.len() == input.observed.len()
+            && self
+                .observed
+                .iter()
+                .zip(input.observed)
+                .all(|(known, obj)| same(known, obj))
+    }
 }
 
 /// Converged plans by parent uid, with the inputs they were planned from.
@@ -42,22 +74,16 @@ pub struct PlanMemo(Mutex<HashMap<String, (Key, Plan)>>);
 
 /// `uid` and `resourceVersion`; `None` when either is missing (an object not read from the
 /// API server, as in `ruleop render` and tests: its content has no identity to key on).
-fn identity(obj: &Json) -> Option<(String, String)> {
+fn identity(obj: &Json) -> Option<(&str, &str)> {
     let uid = meta::uid(obj);
     let version = meta::at(obj, "/metadata/resourceVersion")?.as_str()?;
-    (!uid.is_empty() && !version.is_empty()).then(|| (uid.to_string(), version.to_string()))
+    (!uid.is_empty() && !version.is_empty()).then_some((uid, version))
 }
 
-/// The key of `input`, when its plan may be remembered.
-pub(super) fn key(rule: &CompiledRule, input: &Input<'_>) -> Option<Key> {
-    if rule.templates.reads_now() || meta::is_deleting(input.parent) {
-        return None;
-    }
-    Some(Key {
-        parent: identity(input.parent)?,
-        observed: input.observed.iter().map(identity).collect::<Option<_>>()?,
-        schemas: input.schemas.map(Schemas::version),
-    })
+/// Whether the plan of `input` may be remembered: not when the rule's templates may read
+/// the time, nor for a parent being deleted (cleanup steps wait on the clock).
+pub(super) fn applies(rule: &CompiledRule, input: &Input<'_>) -> bool {
+    !rule.templates.reads_now() && !meta::is_deleting(input.parent)
 }
 
 /// Whether `plan` writes nothing and reports nothing.
@@ -85,20 +111,25 @@ impl PlanMemo {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The plan remembered for exactly these inputs.
-    pub(super) fn get(&self, key: &Key) -> Option<Plan> {
+    /// The plan remembered for exactly the inputs of `input`.
+    pub(super) fn get(&self, input: &Input<'_>) -> Option<Plan> {
+        let (uid, _) = identity(input.parent)?;
         let memo = self.lock();
-        let (known, plan) = memo.get(&key.parent.0)?;
-        (known == key).then(|| plan.clone())
+        let (known, plan) = memo.get(uid)?;
+        known.matches(input).then(|| plan.clone())
     }
 
-    /// Remembers a quiet plan, or forgets the parent's entry when the plan is not quiet.
-    pub(super) fn put(&self, key: Key, plan: &Plan) {
+    /// Remembers the plan of `input` when it is quiet and every input has an identity;
+    /// otherwise forgets the parent's entry.
+    pub(super) fn put(&self, input: &Input<'_>, plan: &Plan) {
+        let key = Key::of(input).filter(|_| is_quiet(plan));
         let mut memo = self.lock();
-        if !is_quiet(plan) {
-            memo.remove(&key.parent.0);
+        let Some(key) = key else {
+            if let Some((uid, _)) = identity(input.parent) {
+                memo.remove(uid);
+            }
             return;
-        }
+        };
         if memo.len() >= MAX_PARENTS {
             memo.clear();
         }
@@ -221,17 +252,25 @@ mod tests {
         // Other schemas: compared again, not taken from the memo.
         assert!(is_quiet(&run(&rule, &p, &observed, None)));
         let schemas = Schemas::default();
-        let key = |s: Option<&Schemas>| {
-            let input = Input {
-                parent: &p,
-                observed: &observed,
-                now: "2026-01-01T00:00:00Z".parse().unwrap(),
-                schemas: s,
-            };
-            key(&rule, &input).unwrap()
+        let input = |s| Input {
+            parent: &p,
+            observed: &observed,
+            now: "2026-01-01T00:00:00Z".parse().unwrap(),
+            schemas: s,
         };
-        assert!(rule.memo.get(&key(Some(&schemas))).is_none());
-        assert!(rule.memo.get(&key(None)).is_some());
+        assert!(rule.memo.get(&input(Some(&schemas))).is_none());
+        assert!(rule.memo.get(&input(None)).is_some());
+        // The same objects in another order, one more or one fewer: not the same inputs.
+        let mut more = observed.clone();
+        more.push(p.clone());
+        let reordered: Vec<Json> = more.iter().rev().cloned().collect();
+        for other in [&more, &reordered, &Vec::new()] {
+            let input = Input {
+                observed: other,
+                ..input(None)
+            };
+            assert!(rule.memo.get(&input).is_none(), "{other:?}");
+        }
         // A reloaded rule starts empty.
         let reloaded = super::tests::rule(false);
         assert!(reloaded.memo.is_empty());

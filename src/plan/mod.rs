@@ -260,14 +260,14 @@ pub fn related_selectors(
 /// stay the same ([`memo`]). `render` and `ruleop test` plan from scratch: their objects'
 /// resourceVersions are not kept by a server.
 pub fn plan_remembered(rule: &CompiledRule, input: Input<'_>) -> Plan {
-    let Some(key) = memo::key(rule, &input) else {
+    if !memo::applies(rule, &input) {
         return plan(rule, input);
-    };
-    if let Some(known) = rule.memo.get(&key) {
+    }
+    if let Some(known) = rule.memo.get(&input) {
         return known;
     }
     let plan = plan(rule, input);
-    rule.memo.put(key, &plan);
+    rule.memo.put(&input, &plan);
     plan
 }
 
