@@ -192,6 +192,18 @@ impl KindCache {
         self.synced.send_replace(true);
     }
 
+    /// Counts one scope's watch as listed; the cache is synced once every scope is.
+    pub(super) fn scope_listed(&self) {
+        let mut listed = self
+            .synced_scopes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *listed += 1;
+        if *listed >= self.scopes {
+            self.synced.send_replace(true);
+        }
+    }
+
     /// Returns once every watch of this kind has listed once.
     pub async fn wait_synced(&self) {
         // The sender lives in `self`, so the channel cannot close while this waits.

@@ -1,14 +1,17 @@
 //! The watch of one kind in one scope: lists, then streams changes into its cache.
 
+use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use kube::Client;
-use kube::api::{Api, DynamicObject};
-use kube::core::PartialObjectMeta;
+use kube::Resource;
+use kube::api::{Api, ApiResource};
+use kube::core::DynamicResourceScope;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -41,24 +44,36 @@ fn events(
     let resource = cache.resource.clone();
     let namespace = namespace.filter(|_| cache.namespaced);
     if cache.metadata_only {
-        let api: Api<PartialObjectMeta<DynamicObject>> = match namespace {
-            Some(ns) => Api::namespaced_with(client, ns, &resource),
-            None => Api::all_with(client, &resource),
-        };
-        watcher::watcher(api, config)
-            .default_backoff()
-            .map_ok(move |e| convert(e, |o| metadata_to_cached(o, &resource)))
-            .boxed()
+        stream(client, namespace, config, resource, metadata_to_cached)
     } else {
-        let api: Api<DynamicObject> = match namespace {
-            Some(ns) => Api::namespaced_with(client, ns, &resource),
-            None => Api::all_with(client, &resource),
-        };
-        watcher::watcher(api, config)
-            .default_backoff()
-            .map_ok(move |e| convert(e, |o| to_cached(o, &resource)))
-            .boxed()
+        stream(client, namespace, config, resource, to_cached)
     }
+}
+
+/// The watch of objects read as `K`, converted by `cached`.
+fn stream<K>(
+    client: Client,
+    namespace: Option<&str>,
+    config: watcher::Config,
+    resource: ApiResource,
+    cached: fn(K, &ApiResource) -> Arc<Cached>,
+) -> Events
+where
+    K: Resource<DynamicType = ApiResource, Scope = DynamicResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + 'static,
+{
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &resource),
+        None => Api::all_with(client, &resource),
+    };
+    watcher::watcher(api, config)
+        .default_backoff()
+        .map_ok(move |e| convert(e, |o| cached(o, &resource)))
+        .boxed()
 }
 
 /// Whether a watch error is the API server refusing the list or watch (403).
@@ -123,14 +138,7 @@ pub async fn watch(
                 let gone = cache.replace_scope(scope.as_deref(), objects.clone());
                 if !counted {
                     counted = true;
-                    let mut synced = cache
-                        .synced_scopes
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    *synced += 1;
-                    if *synced >= cache.scopes {
-                        cache.synced.send_replace(true);
-                    }
+                    cache.scope_listed();
                 }
                 tracing::debug!(kind = %cache.kind, objects = objects.len(), "listed");
                 for o in gone {
@@ -147,14 +155,7 @@ pub async fn watch(
                 if !counted {
                     counted = true;
                     tracing::warn!(kind = %cache.kind, error = %e, "not allowed to list or watch this kind; its objects are treated as absent until RBAC allows it (retrying with backoff)");
-                    let mut synced = cache
-                        .synced_scopes
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    *synced += 1;
-                    if *synced >= cache.scopes {
-                        cache.synced.send_replace(true);
-                    }
+                    cache.scope_listed();
                 } else {
                     tracing::debug!(kind = %cache.kind, error = %e, "watch still forbidden");
                 }
