@@ -8,6 +8,7 @@ use minijinja::machinery::Instruction;
 
 use super::schema::Seg;
 use crate::template::Templates;
+use crate::template::access::{Step, chain, instructions, jsonpath_steps};
 
 /// The variable templates see the parent under.
 pub const PARENT: &str = "parent";
@@ -28,39 +29,35 @@ pub struct ParentRef {
 /// line). A template that binds `parent` itself (`{% set parent = ... %}`, a macro
 /// argument) is skipped: its `parent` is not the parent.
 pub fn template_refs(templates: &Templates, name: &str) -> Vec<ParentRef> {
-    let Some(compiled) = templates.compiled(name) else {
+    let Some(blocks) = templates.program(name) else {
         return Vec::new();
     };
-    let blocks: Vec<_> = std::iter::once(&compiled.instructions)
-        .chain(compiled.blocks.values())
-        .collect();
-    let rebinds = blocks.iter().any(|instructions| {
-        (0u32..)
-            .map_while(|i| instructions.get(i))
-            .any(|instr| matches!(instr, Instruction::StoreLocal(n) if *n == PARENT))
+    let rebinds = blocks.iter().any(|block| {
+        instructions(block)
+            .any(|(_, instr)| matches!(instr, Instruction::StoreLocal(n) if *n == PARENT))
     });
     if rebinds {
         return Vec::new();
     }
-    // path -> (first line, printed at every use)
+    // path -> (first line, printed at every use, order of first use)
     let mut found: BTreeMap<Vec<Seg>, (usize, bool, usize)> = BTreeMap::new();
     let mut order = 0;
-    for instructions in blocks {
-        let mut idx = 0u32;
-        while let Some(instr) = instructions.get(idx) {
-            if matches!(instr, Instruction::Lookup(n) if *n == PARENT) {
-                let (path, next) = chain(instructions, idx + 1);
-                let printed = matches!(instructions.get(next), Some(Instruction::Emit));
-                if !path.is_empty() {
-                    let line = instructions.get_line(idx).unwrap_or(1);
-                    order += 1;
-                    found
-                        .entry(path)
-                        .and_modify(|e| e.1 &= printed)
-                        .or_insert((line, printed, order));
-                }
+    for block in blocks {
+        for (idx, instr) in instructions(block) {
+            if !matches!(instr, Instruction::Lookup(n) if *n == PARENT) {
+                continue;
             }
-            idx += 1;
+            let (steps, next) = chain(block, idx + 1);
+            let printed = matches!(block.get(next), Some(Instruction::Emit));
+            if steps.is_empty() {
+                continue;
+            }
+            let line = block.get_line(idx).unwrap_or(1);
+            order += 1;
+            found
+                .entry(segs(&steps))
+                .and_modify(|e| e.1 &= printed)
+                .or_insert((line, printed, order));
         }
     }
     let mut refs: Vec<(usize, ParentRef)> = found
@@ -80,74 +77,24 @@ pub fn template_refs(templates: &Templates, name: &str) -> Vec<ParentRef> {
     refs.into_iter().map(|(_, r)| r).collect()
 }
 
-/// The attribute and constant-subscript chain starting at `idx`, and the index after it.
-fn chain(instructions: &minijinja::machinery::Instructions<'_>, mut idx: u32) -> (Vec<Seg>, u32) {
-    let mut path = Vec::new();
-    loop {
-        match instructions.get(idx) {
-            Some(Instruction::GetAttr(n)) => {
-                path.push(Seg::Field(n.to_string()));
-                idx += 1;
-            }
-            Some(Instruction::LoadConst(v))
-                if matches!(instructions.get(idx + 1), Some(Instruction::GetItem)) =>
-            {
-                if let Some(s) = v.as_str() {
-                    path.push(Seg::Field(s.to_string()));
-                } else if v.as_i64().is_some() {
-                    path.push(Seg::Item);
-                } else {
-                    break;
-                }
-                idx += 2;
-            }
-            _ => break,
-        }
-    }
-    (path, idx)
+/// Field and index steps as a schema path (a template chain has no wildcards).
+fn segs(steps: &[Step<'_>]) -> Vec<Seg> {
+    steps
+        .iter()
+        .map_while(|s| match s {
+            Step::Field(name) => Some(Seg::Field((*name).to_string())),
+            Step::Index => Some(Seg::Item),
+            Step::Wildcard => None,
+        })
+        .collect()
 }
 
 /// The parent path a status JSONPath addresses (`$.parent.spec.a[0]['b']`), up to the
 /// first step that is not a plain field or index (wildcards, filters, slices, `..`).
 pub fn jsonpath_ref(path: &str) -> Option<Vec<Seg>> {
-    let mut rest = path.trim().strip_prefix('$')?;
-    let mut segs = Vec::new();
-    loop {
-        if rest.starts_with("..") || rest.is_empty() {
-            break;
-        }
-        if let Some(r) = rest.strip_prefix('.') {
-            let end = r
-                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
-                .unwrap_or(r.len());
-            if end == 0 {
-                break;
-            }
-            segs.push(Seg::Field(r[..end].to_string()));
-            rest = &r[end..];
-        } else if let Some(r) = rest.strip_prefix('[') {
-            let Some(close) = r.find(']') else { break };
-            let inner = r[..close].trim();
-            let quoted = ['\'', '"'].iter().find_map(|q| {
-                inner
-                    .strip_prefix(*q)
-                    .and_then(|s| s.strip_suffix(*q))
-                    .filter(|s| !s.contains(['\'', '"']))
-            });
-            if let Some(name) = quoted {
-                segs.push(Seg::Field(name.to_string()));
-            } else if !inner.is_empty() && inner.chars().all(|c| c.is_ascii_digit()) {
-                segs.push(Seg::Item);
-            } else {
-                break;
-            }
-            rest = &r[close + 1..];
-        } else {
-            break;
-        }
-    }
-    match segs.first() {
-        Some(Seg::Field(root)) if root == PARENT && segs.len() > 1 => Some(segs.split_off(1)),
+    let (steps, _) = jsonpath_steps(path)?;
+    match segs(&steps).split_first() {
+        Some((Seg::Field(root), rest)) if root == PARENT && !rest.is_empty() => Some(rest.to_vec()),
         _ => None,
     }
 }

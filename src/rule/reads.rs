@@ -7,9 +7,10 @@
 
 use std::collections::BTreeSet;
 
-use minijinja::machinery::Instruction;
+use minijinja::machinery::{Instruction, Instructions};
 
 use super::CompiledRule;
+use crate::template::access::{Step, chain, instructions, jsonpath_steps};
 
 /// Root of related objects in the template context and the status document.
 const RELATED: &str = "related";
@@ -62,22 +63,9 @@ impl CompiledRule {
     pub fn reads(&self) -> Reads {
         let mut found = Found::default();
         for name in self.templates.names() {
-            let Some(compiled) = self.templates.compiled(name) else {
-                continue;
-            };
-            let blocks = std::iter::once(&compiled.instructions).chain(compiled.blocks.values());
-            let program: Vec<Vec<&Instruction<'_>>> = blocks
-                .map(|b| {
-                    let mut v = Vec::new();
-                    let mut i = 0u32;
-                    while let Some(instr) = b.get(i) {
-                        v.push(instr);
-                        i += 1;
-                    }
-                    v
-                })
-                .collect();
-            template_reads(&program, &mut found);
+            if let Some(program) = self.templates.program(name) {
+                template_reads(&program, &mut found);
+            }
         }
         let status = &self.spec.status;
         for path in status
@@ -105,40 +93,50 @@ impl CompiledRule {
     }
 }
 
+/// The entry a chain below `related` or `lookups` names first (`related.pods`,
+/// `related["pods"]`), when it names one.
+fn entry<'a>(steps: &[Step<'a>]) -> Option<&'a str> {
+    match steps.first() {
+        Some(Step::Field(name)) => Some(name),
+        _ => None,
+    }
+}
+
 /// Records what one compiled program (its blocks' instructions) reads.
-fn template_reads(program: &[Vec<&Instruction<'_>>], found: &mut Found) {
+fn template_reads(program: &[&Instructions<'_>], found: &mut Found) {
     for block in program {
-        for (i, instr) in block.iter().enumerate() {
+        for (idx, instr) in instructions(block) {
             let Instruction::Lookup(root) = instr else {
                 continue;
             };
-            let entry = match block.get(i + 1) {
-                Some(Instruction::GetAttr(name)) => Some(*name),
-                _ => None,
-            };
-            match *root {
-                RELATED => {
-                    let safe = entry.is_some() && related_use_is_metadata(program, block, i + 2);
-                    if !safe {
-                        found.related.add(entry);
-                    }
+            if ![RELATED, LOOKUPS].contains(root) {
+                continue;
+            }
+            let (steps, next) = chain(block, idx + 1);
+            let entry = entry(&steps);
+            if *root == RELATED {
+                // The list itself: only counted, or iterated for metadata.
+                let safe = entry.is_some()
+                    && steps.len() == 1
+                    && related_use_is_metadata(program, block, next);
+                if !safe {
+                    found.related.add(entry);
                 }
-                LOOKUPS => {
-                    let next = block.get(i + 2);
-                    let safe = entry.is_some()
-                        && matches!(
-                            next,
-                            Some(Instruction::GetAttr(METADATA))
-                                | Some(Instruction::PerformTest(
-                                    "defined" | "undefined" | "none",
-                                    ..
-                                ))
-                        );
-                    if !safe {
-                        found.lookups.add(entry);
-                    }
+            } else {
+                let safe = entry.is_some()
+                    && match steps.get(1) {
+                        Some(step) => *step == Step::Field(METADATA),
+                        None => matches!(
+                            block.get(next),
+                            Some(Instruction::PerformTest(
+                                "defined" | "undefined" | "none",
+                                ..
+                            ))
+                        ),
+                    };
+                if !safe {
+                    found.lookups.add(entry);
                 }
-                _ => {}
             }
         }
     }
@@ -147,9 +145,9 @@ fn template_reads(program: &[Vec<&Instruction<'_>>], found: &mut Found) {
 /// Whether the list `related.<name>` pushed just before `block[i]` is only counted, or
 /// iterated by a loop whose variable is only ever read for its `metadata`.
 fn related_use_is_metadata(
-    program: &[Vec<&Instruction<'_>>],
-    block: &[&Instruction<'_>],
-    i: usize,
+    program: &[&Instructions<'_>],
+    block: &Instructions<'_>,
+    i: u32,
 ) -> bool {
     match (block.get(i), block.get(i + 1), block.get(i + 2)) {
         (Some(Instruction::ApplyFilter("length" | "count", ..)), _, _) => true,
@@ -164,11 +162,11 @@ fn related_use_is_metadata(
 
 /// Whether every read of the variable `var` anywhere in the program is `var.metadata`
 /// (the name may be reused for other values: then it counts as read in full).
-fn only_metadata_of(program: &[Vec<&Instruction<'_>>], var: &str) -> bool {
+fn only_metadata_of(program: &[&Instructions<'_>], var: &str) -> bool {
     program.iter().all(|block| {
-        block.iter().enumerate().all(|(i, instr)| match instr {
+        instructions(block).all(|(i, instr)| match instr {
             Instruction::Lookup(n) if *n == var => {
-                matches!(block.get(i + 1), Some(Instruction::GetAttr(METADATA)))
+                chain(block, i + 1).0.first() == Some(&Step::Field(METADATA))
             }
             // Captured into a macro's closure: read wherever the macro runs.
             Instruction::Enclose(n) => *n != var,
@@ -179,59 +177,38 @@ fn only_metadata_of(program: &[Vec<&Instruction<'_>>], var: &str) -> bool {
 
 /// Whether the program reads `loop` other than for its counters (`loop.previtem` and
 /// `loop.nextitem` are items; `loop` itself may be passed on).
-fn loop_items_read(program: &[Vec<&Instruction<'_>>]) -> bool {
+fn loop_items_read(program: &[&Instructions<'_>]) -> bool {
     program.iter().any(|block| {
-        block.iter().enumerate().any(|(i, instr)| {
+        instructions(block).any(|(i, instr)| {
             matches!(instr, Instruction::Lookup("loop"))
-                && !matches!(block.get(i + 1), Some(Instruction::GetAttr(a)) if !LOOP_ITEMS.contains(a))
+                && !matches!(chain(block, i + 1).0.first(), Some(Step::Field(a)) if !LOOP_ITEMS.contains(a))
         })
     })
 }
 
 /// Records what one status JSONPath reads: only `$.related.<name>[*].metadata…` and
 /// `$.lookups.<name>.metadata…` stay within metadata; `$.parent…` and `$.children…` read
-/// neither root; anything else (`$..x`, `$.*`, brackets, a filter using `$`) reads both.
+/// neither root; anything else (`$..x`, `$.*`, a filter using `$`) reads both.
 fn path_reads(path: &str, found: &mut Found) {
-    let Some(rest) = path.strip_prefix("$.") else {
-        found.related.add(None);
-        found.lookups.add(None);
-        return;
-    };
-    // A filter may re-root at `$` and read anything.
-    let rerooted = rest.contains('$');
-    let (root, tail) = split_segment(rest);
-    match root {
-        _ if rerooted => {
-            found.related.add(None);
-            found.lookups.add(None);
-        }
-        "parent" | "children" if starts_segment(tail) => {}
-        RELATED => {
-            let Some(tail) = tail.strip_prefix('.') else {
-                found.related.add(None);
-                return;
-            };
-            let (name, tail) = split_segment(tail);
-            let metadata = tail
-                .strip_prefix("[*].")
-                .and_then(|t| t.strip_prefix(METADATA))
-                .is_some_and(starts_segment);
+    let steps = jsonpath_steps(path)
+        .map(|(steps, _)| steps)
+        // A filter may re-root at `$` and read anything.
+        .filter(|_| !path.trim().trim_start_matches('$').contains('$'))
+        .unwrap_or_default();
+    match steps.as_slice() {
+        [Step::Field("parent" | "children"), ..] => {}
+        [Step::Field(RELATED), rest @ ..] => {
+            let metadata = matches!(
+                rest,
+                [_, Step::Wildcard | Step::Index, Step::Field(METADATA), ..]
+            );
             if !metadata {
-                found.related.add(Some(name));
+                found.related.add(entry(rest));
             }
         }
-        LOOKUPS => {
-            let Some(tail) = tail.strip_prefix('.') else {
-                found.lookups.add(None);
-                return;
-            };
-            let (name, tail) = split_segment(tail);
-            let metadata = tail
-                .strip_prefix('.')
-                .and_then(|t| t.strip_prefix(METADATA))
-                .is_some_and(starts_segment);
-            if !metadata {
-                found.lookups.add(Some(name));
+        [Step::Field(LOOKUPS), rest @ ..] => {
+            if !matches!(rest, [_, Step::Field(METADATA), ..]) {
+                found.lookups.add(entry(rest));
             }
         }
         _ => {
@@ -239,17 +216,6 @@ fn path_reads(path: &str, found: &mut Found) {
             found.lookups.add(None);
         }
     }
-}
-
-/// `name` and what follows it, up to the next `.` or `[`.
-fn split_segment(s: &str) -> (&str, &str) {
-    let end = s.find(['.', '[']).unwrap_or(s.len());
-    s.split_at(end)
-}
-
-/// Whether `tail` ends the segment before it (end of path, `.child` or `[...]`).
-fn starts_segment(tail: &str) -> bool {
-    tail.is_empty() || tail.starts_with('.') || tail.starts_with('[')
 }
 
 #[cfg(test)]
@@ -325,11 +291,30 @@ spec:
         for path in [
             "$..nodeName",
             "$.*",
-            "$['related']",
             "$.parent.spec[?$.related.pods[0].spec]",
         ] {
             let status = format!("  status:\n    fields:\n      x: {{path: \"{path}\"}}\n");
             assert_eq!(reads(&status), (vec![true], vec![true]), "{path}");
         }
+        // Bracketed steps are read like dotted ones.
+        for (path, want) in [
+            ("$['related']", (vec![true], vec![false])),
+            ("$['related']['pods'][*].spec", (vec![true], vec![false])),
+            (
+                "$['related']['pods'][*]['metadata']",
+                (vec![false], vec![false]),
+            ),
+            ("$['lookups']['config'].data", (vec![false], vec![true])),
+        ] {
+            let status = format!("  status:\n    fields:\n      x: {{path: \"{path}\"}}\n");
+            assert_eq!(reads(&status), want, "{path}");
+        }
+        // Subscripts in templates too.
+        assert_eq!(
+            reads(&child(
+                "{x: \"{{ related['pods'] | length }}{{ lookups['config']['data'] }}\"}"
+            )),
+            (vec![false], vec![true])
+        );
     }
 }

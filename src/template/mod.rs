@@ -11,6 +11,7 @@
 //! Memory: a render may build at most `BUDGET_PER_OUTPUT_BYTE` × `maxOutputBytes` bytes of
 //! values (`budget`, `ops`, `guard`, `fold`, `program`); the output limit counts interpolated values too.
 
+pub(crate) mod access;
 mod budget;
 mod fold;
 mod guard;
