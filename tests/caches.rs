@@ -1,6 +1,7 @@
 //! End to end: caches keep what rules read. With the test rule `tests/rules/caches/roster.yaml`
 //! the Secrets a Roster only counts and names are watched metadata-only, while the Pods whose
 //! `spec.nodeName` it reads are watched in full; templates and status see both as before.
+//! When a reloaded rule reads the Secrets' data, their kind is watched in full again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -82,7 +83,7 @@ fn expected(hosts: &str, badges: &str, holders: &str) -> BTreeMap<String, String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kinds_read_by_name_are_cached_metadata_only_and_read_fields_are_kept() {
+async fn kinds_read_by_name_are_cached_metadata_only_until_a_rule_reads_more() {
     install_crds();
     let env = TestEnv::new("e2e-caches").await;
     env.apply_yaml(&pod("m1", "red", "kwok-node-1"));
@@ -147,6 +148,44 @@ async fn kinds_read_by_name_are_cached_metadata_only_and_read_fields_are_kept() 
             && jsonpath(&env, "roster", "r1", "{.status.badges}") == r#"["b0","b1","b2"]"#
     })
     .await;
+    assert_eq!(children(&env), ["ConfigMap/r1-summary"]);
+    let mark = Mark::now();
+    tokio::time::sleep(IDLE).await;
+    let w = mark.operator_writes(&env.ns);
+    assert!(w.is_empty(), "writes while idle: {}", audit::describe(&w));
+
+    // The rule is changed to read the Secrets' data: their kind is watched in full again,
+    // and the data reaches the template (a metadata-only cache would render it empty).
+    let source = std::fs::read_to_string(root().join("tests/rules/caches/roster.yaml")).unwrap();
+    let holders =
+        r#"          holders: "{% for b in related.badges %}{{ b.metadata.name }};{% endfor %}""#;
+    assert!(source.contains(holders), "the test rule changed");
+    let reads_data = source.replace(
+        holders,
+        &format!(
+            "{holders}\n          values: \"{{% for b in related.badges %}}{{{{ b.data.value }}}};{{% endfor %}}\""
+        ),
+    );
+    // Written aside and renamed, so the operator never reads half a file.
+    std::fs::write(dir.path().join("roster.tmp"), reads_data).unwrap();
+    std::fs::rename(
+        dir.path().join("roster.tmp"),
+        dir.path().join("roster.yaml"),
+    )
+    .unwrap();
+    // Base64 of "zero", "changed" and "two", in the holders' order.
+    let mut want = expected("kwok-node-0;", "3", "b0;b1;b2;");
+    want.insert("values".into(), "emVybw==;Y2hhbmdlZA==;dHdv;".into());
+    wait_for("the Secrets' data rendered", T, || async {
+        summary(&env) == want
+    })
+    .await;
+    let log = op.log();
+    let last_watch = log
+        .lines()
+        .rfind(|l| l.contains("watching") && l.contains("kind=Secret "))
+        .unwrap_or_default();
+    assert!(last_watch.contains("metadata_only=false"), "{log}");
     assert_eq!(children(&env), ["ConfigMap/r1-summary"]);
     let mark = Mark::now();
     tokio::time::sleep(IDLE).await;
