@@ -24,6 +24,16 @@ fn now() -> jiff::Timestamp {
     "2026-01-01T00:00:10Z".parse().unwrap()
 }
 
+/// The planner's input at the benchmark's time, without schemas.
+fn input<'a>(parent: &'a Json, observed: &'a [Json]) -> Input<'a> {
+    Input {
+        parent,
+        observed,
+        now: now(),
+        schemas: None,
+    }
+}
+
 fn load_rule(name: &str) -> (CompiledRule, String) {
     let path = format!("{ROOT}/rules/{name}.yaml");
     let source = std::fs::read_to_string(&path).unwrap();
@@ -73,6 +83,21 @@ fn observed_for(rule: &CompiledRule, parent: &Json, now: jiff::Timestamp) -> Vec
     observed
 }
 
+/// The Memcached parent with its first status, and its children and pods as the API server
+/// holds them once converged (the pods without a resourceVersion).
+fn converged_memcached(rule: &CompiledRule) -> (Json, Vec<Json>) {
+    let mut parent = json!({"apiVersion": "cache.example.com/v1alpha1", "kind": "Memcached",
+        "metadata": {"name": "example-memcached", "namespace": "ns", "uid": "uid-1", "generation": 1,
+            "resourceVersion": "99"},
+        "spec": {"size": 3}});
+    let observed = observed_for(rule, &parent, now());
+    // The steady plan must be the converged one: nothing to write but the status.
+    let steady = plan(rule, input(&parent, &observed));
+    assert!(steady.apply.iter().all(|d| d.action == Action::UpToDate));
+    parent["status"] = steady.status.unwrap();
+    (parent, observed)
+}
+
 /// Whether a plan writes nothing: every child up to date, no deletion, status or finalizer.
 fn writes_nothing(p: &Plan) -> bool {
     p.apply.iter().all(|d| d.action == Action::UpToDate)
@@ -92,15 +117,7 @@ fn converged(rule: &CompiledRule, name: &str) -> World {
     meta.insert("resourceVersion".into(), json!("99"));
     let mut world = World::new(parent, Vec::new());
     for _ in 0..50 {
-        let p = plan(
-            rule,
-            Input {
-                parent: &world.parent,
-                observed: &world.observed,
-                now: now(),
-                schemas: None,
-            },
-        );
+        let p = plan(rule, input(&world.parent, &world.observed));
         assert!(p.failure.is_none(), "{name}: {:?}", p.failure);
         if writes_nothing(&p) {
             return world;
@@ -113,38 +130,13 @@ fn converged(rule: &CompiledRule, name: &str) -> World {
 fn memcached(c: &mut Criterion) {
     let (rule, source) = load_rule("memcached");
     let path = format!("{ROOT}/rules/memcached.yaml");
-    let parent = json!({"apiVersion": "cache.example.com/v1alpha1", "kind": "Memcached",
-        "metadata": {"name": "example-memcached", "namespace": "ns", "uid": "uid-1", "generation": 1,
-            "resourceVersion": "99"},
-        "spec": {"size": 3}});
-    let observed = observed_for(&rule, &parent, now());
-    // The steady plan must be the converged one: nothing to write.
-    let steady = plan(
-        &rule,
-        Input {
-            parent: &parent,
-            observed: &observed,
-            now: now(),
-            schemas: None,
-        },
-    );
-    assert!(steady.apply.iter().all(|d| d.action == Action::UpToDate));
-    let mut parent = parent;
-    parent["status"] = steady.status.clone().unwrap();
+    let (parent, observed) = converged_memcached(&rule);
 
     let mut g = c.benchmark_group("memcached");
     g.throughput(Throughput::Elements(1));
     g.bench_function("plan_steady", |b| {
         b.iter(|| {
-            let p = plan(
-                black_box(&rule),
-                Input {
-                    parent: black_box(&parent),
-                    observed: &observed,
-                    now: now(),
-                    schemas: None,
-                },
-            );
+            let p = plan(black_box(&rule), input(black_box(&parent), &observed));
             debug_assert!(writes_nothing(&p));
             p
         })
@@ -155,29 +147,11 @@ fn memcached(c: &mut Criterion) {
     }
     g.bench_function("plan_unchanged", |b| {
         b.iter(|| {
-            ruleop::plan::plan_remembered(
-                black_box(&rule),
-                Input {
-                    parent: black_box(&parent),
-                    observed: &unchanged,
-                    now: now(),
-                    schemas: None,
-                },
-            )
+            ruleop::plan::plan_remembered(black_box(&rule), input(black_box(&parent), &unchanged))
         })
     });
     g.bench_function("plan_first", |b| {
-        b.iter(|| {
-            plan(
-                black_box(&rule),
-                Input {
-                    parent: black_box(&parent),
-                    observed: &[],
-                    now: now(),
-                    schemas: None,
-                },
-            )
-        })
+        b.iter(|| plan(black_box(&rule), input(black_box(&parent), &[])))
     });
     g.bench_function("parse_rule", |b| {
         b.iter(|| parse_rule(path.as_ref(), black_box(&source)).unwrap())
@@ -202,12 +176,7 @@ fn reference_rules(c: &mut Criterion) {
             b.iter(|| {
                 plan(
                     black_box(&rule),
-                    Input {
-                        parent: black_box(&world.parent),
-                        observed: &world.observed,
-                        now: now(),
-                        schemas: None,
-                    },
+                    input(black_box(&world.parent), &world.observed),
                 )
             })
         });
@@ -228,23 +197,7 @@ fn reconcile(c: &mut Criterion) {
     use std::sync::Arc;
 
     let (rule, _) = load_rule("memcached");
-    let parent = json!({"apiVersion": "cache.example.com/v1alpha1", "kind": "Memcached",
-        "metadata": {"name": "example-memcached", "namespace": "ns", "uid": "uid-1", "generation": 1,
-            "resourceVersion": "99"},
-        "spec": {"size": 3}});
-    let observed = observed_for(&rule, &parent, now());
-    let mut parent = parent;
-    parent["status"] = plan(
-        &rule,
-        Input {
-            parent: &parent,
-            observed: &observed,
-            now: now(),
-            schemas: None,
-        },
-    )
-    .status
-    .unwrap();
+    let (parent, observed) = converged_memcached(&rule);
     let gk = |group: &str, kind: &str| GroupKind {
         group: group.into(),
         kind: kind.into(),
@@ -289,13 +242,14 @@ fn reconcile(c: &mut Criterion) {
     caches.insert(service.clone(), cache(&service, "v1", "services", true));
     caches.insert(pod.clone(), cache(&pod, "v1", "pods", false));
     caches[&memcached].put(parent.clone());
+    // The cache of an observed object's kind.
+    let cache_of = |o: &Json| match o["kind"].as_str().unwrap() {
+        "Deployment" => &caches[&deployment],
+        "Service" => &caches[&service],
+        _ => &caches[&pod],
+    };
     for o in &observed {
-        let kind = match o["kind"].as_str().unwrap() {
-            "Deployment" => &deployment,
-            "Service" => &service,
-            _ => &pod,
-        };
-        caches[kind].put(o.clone());
+        cache_of(o).put(o.clone());
     }
     // Other parents' pods in the same namespace, as a busy namespace has.
     for i in 0..100 {
@@ -332,12 +286,7 @@ fn reconcile(c: &mut Criterion) {
     for (i, o) in observed.iter().enumerate() {
         let mut o = o.clone();
         o["metadata"]["resourceVersion"] = json!(format!("{}", 200 + i));
-        let kind = match o["kind"].as_str().unwrap() {
-            "Deployment" => &deployment,
-            "Service" => &service,
-            _ => &pod,
-        };
-        caches[kind].put(o);
+        cache_of(&o).put(o);
     }
     assert!(writes_nothing(&one()));
     g.bench_function("memcached_unchanged", |b| b.iter(|| black_box(one())));
