@@ -25,8 +25,11 @@ use crate::meta;
 use crate::openapi::Schemas;
 use crate::rule::CompiledRule;
 
-/// Parents remembered per rule; past this the memo starts over (memory stays bounded).
-const MAX_PARENTS: usize = 4096;
+/// Parents remembered per rule; past this the memo starts over (memory stays bounded). Above
+/// the parent counts the scale bench runs (10,000): a cap below the number of parents would
+/// clear the memo over and over and it would rarely hit. An entry is the key's ids and the
+/// owned status (no manifests), about a kilobyte.
+const MAX_PARENTS: usize = 32_768;
 
 /// The identity of a plan's inputs, owned: built only when a plan is remembered.
 #[derive(Debug, Clone, PartialEq, Eq)]
