@@ -534,7 +534,19 @@ async fn replicator_copies_a_secret_into_matching_namespaces() {
         &["secrets", "configmaps"],
         &[&env.ns, &a, &b, &c, &d],
     );
-    assert_eq!(concerns.children.len(), 2, "{concerns:?}");
+    // The exact child set: a copy in each blue namespace, nothing else anywhere.
+    let copy = |ns: &str| {
+        (
+            "secrets".to_string(),
+            ns.to_string(),
+            "registry-credentials".into(),
+        )
+    };
+    assert_eq!(
+        concerns.children,
+        [copy(&a), copy(&b)].into(),
+        "{concerns:?}"
+    );
     assert_idle_where(|w| concerns.contains(w)).await;
 
     // Change of the source: every copy follows.
