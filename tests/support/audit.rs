@@ -127,6 +127,17 @@ impl Mark {
         self.operator_requests(Events::Included, keep)
     }
 
+    /// Asserts ruleop sent no mutating request at all after the mark, failed ones, Events
+    /// and Leases included: for commands that must only read (`diff`, `check --cluster`).
+    pub fn assert_read_only(&self, what: &str) {
+        let writes: Vec<Write> = self
+            .writes()
+            .into_iter()
+            .filter(Write::by_operator)
+            .collect();
+        assert!(writes.is_empty(), "{what} wrote: {}", describe(&writes));
+    }
+
     fn operator_requests(&self, events: Events, keep: impl Fn(&Write) -> bool) -> Vec<Write> {
         self.writes()
             .into_iter()
