@@ -53,8 +53,6 @@ DONE_TIMEOUT = float(os.environ.get("DONE_TIMEOUT", "60" if QUICK else "600"))
 COLD_TIMEOUT_PER_PARENT = 0.3
 COLD_ONLY = os.environ.get("COLD_ONLY", "") not in ("", "0")  # stop after cold sync + idle (quick A/B runs)
 SCALE_SIZES = [int(x) for x in os.environ.get("SCALE_SIZES", "1000,5000,10000").split(",") if x]
-# After the cold sync and idle window, a SCALE run measures create-to-ready, then stops.
-STOP_AFTER_LATENCY = SCALE
 # Pods one simulated node takes (`pods` capacity of the kwok nodes, tests/controlplane).
 PODS_PER_NODE = 1000
 # Nodes filled to at most this share: the scheduler spreads pods, but not perfectly evenly.
@@ -521,7 +519,7 @@ def run_system(system, rep, policy, results):
             results.add("create_to_children_p50_ms", system, pct(chl, 50), rate=RATE, seconds=RATE_SECONDS)
             results.add("create_to_children_p99_ms", system, pct(chl, 99), rate=RATE, seconds=RATE_SECONDS)
             log(f"{tag}: create-to-ready p50 {pct(lat, 50):.0f}ms p99 {pct(lat, 99):.0f}ms; children p50 {pct(chl, 50):.0f}ms p99 {pct(chl, 99):.0f}ms")
-        if STOP_AFTER_LATENCY:
+        if SCALE:  # the growth run stops after create-to-ready
             return
 
         # 5. sustained updates: spec.size patches at increasing rates
@@ -656,6 +654,20 @@ class Results:
         self.notes.append(f"{system}: {text}")
         log("NOTE", system, text)
 
+    def rows(self, parents, **extra):
+        """One row per (metric, system) for the JSON report: median, spread, every value."""
+        return [{"metric": metric, "parents": parents, "system": system, **extra,
+                 "median": statistics.median(vals), "min": min(vals), "max": max(vals),
+                 "values": vals, **self.extra[(metric, system)]}
+                for (metric, system), vals in sorted(self.raw.items())]
+
+
+def rotated(rep):
+    """SYSTEMS in the order of repetition `rep`: rotated, so no system always runs first
+    (on the coolest machine)."""
+    k = rep % len(SYSTEMS)
+    return SYSTEMS[k:] + SYSTEMS[:k]
+
 
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -694,8 +706,7 @@ def main():
     log(f"bench: systems {SYSTEMS}, {REPS} repetition(s), {PARENTS} parents of size {SIZE}, "
         f"{RATE}/s for {RATE_SECONDS}s, idle {IDLE_SECONDS}s, update rates {UPDATE_RATES}")
     for rep in range(REPS):
-        # Rotate the order, so no system always runs first (on the coolest machine).
-        for system in SYSTEMS[rep % len(SYSTEMS):] + SYSTEMS[:rep % len(SYSTEMS)]:
+        for system in rotated(rep):
             run_system(system, rep, policy, results)
         if "ruleop" in SYSTEMS and not COLD_ONLY:
             run_reload(rep, results)
@@ -713,10 +724,7 @@ def main():
             log(f"no Criterion estimate for {bench} under {crit}")
     out = {"machine": machine(), "quick": QUICK, "repetitions": REPS, "parents": PARENTS, "size": SIZE,
            "wall_seconds": round(time.monotonic() - t_start, 1), "notes": results.notes, "results": []}
-    for (metric, system), vals in sorted(results.raw.items()):
-        out["results"].append({"metric": metric, "parents": PARENTS, "system": system,
-                               "median": statistics.median(vals), "min": min(vals), "max": max(vals),
-                               "values": vals, **results.extra[(metric, system)]})
+    out["results"] = results.rows(PARENTS)
     json.dump(out, open(os.path.join(OUT, "results.json"), "w"), indent=1)
     print(table(out))
 
@@ -731,17 +739,27 @@ def table(out):
         if not any((m, s) in get for s in systems):
             continue
         row = [m + (f" ({unit})" if unit else "")]
-        for s in systems:
-            v = get.get((m, s))
-            row.append("-" if v is None else f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}")
-        for p in peers:
-            a, b = get.get((m, "ruleop")), get.get((m, p))
-            row.append("-" if a is None or not b else f"{a / b:.2f}x")
+        row += [fmt(get.get((m, s))) for s in systems]
+        row += [ratio(get.get((m, "ruleop")), get.get((m, p))) for p in peers]
         rows.append(row)
+    return report(out, f"{out['parents']} parents of spec.size {out['size']}", hdr, rows)
+
+
+def fmt(v):
+    return "-" if v is None else f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def ratio(a, b):
+    """a/b as `1.23x`, `-` when either is missing (or b is 0)."""
+    return "-" if a is None or not b else f"{a / b:.2f}x"
+
+
+def report(out, what, hdr, rows):
+    """The machine, what ran, then a markdown table of `rows` under `hdr`, then the notes."""
     w = [max(len(r[i]) for r in rows + [hdr]) for i in range(len(hdr))]
     line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"
     s = [f"machine: {out['machine']}",
-         f"{out['repetitions']} repetition(s) (medians), {out['parents']} parents of spec.size {out['size']}, wall {out['wall_seconds']}s",
+         f"{out['repetitions']} repetition(s) (medians), {what}, wall {out['wall_seconds']}s",
          line(hdr), "|" + "|".join("-" * (x + 2) for x in w) + "|"] + [line(r) for r in rows]
     s += [f"note: {n}" for n in out["notes"]]
     return "\n".join(s)
@@ -769,7 +787,7 @@ def scale_main(policy):
         PARENTS = parents
         results = Results()
         for rep in range(REPS):
-            for system in SYSTEMS[rep % len(SYSTEMS):] + SYSTEMS[:rep % len(SYSTEMS)]:
+            for system in rotated(rep):
                 run_system(system, rep, policy, results)
         runs.append((parents, results))
     out = {"machine": machine(), "repetitions": REPS, "size": SIZE, "sizes": SCALE_SIZES,
@@ -777,17 +795,9 @@ def scale_main(policy):
            "wall_seconds": round(time.monotonic() - t_start, 1), "notes": [], "results": []}
     for parents, results in runs:
         out["notes"] += [f"{parents} parents: {n}" for n in results.notes]
-        for (metric, system), vals in sorted(results.raw.items()):
-            out["results"].append({"metric": metric, "parents": parents, "system": system,
-                                   "nodes": node_count(parents), "median": statistics.median(vals),
-                                   "min": min(vals), "max": max(vals), "values": vals,
-                                   **results.extra[(metric, system)]})
+        out["results"] += results.rows(parents, nodes=node_count(parents))
     json.dump(out, open(os.path.join(OUT, "scale.json"), "w"), indent=1)
     print(scale_table(out))
-
-
-def fmt(v):
-    return "-" if v is None else f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
 
 
 def scale_table(out):
@@ -795,7 +805,7 @@ def scale_table(out):
     to the largest size, and rows ruleop/<peer> with the ratio at each size."""
     get = {(r["metric"], r["system"], r["parents"]): r["median"] for r in out["results"]}
     sizes = out["sizes"]
-    systems = [s for s in out["systems"]]
+    systems = out["systems"]
     peers = [s for s in systems if s != "ruleop"]
     hdr = ["metric", "system"] + [f"{n} parents" for n in sizes] + [f"x{sizes[-1] // max(sizes[0], 1)} parents: growth"]
     rows = []
@@ -803,24 +813,14 @@ def scale_table(out):
         name = m + (f" ({unit})" if unit else "")
         for s in systems:
             vals = [get.get((m, s, n)) for n in sizes]
-            first, last = vals[0], vals[-1]
-            growth = "-" if first is None or last is None or not first else f"{last / first:.2f}x"
-            rows.append([name, s] + [fmt(v) for v in vals] + [growth])
+            rows.append([name, s] + [fmt(v) for v in vals] + [ratio(vals[-1], vals[0])])
         if "ruleop" in systems:
             for p in peers:
-                ratio = []
-                for n in sizes:
-                    a, b = get.get((m, "ruleop", n)), get.get((m, p, n))
-                    ratio.append("-" if a is None or not b else f"{a / b:.2f}x")
-                rows.append([name, f"ruleop/{p}"] + ratio + [""])
-    w = [max(len(r[i]) for r in rows + [hdr]) for i in range(len(hdr))]
-    line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"
-    s = [f"machine: {out['machine']}",
-         f"{out['repetitions']} repetition(s) (medians), spec.size {out['size']}, nodes per size "
-         f"{[node_count(n) for n in sizes]}, create-to-ready at {out['rate']}/s for {out['rate_seconds']}s, wall {out['wall_seconds']}s",
-         line(hdr), "|" + "|".join("-" * (x + 2) for x in w) + "|"] + [line(r) for r in rows]
-    s += [f"note: {n}" for n in out["notes"]]
-    return "\n".join(s)
+                rows.append([name, f"ruleop/{p}"]
+                            + [ratio(get.get((m, "ruleop", n)), get.get((m, p, n))) for n in sizes] + [""])
+    what = (f"spec.size {out['size']}, nodes per size {[node_count(n) for n in sizes]}, "
+            f"create-to-ready at {out['rate']}/s for {out['rate_seconds']}s")
+    return report(out, what, hdr, rows)
 
 
 if __name__ == "__main__":

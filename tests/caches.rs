@@ -9,24 +9,15 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::Value as Json;
 use support::audit::{self, Mark};
 use support::operator::{Operator, jsonpath, root};
-use support::{TestEnv, kubectl, wait_for};
+use support::{Scope, TestEnv, install_crds_at, live_uids, wait_for};
 
 const T: Duration = Duration::from_secs(120);
 const IDLE: Duration = Duration::from_secs(6);
 
 fn install_crds() {
-    let crds = root().join("tests/rules/caches/crds");
-    kubectl(&["apply", "-f", crds.to_str().unwrap()]);
-    kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "-f",
-        crds.to_str().unwrap(),
-    ]);
+    install_crds_at(&root().join("tests/rules/caches/crds"));
 }
 
 /// A Pod of `team` pinned to `node` (no scheduling: the node is known in advance).
@@ -44,34 +35,18 @@ fn secret(name: &str, team: &str, value: &str) -> String {
 
 /// `Kind/name` of every live object the roster rule labelled in the namespace.
 fn children(env: &TestEnv) -> Vec<String> {
-    let list: Json = serde_json::from_str(&env.kubectl(&[
-        "get",
+    live_uids(
+        Scope::Namespace(&env.ns),
         "configmaps,secrets,pods",
-        "-l",
-        "ruleop.dev/rule=roster",
-        "-o",
-        "json",
-    ]))
-    .unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
-        .map(|o| {
-            format!(
-                "{}/{}",
-                o["kind"].as_str().unwrap(),
-                o["metadata"]["name"].as_str().unwrap()
-            )
-        })
-        .collect()
+        Some("ruleop.dev/rule=roster"),
+    )
+    .into_keys()
+    .collect()
 }
 
+/// The summary ConfigMap's data; empty while it does not exist yet.
 fn summary(env: &TestEnv) -> BTreeMap<String, String> {
-    let cm: Json =
-        serde_json::from_str(&env.kubectl(&["get", "configmap", "r1-summary", "-o", "json"]))
-            .unwrap_or(Json::Null);
+    let cm = env.get("configmap", "r1-summary").unwrap_or_default();
     serde_json::from_value(cm["data"].clone()).unwrap_or_default()
 }
 
@@ -149,10 +124,7 @@ async fn kinds_read_by_name_are_cached_metadata_only_until_a_rule_reads_more() {
     })
     .await;
     assert_eq!(children(&env), ["ConfigMap/r1-summary"]);
-    let mark = Mark::now();
-    tokio::time::sleep(IDLE).await;
-    let w = mark.operator_writes(&env.ns);
-    assert!(w.is_empty(), "writes while idle: {}", audit::describe(&w));
+    audit::assert_no_writes("caches", IDLE, |w| w.namespace == env.ns).await;
 
     // The rule is changed to read the Secrets' data: their kind is watched in full again,
     // and the data reaches the template (a metadata-only cache would render it empty).
@@ -187,8 +159,5 @@ async fn kinds_read_by_name_are_cached_metadata_only_until_a_rule_reads_more() {
         .unwrap_or_default();
     assert!(last_watch.contains("metadata_only=false"), "{log}");
     assert_eq!(children(&env), ["ConfigMap/r1-summary"]);
-    let mark = Mark::now();
-    tokio::time::sleep(IDLE).await;
-    let w = mark.operator_writes(&env.ns);
-    assert!(w.is_empty(), "writes while idle: {}", audit::describe(&w));
+    audit::assert_no_writes("caches", IDLE, |w| w.namespace == env.ns).await;
 }

@@ -147,16 +147,7 @@ async fn diff_shows_the_exact_changes_and_writes_nothing() {
     let (code, _, _) = diff(&changed, &ns);
     assert_eq!(code, 2);
 
-    let writes: Vec<audit::Write> = mark
-        .writes()
-        .into_iter()
-        .filter(|w| w.by_operator())
-        .collect();
-    assert!(
-        writes.is_empty(),
-        "diff wrote: {}",
-        audit::describe(&writes)
-    );
+    mark.assert_read_only("diff");
     assert_eq!(versions(&env), before, "no object changed");
     assert_eq!(managed_configmaps(&env), expected);
 }
@@ -228,16 +219,7 @@ async fn check_reads_the_parents_crd_from_the_cluster() {
     let (ok, out) = check(&[&file]);
     assert!(!ok && out.contains("status.phase would be pruned"), "{out}");
 
-    let writes: Vec<audit::Write> = mark
-        .writes()
-        .into_iter()
-        .filter(|w| w.by_operator())
-        .collect();
-    assert!(
-        writes.is_empty(),
-        "check wrote: {}",
-        audit::describe(&writes)
-    );
+    mark.assert_read_only("check");
     drop(env);
 }
 
@@ -276,15 +258,6 @@ async fn check_resource_reads_the_built_in_schemas_from_the_cluster() {
             && l.contains("the cluster's OpenAPI schemas")),
         "{text}"
     );
-    let writes: Vec<audit::Write> = mark
-        .writes()
-        .into_iter()
-        .filter(|w| w.by_operator())
-        .collect();
-    assert!(
-        writes.is_empty(),
-        "check wrote: {}",
-        audit::describe(&writes)
-    );
+    mark.assert_read_only("check");
     drop(env);
 }

@@ -116,7 +116,7 @@ async fn sigkill_during_a_burst_of_creates_and_scale_steps_converges_exactly() {
         .expect("a pod of a PodSet that only grows");
     env.kubectl(&["annotate", "pod", &marked, "example.com/note=kept"]);
     let _op = Operator::start(&env.ns, &[]);
-    let per_parent = |objs: &[Json]| {
+    let per_parent = |objs: &mut dyn Iterator<Item = &Json>| {
         let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for o in objs {
             let owner = o["metadata"]["labels"]["ruleop.dev/owner"]
@@ -132,12 +132,7 @@ async fn sigkill_during_a_burst_of_creates_and_scale_steps_converges_exactly() {
     };
     wait_for_ok("every PodSet and Memcached converged", T, || async {
         let all = items(&env, "pods", "ruleop.dev/rule=podset");
-        let by = per_parent(
-            &all.iter()
-                .filter(|o| is_live(o))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
+        let by = per_parent(&mut all.iter().filter(|o| is_live(o)));
         for (p, n) in &targets {
             let names = by.get(p).cloned().unwrap_or_default();
             if names.len() != *n {
@@ -182,7 +177,7 @@ async fn sigkill_during_a_burst_of_creates_and_scale_steps_converges_exactly() {
     assert_eq!(services, ["mc0", "mc1", "mc2"]);
     let now: BTreeMap<String, String> = pods().iter().map(|p| (name(p), uid(p))).collect();
     // No unintended deletion: pods of parents that only grew are all still there, the same.
-    let by_at_kill = per_parent(&at_kill);
+    let by_at_kill = per_parent(&mut at_kill.iter());
     for p in ["ps0", "ps2", "ps3", "ps4", "ps5"] {
         for pod in by_at_kill.get(p).into_iter().flatten() {
             let before = at_kill.iter().find(|o| &name(o) == pod).map(uid);

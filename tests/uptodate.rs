@@ -152,6 +152,17 @@ async fn normalised_recreate_children_are_created_once() {
         ["job.batch/r-once", "pod/r-worker"]
     );
 
+    // A hand edit is still put back although admission keeps the Pod different from the
+    // rendering (the skipped no-op apply is only for an object exactly as ruleop left it):
+    // in place, since the rendering did not change, and idle again afterwards.
+    env.kubectl(&["set", "image", "pod/r-worker", "main=busybox:1.36"]);
+    wait_for("the hand-edited image put back", T, || async {
+        jsonpath(&env, "pod", "r-worker", "{.spec.containers[0].image}") == "busybox"
+    })
+    .await;
+    assert_eq!(uid("pod", "r-worker"), pod_uid, "put back in place");
+    assert_idle(&env, &op, "uptodate-runner", "runner", "r").await;
+
     // A rendering change recreates the Job (its template changed), and only it.
     env.kubectl(&[
         "patch",

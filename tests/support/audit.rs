@@ -94,15 +94,15 @@ impl Mark {
         Mark(0)
     }
 
-    /// Every write after the mark (waits briefly so recent requests are flushed).
+    /// Every write after the mark (waits briefly so recent requests are flushed). Fails the
+    /// test when the log cannot be read: "no writes" must never mean "no log".
     pub fn writes(&self) -> Vec<Write> {
         std::thread::sleep(Duration::from_millis(500));
-        let Ok(mut file) = std::fs::File::open(log_path()) else {
-            return Vec::new();
-        };
-        if file.seek(SeekFrom::Start(self.0)).is_err() {
-            return Vec::new();
-        }
+        let path = log_path();
+        let mut file = std::fs::File::open(path)
+            .unwrap_or_else(|e| panic!("audit log {}: {e}", path.display()));
+        file.seek(SeekFrom::Start(self.0))
+            .unwrap_or_else(|e| panic!("audit log {}: {e}", path.display()));
         BufReader::new(file)
             .lines()
             .map_while(Result::ok)
@@ -125,6 +125,17 @@ impl Mark {
     /// Like [`Mark::operator_writes_where`], Events included: an idle operator records none.
     pub fn operator_writes_and_events_where(&self, keep: impl Fn(&Write) -> bool) -> Vec<Write> {
         self.operator_requests(Events::Included, keep)
+    }
+
+    /// Asserts ruleop sent no mutating request at all after the mark, failed ones, Events
+    /// and Leases included: for commands that must only read (`diff`, `check --cluster`).
+    pub fn assert_read_only(&self, what: &str) {
+        let writes: Vec<Write> = self
+            .writes()
+            .into_iter()
+            .filter(Write::by_operator)
+            .collect();
+        assert!(writes.is_empty(), "{what} wrote: {}", describe(&writes));
     }
 
     fn operator_requests(&self, events: Events, keep: impl Fn(&Write) -> bool) -> Vec<Write> {

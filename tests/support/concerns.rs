@@ -20,7 +20,8 @@ pub struct Concerns {
 
 impl Concerns {
     /// Reads the children of `kinds` (plural resources, as the audit log names them) that
-    /// carry the uid of `what`/`name`; `namespaces` adds the test's own namespaces.
+    /// carry the uid of the cluster-scoped parent `what`/`name` (a namespaced parent's writes
+    /// are counted by naming its namespace); `namespaces` adds the test's own namespaces.
     pub fn of(what: &str, name: &str, kinds: &[&str], namespaces: &[&str]) -> Concerns {
         let uid = kubectl(&["get", what, name, "-o", "jsonpath={.metadata.uid}"]);
         assert!(!uid.is_empty(), "{what} {name} has no uid");
