@@ -2,10 +2,11 @@
 //! version and kind: each version's schema and whether it has the status subresource.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde::Deserialize;
 use serde_json::Value as Json;
+
+use crate::manifests::{ReadError, read_objects, yaml_files};
 
 /// The kind of a CustomResourceDefinition object.
 pub const CRD_KIND: &str = "CustomResourceDefinition";
@@ -16,21 +17,8 @@ pub const CRD_GROUP: &str = "apiextensions.k8s.io";
 #[derive(Debug, thiserror::Error)]
 pub enum CrdLoadError {
     /// A file or directory could not be read.
-    #[error("{path}: cannot read: {message}")]
-    Read {
-        /// The file or directory.
-        path: PathBuf,
-        /// The I/O error.
-        message: String,
-    },
-    /// A file is not YAML.
-    #[error("{path}: not YAML: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message.
-        message: String,
-    },
+    #[error(transparent)]
+    File(#[from] ReadError),
     /// The cluster's CRDs could not be listed.
     #[error("cannot list CustomResourceDefinitions: {0}")]
     Cluster(String),
@@ -111,7 +99,7 @@ impl CrdSet {
         let mut set = CrdSet::default();
         for path in paths {
             for file in yaml_files(path)? {
-                for object in read_documents(&file)? {
+                for object in read_objects(&file)? {
                     set.add(&object, &file.display().to_string());
                 }
             }
@@ -205,52 +193,9 @@ impl CrdSet {
 /// Whether `object` is an apiextensions CustomResourceDefinition.
 pub fn is_crd(object: &Json) -> bool {
     crate::meta::kind(object) == CRD_KIND
-        && crate::meta::api_version(object).starts_with(&format!("{CRD_GROUP}/"))
-}
-
-/// `path` itself, or a directory's YAML files sorted by name (not recursive).
-pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, CrdLoadError> {
-    if !path.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let entries = std::fs::read_dir(path).map_err(|e| CrdLoadError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| crate::rule::is_rule_file(p) && p.is_file())
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// The objects of a YAML stream (documents, and the `items` of `List`s).
-pub fn read_documents(path: &Path) -> Result<Vec<Json>, CrdLoadError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CrdLoadError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let mut objects = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = Json::deserialize(doc).map_err(|e| CrdLoadError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        match value {
-            Json::Object(ref m) if crate::meta::kind(&value).ends_with("List") => {
-                objects.extend(
-                    m.get("items")
-                        .and_then(Json::as_array)
-                        .cloned()
-                        .unwrap_or_default(),
-                );
-            }
-            Json::Object(_) => objects.push(value),
-            _ => {}
-        }
-    }
-    Ok(objects)
+        && crate::meta::api_version(object)
+            .strip_prefix(CRD_GROUP)
+            .is_some_and(|version| version.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -304,7 +249,7 @@ mod tests {
         std::fs::write(dir.path().join("bad.yaml"), "a: [").unwrap();
         assert!(matches!(
             CrdSet::load(&[dir.path().to_path_buf()]),
-            Err(CrdLoadError::Parse { .. })
+            Err(CrdLoadError::File(ReadError::Parse { .. }))
         ));
     }
 }

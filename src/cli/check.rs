@@ -287,7 +287,7 @@ fn classify(paths: &[PathBuf]) -> Inputs {
 /// Rule or anything else (which the rule loader then reports).
 fn objects(file: &Path) -> Option<(Vec<Json>, String)> {
     let source = std::fs::read_to_string(file).ok()?;
-    let objects = crds::read_documents(file).ok()?;
+    let objects = crate::manifests::read_objects(file).ok()?;
     let is_object =
         |o: &Json| !crate::meta::kind(o).is_empty() && !crate::meta::api_version(o).is_empty();
     let is_rule = |o: &Json| {

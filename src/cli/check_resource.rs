@@ -80,7 +80,7 @@ pub fn check_resources(
     let mut crds = crds.to_vec();
     let mut files = Vec::new();
     for path in samples {
-        files.extend(crate::check::crds::yaml_files(path)?);
+        files.extend(crate::manifests::yaml_files(path)?);
     }
     for file in files {
         for object in read_objects(&file)? {
