@@ -15,9 +15,6 @@ use crate::plan::reason::LOOKUP_MISSING;
 use crate::rule::{LoadedRule, Location};
 use crate::schema::{KindSchemas, Violation};
 
-/// The kind of CustomResourceDefinitions.
-const CRD_KIND: &str = "CustomResourceDefinition";
-
 /// What `check --resource` found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -84,7 +81,7 @@ pub fn check_resources(
     }
     for file in files {
         for object in read_objects(&file)? {
-            if meta::kind(&object) == CRD_KIND {
+            if crate::check::crds::is_crd(&object) {
                 crds.push(object);
             } else {
                 parents.push((file.clone(), object));
