@@ -42,21 +42,30 @@ pub struct CrdVersion {
 impl CrdVersion {
     /// Version `version` of the CRD object `crd`, if it defines one.
     pub fn from_definition(crd: &Json, version: &str, origin: &str) -> Option<CrdVersion> {
-        let v = crd
-            .pointer("/spec/versions")?
-            .as_array()?
-            .iter()
-            .find(|v| v.get("name").and_then(Json::as_str) == Some(version))?;
-        Some(CrdVersion {
-            crd: crate::meta::name(crd).to_string(),
-            version: version.to_string(),
-            origin: origin.to_string(),
-            schema: v
-                .pointer("/schema/openAPIV3Schema")
-                .cloned()
-                .unwrap_or_else(|| Json::Object(Default::default())),
-            status_subresource: v.pointer("/subresources/status").is_some(),
+        CrdVersion::all(crd, origin).find(|v| v.version == version)
+    }
+
+    /// Every version the CRD object `crd` defines (those with a name), in order.
+    pub fn all<'a>(crd: &'a Json, origin: &'a str) -> impl Iterator<Item = CrdVersion> + 'a {
+        let versions = crd.pointer("/spec/versions").and_then(Json::as_array);
+        versions.into_iter().flatten().filter_map(move |v| {
+            Some(CrdVersion {
+                crd: crate::meta::name(crd).to_string(),
+                version: v.get("name").and_then(Json::as_str)?.to_string(),
+                origin: origin.to_string(),
+                schema: v
+                    .pointer("/schema/openAPIV3Schema")
+                    .cloned()
+                    .unwrap_or_else(|| Json::Object(Default::default())),
+                status_subresource: v.pointer("/subresources/status").is_some(),
+            })
         })
+    }
+
+    /// Whether the version has a schema at all (without one the API server prunes nothing
+    /// and there is nothing to check against).
+    pub fn has_schema(&self) -> bool {
+        self.schema.as_object().is_none_or(|m| !m.is_empty())
     }
 
     /// `CRD <name> version <v> (<origin>)`, how messages name it.
@@ -135,13 +144,7 @@ impl CrdSet {
             text("/spec/group").to_string(),
             text("/spec/names/kind").to_string(),
         );
-        let versions = object
-            .pointer("/spec/versions")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.get("name").and_then(Json::as_str))
-            .filter_map(|v| CrdVersion::from_definition(object, v, origin))
+        let versions = CrdVersion::all(object, origin)
             .map(|v| (v.version.clone(), v))
             .collect();
         self.kinds.insert(key.clone(), versions);
