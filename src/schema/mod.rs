@@ -189,6 +189,15 @@ impl KindSchemas {
     }
 }
 
+/// The schema of field `name` of an object of schema `schema`: its own property, else the
+/// schema every other key has (`additionalProperties` given as a schema, not as `true`).
+pub fn field_schema<'a>(schema: &'a Json, name: &str) -> Option<&'a Json> {
+    schema
+        .get("properties")
+        .and_then(|p| p.get(name))
+        .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
+}
+
 fn gvk(api_version: &str, kind: &str) -> Gvk {
     let (group, version) = split_api_version(api_version);
     (group.to_string(), version.to_string(), kind.to_string())
