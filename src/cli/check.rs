@@ -290,10 +290,8 @@ fn objects(file: &Path) -> Option<(Vec<Json>, String)> {
     let objects = crate::manifests::read_objects(file).ok()?;
     let is_object =
         |o: &Json| !crate::meta::kind(o).is_empty() && !crate::meta::api_version(o).is_empty();
-    let is_rule = |o: &Json| {
-        crate::meta::kind(o) == rule::RULE_KIND
-            || crate::meta::api_version(o).starts_with("ruleop.dev/")
-    };
+    let is_rule =
+        |o: &Json| rule::is_rule_object(crate::meta::api_version(o), crate::meta::kind(o));
     if objects.is_empty() || !objects.iter().all(is_object) || objects.iter().any(is_rule) {
         return None;
     }

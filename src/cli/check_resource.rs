@@ -102,9 +102,7 @@ pub fn check_resources(
             let p = &r.rule.spec.parent;
             p.api_version == meta::api_version(&parent) && p.kind == meta::kind(&parent)
         }) else {
-            if !(meta::kind(&parent) == "Rule"
-                && meta::api_version(&parent).starts_with("ruleop.dev/"))
-            {
+            if !crate::rule::is_rule_object(meta::api_version(&parent), meta::kind(&parent)) {
                 writeln!(
                     out,
                     "note  {what}: no rule governs {}/{}; skipped",
