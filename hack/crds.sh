@@ -12,11 +12,8 @@ cd "$(dirname "$0")/.."
 check=0
 [[ "${1:-}" == "--check" ]] && check=1
 
-RULEOP="${RULEOP:-${CARGO_TARGET_DIR:-$HOME/.cache/ruleop/target}/debug/ruleop}"
-if [[ ! -x "$RULEOP" ]]; then
-    echo "crds: building ruleop ($RULEOP)" >&2
-    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ruleop/target}" cargo build --bin ruleop >&2
-fi
+source hack/lib/ruleop.sh
+use_ruleop crds
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT

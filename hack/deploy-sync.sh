@@ -19,17 +19,14 @@ cd "$(dirname "$0")/.."
 check=0
 [[ "${1:-}" == "--check" ]] && check=1
 
-RULEOP="${RULEOP:-${CARGO_TARGET_DIR:-$HOME/.cache/ruleop/target}/debug/ruleop}"
-if [[ ! -x "$RULEOP" ]]; then
-    echo "deploy-sync: building ruleop ($RULEOP)" >&2
-    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ruleop/target}" cargo build --bin ruleop >&2
-fi
+source hack/lib/ruleop.sh
+use_ruleop deploy-sync
 
 # crds/ first: the chart copies it.
 if ((check)); then
-    RULEOP="$RULEOP" hack/crds.sh --check
+    hack/crds.sh --check
 else
-    RULEOP="$RULEOP" hack/crds.sh
+    hack/crds.sh
 fi
 
 # Generate the expected tree into a scratch dir, then compare or install it.

@@ -21,6 +21,7 @@ pub mod leader;
 pub mod lint;
 pub mod livediff;
 pub mod logwriter;
+pub mod manifests;
 pub mod meta;
 pub mod openapi;
 pub mod plan;

@@ -3,8 +3,12 @@
 //! line, as an error or a warning; our own rules and examples pass with their CRDs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on bad fixtures
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use cli::{line_of, ruleop_lines as ruleop};
 
 const RULE: &str = include_str!("rules/check/gallery.yaml");
 const CRD: &str = include_str!("rules/check/crds/gallery.yaml");
@@ -12,19 +16,6 @@ const SAMPLE: &str = "apiVersion: art.example.org/v1beta2\nkind: Gallery\nmetada
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `ruleop` with `args`: (success, stdout lines).
-fn ruleop<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, Vec<String>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    (
-        out.status.success(),
-        stdout.lines().map(str::to_string).collect(),
-    )
 }
 
 /// `ruleop check rule.yaml --crd crd.yaml` on the given texts.
@@ -39,14 +30,6 @@ fn check(rule: &str, crd: &str) -> (bool, Vec<String>) {
         "--crd".as_ref(),
         c.as_os_str(),
     ])
-}
-
-fn line_of(source: &str, needle: &str) -> usize {
-    source
-        .lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{needle:?} not in the source"))
-        + 1
 }
 
 /// Asserts the output has exactly one finding, an `error` (check fails, no `ok` line) or a

@@ -2,21 +2,17 @@
 //! non-zero exit; a valid set prints one summary line per rule.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on bad fixtures
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::Path;
-use std::process::Command;
+
+use cli::line_of;
 
 const GOOD: &str = include_str!("../rules/memcached.yaml");
 
 fn check(dir: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
-        .arg("check")
-        .arg(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    cli::ruleop_stdout(&[Path::new("check"), dir])
 }
 
 /// Writes `source` as the only rule file of a fresh directory and checks it.
@@ -43,10 +39,6 @@ fn single_error(source: &str, line: usize, needle: &str) {
         "wanted {needle:?} in {}",
         lines[0]
     );
-}
-
-fn line_of(source: &str, needle: &str) -> usize {
-    source.lines().position(|l| l.contains(needle)).unwrap() + 1
 }
 
 #[test]

@@ -3,29 +3,23 @@
 //! lines; the reference rules, samples and examples pass (no false positives).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on bad fixtures
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::Path;
-use std::process::Command;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rules/check-resource");
 
 /// Runs `ruleop check ARGS` from the crate root: (success, stdout lines).
 fn check(args: &[&str]) -> (bool, Vec<String>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("check")
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    (
-        out.status.success(),
-        stdout.lines().map(str::to_string).collect(),
-    )
+    cli::ruleop_lines(&[&["check"], args].concat())
 }
 
 fn line_of(file: &str, needle: &str) -> usize {
-    let text = std::fs::read_to_string(Path::new(DIR).join(file)).unwrap();
-    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    cli::line_of(
+        &std::fs::read_to_string(Path::new(DIR).join(file)).unwrap(),
+        needle,
+    )
 }
 
 fn starting(lines: &[String], prefix: &str) -> Vec<String> {

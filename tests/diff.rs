@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -69,6 +70,15 @@ fn managed_configmaps(env: &TestEnv) -> Vec<String> {
     let mut names: Vec<String> = out.split_whitespace().map(str::to_string).collect();
     names.sort();
     names
+}
+
+/// `ruleop check ARGS --cluster` against the local control plane: (success, stdout).
+fn check_cluster<S: AsRef<OsStr>>(args: &[S]) -> (bool, String) {
+    let mut all = vec![OsStr::new("check")];
+    all.extend(args.iter().map(AsRef::as_ref));
+    all.extend([OsStr::new("--cluster"), OsStr::new("--kubeconfig")]);
+    all.push(support::kubeconfig().as_os_str());
+    support::cli::ruleop_stdout(&all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,16 +184,8 @@ async fn check_reads_the_parents_crd_from_the_cluster() {
         ]);
     };
     let check = |extra: &[&Path]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
-            .arg("check")
-            .arg(&rule)
-            .args(["--cluster", "--kubeconfig"])
-            .arg(support::kubeconfig())
-            .args(extra.iter().flat_map(|p| [Path::new("--crd"), p]))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        (out.status.success(), text)
+        let crds = extra.iter().flat_map(|p| [Path::new("--crd"), p]);
+        check_cluster(&[rule.as_path()].into_iter().chain(crds).collect::<Vec<_>>())
     };
     let source = std::fs::read_to_string(&rule).unwrap();
     let phase_line = source
@@ -231,20 +233,12 @@ async fn check_reads_the_parents_crd_from_the_cluster() {
 async fn check_resource_reads_the_built_in_schemas_from_the_cluster() {
     let env = TestEnv::new("check-res").await;
     let mark = audit::Mark::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "check",
-            "tests/rules/check-resource/broken.yaml",
-            "--cluster",
-        ])
-        .arg("--kubeconfig")
-        .arg(support::kubeconfig())
-        .args(["--resource", "tests/rules/check-resource/sample.yaml"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = check_cluster(&[
+        "tests/rules/check-resource/broken.yaml",
+        "--resource",
+        "tests/rules/check-resource/sample.yaml",
+    ]);
+    assert!(!ok, "{text}");
     let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error ")).collect();
     assert_eq!(errors.len(), 2, "{text}");
     assert!(

@@ -2,10 +2,11 @@
 //! version and kind: each version's schema and whether it has the status subresource.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde::Deserialize;
 use serde_json::Value as Json;
+
+use crate::manifests::{ReadError, read_objects, yaml_files};
 
 /// The kind of a CustomResourceDefinition object.
 pub const CRD_KIND: &str = "CustomResourceDefinition";
@@ -16,21 +17,8 @@ pub const CRD_GROUP: &str = "apiextensions.k8s.io";
 #[derive(Debug, thiserror::Error)]
 pub enum CrdLoadError {
     /// A file or directory could not be read.
-    #[error("{path}: cannot read: {message}")]
-    Read {
-        /// The file or directory.
-        path: PathBuf,
-        /// The I/O error.
-        message: String,
-    },
-    /// A file is not YAML.
-    #[error("{path}: not YAML: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message.
-        message: String,
-    },
+    #[error(transparent)]
+    File(#[from] ReadError),
     /// The cluster's CRDs could not be listed.
     #[error("cannot list CustomResourceDefinitions: {0}")]
     Cluster(String),
@@ -54,21 +42,30 @@ pub struct CrdVersion {
 impl CrdVersion {
     /// Version `version` of the CRD object `crd`, if it defines one.
     pub fn from_definition(crd: &Json, version: &str, origin: &str) -> Option<CrdVersion> {
-        let v = crd
-            .pointer("/spec/versions")?
-            .as_array()?
-            .iter()
-            .find(|v| v.get("name").and_then(Json::as_str) == Some(version))?;
-        Some(CrdVersion {
-            crd: crate::meta::name(crd).to_string(),
-            version: version.to_string(),
-            origin: origin.to_string(),
-            schema: v
-                .pointer("/schema/openAPIV3Schema")
-                .cloned()
-                .unwrap_or_else(|| Json::Object(Default::default())),
-            status_subresource: v.pointer("/subresources/status").is_some(),
+        CrdVersion::all(crd, origin).find(|v| v.version == version)
+    }
+
+    /// Every version the CRD object `crd` defines (those with a name), in order.
+    pub fn all<'a>(crd: &'a Json, origin: &'a str) -> impl Iterator<Item = CrdVersion> + 'a {
+        let versions = crd.pointer("/spec/versions").and_then(Json::as_array);
+        versions.into_iter().flatten().filter_map(move |v| {
+            Some(CrdVersion {
+                crd: crate::meta::name(crd).to_string(),
+                version: v.get("name").and_then(Json::as_str)?.to_string(),
+                origin: origin.to_string(),
+                schema: v
+                    .pointer("/schema/openAPIV3Schema")
+                    .cloned()
+                    .unwrap_or_else(|| Json::Object(Default::default())),
+                status_subresource: v.pointer("/subresources/status").is_some(),
+            })
         })
+    }
+
+    /// Whether the version has a schema at all (without one the API server prunes nothing
+    /// and there is nothing to check against).
+    pub fn has_schema(&self) -> bool {
+        self.schema.as_object().is_none_or(|m| !m.is_empty())
     }
 
     /// `CRD <name> version <v> (<origin>)`, how messages name it.
@@ -111,7 +108,7 @@ impl CrdSet {
         let mut set = CrdSet::default();
         for path in paths {
             for file in yaml_files(path)? {
-                for object in read_documents(&file)? {
+                for object in read_objects(&file)? {
                     set.add(&object, &file.display().to_string());
                 }
             }
@@ -147,13 +144,7 @@ impl CrdSet {
             text("/spec/group").to_string(),
             text("/spec/names/kind").to_string(),
         );
-        let versions = object
-            .pointer("/spec/versions")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.get("name").and_then(Json::as_str))
-            .filter_map(|v| CrdVersion::from_definition(object, v, origin))
+        let versions = CrdVersion::all(object, origin)
             .map(|v| (v.version.clone(), v))
             .collect();
         self.kinds.insert(key.clone(), versions);
@@ -205,52 +196,9 @@ impl CrdSet {
 /// Whether `object` is an apiextensions CustomResourceDefinition.
 pub fn is_crd(object: &Json) -> bool {
     crate::meta::kind(object) == CRD_KIND
-        && crate::meta::api_version(object).starts_with(&format!("{CRD_GROUP}/"))
-}
-
-/// `path` itself, or a directory's YAML files sorted by name (not recursive).
-pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, CrdLoadError> {
-    if !path.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let entries = std::fs::read_dir(path).map_err(|e| CrdLoadError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| crate::rule::is_rule_file(p) && p.is_file())
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// The objects of a YAML stream (documents, and the `items` of `List`s).
-pub fn read_documents(path: &Path) -> Result<Vec<Json>, CrdLoadError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CrdLoadError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let mut objects = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = Json::deserialize(doc).map_err(|e| CrdLoadError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        match value {
-            Json::Object(ref m) if crate::meta::kind(&value).ends_with("List") => {
-                objects.extend(
-                    m.get("items")
-                        .and_then(Json::as_array)
-                        .cloned()
-                        .unwrap_or_default(),
-                );
-            }
-            Json::Object(_) => objects.push(value),
-            _ => {}
-        }
-    }
-    Ok(objects)
+        && crate::meta::api_version(object)
+            .strip_prefix(CRD_GROUP)
+            .is_some_and(|version| version.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -304,7 +252,7 @@ mod tests {
         std::fs::write(dir.path().join("bad.yaml"), "a: [").unwrap();
         assert!(matches!(
             CrdSet::load(&[dir.path().to_path_buf()]),
-            Err(CrdLoadError::Parse { .. })
+            Err(CrdLoadError::File(ReadError::Parse { .. }))
         ));
     }
 }

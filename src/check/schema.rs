@@ -3,6 +3,8 @@
 
 use serde_json::{Value as Json, json};
 
+use crate::schema::field_schema;
+
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Seg {
@@ -108,10 +110,7 @@ fn walk_node(schema: &Json, path: &[Seg]) -> Walk {
             return Walk::Allowed;
         }
         let next = match seg {
-            Seg::Field(name) => node
-                .get("properties")
-                .and_then(|p| p.get(name))
-                .or_else(|| node.get("additionalProperties").filter(|a| a.is_object())),
+            Seg::Field(name) => field_schema(node, name),
             // A numeric key of a map, or a list whose items say nothing: no verdict.
             Seg::Item => match node.get("items") {
                 Some(items) => Some(items),

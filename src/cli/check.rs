@@ -287,13 +287,11 @@ fn classify(paths: &[PathBuf]) -> Inputs {
 /// Rule or anything else (which the rule loader then reports).
 fn objects(file: &Path) -> Option<(Vec<Json>, String)> {
     let source = std::fs::read_to_string(file).ok()?;
-    let objects = crds::read_documents(file).ok()?;
+    let objects = crate::manifests::read_objects(file).ok()?;
     let is_object =
         |o: &Json| !crate::meta::kind(o).is_empty() && !crate::meta::api_version(o).is_empty();
-    let is_rule = |o: &Json| {
-        crate::meta::kind(o) == rule::RULE_KIND
-            || crate::meta::api_version(o).starts_with("ruleop.dev/")
-    };
+    let is_rule =
+        |o: &Json| rule::is_rule_object(crate::meta::api_version(o), crate::meta::kind(o));
     if objects.is_empty() || !objects.iter().all(is_object) || objects.iter().any(is_rule) {
         return None;
     }
@@ -336,23 +334,54 @@ fn not_a_rule(path: &Path, objects: &[Json], source: &str) -> RuleError {
     }
 }
 
+/// `FILE: rule NAME governs KIND (2 children, 1 related kind, 0 status fields[, finalizer])`.
 fn summary(r: &LoadedRule) -> String {
     let spec = &r.rule.spec;
-    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let count =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     format!(
         "{}: rule {} governs {} ({}, {}, {}{})",
         r.path.display(),
         r.rule.name,
         r.rule.parent_key(),
-        count(spec.children.len(), "child"),
-        count(spec.related.len(), "related kind"),
-        count(spec.status.fields.len(), "status field"),
+        count(spec.children.len(), "child", "children"),
+        count(spec.related.len(), "related kind", "related kinds"),
+        count(spec.status.fields.len(), "status field", "status fields"),
         if r.rule.needs_finalizer() {
             ", finalizer"
         } else {
             ""
         }
     )
-    .replace("1 childs", "1 child")
-    .replace("childs", "children")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_counts_in_words_and_leaves_names_alone() {
+        let source = include_str!("../../rules/memcached.yaml").replacen(
+            "name: memcached",
+            "name: childs",
+            1,
+        );
+        let path = PathBuf::from("rules/memcached.yaml");
+        let rule = rule::parse_rule(&path, &source).unwrap();
+        let loaded = LoadedRule {
+            path,
+            hash: String::new(),
+            rule: std::sync::Arc::new(rule),
+        };
+        let line = summary(&loaded);
+        assert!(
+            line.starts_with("rules/memcached.yaml: rule childs governs "),
+            "{line}"
+        );
+        let counts = line.split_once(" (").unwrap().1;
+        assert!(
+            counts.starts_with(&format!("{} children, ", loaded.rule.spec.children.len())),
+            "{line}"
+        );
+    }
 }

@@ -15,9 +15,6 @@ use crate::plan::reason::LOOKUP_MISSING;
 use crate::rule::{LoadedRule, Location};
 use crate::schema::{KindSchemas, Violation};
 
-/// The kind of CustomResourceDefinitions.
-const CRD_KIND: &str = "CustomResourceDefinition";
-
 /// What `check --resource` found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -80,11 +77,11 @@ pub fn check_resources(
     let mut crds = crds.to_vec();
     let mut files = Vec::new();
     for path in samples {
-        files.extend(crate::check::crds::yaml_files(path)?);
+        files.extend(crate::manifests::yaml_files(path)?);
     }
     for file in files {
         for object in read_objects(&file)? {
-            if meta::kind(&object) == CRD_KIND {
+            if crate::check::crds::is_crd(&object) {
                 crds.push(object);
             } else {
                 parents.push((file.clone(), object));
@@ -105,9 +102,7 @@ pub fn check_resources(
             let p = &r.rule.spec.parent;
             p.api_version == meta::api_version(&parent) && p.kind == meta::kind(&parent)
         }) else {
-            if !(meta::kind(&parent) == "Rule"
-                && meta::api_version(&parent).starts_with("ruleop.dev/"))
-            {
+            if !crate::rule::is_rule_object(meta::api_version(&parent), meta::kind(&parent)) {
                 writeln!(
                     out,
                     "note  {what}: no rule governs {}/{}; skipped",

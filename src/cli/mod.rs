@@ -11,11 +11,12 @@ pub use check_resource::{Inputs, check_resources};
 pub use diff::{DiffArgs, diff};
 pub use test::test;
 
+pub use crate::manifests::read_objects;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
-use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::plan::{self, Input, Plan};
@@ -47,40 +48,15 @@ pub enum CliError {
     /// The cluster could not be read.
     #[error("{0}")]
     Cluster(String),
+    /// Objects could not be read from a file.
+    #[error(transparent)]
+    Read(#[from] crate::manifests::ReadError),
     /// CRDs given to `check` could not be read.
     #[error(transparent)]
     Crds(#[from] crate::check::CrdLoadError),
     /// Output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
-}
-
-/// Every object in a YAML stream (documents, and `items` of `List` documents).
-pub fn read_objects(path: &Path) -> Result<Vec<Json>, CliError> {
-    let err = |message: String| CliError::Input {
-        path: path.to_path_buf(),
-        message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let mut objects = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = Json::deserialize(doc).map_err(|e| err(e.to_string()))?;
-        match value {
-            Json::Null => {}
-            Json::Object(ref m)
-                if m.get("kind")
-                    .and_then(Json::as_str)
-                    .is_some_and(|k| k.ends_with("List")) =>
-            {
-                if let Some(items) = m.get("items").and_then(Json::as_array) {
-                    objects.extend(items.iter().cloned());
-                }
-            }
-            Json::Object(_) => objects.push(value),
-            _ => return Err(err("expected Kubernetes objects".into())),
-        }
-    }
-    Ok(objects)
 }
 
 /// Output format of `render`.

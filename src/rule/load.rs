@@ -83,6 +83,15 @@ pub fn parse_rule(path: &Path, source: &str) -> Result<CompiledRule, Vec<RuleErr
     })
 }
 
+/// Whether an object of `api_version` and `kind` is meant as a Rule (its kind, or ruleop's
+/// API group: a Rule with a wrong version or kind is still a Rule to report on).
+pub fn is_rule_object(api_version: &str, kind: &str) -> bool {
+    kind == super::RULE_KIND || api_version.starts_with(RULE_GROUP_PREFIX)
+}
+
+/// How the apiVersion of every ruleop object starts.
+const RULE_GROUP_PREFIX: &str = "ruleop.dev/";
+
 /// A clear error for a YAML file that is some other Kubernetes object (a CRD or a sample
 /// next to the rules), instead of a list of unknown fields.
 fn not_a_rule(path: &Path, source: &str) -> Option<RuleError> {
@@ -94,7 +103,7 @@ fn not_a_rule(path: &Path, source: &str) -> Option<RuleError> {
     }
     let head: Head = serde_yaml::from_str(source).ok()?;
     let (api_version, kind) = (head.api_version?, head.kind?);
-    if kind == super::RULE_KIND || api_version.starts_with("ruleop.dev/") {
+    if is_rule_object(&api_version, &kind) {
         return None;
     }
     let spans = Spans::index(source);

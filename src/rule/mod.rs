@@ -18,8 +18,8 @@ pub use language::{
     Definitions, FailureFields, ForEach, Lookup, NamedValue, ReplicaDeletion, Rollout,
 };
 pub use load::{
-    LoadedRule, RuleError, conflict, content_hash, is_rule_file, load_path, load_paths, parse_rule,
-    rule_files,
+    LoadedRule, RuleError, conflict, content_hash, is_rule_file, is_rule_object, load_path,
+    load_paths, parse_rule, rule_files,
 };
 pub use locate::{Location, Spans};
 pub use reads::Reads;

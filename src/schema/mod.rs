@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json};
 
+use crate::check::CrdVersion;
 use crate::meta;
 use crate::rule::split_api_version;
 pub use validate::{Dialect, Problem, Validator, Violation};
@@ -118,20 +119,17 @@ impl KindSchemas {
             .pointer("/spec/names/kind")
             .and_then(Json::as_str)
             .ok_or_else(|| err("no spec.names.kind"))?;
-        let versions = crd
+        if crd
             .pointer("/spec/versions")
             .and_then(Json::as_array)
-            .ok_or_else(|| err("no spec.versions"))?;
-        for version in versions {
-            let (Some(name), Some(schema)) = (
-                version.get("name").and_then(Json::as_str),
-                version.pointer("/schema/openAPIV3Schema"),
-            ) else {
-                continue;
-            };
+            .is_none()
+        {
+            return Err(err("no spec.versions"));
+        }
+        for version in CrdVersion::all(crd, "").filter(CrdVersion::has_schema) {
             self.crds.insert(
-                (group.to_string(), name.to_string(), kind.to_string()),
-                schema.clone(),
+                (group.to_string(), version.version, kind.to_string()),
+                version.schema,
             );
         }
         Ok(())
@@ -189,6 +187,15 @@ impl KindSchemas {
         }
         violations
     }
+}
+
+/// The schema of field `name` of an object of schema `schema`: its own property, else the
+/// schema every other key has (`additionalProperties` given as a schema, not as `true`).
+pub fn field_schema<'a>(schema: &'a Json, name: &str) -> Option<&'a Json> {
+    schema
+        .get("properties")
+        .and_then(|p| p.get(name))
+        .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
 }
 
 fn gvk(api_version: &str, kind: &str) -> Gvk {
@@ -268,6 +275,27 @@ mod tests {
             .validate(&json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": 1}}))
             .unwrap();
         assert_eq!(found.len(), 3, "{found:?}"); // apiVersion, kind (undeclared here) and data.a
+    }
+
+    #[test]
+    fn a_crd_version_without_a_schema_leaves_its_kind_unchecked() {
+        let mut schemas = KindSchemas::default();
+        let crd = json!({"kind": "CustomResourceDefinition", "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "names": {"kind": "Widget"}, "versions": [
+                {"name": "v1", "schema": {"openAPIV3Schema": {"type": "object"}}},
+                {"name": "v2"}]}});
+        schemas.add_crd(&crd).unwrap();
+        assert!(schemas.knows("example.com/v1", "Widget"));
+        assert!(!schemas.knows("example.com/v2", "Widget"));
+        let no_versions =
+            json!({"metadata": {"name": "b"}, "spec": {"group": "g", "names": {"kind": "B"}}});
+        assert!(
+            schemas
+                .add_crd(&no_versions)
+                .unwrap_err()
+                .to_string()
+                .contains("no spec.versions")
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 
 use serde_json::{Map, Value as Json};
 
+use super::field_schema;
+
 /// How `$ref`s into the components start.
 const COMPONENTS: &str = "#/components/schemas/";
 /// The component of resource quantities: a string (or number) that must parse as one.
@@ -471,10 +473,8 @@ impl<'a> Validator<'a> {
             && schema.get("allOf").is_none();
         for (key, field_value) in map {
             let p = join(path, key);
-            if let Some(prop) = properties.and_then(|ps| ps.get(key)) {
-                self.check(prop, field_value, &p, mode.inner(), depth + 1, out);
-            } else if let Some(extra) = additional.filter(|a| a.is_object()) {
-                self.check(extra, field_value, &p, mode.inner(), depth + 1, out);
+            if let Some(field) = field_schema(schema, key) {
+                self.check(field, field_value, &p, mode.inner(), depth + 1, out);
             } else if embedded && matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
                 // Implicitly declared by `x-kubernetes-embedded-resource`.
             } else if mode.here

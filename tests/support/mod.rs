@@ -11,6 +11,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod audit;
+pub mod cli;
 pub mod concerns;
 pub mod examples;
 pub mod faultproxy;
