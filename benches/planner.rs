@@ -18,7 +18,11 @@ use serde_json::{Value as Json, json};
 use std::hint::black_box;
 use std::path::Path;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The crate root, read at run time (cargo sets it): `env!` keeps the path the bench was built
+/// at, which a target directory shared by two clones would reuse for the other clone.
+fn root() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+}
 
 fn now() -> jiff::Timestamp {
     "2026-01-01T00:00:10Z".parse().unwrap()
@@ -35,7 +39,7 @@ fn input<'a>(parent: &'a Json, observed: &'a [Json]) -> Input<'a> {
 }
 
 fn load_rule(name: &str) -> (CompiledRule, String) {
-    let path = format!("{ROOT}/rules/{name}.yaml");
+    let path = format!("{}/rules/{name}.yaml", root());
     let source = std::fs::read_to_string(&path).unwrap();
     (parse_rule(Path::new(&path), &source).unwrap(), source)
 }
@@ -108,7 +112,7 @@ fn writes_nothing(p: &Plan) -> bool {
 
 /// The sample parent of rule `name` and its simulated cluster once a plan writes nothing.
 fn converged(rule: &CompiledRule, name: &str) -> World {
-    let sample = std::fs::read_to_string(format!("{ROOT}/samples/{name}.yaml")).unwrap();
+    let sample = std::fs::read_to_string(format!("{}/samples/{name}.yaml", root())).unwrap();
     let mut parent: Json = serde_yaml::from_str(&sample).unwrap();
     let meta = parent["metadata"].as_object_mut().unwrap();
     meta.insert("namespace".into(), json!("bench"));
@@ -129,7 +133,7 @@ fn converged(rule: &CompiledRule, name: &str) -> World {
 
 fn memcached(c: &mut Criterion) {
     let (rule, source) = load_rule("memcached");
-    let path = format!("{ROOT}/rules/memcached.yaml");
+    let path = format!("{}/rules/memcached.yaml", root());
     let (parent, observed) = converged_memcached(&rule);
 
     let mut g = c.benchmark_group("memcached");

@@ -15,7 +15,7 @@ const CRD: &str = include_str!("rules/check/crds/gallery.yaml");
 const SAMPLE: &str = "apiVersion: art.example.org/v1beta2\nkind: Gallery\nmetadata: {name: tate}\nspec: {frame: {width: 3}}\n";
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    cli::root()
 }
 
 /// `ruleop check rule.yaml --crd crd.yaml` on the given texts.

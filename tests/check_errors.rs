@@ -43,7 +43,7 @@ fn single_error(source: &str, line: usize, needle: &str) {
 
 #[test]
 fn reference_rules_pass() {
-    let (ok, out) = check(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")));
+    let (ok, out) = check(&cli::root().join("rules"));
     assert!(ok, "{out}");
     assert_eq!(out.lines().count(), 6, "{out}");
     assert!(out.lines().all(|l| l.starts_with("ok ")), "{out}");
@@ -145,10 +145,7 @@ fn two_rules_for_one_kind_refuse_the_second() {
 
 #[test]
 fn readme_examples_pass() {
-    let (ok, out) = check(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/examples"
-    )));
+    let (ok, out) = check(&cli::root().join("docs/examples"));
     assert!(ok, "{out}");
 }
 
@@ -187,7 +184,7 @@ fn a_constant_too_big_to_fold_is_an_error() {
 
 #[test]
 fn growth_in_loops_and_absurd_limits_are_warnings() {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rules/hostile"));
+    let dir = &cli::root().join("tests/rules/hostile");
     let (ok, out) = check(dir);
     assert!(ok, "warnings do not fail the check: {out}");
     let warn: Vec<&str> = out.lines().filter(|l| l.starts_with("warn ")).collect();

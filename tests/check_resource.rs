@@ -8,7 +8,9 @@ mod cli;
 
 use std::path::Path;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rules/check-resource");
+fn dir() -> std::path::PathBuf {
+    cli::root().join("tests/rules/check-resource")
+}
 
 /// Runs `ruleop check ARGS` from the crate root: (success, stdout lines).
 fn check(args: &[&str]) -> (bool, Vec<String>) {
@@ -16,10 +18,7 @@ fn check(args: &[&str]) -> (bool, Vec<String>) {
 }
 
 fn line_of(file: &str, needle: &str) -> usize {
-    cli::line_of(
-        &std::fs::read_to_string(Path::new(DIR).join(file)).unwrap(),
-        needle,
-    )
+    cli::line_of(&std::fs::read_to_string(dir().join(file)).unwrap(), needle)
 }
 
 fn starting(lines: &[String], prefix: &str) -> Vec<String> {
@@ -98,7 +97,7 @@ fn a_crd_kind_without_its_crd_is_a_note_not_an_error() {
 fn reference_rules_and_samples_pass() {
     let (ok, lines) = check(&["rules/", "--crd", "crds/", "--resource", "samples/"]);
     assert!(ok, "{lines:#?}");
-    let samples = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/samples"))
+    let samples = std::fs::read_dir(cli::root().join("samples"))
         .unwrap()
         .count();
     let checked = starting(&lines, "ok    samples/");
@@ -109,7 +108,7 @@ fn reference_rules_and_samples_pass() {
 
 #[test]
 fn examples_pass() {
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let examples = cli::root().join("examples");
     let mut dirs: Vec<_> = std::fs::read_dir(examples)
         .unwrap()
         .map(|e| e.unwrap().path())

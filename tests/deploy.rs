@@ -24,7 +24,7 @@ const RULES: &[&str] = &[
 fn deploy_manifests_pass_a_server_side_dry_run() {
     let out = Command::new("bash")
         .arg("hack/deploy-check.sh")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(support::cli::root())
         .env("KUBECONFIG", support::kubeconfig())
         .output()
         .unwrap();

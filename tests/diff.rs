@@ -20,7 +20,7 @@ use support::{TestEnv, audit, kubectl, wait_for};
 const T: Duration = Duration::from_secs(90);
 
 fn rules() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules/authoring")
+    support::cli::root().join("tests/rules/authoring")
 }
 
 fn diff(rule: &Path, ns: &str) -> (i32, String, String) {
@@ -167,7 +167,7 @@ async fn diff_shows_the_exact_changes_and_writes_nothing() {
 /// passes; `--crd` files take precedence over the cluster. Nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reads_the_parents_crd_from_the_cluster() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules/check");
+    let root = support::cli::root().join("tests/rules/check");
     let rule = root.join("gallery.yaml");
     let good = std::fs::read_to_string(root.join("crds/gallery.yaml")).unwrap();
     let broken = good.replace("                phase: {type: string}\n", "");

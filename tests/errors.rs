@@ -152,3 +152,102 @@ async fn a_rejected_manifest_is_reported_without_a_hot_loop_or_blocking_others()
         "no hot loop: {before} -> {after} reconciles in 5 s"
     );
 }
+
+/// A Warning repeated while its cause lasts is one Event whose series counts the repeats
+/// (not one Event per reconcile), and a different message is an Event of its own. The rule
+/// is unlike the reference ones: a `validate` over free-form data, no children created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_warning_is_counted_on_one_event() {
+    let env = TestEnv::new("e2e-series").await;
+    let group = format!("ser{}.test.ruleop.dev", unique_suffix());
+    let (crd, rule) = widget(&group, "\"{{ parent.spec.value }}\"");
+    let rule = rule.replace(
+        "  children:\n",
+        "  validate:\n    - rule: parent.spec.value is string\n      reason: NotText\n      message: \"value must be text, got {{ parent.spec.value }}\"\n  children:\n",
+    );
+    kubectl_with_input(&["apply", "-f", "-"], Some(&crd));
+    env.delete_on_drop("crd", &format!("widgets.{group}"));
+    support::kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        &format!("crd/widgets.{group}"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("widget.yaml"), rule).unwrap();
+    let _op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+    let widgets = format!("widgets.{group}");
+    env.apply_yaml(&format!(
+        "apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w}}\nspec: {{value: 42}}\n"
+    ));
+    // (note, series count) of the NotText Events about w.
+    let warnings = || {
+        let list: serde_json::Value = serde_json::from_str(&env.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            "regarding.name=w,reason=NotText",
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        let mut found: Vec<(String, i64)> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let count = e["series"]["count"].as_i64().unwrap_or(1);
+                (e["note"].as_str().unwrap_or("").to_string(), count)
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    wait_for("the first warning", T, || async { warnings().len() == 1 }).await;
+    // Each label change reconciles the parent, which is still invalid: the same Warning
+    // again (the echo of the status write may repeat it too, so counts are lower bounds).
+    let mut count = warnings()[0].1;
+    for i in 0..2 {
+        env.kubectl(&[
+            "label",
+            "--overwrite",
+            &widgets,
+            "w",
+            &format!("touch=t{i}"),
+        ]);
+        wait_for("the repeat counted", T, || async {
+            warnings()[0].1 > count
+        })
+        .await;
+        count = warnings()[0].1;
+    }
+    let got = warnings();
+    assert_eq!(got.len(), 1, "one Event for the repeated warning: {got:?}");
+    assert_eq!(got[0].0, "value must be text, got 42");
+    assert!(count >= 3, "{got:?}");
+    // Another message is another Event; the first one's count stops.
+    env.kubectl(&[
+        "patch",
+        &widgets,
+        "w",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"value":43}}"#,
+    ]);
+    wait_for("the new message recorded", T, || async {
+        warnings().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = warnings();
+    assert_eq!(
+        got[0],
+        ("value must be text, got 42".to_string(), count),
+        "{got:?}"
+    );
+    assert_eq!(got[1].0, "value must be text, got 43", "{got:?}");
+    assert!(
+        env.get("configmap", "w").is_none(),
+        "nothing is created for an invalid parent"
+    );
+}

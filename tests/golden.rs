@@ -3,6 +3,9 @@
 //! change with `UPDATE_GOLDEN=1 cargo test --test golden`, then review the diff like code.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on bad fixtures
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::PathBuf;
 
 use ruleop::cli::{Format, read_objects, render};
@@ -38,7 +41,7 @@ fn cases() -> Vec<(&'static str, &'static str, Json)> {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    cli::root()
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //! and failure status fields. Pure: no API server.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on bad fixtures
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use jiff::Timestamp;
 use ruleop::meta;
 use ruleop::plan::{Action, Input, Plan, plan};
@@ -10,10 +13,7 @@ use ruleop::rule::{CompiledRule, parse_rule};
 use serde_json::{Value as Json, json};
 
 fn crew_rule() -> CompiledRule {
-    let path = format!(
-        "{}/tests/rules/language/crew.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/rules/language/crew.yaml", cli::root().display());
     parse_rule(path.as_ref(), &std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -329,7 +329,7 @@ fn cluster_scoped_kinds_are_looked_up_and_selected_for_a_namespaced_parent() {
 fn a_namespaced_parent_cannot_look_up_another_namespace() {
     let source = std::fs::read_to_string(format!(
         "{}/tests/rules/language/crew.yaml",
-        env!("CARGO_MANIFEST_DIR")
+        cli::root().display()
     ))
     .unwrap()
     .replace(

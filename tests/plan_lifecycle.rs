@@ -2,6 +2,9 @@
 //! in manifests), with rules shaped unlike the reference ones. Pure: no API server.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on bad fixtures
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use jiff::Timestamp;
 use ruleop::meta;
 use ruleop::plan::{Action, Input, Plan, plan};
@@ -154,7 +157,7 @@ fn act(p: &Plan, parent: &Json, observed: &mut Vec<Json>) -> Json {
 fn replanning_a_converged_parent_later_changes_nothing_and_keeps_transition_times() {
     let path = format!(
         "{}/tests/rules/lifecycle/roster.yaml",
-        env!("CARGO_MANIFEST_DIR")
+        cli::root().display()
     );
     let rule = parse_rule(path.as_ref(), &std::fs::read_to_string(&path).unwrap()).unwrap();
     let mut parent = json!({"apiVersion": "lifecycle.test.ruleop.dev/v1", "kind": "Roster",

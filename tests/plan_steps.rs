@@ -2,6 +2,9 @@
 //! does what the controller would do with each plan. No API server: these are pure tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on bad fixtures
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use jiff::Timestamp;
 use ruleop::meta;
 use ruleop::plan::{Action, EventType, FinalizerChange, Input, Plan, plan};
@@ -9,7 +12,7 @@ use ruleop::rule::{CompiledRule, parse_rule};
 use serde_json::{Value as Json, json};
 
 fn rule(op: &str) -> CompiledRule {
-    let path = format!("{}/rules/{op}.yaml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/rules/{op}.yaml", cli::root().display());
     let source = std::fs::read_to_string(&path).unwrap();
     parse_rule(path.as_ref(), &source).unwrap()
 }
@@ -526,15 +529,12 @@ fn converged_parent_needs_no_writes_and_drift_is_detected() {
 
 #[test]
 fn fields_managed_elsewhere_are_neither_set_nor_corrected() {
-    let source = std::fs::read_to_string(format!(
-        "{}/rules/memcached.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-    .replace(
-        "      kind: Deployment\n      template:",
-        "      kind: Deployment\n      managedElsewhere: [spec.replicas]\n      template:",
-    );
+    let source = std::fs::read_to_string(format!("{}/rules/memcached.yaml", cli::root().display()))
+        .unwrap()
+        .replace(
+            "      kind: Deployment\n      template:",
+            "      kind: Deployment\n      managedElsewhere: [spec.replicas]\n      template:",
+        );
     let rule = rule_from(&source);
     let mut cluster = Cluster::default();
     let mc = parent(
@@ -582,11 +582,8 @@ fn an_object_this_parent_does_not_own_is_never_adopted() {
 
 #[test]
 fn a_template_error_is_located_and_deletes_nothing() {
-    let source = std::fs::read_to_string(format!(
-        "{}/rules/memcached.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let source =
+        std::fs::read_to_string(format!("{}/rules/memcached.yaml", cli::root().display())).unwrap();
     let good = rule_from(&source);
     let mut cluster = Cluster::default();
     let mc = parent(

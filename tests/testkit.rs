@@ -2,6 +2,9 @@
 //! line, and golden files written and accepted with `--update`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on bad fixtures
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -39,7 +42,7 @@ const PARENT: &str = "
 
 #[test]
 fn the_checked_in_suites_pass() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = cli::root();
     for dir in ["tests/rules/authoring", "rules"] {
         let (code, out) = ruleop_test(&[&root.join(dir)], false);
         assert_eq!(code, 0, "{dir}:\n{out}");
@@ -169,7 +172,7 @@ fn nothing_to_run_or_a_broken_file_is_an_error() {
 /// `Kind/name` that names several is refused rather than checking one at random.
 #[test]
 fn children_in_several_namespaces_are_keyed_by_namespace() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = cli::root();
     let (code, out) = ruleop_test(&[&root.join("examples/team-rbac")], false);
     assert_eq!(code, 0, "{out}");
     let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,12 @@
 //! Events on the parent, recorded in the background so they never hold up a reconcile.
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType as KubeEventType};
 use serde_json::Value as Json;
 
 use super::Actor;
+use super::recorder::Occurrence;
 use crate::meta::{self, ObjectKey};
-use crate::plan::{EventType, PlanEvent};
+use crate::plan::PlanEvent;
 
 impl Actor {
     pub(super) async fn publish(&self, parent: &Json, events: &[PlanEvent]) {
@@ -21,19 +21,14 @@ impl Actor {
             uid: Some(meta::uid(parent).into()),
             ..ObjectReference::default()
         };
-        let events: Vec<Event> = events
+        let events: Vec<Occurrence> = events
             .iter()
-            .map(|e| Event {
-                type_: if e.type_ == EventType::Warning {
-                    KubeEventType::Warning
-                } else {
-                    KubeEventType::Normal
-                },
+            .map(|e| Occurrence {
+                type_: e.type_,
                 reason: e.reason.clone(),
-                note: Some(e.message.chars().take(1000).collect()),
-                action: "Reconcile".into(),
-                // Part of the Recorder's series key: one series per child, not per reason.
-                secondary: e.related.as_ref().map(object_reference),
+                note: e.message.chars().take(1000).collect(),
+                // Part of the series key: one series per child, not per reason.
+                related: e.related.as_ref().map(object_reference),
             })
             .collect();
         // Events are informational: recording them must not hold up the reconcile.
@@ -42,7 +37,7 @@ impl Actor {
         tokio::spawn(async move {
             for event in events {
                 metrics.write("event");
-                if let Err(err) = recorder.publish(&event, &reference).await {
+                if let Err(err) = recorder.record(&event, &reference).await {
                     tracing::debug!(error = %err, "cannot record event");
                 }
             }

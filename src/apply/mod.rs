@@ -1,7 +1,8 @@
 //! Acting on a plan against the API server: server-side apply with one field manager,
 //! deletions with uid preconditions (prune only after every apply succeeded), status through
 //! the status subresource only when it changed, finalizer patches and Events. Writes to
-//! children are in [`children`], to the parent in [`parent`], Events in [`events`];
+//! children are in [`children`], to the parent in [`parent`], Events in [`events`] (recorded
+//! with series by [`recorder`]);
 //! [`error`] classifies failed API calls.
 
 mod children;
@@ -9,6 +10,7 @@ mod error;
 mod events;
 mod memo;
 mod parent;
+mod recorder;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +19,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::events::Recorder;
 use serde_json::Value as Json;
 
 use crate::cache::{GroupKind, KindCache};
@@ -30,6 +31,7 @@ use crate::telemetry::Metrics;
 use children::ApplyResult;
 pub use error::{ActError, THROTTLED};
 use memo::AppliedMemo;
+use recorder::Recorder;
 
 /// How long a parent waits before a retry when retrying cannot help until something changes
 /// (bad input, forbidden, a name conflict); its watch events still trigger reconciles.
@@ -66,7 +68,7 @@ pub const REPORT_AFTER_FAILURES: u32 = 3;
 pub struct Actor {
     client: Client,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    recorder: Arc<Recorder>,
     applied: AppliedMemo,
 }
 
@@ -88,13 +90,7 @@ fn group_kind(api_version: &str, kind: &str) -> GroupKind {
 impl Actor {
     /// An actor writing with `client`, recording Events as `reporter`.
     pub fn new(client: Client, metrics: Arc<Metrics>, reporter: &str) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            kube::runtime::events::Reporter {
-                controller: "ruleop".into(),
-                instance: Some(reporter.to_string()),
-            },
-        );
+        let recorder = Arc::new(Recorder::new(client.clone(), "ruleop", reporter));
         Self {
             client,
             metrics,

@@ -3,12 +3,21 @@
 #![allow(dead_code)] // not every test binary uses every helper
 
 use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::process::Command;
+
+/// The crate root, read when the test runs: `env!` keeps the path the test binary was built
+/// at, and cargo reuses that binary for a clone elsewhere sharing the target directory (CI's
+/// checkout and a developer's), whose files would then be read from the other clone.
+pub fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
 
 /// Runs `ruleop ARGS` from the crate root: whether it succeeded, and its stdout.
 pub fn ruleop_stdout<S: AsRef<OsStr>>(args: &[S]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ruleop"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(root())
         .args(args)
         .output()
         .expect("run ruleop");

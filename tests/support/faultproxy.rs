@@ -26,7 +26,7 @@ pub struct FaultProxy {
 
 /// Path of the proxy binary built by `make controlplane`.
 pub fn binary() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/controlplane/faultproxy")
+    super::cli::root().join("target/controlplane/faultproxy")
 }
 
 impl FaultProxy {

@@ -52,7 +52,7 @@ static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 
 /// Path of the control plane binary built by `make controlplane`.
 pub fn controlplane_binary() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/controlplane/controlplane")
+    cli::root().join("target/controlplane/controlplane")
 }
 
 fn start_control_plane() -> Result<ControlPlane, String> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    super::cli::root()
 }
 
 /// Installs the reference CRDs once per test binary.

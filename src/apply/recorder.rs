@@ -1,0 +1,303 @@
+//! Recording Events (`events.k8s.io/v1`): an event repeated within the series window is
+//! counted on the Event first recorded (its `series` patched) instead of becoming another.
+//!
+//! kube's `Recorder` keeps every Event of the last six minutes whole and sweeps them all on
+//! each publish, under one lock: with thousands of parents each publish walked thousands of
+//! entries (8% of the operator's CPU in a 2,000-parent cold sync, growing with the square of
+//! the parents) and held them in memory. Here an entry is a hash of the event's identity,
+//! the recorded Event's name and its count, and expired entries are swept once per as many
+//! publishes as there are entries: amortized constant work per Event.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+
+use crate::plan::EventType;
+
+/// How long a repeat joins the series of the Event first recorded (as client-go and kube).
+const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
+
+/// The action every Event of a reconcile carries.
+const ACTION: &str = "Reconcile";
+
+/// One Event to record.
+#[derive(Debug, Clone)]
+pub struct Occurrence {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// The reason (`Created`, `InvalidSize`, ...).
+    pub reason: String,
+    /// The note (the message), at most 1,000 characters.
+    pub note: String,
+    /// The object it is about besides the parent (a child).
+    pub related: Option<ObjectReference>,
+}
+
+/// What recording an occurrence takes.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Create a new Event named so.
+    Create(String),
+    /// Patch the series of the Event so named to this count.
+    Count(String, i32),
+}
+
+/// The Events recorded in the series window, by the hash of their identity.
+#[derive(Debug)]
+struct Series {
+    recorded: HashMap<u64, Recorded>,
+    /// Publishes since the last sweep of expired entries.
+    since_sweep: usize,
+    /// Publishes before the next sweep: the entries left by the last one (at least 64), so
+    /// a sweep's cost is spread over as many publishes and the map at most doubles between.
+    sweep_after: usize,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Self {
+            recorded: HashMap::new(),
+            since_sweep: 0,
+            sweep_after: MIN_SWEEP,
+        }
+    }
+}
+
+/// The fewest publishes between two sweeps.
+const MIN_SWEEP: usize = 64;
+
+#[derive(Debug)]
+struct Recorded {
+    name: String,
+    count: i32,
+    last: Instant,
+}
+
+impl Series {
+    /// The step for an occurrence whose identity hashes to `key` at `now`; `name` names a new
+    /// Event. Counted at once, so a repeat racing the create patches it (or, if it lands
+    /// first, finds nothing and creates its own).
+    fn step(&mut self, key: u64, now: Instant, name: impl FnOnce() -> String) -> Step {
+        self.since_sweep += 1;
+        if self.since_sweep >= self.sweep_after {
+            self.since_sweep = 0;
+            self.recorded
+                .retain(|_, r| now.duration_since(r.last) < SERIES_WINDOW);
+            self.sweep_after = self.recorded.len().max(MIN_SWEEP);
+        }
+        match self.recorded.get_mut(&key) {
+            Some(r) if now.duration_since(r.last) < SERIES_WINDOW => {
+                r.count += 1;
+                r.last = now;
+                Step::Count(r.name.clone(), r.count)
+            }
+            _ => {
+                let name = name();
+                self.recorded.insert(
+                    key,
+                    Recorded {
+                        name: name.clone(),
+                        count: 1,
+                        last: now,
+                    },
+                );
+                Step::Create(name)
+            }
+        }
+    }
+
+    /// Forgets `key`'s Event (gone from the API server: the next repeat creates a new one).
+    fn forget(&mut self, key: u64) {
+        self.recorded.remove(&key);
+    }
+}
+
+/// Records Events on objects, as `controller`/`instance`.
+pub struct Recorder {
+    client: Client,
+    controller: String,
+    instance: String,
+    series: Mutex<Series>,
+    hasher: RandomState,
+}
+
+impl Recorder {
+    /// A recorder writing with `client`.
+    pub fn new(client: Client, controller: &str, instance: &str) -> Self {
+        Self {
+            client,
+            controller: controller.into(),
+            instance: instance.into(),
+            series: Mutex::default(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Records `occurrence` on `regarding`: creates an Event, or counts a repeat of one
+    /// recorded in the series window (same type, reason, note, object and related object).
+    pub async fn record(
+        &self,
+        occurrence: &Occurrence,
+        regarding: &ObjectReference,
+    ) -> Result<(), kube::Error> {
+        let key = self.hasher.hash_one((
+            occurrence.type_ == EventType::Warning,
+            &occurrence.reason,
+            &occurrence.note,
+            reference_key(regarding),
+            occurrence.related.as_ref().map(reference_key),
+        ));
+        let now = jiff::Timestamp::now();
+        let step = self.lock().step(key, Instant::now(), || {
+            // client-go's naming: the object's name and the time in hex nanoseconds.
+            format!(
+                "{}.{:x}",
+                regarding.name.as_deref().unwrap_or(&self.controller),
+                now.as_nanosecond()
+            )
+        });
+        // Events of cluster-scoped objects go to `default`, as kubectl describe looks there.
+        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
+        match step {
+            Step::Create(name) => {
+                let event = self.event(occurrence, regarding, name, namespace, now);
+                let created = events.create(&PostParams::default(), &event).await;
+                if created.is_err() {
+                    self.lock().forget(key);
+                }
+                created.map(drop)
+            }
+            Step::Count(name, count) => {
+                let series = serde_json::json!({"series": EventSeries {
+                    count,
+                    last_observed_time: MicroTime(now),
+                }});
+                let patched = events
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&series))
+                    .await;
+                match patched {
+                    // Expired or deleted meanwhile: start a new series.
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        self.lock().forget(key);
+                        Box::pin(self.record(occurrence, regarding)).await
+                    }
+                    other => other.map(drop),
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Series> {
+        self.series.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn event(
+        &self,
+        occurrence: &Occurrence,
+        regarding: &ObjectReference,
+        name: String,
+        namespace: &str,
+        now: jiff::Timestamp,
+    ) -> K8sEvent {
+        K8sEvent {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(namespace.into()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some(ACTION.into()),
+            reason: Some(occurrence.reason.clone()),
+            note: Some(occurrence.note.clone()),
+            type_: Some(
+                match occurrence.type_ {
+                    EventType::Warning => "Warning",
+                    EventType::Normal => "Normal",
+                }
+                .into(),
+            ),
+            regarding: Some(regarding.clone()),
+            related: occurrence.related.clone(),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            ..K8sEvent::default()
+        }
+    }
+}
+
+/// The identifying fields of a reference.
+fn reference_key(r: &ObjectReference) -> [Option<&str>; 5] {
+    [
+        r.api_version.as_deref(),
+        r.kind.as_deref(),
+        r.namespace.as_deref(),
+        r.name.as_deref(),
+        r.uid.as_deref(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: &str) -> impl FnOnce() -> String + '_ {
+        move || n.to_string()
+    }
+
+    #[test]
+    fn a_repeat_in_the_window_counts_on_the_first_event() {
+        let mut s = Series::default();
+        let t = Instant::now();
+        assert_eq!(s.step(1, t, name("a")), Step::Create("a".into()));
+        assert_eq!(s.step(1, t, name("b")), Step::Count("a".into(), 2));
+        assert_eq!(
+            s.step(1, t + Duration::from_secs(300), name("c")),
+            Step::Count("a".into(), 3)
+        );
+        // Another identity is its own Event.
+        assert_eq!(s.step(2, t, name("d")), Step::Create("d".into()));
+    }
+
+    #[test]
+    fn a_repeat_after_the_window_or_a_lost_event_starts_a_new_one() {
+        let mut s = Series::default();
+        let t = Instant::now();
+        s.step(1, t, name("a"));
+        // The window runs from the last occurrence.
+        let later = t + SERIES_WINDOW + Duration::from_secs(1);
+        assert_eq!(s.step(1, later, name("b")), Step::Create("b".into()));
+        s.forget(1);
+        assert_eq!(s.step(1, later, name("c")), Step::Create("c".into()));
+    }
+
+    #[test]
+    fn expired_entries_are_swept_and_the_memory_stays_bounded() {
+        let mut s = Series::default();
+        let t = Instant::now();
+        for key in 0..1_000 {
+            s.step(key, t, || format!("e{key}"));
+        }
+        assert_eq!(s.recorded.len(), 1_000);
+        let later = t + SERIES_WINDOW + Duration::from_secs(1);
+        // Every publish a new event: within as many publishes as there were entries at the
+        // last sweep, the expired ones are gone, and the map never more than doubles.
+        for key in 1_000..3_000 {
+            s.step(key, later, || format!("e{key}"));
+            assert!(
+                s.recorded.len() <= 2 * 1_000 + MIN_SWEEP,
+                "{}",
+                s.recorded.len()
+            );
+        }
+        assert!(s.recorded.keys().all(|k| *k >= 1_000));
+    }
+}
