@@ -6,8 +6,6 @@
 #[path = "support/cli.rs"]
 mod cli;
 
-use std::path::Path;
-
 fn dir() -> std::path::PathBuf {
     cli::root().join("tests/rules/check-resource")
 }
