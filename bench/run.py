@@ -10,7 +10,8 @@ Environment: QUICK=1 (one repetition, 50 parents, short phases), REPS, PARENTS,
 SYSTEMS (comma list), CONTROLPLANE (binary), RULEOP (binary), COLD_ONLY=1 (only the
 cold sync and idle phases; no reload run), IDLE_SECONDS, DONE_TIMEOUT, NODES (simulated
 nodes; default from the pod count), SCALE=1 (the growth run: cold sync, idle and
-create-to-ready at each of SCALE_SIZES parents, default 1000,5000,10000; see scale_main).
+create-to-ready at each of SCALE_SIZES parents, default 1000,5000,10000; see scale_main),
+RULEOP_ARGS (extra `ruleop run` arguments, e.g. "--events warnings").
 """
 import base64
 import concurrent.futures as cf
@@ -52,6 +53,8 @@ DONE_TIMEOUT = float(os.environ.get("DONE_TIMEOUT", "60" if QUICK else "600"))
 # cores): without DONE_TIMEOUT=, a run of many parents gets 0.3 s per parent to converge.
 COLD_TIMEOUT_PER_PARENT = 0.3
 COLD_ONLY = os.environ.get("COLD_ONLY", "") not in ("", "0")  # stop after cold sync + idle (quick A/B runs)
+# Extra `ruleop run` arguments, e.g. RULEOP_ARGS="--events warnings" (recorded in the results).
+RULEOP_ARGS = os.environ.get("RULEOP_ARGS", "").split()
 SCALE_SIZES = [int(x) for x in os.environ.get("SCALE_SIZES", "1000,5000,10000").split(",") if x]
 # Pods one simulated node takes (`pods` capacity of the kwok nodes, tests/controlplane).
 PODS_PER_NODE = 1000
@@ -333,7 +336,8 @@ def free_port():
 
 def operator_cmd(system, rules_dir):
     if system == "ruleop":
-        return [RULEOP, "run", "--rules", rules_dir, "--namespace", NS, "--metrics-addr", f"127.0.0.1:{free_port()}"]
+        return [RULEOP, "run", "--rules", rules_dir, "--namespace", NS, "--metrics-addr", f"127.0.0.1:{free_port()}",
+                *RULEOP_ARGS]
     if system == "kube-rs":
         return [os.path.join(BENCH_TARGET, "release/memcached-kube-rs"), "--namespace", NS]
     if system == "go-controller-runtime":
@@ -790,7 +794,7 @@ def scale_main(policy):
             for system in rotated(rep):
                 run_system(system, rep, policy, results)
         runs.append((parents, results))
-    out = {"machine": machine(), "repetitions": REPS, "size": SIZE, "sizes": SCALE_SIZES,
+    out = {"machine": machine(), "repetitions": REPS, "size": SIZE, "sizes": SCALE_SIZES, "ruleop_args": RULEOP_ARGS,
            "systems": SYSTEMS, "rate": RATE, "rate_seconds": RATE_SECONDS,
            "wall_seconds": round(time.monotonic() - t_start, 1), "notes": [], "results": []}
     for parents, results in runs:

@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// Parallel reconciles.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Which Events to record on parents: `all`, `warnings` (problems only: a large fleet's
+    /// progress Events are API writes too), or `none`. Conditions and logs say the same.
+    #[arg(long, value_enum, default_value = "all")]
+    pub events: crate::apply::EventLevel,
     /// Elect a leader through a Lease, so several replicas run with one active.
     #[arg(long)]
     pub leader_elect: bool,
@@ -304,6 +308,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         namespaces: args.namespaces.clone(),
         concurrency: args.concurrency,
         identity,
+        events: args.events,
     };
     let (controller, changes) = Controller::new(
         fenced,

@@ -251,3 +251,57 @@ async fn a_repeated_warning_is_counted_on_one_event() {
         "nothing is created for an invalid parent"
     );
 }
+
+/// `--events warnings`: a parent's progress (its child created, Ready) records no Event, a
+/// problem still does; `Normal` Events of the same run would otherwise be there (the
+/// default records them, as the reference operators' tests show).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_warnings_are_recorded_when_asked() {
+    let env = TestEnv::new("e2e-evlevel").await;
+    let group = format!("evl{}.test.ruleop.dev", unique_suffix());
+    let (crd, rule) = widget(&group, "\"{{ parent.spec.value }}\"");
+    let rule = rule.replace(
+        "  children:\n",
+        "  validate:\n    - rule: parent.spec.value is string\n      reason: NotText\n      message: value must be text\n  children:\n",
+    );
+    kubectl_with_input(&["apply", "-f", "-"], Some(&crd));
+    env.delete_on_drop("crd", &format!("widgets.{group}"));
+    support::kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        &format!("crd/widgets.{group}"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("widget.yaml"), rule).unwrap();
+    let _op = Operator::start_with_rules(&env.ns, dir.path(), &["--events", "warnings"]);
+    env.apply_yaml(&format!(
+        "apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: good}}\nspec: {{value: fine}}\n"
+    ));
+    wait_for("the child of the good parent", T, || async {
+        jsonpath(&env, "configmap", "good", "{.data.value}") == "fine"
+    })
+    .await;
+    // The bad parent comes after the good one: its Warning is recorded after any Event of
+    // the good parent's reconcile would have been.
+    env.apply_yaml(&format!(
+        "apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: bad}}\nspec: {{value: 42}}\n"
+    ));
+    let reasons = |name: &str| {
+        env.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            &format!("regarding.name={name}"),
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+    };
+    wait_for("the warning about the bad parent", T, || async {
+        reasons("bad") == "NotText"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(reasons("good"), "", "no progress Events");
+    assert_eq!(reasons("bad"), "NotText");
+}

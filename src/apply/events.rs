@@ -10,7 +10,8 @@ use crate::plan::PlanEvent;
 
 impl Actor {
     pub(super) async fn publish(&self, parent: &Json, events: &[PlanEvent]) {
-        if events.is_empty() {
+        let level = self.events;
+        if !events.iter().any(|e| level.records(e.type_)) {
             return;
         }
         let reference = ObjectReference {
@@ -23,6 +24,7 @@ impl Actor {
         };
         let events: Vec<Occurrence> = events
             .iter()
+            .filter(|e| level.records(e.type_))
             .map(|e| Occurrence {
                 type_: e.type_,
                 reason: e.reason.clone(),

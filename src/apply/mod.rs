@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::Client;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, Patch};
 use serde_json::Value as Json;
 
 use crate::cache::{GroupKind, KindCache};
@@ -26,6 +26,7 @@ use crate::controller::queue::Outcome;
 use crate::meta::{self, ObjectKey};
 use crate::plan::{EventType, FinalizerChange, Plan, reason};
 use crate::rule::split_api_version;
+use crate::ssa;
 use crate::status::{self, Condition, READY};
 use crate::telemetry::Metrics;
 use children::ApplyResult;
@@ -64,11 +65,34 @@ pub struct Target<'a> {
 /// failures are shown at once, so a parent never looks ready while its writes fail.
 pub const REPORT_AFTER_FAILURES: u32 = 3;
 
+/// Which Events are recorded (`ruleop run --events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventLevel {
+    /// Progress (`Created`, `Ready`, ...) and problems.
+    All,
+    /// Problems only (Warning Events).
+    Warnings,
+    /// None.
+    None,
+}
+
+impl EventLevel {
+    /// Whether an Event of `type_` is recorded.
+    pub fn records(self, type_: EventType) -> bool {
+        match self {
+            EventLevel::All => true,
+            EventLevel::Warnings => type_ == EventType::Warning,
+            EventLevel::None => false,
+        }
+    }
+}
+
 /// Executes plans.
 pub struct Actor {
     client: Client,
     metrics: Arc<Metrics>,
     recorder: Arc<Recorder>,
+    events: EventLevel,
     applied: AppliedMemo,
 }
 
@@ -88,13 +112,14 @@ fn group_kind(api_version: &str, kind: &str) -> GroupKind {
 }
 
 impl Actor {
-    /// An actor writing with `client`, recording Events as `reporter`.
-    pub fn new(client: Client, metrics: Arc<Metrics>, reporter: &str) -> Self {
+    /// An actor writing with `client`, recording the Events `events` asks for as `reporter`.
+    pub fn new(client: Client, metrics: Arc<Metrics>, reporter: &str, events: EventLevel) -> Self {
         let recorder = Arc::new(Recorder::new(client.clone(), "ruleop", reporter));
         Self {
             client,
             metrics,
             recorder,
+            events,
             applied: AppliedMemo::default(),
         }
     }
@@ -249,6 +274,28 @@ impl Actor {
             result: "ok",
             reason: None,
         }
+    }
+
+    /// Server-side apply of `body` to `name` (its `status` subresource when `status`) through
+    /// `api`, the written object read as JSON: that is what ruleop reads it as, and reading
+    /// a `DynamicObject` first costs serde a buffered pass over its flattened fields.
+    async fn apply_json(
+        &self,
+        api: &Api<DynamicObject>,
+        name: &str,
+        body: &Json,
+        status: bool,
+    ) -> Result<Json, kube::Error> {
+        let request = kube::core::Request::new(api.resource_url());
+        let patch = Patch::Apply(body);
+        let mut req = if status {
+            request.patch_subresource("status", name, &ssa::params(), &patch)
+        } else {
+            request.patch(name, &ssa::params(), &patch)
+        }
+        .map_err(kube::Error::BuildRequest)?;
+        req.extensions_mut().insert("patch");
+        self.client.request::<Json>(req).await
     }
 
     /// An `Api` for objects of `cache`'s kind in `namespace`.

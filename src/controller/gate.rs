@@ -170,6 +170,7 @@ mod tests {
             namespaces: Vec::new(),
             concurrency: 1,
             identity: "test".into(),
+            events: crate::apply::EventLevel::All,
         };
         let ready = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::new());

@@ -45,6 +45,8 @@ pub struct Config {
     pub concurrency: usize,
     /// Who this replica is (Events, leases).
     pub identity: String,
+    /// Which Events are recorded.
+    pub events: crate::apply::EventLevel,
 }
 
 /// A rule whose kinds are all served, with the kinds it touches.
@@ -114,7 +116,12 @@ impl Controller {
         cancel: CancellationToken,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let actor = Actor::new(client.clone(), metrics.clone(), &config.identity);
+        let actor = Actor::new(
+            client.clone(),
+            metrics.clone(),
+            &config.identity,
+            config.events,
+        );
         let controller = Arc::new(Self {
             schemas: SchemaCache::new(client.clone()),
             client,
