@@ -48,13 +48,10 @@ impl Actor {
                 let mut body = desired.object.clone();
                 body["metadata"]["resourceVersion"] = json!(ssa::CREATE_ONLY);
                 self.metrics.write("apply");
-                let created = api
-                    .patch(&key.name, &ssa::params(), &Patch::Apply(&body))
-                    .await;
+                let created = self.apply_json(&api, &key.name, &body, false).await;
                 match created {
                     Ok(result) => {
                         // Recorded as the body an update of this object would send.
-                        let result = serde_json::to_value(&result).unwrap_or(Json::Null);
                         let mut update = desired.object.clone();
                         update["metadata"]["uid"] = json!(meta::uid(&result));
                         self.applied.record(key.clone(), &result, &update);
@@ -119,12 +116,8 @@ impl Actor {
             body["metadata"]["uid"] = json!(uid);
         }
         self.metrics.write("apply");
-        match api
-            .patch(&key.name, &ssa::params(), &Patch::Apply(&body))
-            .await
-        {
+        match self.apply_json(&api, &key.name, &body, false).await {
             Ok(result) => {
-                let result = serde_json::to_value(&result).unwrap_or(Json::Null);
                 self.applied.record(key.clone(), &result, &body);
                 Ok(ApplyResult::Done)
             }

@@ -83,8 +83,8 @@ impl Actor {
     ) -> Result<(), ActError> {
         let body = ssa::status_of(parent, new);
         self.metrics.write("status");
-        let written = api
-            .patch_status(meta::name(parent), &ssa::params(), &Patch::Apply(&body))
+        let written = self
+            .apply_json(api, meta::name(parent), &body, true)
             .await
             .map_err(|e| ActError {
                 verb: "update status of",
@@ -93,7 +93,6 @@ impl Actor {
             })?;
         // Status written by earlier versions with merge patches is still owned by ruleop's
         // Update entry: fold it in once, so fields no longer projected can be removed.
-        let written = serde_json::to_value(&written).unwrap_or(Json::Null);
         if let Some(patch) = ssa::fold_update_entries(&written, "status") {
             self.metrics.write("managed-fields");
             let params = PatchParams {

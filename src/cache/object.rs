@@ -128,7 +128,8 @@ fn labels_of(obj: &Json) -> impl Iterator<Item = (&str, &str)> {
         })
 }
 
-/// Converts a watched object into the cached form.
+/// Converts a watched object into the cached form, written as text straight from the
+/// watched object (no intermediate tree: every watch event of every kind goes through here).
 pub(super) fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Cached> {
     let mut obj = obj;
     // Only whether ruleop's field manager wrote the object is kept (see plan::is_ours).
@@ -152,21 +153,42 @@ pub(super) fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Cache
     {
         obj.metadata.managed_fields = None;
     }
-    let mut json = serde_json::to_value(&obj).unwrap_or(Json::Null);
-    if let Some(map) = json.as_object_mut() {
-        map.entry("apiVersion")
-            .or_insert_with(|| Json::String(resource.api_version.clone()));
-        map.entry("kind")
-            .or_insert_with(|| Json::String(resource.kind.clone()));
-        if let Some(annotations) = map
-            .get_mut("metadata")
-            .and_then(|m| m.get_mut("annotations"))
-            .and_then(Json::as_object_mut)
-        {
-            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-        }
+    if let Some(annotations) = obj.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-    Arc::new(Cached::new(json))
+    obj.types.get_or_insert_with(|| TypeMeta {
+        api_version: resource.api_version.clone(),
+        kind: resource.kind.clone(),
+    });
+    let m = &obj.metadata;
+    let text = match serde_json::to_string(&obj) {
+        // The metadata nests four levels at most (ruleop's managedFields entries have no
+        // fieldsV1), so the data's depth decides.
+        Ok(text) if depth(&obj.data) <= MAX_TEXT_DEPTH => Some(text),
+        _ => None,
+    };
+    let cached = Cached {
+        namespace: m.namespace.as_deref().unwrap_or_default().into(),
+        name: m.name.as_deref().unwrap_or_default().into(),
+        uid: m.uid.as_deref().unwrap_or_default().into(),
+        controller: m
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .map(|r| r.uid.as_str().into()),
+        labels: m
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
+            .collect(),
+        body: match text {
+            Some(text) => Body::Text(text.into_boxed_str()),
+            None => Body::Tree(serde_json::to_value(&obj).unwrap_or(Json::Null)),
+        },
+    };
+    Arc::new(cached)
 }
 
 /// Converts an object of a metadata-only watch into the cached form: `apiVersion`, `kind`
@@ -265,6 +287,52 @@ mod tests {
             "containerStatuses": [{"name": "memcached", "state": {"running": {"startedAt": "2026-11-29T10:00:01Z"}},
                 "lastState": {}, "ready": true, "restartCount": 0, "image": "memcached:1.4.36",
                 "imageID": "", "started": true}]}})
+    }
+
+    #[test]
+    fn a_watched_object_is_cached_whole_without_other_managers_or_last_applied() {
+        let mut pod = bench_pod();
+        pod["metadata"]["annotations"] =
+            json!({"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "me"});
+        pod["metadata"]["managedFields"]
+            .as_array_mut()
+            .unwrap()
+            .push(
+                json!({"manager": meta::FIELD_MANAGER, "operation": "Apply", "apiVersion": "v1",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}),
+            );
+        let cached = to_cached(
+            serde_json::from_value(pod.clone()).unwrap(),
+            &pod_resource(),
+        );
+        let mut expected = pod.clone();
+        expected["metadata"]["annotations"] = json!({"keep": "me"});
+        expected["metadata"]["managedFields"] =
+            json!([{"manager": meta::FIELD_MANAGER, "operation": "Apply"}]);
+        assert_eq!(cached.json(), expected);
+        assert!(matches!(cached.body, Body::Text(_)));
+        assert_eq!(
+            (cached.namespace(), cached.name(), cached.uid()),
+            (
+                "bench",
+                "mc-00001-6d4cf56db6-x2x9k",
+                "0b7c5d9e-4a4f-4a49-9d1c-4f7c1d7c2a11"
+            )
+        );
+        assert_eq!(
+            cached.controller(),
+            Some("5b0e6f7a-1c2d-4e3f-8a9b-0c1d2e3f4a5b")
+        );
+        assert_eq!(cached.label("memcached_cr"), Some("mc-00001"));
+        // Without apiVersion and kind (as in a list's items), the watched kind's are added.
+        let mut bare = pod;
+        bare.as_object_mut().unwrap().remove("apiVersion");
+        bare.as_object_mut().unwrap().remove("kind");
+        let read = to_cached(serde_json::from_value(bare).unwrap(), &pod_resource()).json();
+        assert_eq!(
+            (read["apiVersion"].as_str(), read["kind"].as_str()),
+            (Some("v1"), Some("Pod"))
+        );
     }
 
     fn pod_resource() -> ApiResource {
