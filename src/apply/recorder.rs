@@ -48,6 +48,8 @@ enum Step {
     Create(String),
     /// Patch the series of the Event so named to this count.
     Count(String, i32),
+    /// Nothing now: the Event's create is in flight, and its recorder sends the count.
+    Pending,
 }
 
 /// The Events recorded in the series window, by the hash of their identity.
@@ -79,12 +81,14 @@ struct Recorded {
     name: String,
     count: i32,
     last: Instant,
+    /// Whether the API server has the Event (its create returned).
+    created: bool,
 }
 
 impl Series {
     /// The step for an occurrence whose identity hashes to `key` at `now`; `name` names a new
-    /// Event. Counted at once, so a repeat racing the create patches it (or, if it lands
-    /// first, finds nothing and creates its own).
+    /// Event. A repeat while the create is in flight is only counted: patching an Event the
+    /// server may not have yet would fail and start a second series.
     fn step(&mut self, key: u64, now: Instant, name: impl FnOnce() -> String) -> Step {
         self.since_sweep += 1;
         if self.since_sweep >= self.sweep_after {
@@ -97,7 +101,11 @@ impl Series {
             Some(r) if now.duration_since(r.last) < SERIES_WINDOW => {
                 r.count += 1;
                 r.last = now;
-                Step::Count(r.name.clone(), r.count)
+                if r.created {
+                    Step::Count(r.name.clone(), r.count)
+                } else {
+                    Step::Pending
+                }
             }
             _ => {
                 let name = name();
@@ -107,11 +115,19 @@ impl Series {
                         name: name.clone(),
                         count: 1,
                         last: now,
+                        created: false,
                     },
                 );
                 Step::Create(name)
             }
         }
+    }
+
+    /// Marks `key`'s Event created; the count to patch if repeats came meanwhile.
+    fn created(&mut self, key: u64) -> Option<(String, i32)> {
+        let r = self.recorded.get_mut(&key)?;
+        r.created = true;
+        (r.count > 1).then(|| (r.name.clone(), r.count))
     }
 
     /// Forgets `key`'s Event (gone from the API server: the next repeat creates a new one).
@@ -170,20 +186,19 @@ impl Recorder {
         match step {
             Step::Create(name) => {
                 let event = self.event(occurrence, regarding, name, namespace, now);
-                let created = events.create(&PostParams::default(), &event).await;
-                if created.is_err() {
+                if let Err(e) = events.create(&PostParams::default(), &event).await {
                     self.lock().forget(key);
+                    return Err(e);
                 }
-                created.map(drop)
+                let repeated = self.lock().created(key);
+                match repeated {
+                    Some((name, count)) => count_on(&events, &name, count).await.map(drop),
+                    None => Ok(()),
+                }
             }
+            Step::Pending => Ok(()),
             Step::Count(name, count) => {
-                let series = serde_json::json!({"series": EventSeries {
-                    count,
-                    last_observed_time: MicroTime(now),
-                }});
-                let patched = events
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&series))
-                    .await;
+                let patched = count_on(&events, &name, count).await;
                 match patched {
                     // Expired or deleted meanwhile: start a new series.
                     Err(kube::Error::Api(e)) if e.code == 404 => {
@@ -234,6 +249,17 @@ impl Recorder {
     }
 }
 
+/// Sets the series count of the Event `name`.
+async fn count_on(events: &Api<K8sEvent>, name: &str, count: i32) -> Result<K8sEvent, kube::Error> {
+    let series = serde_json::json!({"series": EventSeries {
+        count,
+        last_observed_time: MicroTime(jiff::Timestamp::now()),
+    }});
+    events
+        .patch(name, &PatchParams::default(), &Patch::Merge(&series))
+        .await
+}
+
 /// The identifying fields of a reference.
 fn reference_key(r: &ObjectReference) -> [Option<&str>; 5] {
     [
@@ -258,7 +284,9 @@ mod tests {
         let mut s = Series::default();
         let t = Instant::now();
         assert_eq!(s.step(1, t, name("a")), Step::Create("a".into()));
-        assert_eq!(s.step(1, t, name("b")), Step::Count("a".into(), 2));
+        // While the create is in flight a repeat is only counted; the creator sends it.
+        assert_eq!(s.step(1, t, name("b")), Step::Pending);
+        assert_eq!(s.created(1), Some(("a".into(), 2)));
         assert_eq!(
             s.step(1, t + Duration::from_secs(300), name("c")),
             Step::Count("a".into(), 3)
@@ -272,6 +300,7 @@ mod tests {
         let mut s = Series::default();
         let t = Instant::now();
         s.step(1, t, name("a"));
+        assert_eq!(s.created(1), None, "no repeat while creating");
         // The window runs from the last occurrence.
         let later = t + SERIES_WINDOW + Duration::from_secs(1);
         assert_eq!(s.step(1, later, name("b")), Step::Create("b".into()));
