@@ -50,13 +50,41 @@ spec:
     (crd, rule)
 }
 
+/// Installs the Widget CRD of `group` (deleted with `env`) and waits until it is served.
+fn install_crd(env: &TestEnv, group: &str, crd: &str) {
+    kubectl_with_input(&["apply", "-f", "-"], Some(crd));
+    env.delete_on_drop("crd", &format!("widgets.{group}"));
+    support::kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        &format!("crd/widgets.{group}"),
+    ]);
+}
+
+/// A directory holding `rule` as the operator's only rule file.
+fn rules_dir(rule: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("widget.yaml"), rule).unwrap();
+    dir
+}
+
+/// `rule` with a validation that `spec.value` is text (reason `NotText`, `message`).
+fn requiring_text(rule: &str, message: &str) -> String {
+    rule.replace(
+        "  children:\n",
+        &format!(
+            "  validate:\n    - rule: parent.spec.value is string\n      reason: NotText\n      message: {message}\n  children:\n"
+        ),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_waits_for_its_crd_and_starts_without_a_restart() {
     let env = TestEnv::new("e2e-latecrd").await;
     let group = format!("late{}.test.ruleop.dev", unique_suffix());
     let (crd, rule) = widget(&group, "\"{{ parent.spec.value }}\"");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("widget.yaml"), rule).unwrap();
+    let dir = rules_dir(&rule);
     let op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
     wait_for("the wait is logged", T, || async {
         op.log().contains("rule waiting for its kinds")
@@ -88,16 +116,8 @@ async fn a_rejected_manifest_is_reported_without_a_hot_loop_or_blocking_others()
     let group = format!("rej{}.test.ruleop.dev", unique_suffix());
     // A number in ConfigMap data: the API server rejects it; a string is fine.
     let (crd, rule) = widget(&group, "{{ parent.spec.value }}");
-    kubectl_with_input(&["apply", "-f", "-"], Some(&crd));
-    env.delete_on_drop("crd", &format!("widgets.{group}"));
-    support::kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        &format!("crd/widgets.{group}"),
-    ]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("widget.yaml"), rule).unwrap();
+    install_crd(&env, &group, &crd);
+    let dir = rules_dir(&rule);
     let op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
     env.apply_yaml(&format!(
         "apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: bad}}\nspec: {{value: 42}}\n"
@@ -161,20 +181,9 @@ async fn a_repeated_warning_is_counted_on_one_event() {
     let env = TestEnv::new("e2e-series").await;
     let group = format!("ser{}.test.ruleop.dev", unique_suffix());
     let (crd, rule) = widget(&group, "\"{{ parent.spec.value }}\"");
-    let rule = rule.replace(
-        "  children:\n",
-        "  validate:\n    - rule: parent.spec.value is string\n      reason: NotText\n      message: \"value must be text, got {{ parent.spec.value }}\"\n  children:\n",
-    );
-    kubectl_with_input(&["apply", "-f", "-"], Some(&crd));
-    env.delete_on_drop("crd", &format!("widgets.{group}"));
-    support::kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        &format!("crd/widgets.{group}"),
-    ]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("widget.yaml"), rule).unwrap();
+    let rule = requiring_text(&rule, "\"value must be text, got {{ parent.spec.value }}\"");
+    install_crd(&env, &group, &crd);
+    let dir = rules_dir(&rule);
     let _op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
     let widgets = format!("widgets.{group}");
     env.apply_yaml(&format!(
@@ -260,20 +269,9 @@ async fn only_warnings_are_recorded_when_asked() {
     let env = TestEnv::new("e2e-evlevel").await;
     let group = format!("evl{}.test.ruleop.dev", unique_suffix());
     let (crd, rule) = widget(&group, "\"{{ parent.spec.value }}\"");
-    let rule = rule.replace(
-        "  children:\n",
-        "  validate:\n    - rule: parent.spec.value is string\n      reason: NotText\n      message: value must be text\n  children:\n",
-    );
-    kubectl_with_input(&["apply", "-f", "-"], Some(&crd));
-    env.delete_on_drop("crd", &format!("widgets.{group}"));
-    support::kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        &format!("crd/widgets.{group}"),
-    ]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("widget.yaml"), rule).unwrap();
+    let rule = requiring_text(&rule, "value must be text");
+    install_crd(&env, &group, &crd);
+    let dir = rules_dir(&rule);
     let _op = Operator::start_with_rules(&env.ns, dir.path(), &["--events", "warnings"]);
     env.apply_yaml(&format!(
         "apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: good}}\nspec: {{value: fine}}\n"
