@@ -37,6 +37,12 @@ pub struct RunArgs {
     /// Parallel reconciles.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Threads that run reconciles. The default, one, serves ruleop's work (mostly waiting
+    /// on the API server) at about half the CPU per request of a thread pool, whose workers
+    /// wake each other for every response; more help only when templates keep a core busy
+    /// and the pod has more than one CPU.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
     /// Which Events to record on parents: `all`, `warnings` (problems only: a large fleet's
     /// progress Events are API writes too), or `none`. Conditions and logs say the same.
     #[arg(long, value_enum, default_value = "all")]
