@@ -4,7 +4,7 @@
 //! Retrying inside a request (kube's default retry layer) holds the worker for as long as the
 //! server keeps throttling, so a few throttled parents starve every other parent; retries
 //! belong to the per-parent queue instead. A connection whose peer vanished without a reset
-//! would block a request or a watch forever: every read has a deadline, watches are renewed
+//! would block a request or a watch forever: every answer has a deadline, watches are renewed
 //! by the server often enough that a silent one is known to be dead, idle connections are
 //! reused only while fresh (a pooled connection that died silently would hold the next
 //! request for a whole read timeout), and TCP keepalive drops connections to a vanished host.
@@ -36,8 +36,9 @@ use crate::transport::NameAddressLayer;
 /// is silent for longer than this, which keeps it under [`READ_TIMEOUT`].
 pub const WATCH_TIMEOUT_SECS: u32 = 45;
 
-/// The longest wait for any byte of an answer, counted from the request: a request to a
-/// vanished peer fails then, instead of holding its worker forever.
+/// The longest wait for a whole answer (but a watch's), counted from the request: a request
+/// to a vanished peer fails then, instead of holding its worker forever. Watches are kube's
+/// watcher's: it drops one silent for longer than [`WATCH_TIMEOUT_SECS`] and a margin.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(55);
 
 /// The longest wait to send a request.
@@ -84,10 +85,10 @@ pub fn build(config: kube::Config, fence: Option<&Fence>) -> Result<kube::Client
     tcp.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
     let mut connector = TimeoutConnector::new(config.rustls_https_connector_with_connector(tcp)?);
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    connector.set_read_timeout(Some(READ_TIMEOUT));
+    // No read timeout here: it re-arms a timer on every read that waits and wakes the
+    // connection again on every read that completes, a tenth of the CPU of a small request.
+    // One deadline per request ([`DeadlineLayer`]) instead.
     connector.set_write_timeout(Some(WRITE_TIMEOUT));
-    // The read deadline counts from the request, not from when a pooled connection went idle.
-    connector.set_reset_reader_on_write(true);
     let http = HttpClient::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
@@ -96,6 +97,7 @@ pub fn build(config: kube::Config, fence: Option<&Fence>) -> Result<kube::Client
         .option_layer(fence.map(|f| FenceLayer(f.clone())))
         .layer(NameAddressLayer(address))
         .layer(RetryAfterLayer)
+        .layer(DeadlineLayer(READ_TIMEOUT))
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
@@ -156,6 +158,119 @@ where
     }
 }
 
+/// Fails a request whose whole answer (status, headers and body) has not arrived within the
+/// given time of the request; a watch (`watch=true`) is left to the watcher's idle timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer(pub Duration);
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline {
+            inner,
+            limit: self.0,
+        }
+    }
+}
+
+/// The service of [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct Deadline<S> {
+    inner: S,
+    limit: Duration,
+}
+
+/// The error of an answer that did not arrive in time.
+#[derive(Debug, thiserror::Error)]
+#[error("no complete answer within {0:?} of the request")]
+pub struct AnswerTimedOut(Duration);
+
+impl<S, Req, B> Service<Request<Req>> for Deadline<S>
+where
+    S: Service<Request<Req>, Response = Response<B>, Error = BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Box<DynBody>>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Req>) -> Self::Future {
+        let limit = (!is_watch(request.uri())).then_some(self.limit);
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let Some(limit) = limit else {
+                let response = answer.await?;
+                return Ok(
+                    response.map(|body| -> Box<DynBody> { Box::new(body.map_err(Into::into)) })
+                );
+            };
+            let mut deadline = Box::pin(tokio::time::sleep(limit));
+            let response = tokio::select! {
+                response = answer => response?,
+                () = &mut deadline => return Err(AnswerTimedOut(limit).into()),
+            };
+            Ok(response.map(|body| -> Box<DynBody> {
+                Box::new(DeadlineBody {
+                    body,
+                    deadline,
+                    limit,
+                })
+            }))
+        })
+    }
+}
+
+/// Whether a request is a watch (its answer streams for as long as the server keeps it open).
+fn is_watch(uri: &http::Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
+}
+
+/// An answer's body that fails once the request's deadline has passed.
+struct DeadlineBody<B> {
+    body: B,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+}
+
+impl<B> http_body::Body for DeadlineBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(AnswerTimedOut(this.limit).into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The `Retry-After` seconds of an error answer that may carry one (429, 503).
 fn retry_after_seconds<B>(response: &Response<B>) -> Option<u32> {
     if !matches!(
@@ -208,6 +323,8 @@ fn with_retry_after(code: StatusCode, body: &[u8], seconds: u32) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::StreamBody;
+    use tower::util::BoxCloneService;
 
     fn status_of(bytes: &Bytes) -> kube::core::Status {
         serde_json::from_slice(bytes).unwrap()
@@ -255,6 +372,80 @@ mod tests {
             retry_after_seconds(&answer(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"))),
             None
         );
+    }
+
+    /// A server that answers after `headers` (never when `None`) with a body that never ends.
+    fn silent(
+        headers: Option<Duration>,
+    ) -> BoxCloneService<Request<()>, Response<Box<DynBody>>, BoxError> {
+        BoxCloneService::new(tower::service_fn(
+            move |_: Request<()>| -> BoxFuture<Result<Response<Box<DynBody>>, BoxError>> {
+                Box::pin(async move {
+                    match headers {
+                        Some(after) => tokio::time::sleep(after).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                    let never =
+                        futures::stream::pending::<Result<http_body::Frame<Bytes>, BoxError>>();
+                    let body: Box<DynBody> = Box::new(StreamBody::new(never));
+                    Ok(Response::new(body))
+                })
+            },
+        ))
+    }
+
+    fn request(uri: &str) -> Request<()> {
+        Request::builder().uri(uri).body(()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_never_comes_fails_at_the_deadline() {
+        let mut svc = DeadlineLayer(Duration::from_secs(55)).layer(silent(None));
+        let start = tokio::time::Instant::now();
+        let answer =
+            tokio::time::timeout(Duration::from_secs(3600), svc.call(request("/api/v1/pods")));
+        let err = answer.await.expect("cut by the deadline").err().unwrap();
+        assert!(err.is::<AnswerTimedOut>(), "{err}");
+        assert_eq!(start.elapsed(), Duration::from_secs(55));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stalls_fails_at_the_same_deadline() {
+        let mut svc =
+            DeadlineLayer(Duration::from_secs(55)).layer(silent(Some(Duration::from_secs(10))));
+        let start = tokio::time::Instant::now();
+        let response = svc.call(request("/api/v1/pods")).await.unwrap();
+        let body = tokio::time::timeout(Duration::from_secs(3600), response.into_body().collect());
+        let err = body.await.expect("cut by the deadline").err().unwrap();
+        assert!(err.is::<AnswerTimedOut>(), "{err}");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(55),
+            "counted from the request"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_is_left_to_the_watcher() {
+        let mut svc = DeadlineLayer(Duration::from_secs(55)).layer(silent(Some(Duration::ZERO)));
+        let response = svc
+            .call(request("/api/v1/pods?watch=true&timeoutSeconds=45"))
+            .await
+            .unwrap();
+        let body = response.into_body().collect();
+        let waited = tokio::time::timeout(Duration::from_secs(3600), body).await;
+        assert!(waited.is_err(), "a silent watch is not cut by the deadline");
+    }
+
+    #[test]
+    fn watches_are_known_by_their_query() {
+        let watch = |u: &str| is_watch(&u.parse().unwrap());
+        assert!(watch("/api/v1/pods?watch=true"));
+        assert!(watch(
+            "/apis/x/v1/ys?allowWatchBookmarks=true&watch=1&resourceVersion=5"
+        ));
+        assert!(!watch("/api/v1/pods?labelSelector=watch%3Dtrue"));
+        assert!(!watch("/api/v1/pods"));
     }
 
     #[tokio::test]

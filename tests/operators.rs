@@ -12,9 +12,13 @@ use support::{Scope, TestEnv, audit, live_names, wait_for};
 const T: Duration = Duration::from_secs(90);
 
 async fn setup(prefix: &str) -> (TestEnv, Operator) {
+    setup_with(prefix, &[]).await
+}
+
+async fn setup_with(prefix: &str, extra: &[&str]) -> (TestEnv, Operator) {
     install_crds();
     let env = TestEnv::new(prefix).await;
-    let op = Operator::start(&env.ns, &[]);
+    let op = Operator::start(&env.ns, extra);
     (env, op)
 }
 
@@ -317,7 +321,8 @@ async fn etcd_scales_peers_and_statefulset_together_and_cleans_up_on_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memcached_status_drift_and_cascade_deletion() {
-    let (env, op) = setup("e2e-memcached").await;
+    // On a thread pool: every other test runs the default single thread.
+    let (env, op) = setup_with("e2e-memcached", &["--threads", "2"]).await;
     env.apply_yaml(&sample("memcached"));
     wait_for("Memcached Ready", T, || async {
         ready(&env, "memcached", "example-memcached").0 == "True"
