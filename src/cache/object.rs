@@ -45,28 +45,20 @@ fn depth(v: &Json) -> usize {
 }
 
 impl Cached {
-    /// Caches `obj`.
+    /// Caches `obj` as a watch event of it would be cached (for callers without an API
+    /// server: tests and the planner benchmark). An `obj` that is no Kubernetes object (its
+    /// metadata does not parse) is kept whole with no identity.
     pub fn new(obj: Json) -> Self {
-        let labels = labels_of(&obj)
-            .map(|(k, v)| (Box::from(k), Box::from(v)))
-            .collect();
-        let (namespace, name, uid) = (
-            meta::namespace(&obj).into(),
-            meta::name(&obj).into(),
-            meta::uid(&obj).into(),
-        );
-        let controller = meta::controller_uid(&obj).map(Box::from);
-        let body = match serde_json::to_string(&obj) {
-            Ok(text) if depth(&obj) <= MAX_TEXT_DEPTH => Body::Text(text.into_boxed_str()),
-            _ => Body::Tree(obj),
-        };
-        Self {
-            namespace,
-            name,
-            uid,
-            controller,
-            labels,
-            body,
+        match serde_json::from_value::<DynamicObject>(obj.clone()) {
+            Ok(object) => from_object(object),
+            Err(_) => Self {
+                namespace: Box::default(),
+                name: Box::default(),
+                uid: Box::default(),
+                controller: None,
+                labels: Box::default(),
+                body: Body::Tree(obj),
+            },
         }
     }
 
@@ -118,20 +110,18 @@ impl Cached {
     }
 }
 
-fn labels_of(obj: &Json) -> impl Iterator<Item = (&str, &str)> {
-    obj.pointer("/metadata/labels")
-        .and_then(Json::as_object)
-        .into_iter()
-        .flat_map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
-        })
-}
-
 /// Converts a watched object into the cached form, written as text straight from the
 /// watched object (no intermediate tree: every watch event of every kind goes through here).
-pub(super) fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Cached> {
-    let mut obj = obj;
+pub(super) fn to_cached(mut obj: DynamicObject, resource: &ApiResource) -> Arc<Cached> {
+    obj.types.get_or_insert_with(|| TypeMeta {
+        api_version: resource.api_version.clone(),
+        kind: resource.kind.clone(),
+    });
+    Arc::new(from_object(obj))
+}
+
+/// The cached form of `obj`, its identity read from its metadata (the one reading of it).
+fn from_object(mut obj: DynamicObject) -> Cached {
     // Only whether ruleop's field manager wrote the object is kept (see plan::is_ours).
     obj.metadata.managed_fields = obj.metadata.managed_fields.map(|entries| {
         entries
@@ -156,10 +146,6 @@ pub(super) fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Cache
     if let Some(annotations) = obj.metadata.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-    obj.types.get_or_insert_with(|| TypeMeta {
-        api_version: resource.api_version.clone(),
-        kind: resource.kind.clone(),
-    });
     let m = &obj.metadata;
     let text = match serde_json::to_string(&obj) {
         // The metadata nests four levels at most (ruleop's managedFields entries have no
@@ -167,7 +153,7 @@ pub(super) fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Cache
         Ok(text) if depth(&obj.data) <= MAX_TEXT_DEPTH => Some(text),
         _ => None,
     };
-    let cached = Cached {
+    Cached {
         namespace: m.namespace.as_deref().unwrap_or_default().into(),
         name: m.name.as_deref().unwrap_or_default().into(),
         uid: m.uid.as_deref().unwrap_or_default().into(),
@@ -187,8 +173,7 @@ pub(super) fn to_cached(obj: DynamicObject, resource: &ApiResource) -> Arc<Cache
             Some(text) => Body::Text(text.into_boxed_str()),
             None => Body::Tree(serde_json::to_value(&obj).unwrap_or(Json::Null)),
         },
-    };
-    Arc::new(cached)
+    }
 }
 
 /// Converts an object of a metadata-only watch into the cached form: `apiVersion`, `kind`
