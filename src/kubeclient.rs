@@ -7,7 +7,7 @@
 //! would block a request or a watch forever: every answer has a deadline, watches are renewed
 //! by the server often enough that a silent one is known to be dead, idle connections are
 //! reused only while fresh (a pooled connection that died silently would hold the next
-//! request for a whole read timeout), and TCP keepalive drops connections to a vanished host.
+//! request until its deadline), and TCP keepalive drops connections to a vanished host.
 //! kube's own builder exposes neither the pool nor keepalive, so the stack is built here from
 //! kube's public layers.
 
@@ -32,14 +32,14 @@ use crate::transport::NameAddressLayer;
 
 /// How long the server keeps a watch open (`timeoutSeconds`); it then ends it and the
 /// watcher resumes from its last resource version. A watch silent for longer than this plus
-/// a few seconds is taken for dead (kube's watcher idle timeout), and no healthy connection
-/// is silent for longer than this, which keeps it under [`READ_TIMEOUT`].
+/// a few seconds is taken for dead (kube's watcher idle timeout): watches have no
+/// [`ANSWER_TIMEOUT`].
 pub const WATCH_TIMEOUT_SECS: u32 = 45;
 
 /// The longest wait for a whole answer (but a watch's), counted from the request: a request
 /// to a vanished peer fails then, instead of holding its worker forever. Watches are kube's
 /// watcher's: it drops one silent for longer than [`WATCH_TIMEOUT_SECS`] and a margin.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(55);
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(55);
 
 /// The longest wait to send a request.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,7 +97,7 @@ pub fn build(config: kube::Config, fence: Option<&Fence>) -> Result<kube::Client
         .option_layer(fence.map(|f| FenceLayer(f.clone())))
         .layer(NameAddressLayer(address))
         .layer(RetryAfterLayer)
-        .layer(DeadlineLayer(READ_TIMEOUT))
+        .layer(DeadlineLayer(ANSWER_TIMEOUT))
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
@@ -193,7 +193,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Box<DynBody>>;
+    type Response = Response<DeadlineBody<B>>;
     type Error = BoxError;
     type Future = BoxFuture<Result<Self::Response, BoxError>>;
 
@@ -202,26 +202,21 @@ where
     }
 
     fn call(&mut self, request: Request<Req>) -> Self::Future {
-        let limit = (!is_watch(request.uri())).then_some(self.limit);
+        let limit = self.limit;
+        let mut deadline = (!is_watch(request.uri())).then(|| Box::pin(tokio::time::sleep(limit)));
         let answer = self.inner.call(request);
         Box::pin(async move {
-            let Some(limit) = limit else {
-                let response = answer.await?;
-                return Ok(
-                    response.map(|body| -> Box<DynBody> { Box::new(body.map_err(Into::into)) })
-                );
+            let response = match deadline.as_mut() {
+                None => answer.await?,
+                Some(deadline) => tokio::select! {
+                    response = answer => response?,
+                    () = deadline => return Err(AnswerTimedOut(limit).into()),
+                },
             };
-            let mut deadline = Box::pin(tokio::time::sleep(limit));
-            let response = tokio::select! {
-                response = answer => response?,
-                () = &mut deadline => return Err(AnswerTimedOut(limit).into()),
-            };
-            Ok(response.map(|body| -> Box<DynBody> {
-                Box::new(DeadlineBody {
-                    body,
-                    deadline,
-                    limit,
-                })
+            Ok(response.map(|body| DeadlineBody {
+                body,
+                deadline,
+                limit,
             }))
         })
     }
@@ -233,10 +228,10 @@ fn is_watch(uri: &http::Uri) -> bool {
         .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
 }
 
-/// An answer's body that fails once the request's deadline has passed.
-struct DeadlineBody<B> {
+/// An answer's body that fails once the request's deadline (none for a watch) has passed.
+pub struct DeadlineBody<B> {
     body: B,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     limit: Duration,
 }
 
@@ -255,9 +250,9 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(AnswerTimedOut(this.limit).into()))),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => match this.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Some(Err(AnswerTimedOut(this.limit).into()))),
+                _ => Poll::Pending,
             },
         }
     }

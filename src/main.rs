@@ -142,23 +142,8 @@ fn run_diff(args: &cli::DiffArgs, out: &mut impl std::io::Write) -> ExitCode {
     }
 }
 
-/// The runtime of `ruleop run`: one thread unless `--threads` asks for a pool (see
-/// `RunArgs::threads`).
-fn controller_runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
-    if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.into())
-            .enable_all()
-            .build()
-    }
-}
-
 fn run_controller(args: ruleop::run::RunArgs) -> ExitCode {
-    let runtime = match controller_runtime(args.threads) {
+    let runtime = match ruleop::run::runtime(args.threads) {
         Ok(rt) => rt,
         Err(e) => {
             let _ = writeln!(

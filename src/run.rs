@@ -228,6 +228,20 @@ fn exit_now(code: i32) -> ! {
     std::process::exit(code)
 }
 
+/// The runtime of `ruleop run`: one thread, or a pool of `threads` (see `RunArgs::threads`).
+pub fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.into())
+            .enable_all()
+            .build()
+    }
+}
+
 /// Runs the controller until a signal.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     telemetry::init_logging(args.log_format);
@@ -389,5 +403,19 @@ async fn watch_configmap(
             }
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn one_thread_by_default_and_a_pool_when_asked() {
+        let one = super::runtime(1).unwrap();
+        assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let pool = super::runtime(3).unwrap();
+        assert_eq!(pool.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(pool.metrics().num_workers(), 3);
     }
 }

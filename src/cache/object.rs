@@ -6,6 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::{ApiResource, DynamicObject, TypeMeta};
 use kube::core::PartialObjectMeta;
+use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::ObjKey;
@@ -49,7 +50,7 @@ impl Cached {
     /// server: tests and the planner benchmark). An `obj` that is no Kubernetes object (its
     /// metadata does not parse) is kept whole with no identity.
     pub fn new(obj: Json) -> Self {
-        match serde_json::from_value::<DynamicObject>(obj.clone()) {
+        match DynamicObject::deserialize(&obj) {
             Ok(object) => from_object(object),
             Err(_) => Self {
                 namespace: Box::default(),
