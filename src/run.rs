@@ -166,6 +166,19 @@ pub enum RunError {
     LostLeadership,
 }
 
+/// Adds this replica's identity to the User-Agent (`ruleop/0.1.0 (pod-1234)`), so the API
+/// server's audit log tells which replica of several made a write.
+fn name_replica(config: &mut kube::Config, identity: &str) {
+    let named = format!("{USER_AGENT} ({identity})");
+    // Identities are pod or host names and a pid; one that is no valid header keeps the plain name.
+    if let Ok(value) = http::HeaderValue::from_str(&named) {
+        config
+            .headers
+            .retain(|(name, _)| name != http::header::USER_AGENT);
+        config.headers.push((http::header::USER_AGENT, value));
+    }
+}
+
 fn identity() -> String {
     std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -268,7 +281,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
         });
     }
-    let kube_config = kube_config(&args).await?;
+    let identity = identity();
+    let mut kube_config = kube_config(&args).await?;
+    name_replica(&mut kube_config, &identity);
     // The elector, the prober and the rules ConfigMap watch use `client`; everything the
     // controller does goes through `fenced`, whose writes need a valid leadership.
     let client = client(&kube_config, None)?;
@@ -287,7 +302,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         health.clone(),
         cancel.clone(),
     ));
-    let identity = identity();
     tracing::info!(%identity, api_server = %kube_config.cluster_url, "starting");
 
     let elector = if args.leader_elect {

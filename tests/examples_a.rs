@@ -267,6 +267,7 @@ fn write(resource: &str, namespace: &str, name: &str) -> audit::Write {
         name: name.into(),
         user_agent: "ruleop/test".into(),
         code: 200,
+        received: String::new(),
     }
 }
 

@@ -5,9 +5,14 @@
 //! - SIGKILL during a burst of creates and scale steps;
 //! - SIGKILL during finalizer cleanup;
 //! - SIGSTOP/SIGCONT of a leader with two replicas: the resumed leader writes nothing;
-//! - hostile parents (huge, template-like and unicode values, names at the length limits).
+//! - hostile parents (huge, template-like and unicode values, names at the length limits);
+//! - a random schedule of all of these and more, from one seed (`soak`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "faults_process/soak.rs"]
+mod soak;
+#[path = "faults_process/soak_model.rs"]
+mod soak_model;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

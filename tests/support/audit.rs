@@ -33,6 +33,8 @@ pub struct Write {
     pub user_agent: String,
     /// HTTP status code of the answer.
     pub code: i64,
+    /// When the API server received the request (RFC 3339, microseconds).
+    pub received: String,
 }
 
 impl Write {
@@ -180,6 +182,7 @@ fn parse(line: &str) -> Option<Write> {
             .pointer("/responseStatus/code")
             .and_then(Json::as_i64)
             .unwrap_or(0),
+        received: s("/requestReceivedTimestamp"),
     })
 }
 

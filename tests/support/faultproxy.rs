@@ -32,6 +32,12 @@ pub fn binary() -> PathBuf {
 impl FaultProxy {
     /// Starts a proxy to the shared control plane.
     pub fn start(mode: Mode) -> FaultProxy {
+        Self::start_to(mode, super::kubeconfig())
+    }
+
+    /// Starts a proxy to the server of `upstream` (e.g. another proxy's kubeconfig, to chain
+    /// a TCP proxy in front of an HTTP one).
+    pub fn start_to(mode: Mode, upstream: &Path) -> FaultProxy {
         let bin = binary();
         assert!(
             bin.exists(),
@@ -51,7 +57,7 @@ impl FaultProxy {
         let mut child = Command::new(&bin)
             .arg(mode_arg)
             .arg("--kubeconfig")
-            .arg(super::kubeconfig())
+            .arg(upstream)
             .arg("--kubeconfig-out")
             .arg(&kubeconfig)
             .stdin(Stdio::piped())
