@@ -74,7 +74,12 @@ fn failure(rule: &CompiledRule, first: &Desired, second: &Desired) -> Failure {
 
 /// `child "a" (rules/x.yaml:12:7)`, with the copy's key or the replica's name.
 fn describe(rule: &CompiledRule, d: &Desired) -> String {
-    let binding = |k: &str| d.bindings.as_ref().and_then(|b| b.get(k)).and_then(Json::as_str);
+    let binding = |k: &str| {
+        d.bindings
+            .as_ref()
+            .and_then(|b| b.get(k))
+            .and_then(Json::as_str)
+    };
     let copy = match (binding("key"), binding("name")) {
         (Some(key), _) => format!(" item {key:?}"),
         (None, Some(name)) => format!(" replica {name:?}"),

@@ -106,7 +106,10 @@ fn assert_duplicate(p: &Plan, source: &str, object: &str, who: &[(&str, &str)]) 
         );
     }
     assert!(p.apply.is_empty() && p.delete.is_empty(), "{p:?}");
-    assert_eq!(ready(p), (reason::DUPLICATE_NAME.into(), failure.message.clone()));
+    assert_eq!(
+        ready(p),
+        (reason::DUPLICATE_NAME.into(), failure.message.clone())
+    );
     assert!(
         p.events
             .iter()
@@ -156,7 +159,10 @@ fn a_collection_item_and_a_plain_child_of_one_name_fail_the_plan() {
         &p,
         GAZETTE,
         "ConfigMap/news/page-b",
-        &[("back", "child \"back\""), ("pages", "child \"pages\" item \"b\"")],
+        &[
+            ("back", "child \"back\""),
+            ("pages", "child \"pages\" item \"b\""),
+        ],
     );
 }
 
@@ -183,7 +189,10 @@ fn one_kind_through_two_versions_of_its_group_is_one_object() {
         &p,
         GAZETTE,
         "HorizontalPodAutoscaler/news/scaler",
-        &[("scaler", "child \"scaler\""), ("old-scaler", "child \"old-scaler\"")],
+        &[
+            ("scaler", "child \"scaler\""),
+            ("old-scaler", "child \"old-scaler\""),
+        ],
     );
 }
 

@@ -205,11 +205,7 @@ fn untoken(text: &str, expressions: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::read;
-
-    fn name(template: &str) -> Option<(String, Option<String>, usize)> {
-        read(template)
-    }
+    use super::read as name;
 
     #[test]
     fn names_are_read_in_block_and_flow_form_whitespace_normalised() {
@@ -226,11 +222,7 @@ mod tests {
         let with_ns = "metadata:\n  name: fixed\n  namespace: '{{ parent.metadata.name }}'\n";
         assert_eq!(
             name(with_ns),
-            Some((
-                "fixed".into(),
-                Some("{{ parent.metadata.name }}".into()),
-                2
-            ))
+            Some(("fixed".into(), Some("{{ parent.metadata.name }}".into()), 2))
         );
     }
 
