@@ -167,6 +167,23 @@ fn a_collection_item_and_a_plain_child_of_one_name_fail_the_plan() {
 }
 
 #[test]
+fn two_items_of_one_collection_naming_one_object_fail_the_plan() {
+    let rule = rule(GAZETTE);
+    let pages = json!([{"name": "a", "title": "Sport"}, {"name": "b", "title": "sport"}]);
+    let p = run(&rule, &gazette(json!({"pages": pages})), &[]);
+    let failure = p.failure.as_ref().expect("the plan fails");
+    assert_eq!(failure.reason, reason::DUPLICATE_NAME, "{failure:?}");
+    assert!(
+        failure
+            .message
+            .contains("items \"a\" and \"b\" render the same name \"news/page-sport\""),
+        "{}",
+        failure.message
+    );
+    assert!(p.apply.is_empty() && p.delete.is_empty());
+}
+
+#[test]
 fn a_replica_and_a_plain_child_of_one_name_fail_the_plan() {
     let rule = rule(GAZETTE);
     let p = run(&rule, &gazette(json!({"front": "sheet-0"})), &[]);
