@@ -342,3 +342,54 @@ fn a_misspelt_parent_field_is_reported_against_the_declared_spec() {
         "{lines:#?}"
     );
 }
+
+/// A second Deployment child (flow style, other spacing) named by the same expression as the
+/// first: both would render one object, so every plan would fail. Located at the second
+/// name, naming the first child and its line.
+#[test]
+fn two_children_that_provably_render_one_object() {
+    let source = GOOD.replace(
+        "  related:\n",
+        "    - name: canary\n      apiVersion: apps/v1\n      kind: Deployment\n      template: |\n        metadata: {name: \"{{parent.metadata.name}}\", labels: {track: canary}}\n        spec: {replicas: 1}\n  related:\n",
+    );
+    let first = line_of(&source, "          name: {{ parent.metadata.name }}");
+    single_error(
+        &source,
+        line_of(&source, "track: canary"),
+        &format!(
+            "child \"canary\" renders Deployment \"{{{{ parent.metadata.name }}}}\", as child \"deployment\" does (line {first})"
+        ),
+    );
+}
+
+/// A cleanup step that renders a child's object would overwrite it while the parent goes.
+#[test]
+fn a_cleanup_step_that_provably_renders_a_childs_object() {
+    let source = GOOD.replace(
+        "  related:\n",
+        "  finalizer:\n    cleanup:\n      - name: farewell\n        apiVersion: v1\n        kind: Service\n        template: |\n          metadata:\n            name: \"{{ parent.metadata.name }}\"\n        until: \"true\"\n  related:\n",
+    );
+    single_error(
+        &source,
+        line_of(&source, "            name: \"{{ parent.metadata.name }}\""),
+        "cleanup step \"farewell\" renders Service \"{{ parent.metadata.name }}\", as child \"service\" does",
+    );
+}
+
+/// Names that only may collide are the planner's to report, for the parent that makes them
+/// collide: another expression of the same value, a `when` that may exclude the other child,
+/// per-item names, a name chosen by a statement.
+#[test]
+fn names_that_may_differ_are_left_to_the_planner() {
+    let extra = [
+        "    - name: twin\n      apiVersion: apps/v1\n      kind: Deployment\n      template: |\n        metadata: {name: \"{{ parent.metadata.name ~ '' }}\"}\n",
+        "    - name: alternative\n      apiVersion: apps/v1\n      kind: Deployment\n      when: parent.spec.size > 5\n      template: |\n        metadata: {name: \"{{ parent.metadata.name }}\"}\n",
+        "    - name: per-item\n      apiVersion: apps/v1\n      kind: Deployment\n      forEach: {items: '[\"a\"]'}\n      template: |\n        metadata: {name: \"{{ parent.metadata.name }}{{ key }}\"}\n",
+        "    - name: chosen\n      apiVersion: apps/v1\n      kind: Deployment\n      template: |\n        {% set n = parent.metadata.name %}\n        metadata: {name: \"{{ n }}\"}\n",
+    ];
+    for child in extra {
+        let source = GOOD.replace("  related:\n", &format!("{child}  related:\n"));
+        let (ok, lines) = check_source(&source);
+        assert!(ok, "{child}\n{lines:#?}");
+    }
+}

@@ -133,3 +133,25 @@ fn examples_pass() {
         );
     }
 }
+
+/// A sample whose two children name one object cannot be planned: `check --resource` fails,
+/// naming both children (the planner's `DuplicateName`).
+#[test]
+fn a_sample_whose_children_name_one_object_fails_the_check() {
+    let (ok, lines) = check(&[
+        "tests/rules/duplicate/gazette.yaml",
+        "--resource",
+        "tests/rules/duplicate/sample-collide.yaml",
+    ]);
+    assert!(!ok, "check must fail: {lines:#?}");
+    let errors = starting(&lines, "error ");
+    assert_eq!(errors.len(), 1, "{lines:#?}");
+    for needle in [
+        "Gazette daily: cannot plan (DuplicateName)",
+        "ConfigMap/news/front is rendered twice",
+        "child \"front\" (tests/rules/duplicate/gazette.yaml:",
+        "child \"back\" (tests/rules/duplicate/gazette.yaml:",
+    ] {
+        assert!(errors[0].contains(needle), "{needle} in {}", errors[0]);
+    }
+}

@@ -1,14 +1,17 @@
-//! End to end: rules whose CRD appears later, and manifests the API server rejects.
+//! End to end: rules whose CRD appears later, manifests the API server rejects, and two
+//! children that render one object.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::time::Duration;
 
-use support::operator::{Operator, jsonpath};
-use support::{TestEnv, kubectl_with_input, unique_suffix, wait_for};
+use support::operator::{Operator, jsonpath, ready};
+use support::{TestEnv, audit, kubectl_with_input, unique_suffix, wait_for};
 
 const T: Duration = Duration::from_secs(60);
+/// How long a settled operator is watched for writes.
+const IDLE: Duration = Duration::from_secs(10);
 
 /// A CRD of kind `Widget` in a group unique to this test, and a rule for it.
 fn widget(group: &str, data_value: &str) -> (String, String) {
@@ -302,4 +305,141 @@ async fn only_warnings_are_recorded_when_asked() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(reasons("good"), "", "no progress Events");
     assert_eq!(reasons("bad"), "NotText");
+}
+
+/// Two children whose names collide for some parents (the same value by two expressions,
+/// which `check` cannot prove): the plan fails, naming both children, and nothing is
+/// written for that parent but its status; an object one child made from an earlier good
+/// spec keeps its one rendering, the other child's object is not pruned, and no write loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_children_of_one_name_fail_the_plan_and_write_nothing() {
+    let env = TestEnv::new("e2e-dupname").await;
+    let group = format!("dup{}.test.ruleop.dev", unique_suffix());
+    let (crd, _) = widget(&group, "unused");
+    install_crd(&env, &group, &crd);
+    let rule = format!(
+        r#"apiVersion: ruleop.dev/v1alpha1
+kind: Rule
+metadata: {{name: edition}}
+spec:
+  parent: {{apiVersion: {group}/v1, kind: Widget}}
+  allow: [{{apiVersion: v1, kind: ConfigMap}}]
+  children:
+    - name: content
+      apiVersion: v1
+      kind: ConfigMap
+      template: |
+        metadata: {{name: "{{{{ parent.metadata.name }}}}-content"}}
+        data: {{text: "{{{{ parent.spec.text }}}}"}}
+    - name: summary
+      apiVersion: v1
+      kind: ConfigMap
+      template: |
+        metadata:
+          name: {{{{ parent.metadata.name ~ "-" ~ parent.spec.summary }}}}
+        data: {{summary: short}}
+"#
+    );
+    let template_line = |child: &str| {
+        let start = support::cli::line_of(&rule, &format!("- name: {child}"));
+        // The template's first line.
+        start
+            + rule
+                .lines()
+                .skip(start)
+                .position(|l| l.contains("template: |"))
+                .unwrap()
+            + 2
+    };
+    let (content_at, summary_at) = (template_line("content"), template_line("summary"));
+    let dir = rules_dir(&rule);
+    let _op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+    let widgets = format!("widgets.{group}");
+    let widget = |name: &str, summary: &str, text: &str| {
+        format!(
+            "apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: {name}}}\nspec: {{summary: {summary}, text: {text}}}\n"
+        )
+    };
+    env.apply_yaml(&widget("w", "summary", "hello"));
+    wait_for("w ready with both children", T, || async {
+        ready(&env, &widgets, "w").0 == "True"
+            && jsonpath(&env, "configmap", "w-content", "{.data.text}") == "hello"
+            && env.get("configmap", "w-summary").is_some()
+    })
+    .await;
+    let content = env.get("configmap", "w-content").unwrap();
+    let summary = env.get("configmap", "w-summary").unwrap();
+
+    let mark = audit::Mark::now();
+    // `summary` now names `content`'s object, whose rendering changes too: either
+    // rendering written would be a write to w-content.
+    env.apply_yaml(&widget("w", "content", "bye"));
+    env.apply_yaml(&widget("fresh", "content", "new"));
+    for parent in ["w", "fresh"] {
+        wait_for("the duplicate reported", T, || async {
+            ready(&env, &widgets, parent) == ("False".into(), "DuplicateName".into())
+        })
+        .await;
+        let message = jsonpath(
+            &env,
+            &widgets,
+            parent,
+            "{.status.conditions[?(@.type==\"Ready\")].message}",
+        );
+        for expected in [
+            format!("ConfigMap/{}/{parent}-content", env.ns),
+            "child \"content\" (".into(),
+            format!("widget.yaml:{content_at}:"),
+            "child \"summary\" (".into(),
+            format!("widget.yaml:{summary_at}:"),
+        ] {
+            assert!(message.contains(&expected), "{expected} in {message}");
+        }
+        let events = env.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            &format!("regarding.name={parent},type=Warning"),
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        assert!(events.contains("DuplicateName"), "{events}");
+    }
+    tokio::time::sleep(IDLE).await;
+    let writes = mark.operator_writes(&env.ns);
+    assert!(
+        writes
+            .iter()
+            .all(|w| w.resource == widgets.split('.').next().unwrap() && w.subresource == "status"),
+        "only the parents' status is written:\n{}",
+        audit::describe(&writes)
+    );
+    assert!(
+        writes.len() <= 2,
+        "one status write per parent:\n{}",
+        audit::describe(&writes)
+    );
+    let now = env.get("configmap", "w-content").unwrap();
+    assert_eq!(
+        now["data"]["text"], "hello",
+        "w-content keeps its one rendering"
+    );
+    assert_eq!(
+        now["metadata"]["resourceVersion"],
+        content["metadata"]["resourceVersion"]
+    );
+    let kept = env
+        .get("configmap", "w-summary")
+        .expect("w-summary is not pruned");
+    assert_eq!(kept["metadata"]["uid"], summary["metadata"]["uid"]);
+    assert!(env.get("configmap", "fresh-content").is_none());
+    audit::assert_no_writes("a failed plan settles", IDLE, |w| w.namespace == env.ns).await;
+
+    // Put right, the parent converges as usual.
+    env.apply_yaml(&widget("w", "summary", "bye"));
+    wait_for("w ready again", T, || async {
+        ready(&env, &widgets, "w").0 == "True"
+            && jsonpath(&env, "configmap", "w-content", "{.data.text}") == "bye"
+    })
+    .await;
 }

@@ -108,12 +108,15 @@ pub(super) fn plan_collection(
             } else {
                 format!("{namespace}/{name}")
             };
-            return Err(fail(
-                &template,
-                format!(
-                    "items {other:?} and {key:?} render the same name {name:?}; build the name from the item's key"
-                ),
-            ));
+            return Err(Failure {
+                reason: reason::DUPLICATE_NAME.into(),
+                ..fail(
+                    &template,
+                    format!(
+                        "items {other:?} and {key:?} render the same name {name:?}; build the name from the item's key"
+                    ),
+                )
+            });
         }
         desired.bindings = Some(bindings);
         plan.apply.push(desired);

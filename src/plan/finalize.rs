@@ -8,6 +8,7 @@ use minijinja::{Value, context};
 use serde_json::Value as Json;
 
 use super::child::{check_namespace, is_namespace, render_child};
+use super::duplicates::cleanup_free;
 use super::view::View;
 use super::{
     Deletion, EventType, FinalizerChange, Input, Plan, PlanEvent, normal, previous_fields, reason,
@@ -72,7 +73,8 @@ pub(super) fn finalize(
                     .map(|o| meta::name(o))
                     .collect();
                 let rendered = render_child(rule, input, &template, &as_child, ctx, None)
-                    .and_then(|d| check_namespace(rule, input.parent, &d, &own).map(|()| d));
+                    .and_then(|d| check_namespace(rule, input.parent, &d, &own).map(|()| d))
+                    .and_then(|d| cleanup_free(rule, view, &template, &d).map(|()| d));
                 match rendered {
                     Ok(desired) => {
                         let key = ObjectKey::of(&desired.object);

@@ -8,6 +8,7 @@
 mod child;
 mod collection;
 mod define;
+mod duplicates;
 mod finalize;
 mod lookup;
 mod memo;
@@ -202,6 +203,8 @@ pub mod reason {
     pub const DELETING: &str = "Deleting";
     /// An object a required lookup names does not exist.
     pub const LOOKUP_MISSING: &str = "LookupMissing";
+    /// Two renderings (children, copies or replicas) name one object.
+    pub const DUPLICATE_NAME: &str = "DuplicateName";
 }
 
 fn render_failure(rule: &CompiledRule, name: &str, err: &TemplateError) -> Failure {
@@ -387,6 +390,9 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
                 return fail(plan, f);
             }
         }
+    }
+    if let Some(f) = duplicates::find(rule, &plan.apply) {
+        return fail(plan, f);
     }
 
     if rule.spec.parent.scope == Scope::Cluster {

@@ -84,6 +84,15 @@ impl Checker<'_> {
         self.errors.push((self.spans.find(path), message.into()));
     }
 
+    /// An error at `location` (a line inside a template: [`Spans::line_in`]).
+    pub(super) fn error_at(&mut self, location: Location, message: impl Into<String>) {
+        self.errors.push((location, message.into()));
+    }
+
+    pub(super) fn spans(&self) -> &Spans {
+        self.spans
+    }
+
     pub(super) fn template(&mut self, path: &str, source: &str) {
         if let Err(e) = self.templates.add_template(path, source) {
             let location = match e.template_line() {
@@ -460,6 +469,7 @@ pub fn compile(
             }
         }
     }
+    super::same_names::check(&mut c, &spec);
     let resync = c.duration("spec.resync", spec.resync.as_deref());
 
     if !c.errors.is_empty() {

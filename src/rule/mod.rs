@@ -10,6 +10,7 @@ mod language;
 mod load;
 mod locate;
 mod reads;
+mod same_names;
 mod scope;
 
 pub use compile::{CompiledRule, compile};
