@@ -195,7 +195,10 @@ mod tests {
                 (8, "status.height"),
                 (10, "status.phase"),
                 (5, "status.observedGeneration (written by ruleop)"),
-                (5, "status.conditions (the Ready condition and the rule's conditions)"),
+                (
+                    5,
+                    "status.conditions (the Ready condition and the rule's conditions)"
+                ),
             ]
         );
     }
