@@ -128,3 +128,89 @@ pub(super) fn set_status(
     }
     plan.owned_status = new;
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use jiff::Timestamp;
+    use serde_json::json;
+
+    use super::*;
+    use crate::openapi::Schemas;
+    use crate::plan::plan;
+    use crate::status_shape::{is_builtin_group, rule_fields};
+
+    const DEPLOYMENT: &str = include_str!("../../tests/rules/ownership/deployment/deployment.yaml");
+
+    fn deployment(status: Json) -> Json {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "ns", "uid": "u-web", "generation": 3},
+            "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx"}]}}},
+            "status": status})
+    }
+
+    #[test]
+    fn a_deployments_status_gets_ruleops_condition_only_and_settles() {
+        let rule = crate::rule::parse_rule("d.yaml".as_ref(), DEPLOYMENT).unwrap();
+        let builtin = crate::schema::KindSchemas::builtin().unwrap();
+        let schema = builtin.schema_of("apps/v1", "Deployment").unwrap();
+        let mut schemas = Schemas::default();
+        let api_version = &rule.spec.parent.api_version;
+        schemas.set_status_shape(StatusShape::decide(
+            &schema,
+            is_builtin_group(api_version),
+            rule_fields(&rule),
+        ));
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let run = |parent: &Json, observed: &[Json], schemas: Option<&Schemas>| {
+            plan(
+                &rule,
+                Input {
+                    parent,
+                    observed,
+                    now,
+                    schemas,
+                },
+            )
+        };
+        let controllers = json!({"observedGeneration": 2, "replicas": 1, "conditions": [
+            {"type": "Available", "status": "True", "lastUpdateTime": "t0"}]});
+        let first = run(&deployment(controllers.clone()), &[], Some(&schemas));
+        let written = first.status.clone().unwrap();
+        // Only the Ready condition, without observedGeneration; not the controller's
+        // observedGeneration, not the projected image.
+        assert_eq!(written.as_object().unwrap().len(), 1, "{written}");
+        assert_eq!(written["conditions"].as_array().unwrap().len(), 1);
+        assert_eq!(written["conditions"][0]["type"], READY);
+        assert!(written["conditions"][0].get(OBSERVED_GENERATION).is_none());
+        // Without the schema (offline), everything as before.
+        let unknown = run(&deployment(controllers.clone()), &[], None)
+            .status
+            .unwrap();
+        assert_eq!(unknown[OBSERVED_GENERATION], 3);
+
+        // Stored the way the API server keeps it (the controller's keys beside ruleop's in
+        // its entry, an empty message dropped), with the child there: Ready, then nothing.
+        let mut child = first.apply[0].object.clone();
+        child["metadata"]["uid"] = json!("c1");
+        child["metadata"]["managedFields"] = json!([{"manager": meta::FIELD_MANAGER}]);
+        let observed = [child];
+        let mut status = controllers;
+        status["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(written["conditions"][0].clone());
+        let ready = run(&deployment(status.clone()), &observed, Some(&schemas));
+        let ready = ready.status.unwrap()["conditions"][0].clone();
+        assert_eq!(ready["status"], "True");
+        let mut stored = ready.clone();
+        stored["lastUpdateTime"] = Json::Null;
+        if stored["message"] == "" {
+            stored.as_object_mut().unwrap().remove("message");
+        }
+        status["conditions"][1] = stored;
+        let settled = run(&deployment(status), &observed, Some(&schemas));
+        assert!(settled.status.is_none(), "{:?}", settled.status);
+        assert!(settled.events.is_empty(), "{:?}", settled.events);
+    }
+}
