@@ -283,3 +283,65 @@ fn our_rules_and_examples_pass_with_their_crds() {
     );
     assert!(Path::new(&root().join("crds")).is_dir());
 }
+
+/// A built-in parent: its status is its own controller's, so the rule's status field and
+/// what the kind's conditions lack are left out, each said at its line; the CRD of a parent
+/// whose status has no conditions gets the same for them.
+#[test]
+fn what_a_parents_status_cannot_take_is_left_out_with_a_warning() {
+    let rule = root().join("tests/rules/ownership/deployment/deployment.yaml");
+    let source = std::fs::read_to_string(&rule).unwrap();
+    let (ok, lines) = ruleop(&["check".as_ref(), rule.as_os_str()]);
+    assert!(ok && lines.len() == 3, "{lines:#?}");
+    assert!(lines[0].starts_with("ok "), "{lines:#?}");
+    let parent = format!(
+        "deployment.yaml:{}:",
+        line_of(&source, "parent: {apiVersion")
+    );
+    assert!(
+        lines[1].starts_with("warn ")
+            && lines[1].contains(&parent)
+            && lines[1]
+                .contains("status.conditions[].observedGeneration (written by ruleop) is left out"),
+        "{lines:#?}"
+    );
+    let image = format!("deployment.yaml:{}:", line_of(&source, "image: {path:"));
+    assert!(
+        lines[2].contains(&image)
+            && lines[2].contains("status.image is not written: Deployment is a built-in kind"),
+        "{lines:#?}"
+    );
+
+    let rule = root().join("tests/rules/ownership/gadget/gadget.yaml");
+    let crds = root().join("tests/rules/ownership/crds.yaml");
+    let source = std::fs::read_to_string(&rule).unwrap();
+    let (ok, lines) = ruleop(&[
+        "check".as_ref(),
+        rule.as_os_str(),
+        "--crd".as_ref(),
+        crds.as_os_str(),
+    ]);
+    assert!(ok && lines.len() == 4, "{lines:#?}");
+    let parent = format!("gadget.yaml:{}:", line_of(&source, "parent: {apiVersion"));
+    let undeclared = format!("gadget.yaml:{}:", line_of(&source, "undeclared:"));
+    for (line, at, what) in [
+        (
+            1,
+            &parent,
+            "status.observedGeneration (written by ruleop) is not written",
+        ),
+        (
+            2,
+            &parent,
+            "status.conditions (the Ready condition and the rule's conditions) is not written",
+        ),
+        (3, &undeclared, "status.undeclared is not written"),
+    ] {
+        assert!(
+            lines[line].starts_with("warn ")
+                && lines[line].contains(at.as_str())
+                && lines[line].contains(what),
+            "{what}: {lines:#?}"
+        );
+    }
+}
