@@ -2,7 +2,9 @@
 //! objects in the namespace it creates; two rules whose children share a name settle; an
 //! object that holds a child's name first is never adopted; a child that lost its labels or
 //! ownerReference is repaired, not duplicated; a built-in parent keeps the status fields
-//! others own. `ruleop run` is a real process and its writes are counted in the audit log.
+//! others own (a Deployment's observedGeneration among them: ruleop adds only its condition);
+//! a CRD status without conditions gets the fields it declares. `ruleop run` is a real process
+//! and its writes are counted in the audit log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
