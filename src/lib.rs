@@ -35,6 +35,7 @@ pub mod scale;
 pub mod schema;
 pub mod ssa;
 pub mod status;
+pub mod status_shape;
 pub mod telemetry;
 pub mod template;
 pub mod testkit;

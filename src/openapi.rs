@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
+use crate::status_shape::StatusShape;
+
 /// The component every quantity field refers to.
 const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
 /// How `$ref`s into the document's own components start.
@@ -33,6 +35,8 @@ enum Node {
     Object {
         properties: HashMap<String, Node>,
         additional: Option<Box<Node>>,
+        /// `x-kubernetes-preserve-unknown-fields`: fields not declared are kept too.
+        open: bool,
     },
     Array {
         items: Box<Node>,
@@ -121,7 +125,11 @@ fn parse_node(v: &Json) -> Node {
         .get("additionalProperties")
         .filter(|a| a.is_object())
         .map(|a| Box::new(parse_node(a)));
-    if properties.is_none() && additional.is_none() {
+    let open = v
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    if properties.is_none() && additional.is_none() && !open {
         return Node::Other;
     }
     Node::Object {
@@ -131,6 +139,7 @@ fn parse_node(v: &Json) -> Node {
             .map(|(k, s)| (k.clone(), parse_node(s)))
             .collect(),
         additional,
+        open,
     }
 }
 
@@ -226,6 +235,7 @@ impl<'a> Schema<'a> {
             Some(Node::Object {
                 properties,
                 additional,
+                ..
             }) => self.at(properties.get(name).or(additional.as_deref())),
             _ => self.at(None),
         }
@@ -253,6 +263,35 @@ impl<'a> Schema<'a> {
         matches!(self.resolved(), Some(Node::Object { properties, .. }) if !properties.is_empty())
     }
 
+    /// Whether a mapping here keeps field `name`: declared, or any field is (a schema for
+    /// every other key, or `x-kubernetes-preserve-unknown-fields`).
+    pub fn declares(&self, name: &str) -> bool {
+        match self.resolved() {
+            Some(Node::Object {
+                properties,
+                additional,
+                open,
+            }) => *open || additional.is_some() || properties.contains_key(name),
+            _ => false,
+        }
+    }
+
+    /// Whether any field of a mapping here is kept (`x-kubernetes-preserve-unknown-fields`
+    /// or a schema for every key).
+    pub fn is_open(&self) -> bool {
+        matches!(self.resolved(), Some(Node::Object { open, additional, .. }) if *open || additional.is_some())
+    }
+
+    /// Whether the schema says nothing here (a field kept by an open mapping).
+    pub fn is_unknown(&self) -> bool {
+        self.resolved().is_none()
+    }
+
+    /// Whether values here are lists.
+    pub fn is_list(&self) -> bool {
+        matches!(self.resolved(), Some(Node::Array { .. }))
+    }
+
     /// Whether values here are resource quantities.
     pub fn is_quantity(&self) -> bool {
         matches!(self.resolved(), Some(Node::Quantity))
@@ -263,6 +302,8 @@ impl<'a> Schema<'a> {
 #[derive(Debug, Clone)]
 pub struct Schemas {
     kinds: HashMap<(String, String), KindSchema>,
+    /// What of ruleop's status the parent's schema allows, once that schema is known.
+    status: Option<Arc<StatusShape>>,
     /// Different for every content (a copy keeps it): remembered plans name the schemas
     /// they were compared with.
     version: u64,
@@ -272,6 +313,7 @@ impl Default for Schemas {
     fn default() -> Self {
         Self {
             kinds: HashMap::new(),
+            status: None,
             version: next_version(),
         }
     }
@@ -290,6 +332,17 @@ impl Schemas {
         self.version = next_version();
     }
 
+    /// Records the shape of the parent's status.
+    pub fn set_status_shape(&mut self, shape: StatusShape) {
+        self.status = Some(Arc::new(shape));
+        self.version = next_version();
+    }
+
+    /// What of ruleop's status the parent's schema allows, when known.
+    pub fn status_shape(&self) -> Option<&Arc<StatusShape>> {
+        self.status.as_ref()
+    }
+
     /// Identifies this content: two schemas with the same version hold the same schemas.
     pub fn version(&self) -> u64 {
         self.version
@@ -304,6 +357,9 @@ impl Schemas {
     /// Adds every schema of `other`.
     pub fn extend(&mut self, other: Schemas) {
         self.kinds.extend(other.kinds);
+        if other.status.is_some() {
+            self.status = other.status;
+        }
         self.version = next_version();
     }
 

@@ -283,8 +283,20 @@ pub fn differs(previous: Option<&Json>, new: &Json) -> bool {
             .unwrap_or_default();
         value.as_array().into_iter().flatten().any(|c| {
             !old.iter()
-                .any(|o| o.get("type") == c.get("type") && same(o, c))
+                .any(|o| o.get("type") == c.get("type") && same_condition(o, c))
         })
+    })
+}
+
+/// Whether the stored condition `old` already says what `new` does: compared on the keys
+/// ruleop writes (a built-in kind's condition has keys of its own, such as a Deployment's
+/// `lastUpdateTime`), an empty string the same as an absent key (a built-in kind drops
+/// empty strings).
+fn same_condition(old: &Json, new: &Json) -> bool {
+    let blank = |v: Option<&Json>| v.is_none_or(|v| v.is_null() || v.as_str() == Some(""));
+    new.as_object().into_iter().flatten().all(|(k, v)| {
+        let o = old.get(k);
+        (blank(o) && blank(Some(v))) || o.is_some_and(|o| same(o, v))
     })
 }
 

@@ -140,19 +140,19 @@ fn anything_below_preserve_unknown_fields_is_allowed() {
 }
 
 #[test]
-fn status_fields_the_crd_would_prune_are_errors() {
+fn status_fields_the_crd_lacks_are_left_out_with_a_warning() {
     let crd = CRD.replace("                phase: {type: string}\n", "");
     one_finding(
         RULE,
         &crd,
-        "error",
+        "warn",
         line_of(RULE, "phase: {expr:"),
-        "status.phase would be pruned",
+        "status.phase is not written",
     );
 }
 
 #[test]
-fn condition_fields_the_crd_would_prune_are_an_error() {
+fn condition_fields_the_crd_lacks_are_left_out_with_a_warning() {
     let crd = CRD.replace(
         "                      observedGeneration: {type: integer}\n",
         "",
@@ -160,9 +160,9 @@ fn condition_fields_the_crd_would_prune_are_an_error() {
     one_finding(
         RULE,
         &crd,
-        "error",
+        "warn",
         line_of(RULE, "parent: {apiVersion"),
-        "status.conditions[].observedGeneration (written by ruleop) would be pruned",
+        "status.conditions[].observedGeneration (written by ruleop) is left out",
     );
 }
 
@@ -193,14 +193,14 @@ fn a_crd_without_the_parent_version_is_an_error() {
 #[test]
 fn a_directory_uses_its_crds_and_notes_its_samples() {
     let dir = tempfile::tempdir().unwrap();
-    // The directory's CRD lacks `phase`: the error proves it was used.
+    // The directory's CRD lacks `phase`: the warning proves it was used.
     let crd = CRD.replace("                phase: {type: string}\n", "");
     std::fs::write(dir.path().join("crd.yaml"), crd).unwrap();
     std::fs::write(dir.path().join("rule.yaml"), RULE).unwrap();
     std::fs::write(dir.path().join("sample.yaml"), SAMPLE).unwrap();
     let (ok, lines) = ruleop(&["check".as_ref(), dir.path().as_os_str()]);
-    assert!(!ok, "{lines:#?}");
-    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(ok, "{lines:#?}");
+    assert_eq!(lines.len(), 4, "{lines:#?}");
     assert!(
         lines[0].starts_with("note  ") && lines[0].contains("crd.yaml: CustomResourceDefinition galleries.art.example.org: used as a parent schema"),
         "{lines:#?}"
@@ -212,7 +212,7 @@ fn a_directory_uses_its_crds_and_notes_its_samples() {
         "{lines:#?}"
     );
     assert!(
-        lines[2].starts_with("error ") && lines[2].contains("status.phase would be pruned"),
+        lines[3].starts_with("warn ") && lines[3].contains("status.phase is not written"),
         "{lines:#?}"
     );
 
@@ -282,4 +282,66 @@ fn our_rules_and_examples_pass_with_their_crds() {
         "{lines:#?}"
     );
     assert!(Path::new(&root().join("crds")).is_dir());
+}
+
+/// A built-in parent: its status is its own controller's, so the rule's status field and
+/// what the kind's conditions lack are left out, each said at its line; the CRD of a parent
+/// whose status has no conditions gets the same for them.
+#[test]
+fn what_a_parents_status_cannot_take_is_left_out_with_a_warning() {
+    let rule = root().join("tests/rules/ownership/deployment/deployment.yaml");
+    let source = std::fs::read_to_string(&rule).unwrap();
+    let (ok, lines) = ruleop(&["check".as_ref(), rule.as_os_str()]);
+    assert!(ok && lines.len() == 3, "{lines:#?}");
+    assert!(lines[0].starts_with("ok "), "{lines:#?}");
+    let parent = format!(
+        "deployment.yaml:{}:",
+        line_of(&source, "parent: {apiVersion")
+    );
+    assert!(
+        lines[1].starts_with("warn ")
+            && lines[1].contains(&parent)
+            && lines[1]
+                .contains("status.conditions[].observedGeneration (written by ruleop) is left out"),
+        "{lines:#?}"
+    );
+    let image = format!("deployment.yaml:{}:", line_of(&source, "image: {path:"));
+    assert!(
+        lines[2].contains(&image)
+            && lines[2].contains("status.image is not written: Deployment is a built-in kind"),
+        "{lines:#?}"
+    );
+
+    let rule = root().join("tests/rules/ownership/gadget/gadget.yaml");
+    let crds = root().join("tests/rules/ownership/crds.yaml");
+    let source = std::fs::read_to_string(&rule).unwrap();
+    let (ok, lines) = ruleop(&[
+        "check".as_ref(),
+        rule.as_os_str(),
+        "--crd".as_ref(),
+        crds.as_os_str(),
+    ]);
+    assert!(ok && lines.len() == 4, "{lines:#?}");
+    let parent = format!("gadget.yaml:{}:", line_of(&source, "parent: {apiVersion"));
+    let undeclared = format!("gadget.yaml:{}:", line_of(&source, "undeclared:"));
+    for (line, at, what) in [
+        (
+            1,
+            &parent,
+            "status.observedGeneration (written by ruleop) is not written",
+        ),
+        (
+            2,
+            &parent,
+            "status.conditions (the Ready condition and the rule's conditions) is not written",
+        ),
+        (3, &undeclared, "status.undeclared is not written"),
+    ] {
+        assert!(
+            lines[line].starts_with("warn ")
+                && lines[line].contains(at.as_str())
+                && lines[line].contains(what),
+            "{what}: {lines:#?}"
+        );
+    }
 }

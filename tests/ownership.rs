@@ -2,7 +2,9 @@
 //! objects in the namespace it creates; two rules whose children share a name settle; an
 //! object that holds a child's name first is never adopted; a child that lost its labels or
 //! ownerReference is repaired, not duplicated; a built-in parent keeps the status fields
-//! others own. `ruleop run` is a real process and its writes are counted in the audit log.
+//! others own (a Deployment's observedGeneration among them: ruleop adds only its condition);
+//! a CRD status without conditions gets the fields it declares. `ruleop run` is a real process
+//! and its writes are counted in the audit log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -372,4 +374,153 @@ async fn a_namespace_governed_by_a_rule_keeps_its_phase() {
         jsonpath(&env, "namespace", &env.ns, "{.status.phase}"),
         "Active"
     );
+}
+
+/// ruleop's status writes to `resource` in `ns` since `mark`: (all of them, the refused ones).
+fn status_writes(mark: audit::Mark, ns: &str, resource: &str) -> (usize, Vec<audit::Write>) {
+    let writes: Vec<audit::Write> = mark
+        .writes()
+        .into_iter()
+        .filter(|w| {
+            w.by_operator()
+                && w.namespace == ns
+                && w.resource == resource
+                && w.subresource == "status"
+        })
+        .collect();
+    let refused = writes.iter().filter(|w| !w.succeeded()).cloned().collect();
+    (writes.len(), refused)
+}
+
+/// The fields of the parent's status ruleop's field manager owns (`f:` keys of `f:status`).
+fn ruleop_status_fields(obj: &Json) -> Vec<String> {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["manager"] == "ruleop" && m["subresource"] == "status")
+        .flat_map(|m| {
+            m["fieldsV1"]["f:status"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.clone())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_gets_ruleops_condition_and_keeps_its_own_status() {
+    let _shared = CLUSTER.read().await;
+    let env = TestEnv::new("own-deploy").await;
+    let mark = audit::Mark::now();
+    let _op = Operator::start_with_rules(&env.ns, &rules("deployment"), &[]);
+    let deployment = |image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 1\n  \
+             selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    \
+             spec: {{containers: [{{name: web, image: \"{image}\"}}]}}\n"
+        )
+    };
+    env.apply_yaml(&deployment("nginx:1"));
+    let ns = Some(env.ns.as_str());
+    let observed = |generation: &str| {
+        jsonpath(&env, "deployment", "web", "{.status.observedGeneration}") == generation
+    };
+    wait_for(
+        "web Ready beside the Deployment controller's status",
+        T,
+        || async {
+            ready(&env, "deployment", "web").0 == "True"
+                && observed("1")
+                && get(ns, "configmap", "web-image")
+                    .is_some_and(|c| c["data"]["image"] == "nginx:1")
+        },
+    )
+    .await;
+    let web = get(ns, "deployment", "web").unwrap();
+    let conditions = web["status"]["conditions"].as_array().unwrap();
+    let ready_condition = conditions.iter().find(|c| c["type"] == "Ready").unwrap();
+    // DeploymentCondition has no observedGeneration; the projected `image` has no place.
+    assert!(ready_condition.get("observedGeneration").is_none(), "{web}");
+    assert!(web["status"].get("image").is_none(), "{web}");
+    // The Deployment controller's own condition stays beside ruleop's.
+    assert!(
+        conditions.iter().any(|c| c["type"] == "Progressing"),
+        "{web}"
+    );
+    // ruleop owns its condition, never the controller's observedGeneration.
+    let managed = kubectl(&[
+        "get",
+        "-n",
+        &env.ns,
+        "deployment",
+        "web",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]);
+    let managed: Json = serde_json::from_str(&managed).unwrap();
+    assert_eq!(
+        ruleop_status_fields(&managed),
+        ["f:conditions"],
+        "{managed}"
+    );
+
+    // A new generation: the Deployment controller's observedGeneration follows it, ruleop's
+    // condition and child follow the spec.
+    env.apply_yaml(&deployment("nginx:2"));
+    wait_for("the second generation observed", T, || async {
+        observed("2")
+            && get(ns, "configmap", "web-image").is_some_and(|c| c["data"]["image"] == "nginx:2")
+            && ready(&env, "deployment", "web").0 == "True"
+    })
+    .await;
+    let (written, refused) = status_writes(mark, &env.ns, "deployments");
+    assert!(
+        written > 0 && refused.is_empty(),
+        "{}",
+        audit::describe(&refused)
+    );
+    assert_quiet("deployment rule", |w| w.namespace == env.ns).await;
+    assert_eq!(
+        jsonpath(&env, "deployment", "web", "{.status.observedGeneration}"),
+        jsonpath(&env, "deployment", "web", "{.metadata.generation}")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_status_without_conditions_gets_the_fields_it_declares() {
+    let _shared = CLUSTER.read().await;
+    install_crds();
+    let env = TestEnv::new("own-gadget").await;
+    let mark = audit::Mark::now();
+    let _op = Operator::start_with_rules(&env.ns, &rules("gadget"), &[]);
+    let gadget = |size: u32| {
+        format!(
+            "apiVersion: ownership.ruleop.test/v1\nkind: Gadget\nmetadata: {{name: g}}\nspec: {{size: {size}}}\n"
+        )
+    };
+    env.apply_yaml(&gadget(3));
+    let ns = Some(env.ns.as_str());
+    let status = || get(ns, "gadget", "g").map(|g| g["status"].clone());
+    wait_for("the declared status fields written", T, || async {
+        status().is_some_and(|s| s["secretName"] == "g-token" && s["size"] == 6)
+    })
+    .await;
+    // Exactly the declared fields: no conditions, observedGeneration or undeclared field.
+    let written = status().unwrap();
+    assert_eq!(written.as_object().unwrap().len(), 2, "{written}");
+    env.apply_yaml(&gadget(5));
+    wait_for("the status follows the spec", T, || async {
+        status().is_some_and(|s| s["size"] == 10)
+    })
+    .await;
+    let (count, refused) = status_writes(mark, &env.ns, "gadgets");
+    assert!(
+        count > 0 && refused.is_empty(),
+        "{}",
+        audit::describe(&refused)
+    );
+    assert_quiet("gadget rule", |w| w.namespace == env.ns).await;
 }

@@ -134,7 +134,14 @@ impl Actor {
             && let Err(e) = self.set_finalizer(&parent_api, parent, true).await
         {
             return self
-                .fail(target, &parent_api, &plan.owned_status, e, events)
+                .fail(
+                    target,
+                    &parent_api,
+                    &plan.owned_status,
+                    &plan.status_shape,
+                    e,
+                    events,
+                )
                 .await;
         }
 
@@ -188,7 +195,14 @@ impl Actor {
                 Err(e) => {
                     events.retain(|ev| ev.type_ == EventType::Warning);
                     return self
-                        .fail(target, &parent_api, &plan.owned_status, e, events)
+                        .fail(
+                            target,
+                            &parent_api,
+                            &plan.owned_status,
+                            &plan.status_shape,
+                            e,
+                            events,
+                        )
                         .await;
                 }
             }
@@ -199,7 +213,14 @@ impl Actor {
             for deletion in &plan.delete {
                 if let Err(e) = self.delete_one(target, deletion).await {
                     return self
-                        .fail(target, &parent_api, &plan.owned_status, e, events)
+                        .fail(
+                            target,
+                            &parent_api,
+                            &plan.owned_status,
+                            &plan.status_shape,
+                            e,
+                            events,
+                        )
                         .await;
                 }
             }
@@ -222,12 +243,12 @@ impl Actor {
             .and_then(Json::as_i64);
         let previous = parent.get("status");
         let new_status = match &found_conflict {
-            Some(condition) => Some(status::with_condition(
+            Some(condition) => Some(plan.status_shape.restrict(status::with_condition(
                 Some(&plan.owned_status),
                 condition,
                 generation,
                 Timestamp::now(),
-            ))
+            )))
             // Written when it changes the status, or when the plan's status differs only by
             // leaving out a field (a removal `differs` cannot see).
             .filter(|s| {
@@ -243,7 +264,14 @@ impl Actor {
             && let Err(e) = self.write_status(&parent_api, parent, &new_status).await
         {
             return self
-                .fail(target, &parent_api, &plan.owned_status, e, events)
+                .fail(
+                    target,
+                    &parent_api,
+                    &plan.owned_status,
+                    &plan.status_shape,
+                    e,
+                    events,
+                )
                 .await;
         }
         self.publish(parent, &events).await;
@@ -252,7 +280,14 @@ impl Actor {
             && let Err(e) = self.set_finalizer(&parent_api, parent, false).await
         {
             return self
-                .fail(target, &parent_api, &plan.owned_status, e, Vec::new())
+                .fail(
+                    target,
+                    &parent_api,
+                    &plan.owned_status,
+                    &plan.status_shape,
+                    e,
+                    Vec::new(),
+                )
                 .await;
         }
         if conflict {

@@ -11,10 +11,12 @@ use crate::meta::{self, ObjectKey};
 use crate::plan::EventType;
 use crate::ssa;
 use crate::status::{self, Condition, READY};
+use crate::status_shape::StatusShape;
 
 impl Actor {
     /// Reports an API failure on the parent: `Ready=False` with the server's message (set
-    /// in `owned`, ruleop's part of the status), the current `observedGeneration` and a
+    /// in `owned`, ruleop's part of the status, as far as `shape` allows), the current
+    /// `observedGeneration` and a
     /// Warning; transient failures retry with backoff (no sooner than a `Retry-After`),
     /// permanent ones wait.
     pub(super) async fn fail(
@@ -22,6 +24,7 @@ impl Actor {
         target: &Target<'_>,
         parent_api: &Api<DynamicObject>,
         owned: &Json,
+        shape: &StatusShape,
         error: ActError,
         mut events: Vec<crate::plan::PlanEvent>,
     ) -> Report {
@@ -44,8 +47,12 @@ impl Actor {
                 .pointer("/metadata/generation")
                 .and_then(Json::as_i64);
             let condition = Condition::unmet(READY, error.reason(), message.clone());
-            let new_status =
-                status::with_condition(Some(owned), &condition, generation, Timestamp::now());
+            let new_status = shape.restrict(status::with_condition(
+                Some(owned),
+                &condition,
+                generation,
+                Timestamp::now(),
+            ));
             if status::differs(parent.get("status"), &new_status)
                 && let Err(e) = self.write_status(parent_api, parent, &new_status).await
             {

@@ -7,6 +7,7 @@ pub mod schema;
 mod status;
 
 pub use crds::{CrdLoadError, CrdSet, CrdVersion, Lookup};
+pub use status::builtin_status;
 
 use std::collections::BTreeSet;
 

@@ -1,48 +1,85 @@
-//! The status ruleop writes on a parent against its CRD: the status subresource must exist
-//! and every field ruleop writes must survive the API server's pruning.
+//! The status ruleop writes on a parent against the parent's schema: the status subresource
+//! must exist, and what the schema does not let ruleop write is left out (said here, located
+//! in the rule file).
 
-use super::schema::{Seg, Walk, walk};
 use super::{CrdVersion, Finding, Severity};
-use crate::rule::CompiledRule;
+use crate::rule::{CompiledRule, Location};
+use crate::status_shape::{
+    CONDITIONS, JsonSchema, OBSERVED_GENERATION, OPTIONAL_CONDITION_KEYS, StatusShape,
+    is_builtin_group, rule_fields,
+};
 
-/// The fields of each condition ruleop writes (see `crate::status::merge_conditions`).
-const CONDITION_FIELDS: [&str; 6] = [
-    "type",
-    "status",
-    "reason",
-    "message",
-    "lastTransitionTime",
-    "observedGeneration",
-];
-
-fn field(name: &str) -> Seg {
-    Seg::Field(name.to_string())
-}
-
-/// Errors for status ruleop writes that `crd` would refuse or prune. Every rule writes the
-/// `Ready` condition and `observedGeneration`, so every rule needs the status subresource.
+/// Errors for status `crd` cannot take at all (no status subresource), warnings for what
+/// of ruleop's status its schema does not declare: ruleop leaves that out.
 pub(super) fn written_status(rule: &CompiledRule, crd: &CrdVersion) -> Vec<Finding> {
-    let at_parent = rule.spans.find("spec.parent");
-    let error = |location, message: String| Finding {
-        location,
-        severity: Severity::Error,
-        message,
-    };
     let mut out = Vec::new();
     if !crd.status_subresource {
-        out.push(error(
-            at_parent,
-            format!(
+        out.push(Finding {
+            location: rule.spans.find("spec.parent"),
+            severity: Severity::Error,
+            message: format!(
                 "{} has no status subresource: ruleop writes the parent's status (the Ready \
                  condition, observedGeneration) through /status, which would not exist; add \
                  `subresources: {{status: {{}}}}` to version {}",
                 crd.describe(),
                 crd.version
             ),
-        ));
+        });
     }
-    let pruned = |path: &[Seg]| matches!(walk(&crd.schema, path), Walk::Missing { .. });
+    // A version without a schema keeps everything.
+    if crd.schema.as_object().is_none_or(serde_json::Map::is_empty) {
+        return out;
+    }
+    let builtin = is_builtin_group(&rule.spec.parent.api_version);
+    let shape = StatusShape::decide(
+        &JsonSchema::new(&crd.schema, None),
+        builtin,
+        rule_fields(rule),
+    );
     let fix = "add it to the status properties (or set x-kubernetes-preserve-unknown-fields: true on status)";
+    let why = |name: &str| {
+        format!(
+            "the status schema of {} has no field `{name}`; {fix}",
+            crd.describe()
+        )
+    };
+    out.extend(omitted(rule, &shape, &crd.describe(), why));
+    out
+}
+
+/// Warnings for what of ruleop's status the built-in parent kind does not take: its status
+/// belongs to its own controller, ruleop adds only its conditions (when it can).
+pub fn builtin_status(rule: &CompiledRule, schemas: &crate::schema::KindSchemas) -> Vec<Finding> {
+    let parent = &rule.spec.parent;
+    let Some(schema) = schemas.schema_of(&parent.api_version, &parent.kind) else {
+        return Vec::new();
+    };
+    let shape = StatusShape::decide(&schema, true, rule_fields(rule));
+    let kind = &parent.kind;
+    let why = |_: &str| {
+        format!(
+            "{kind} is a built-in kind: its status belongs to its own controller, ruleop adds \
+             only its conditions there"
+        )
+    };
+    omitted(rule, &shape, kind, why)
+}
+
+/// A warning for each of ruleop's status keys `shape` leaves out; `why(name)` says why a
+/// status field is left out, `what` names the parent's schema.
+fn omitted(
+    rule: &CompiledRule,
+    shape: &StatusShape,
+    what: &str,
+    why: impl Fn(&str) -> String,
+) -> Vec<Finding> {
+    let at_parent = rule.spans.find("spec.parent");
+    let warn = |location: Location, message: String| Finding {
+        location,
+        severity: Severity::Warning,
+        message,
+    };
+    let mut out = Vec::new();
     let projected = rule
         .spec
         .status
@@ -57,55 +94,51 @@ pub(super) fn written_status(rule: &CompiledRule, crd: &CrdVersion) -> Vec<Findi
                 .map(|f| (f, format!("spec.status.onFailure.{f}"))),
         );
     for (name, at) in projected {
-        if pruned(&[field("status"), field(name)]) {
-            out.push(error(
+        if !shape.allows_field(name) {
+            out.push(warn(
                 rule.spans.find(&at),
-                format!(
-                    "status.{name} would be pruned: the status schema of {} has no field `{name}`; {fix}",
-                    crd.describe()
-                ),
+                format!("status.{name} is not written: {}", why(name)),
             ));
         }
     }
-    if pruned(&[field("status"), field("observedGeneration")]) {
-        out.push(error(
+    // A built-in kind's observedGeneration is its controller's: not written, by design.
+    if !shape.is_builtin() && !shape.allows_observed_generation() {
+        out.push(warn(
             at_parent,
             format!(
-                "status.observedGeneration (written by ruleop) would be pruned: the status \
-                 schema of {} has no field `observedGeneration`; {fix}",
-                crd.describe()
+                "status.{OBSERVED_GENERATION} (written by ruleop) is not written: {}",
+                why(OBSERVED_GENERATION)
             ),
         ));
     }
-    let conditions = [field("status"), field("conditions")];
-    if pruned(&conditions) {
-        out.push(error(
+    if !shape.allows_conditions() {
+        let reason = if shape.is_builtin() {
+            format!(
+                "the status of {what} has no conditions list keyed by `type` with `type` and \
+                 `status` fields that ruleop could add its own entries to"
+            )
+        } else {
+            format!("{}, with `type` and `status` in its items", why(CONDITIONS))
+        };
+        out.push(warn(
             at_parent,
             format!(
-                "status.conditions (written by ruleop) would be pruned: the status schema of {} \
-                 has no field `conditions`; {fix}",
-                crd.describe()
+                "status.{CONDITIONS} (the Ready condition and the rule's conditions) is not \
+                 written: {reason}"
             ),
         ));
     } else {
-        let lost: Vec<&str> = CONDITION_FIELDS
+        let lost: Vec<&str> = OPTIONAL_CONDITION_KEYS
             .into_iter()
-            .filter(|f| {
-                let mut path = conditions.to_vec();
-                path.extend([Seg::Item, field(f)]);
-                pruned(&path)
-            })
+            .filter(|k| !shape.allows_condition_key(k))
             .collect();
         if !lost.is_empty() {
-            out.push(error(
+            out.push(warn(
                 at_parent,
                 format!(
-                    "status.conditions[].{} (written by ruleop) would be pruned: the condition \
-                     items of {} do not declare it; declare every field ruleop writes in \
-                     status.conditions.items.properties (type, status, reason, message, \
-                     lastTransitionTime, observedGeneration)",
-                    lost.join(", "),
-                    crd.describe()
+                    "status.{CONDITIONS}[].{} (written by ruleop) is left out of each \
+                     condition: the condition items of {what} do not declare it",
+                    lost.join(", ")
                 ),
             ));
         }
@@ -136,7 +169,7 @@ mod tests {
     fn lines(found: &[Finding]) -> Vec<(usize, &str)> {
         found
             .iter()
-            .map(|f| (f.location.line, f.message.split(" would").next().unwrap()))
+            .map(|f| (f.location.line, f.message.split(" is not").next().unwrap()))
             .collect()
     }
 
@@ -147,20 +180,25 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_status_prunes_each_written_field() {
+    fn a_closed_status_leaves_out_each_written_field() {
         let found = written_status(&rule(), &crd(json!({"type": "object"}), false));
-        assert!(found.iter().all(|f| f.severity == Severity::Error));
+        // No subresource: nothing can be written. The rest is left out, with a warning.
+        assert_eq!(found[0].severity, Severity::Error);
         assert!(
             found[0].message.contains("has no status subresource"),
             "{found:?}"
         );
+        assert!(found[1..].iter().all(|f| f.severity == Severity::Warning));
         assert_eq!(
             lines(&found[1..]),
             [
                 (8, "status.height"),
                 (10, "status.phase"),
                 (5, "status.observedGeneration (written by ruleop)"),
-                (5, "status.conditions (written by ruleop)"),
+                (
+                    5,
+                    "status.conditions (the Ready condition and the rule's conditions)"
+                ),
             ]
         );
     }

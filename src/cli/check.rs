@@ -135,8 +135,17 @@ fn against_schema(
     }
     let parent = &rule.spec.parent;
     let (group, version) = rule::split_api_version(&parent.api_version);
-    if group.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+    if crate::status_shape::is_builtin_group(&parent.api_version) {
+        // A built-in parent: its status is its own controller's (the embedded schemas).
+        let warnings = KindSchemas::builtin()
+            .map(|schemas| check::builtin_status(rule, &schemas))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| (f.location, f.message))
+            .collect();
+        if group.is_empty() || matches!(crds.lookup(group, version, &parent.kind), Lookup::None) {
+            return Ok((Vec::new(), warnings));
+        }
     }
     match crds.lookup(group, version, &parent.kind) {
         Lookup::Found(crd) => {

@@ -11,7 +11,7 @@ use kube::core::GroupVersionKind;
 use serde_json::Value as Json;
 
 use super::CliError;
-use crate::controller::schemas::SchemaCache;
+use crate::controller::schemas::{ParentStatus, SchemaCache};
 use crate::livediff::{self, ParentDiff};
 use crate::meta;
 use crate::plan::{self, Action, Input};
@@ -171,6 +171,7 @@ pub async fn diff(args: &DiffArgs, out: &mut impl Write) -> Result<bool, CliErro
         .for_children(
             &rule.name,
             child_kinds.iter().map(|k| k.resource.clone()).collect(),
+            Some(ParentStatus::of(&rule, parent_kind.resource.clone())),
         )
         .await
         .current();

@@ -159,7 +159,14 @@ impl Controller {
             .filter(|(role, _)| *role == Role::Child)
             .map(|(_, r)| r.resource.clone())
             .collect();
-        let schemas = self.schemas.for_children(&name, child_kinds).await;
+        let parent_status = kinds
+            .iter()
+            .find(|(role, _)| *role == Role::Parent)
+            .map(|(_, r)| super::schemas::ParentStatus::of(&loaded.rule, r.resource.clone()));
+        let schemas = self
+            .schemas
+            .for_children(&name, child_kinds, parent_status)
+            .await;
         let active = Arc::new(ActiveRule {
             loaded: loaded.clone(),
             parent,

@@ -10,6 +10,7 @@ use kube::api::ApiResource;
 use serde_json::Value as Json;
 
 use crate::openapi::{Document, Schemas};
+use crate::rule::CompiledRule;
 
 /// The index of OpenAPI v3 documents.
 const INDEX: &str = "/openapi/v3";
@@ -54,6 +55,51 @@ struct ChildState {
     known: Arc<Schemas>,
     missing: Vec<ApiResource>,
     attempts: u32,
+    /// The parent kind, until the shape of its status is decided.
+    parent: Option<ParentStatus>,
+}
+
+/// What decides the shape of a rule's status on its parent: the parent kind (its schema is
+/// fetched with the child kinds') and the rule's status fields.
+pub struct ParentStatus {
+    resource: ApiResource,
+    builtin: bool,
+    fields: Vec<String>,
+}
+
+impl ParentStatus {
+    /// `rule`'s status on its parent kind `resource`.
+    pub fn of(rule: &CompiledRule, resource: ApiResource) -> Self {
+        Self {
+            builtin: crate::status_shape::is_builtin_group(&rule.spec.parent.api_version),
+            fields: crate::status_shape::rule_fields(rule)
+                .map(str::to_string)
+                .collect(),
+            resource,
+        }
+    }
+}
+
+impl ChildState {
+    /// Decides the parent's status shape once its schema is known.
+    fn decide_status(&mut self) {
+        let Some(parent) = &self.parent else { return };
+        let Some(schema) = self
+            .known
+            .get(&parent.resource.api_version, &parent.resource.kind)
+        else {
+            return;
+        };
+        let shape = crate::status_shape::StatusShape::decide(
+            &schema.root(),
+            parent.builtin,
+            parent.fields.iter().map(String::as_str),
+        );
+        let mut known = (*self.known).clone();
+        known.set_status_shape(shape);
+        self.known = Arc::new(known);
+        self.parent = None;
+    }
 }
 
 impl ChildSchemas {
@@ -69,6 +115,7 @@ impl ChildSchemas {
             known: Arc::default(),
             missing: Vec::new(),
             attempts: 0,
+            parent: None,
         }))
     }
 
@@ -109,14 +156,28 @@ impl SchemaCache {
             })
     }
 
-    /// The schemas of a rule's child kinds.
-    pub async fn for_children(&self, rule: &str, kinds: Vec<ApiResource>) -> ChildSchemas {
+    /// The schemas of a rule's child kinds, and (when `parent` is given) the shape of its
+    /// status on the parent kind (the status is then written only as that schema allows).
+    pub async fn for_children(
+        &self,
+        rule: &str,
+        mut kinds: Vec<ApiResource>,
+        parent: Option<ParentStatus>,
+    ) -> ChildSchemas {
+        if let Some(p) = &parent
+            && !kinds.contains(&p.resource)
+        {
+            kinds.push(p.resource.clone());
+        }
         let (known, missing) = self.fetch(rule, &kinds).await;
-        ChildSchemas(Mutex::new(ChildState {
+        let mut state = ChildState {
             known: Arc::new(known),
             missing,
             attempts: 0,
-        }))
+            parent,
+        };
+        state.decide_status();
+        ChildSchemas(Mutex::new(state))
     }
 
     /// Looks again for the schemas still missing (a CRD's schema is published a moment
@@ -136,6 +197,7 @@ impl SchemaCache {
         known.extend(found);
         s.known = Arc::new(known);
         s.missing = still;
+        s.decide_status();
     }
 
     /// The schemas of `kinds` that are published, and the kinds without one (logged).

@@ -9,11 +9,9 @@ use serde_json::Value as Json;
 
 use super::child::{check_namespace, is_namespace, render_child};
 use super::duplicates::cleanup_free;
+use super::parent_status::{previous_fields, set_status};
 use super::view::View;
-use super::{
-    Deletion, EventType, FinalizerChange, Input, Plan, PlanEvent, normal, previous_fields, reason,
-    set_status,
-};
+use super::{Deletion, EventType, FinalizerChange, Input, Plan, PlanEvent, normal, reason};
 use crate::meta::{self, ObjectKey};
 use crate::rule::{Child, CompiledRule, DeletionPolicy, ReplicaDeletion, UpdateStrategy};
 use crate::scale;
@@ -38,11 +36,12 @@ pub(super) fn finalize(
         return plan;
     };
     let deleting = |plan: &mut Plan, message: String, after: Duration| {
+        let fields = previous_fields(rule, input.parent, &plan.status_shape);
         set_status(
             rule,
             input,
             plan,
-            previous_fields(rule, input.parent),
+            fields,
             &[Condition::unmet(READY, reason::DELETING, message)],
         );
         plan.requeue_after = Some(after);

@@ -104,6 +104,7 @@ pub(super) fn is_quiet(plan: &Plan) -> bool {
 fn outcome(plan: &Plan) -> Plan {
     Plan {
         owned_status: plan.owned_status.clone(),
+        status_shape: plan.status_shape.clone(),
         requeue_after: plan.requeue_after,
         ..Plan::default()
     }

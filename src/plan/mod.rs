@@ -13,6 +13,7 @@ mod finalize;
 mod lookup;
 mod memo;
 mod ownership;
+mod parent_status;
 mod ready;
 mod rollout;
 mod uptodate;
@@ -31,6 +32,7 @@ use crate::meta::{self, ObjectKey};
 use crate::openapi::Schemas;
 use crate::rule::{CompiledRule, Scope, UpdateStrategy};
 use crate::status::{self, Condition, READY};
+use crate::status_shape::StatusShape;
 use crate::template::{TemplateError, from_json, shared_json};
 use child::{check_namespace, is_namespace, plan_child};
 use finalize::finalize;
@@ -177,6 +179,10 @@ pub struct Plan {
     /// actor sets a condition of its own (an API error, a conflict found while writing).
     #[serde(skip)]
     pub owned_status: Json,
+    /// What of ruleop's status the parent's schema allows: the actor's own status writes
+    /// (an API error shown on the parent) keep to it too.
+    #[serde(skip)]
+    pub status_shape: Arc<StatusShape>,
     /// Events to record.
     pub events: Vec<PlanEvent>,
     /// Finalizer change.
@@ -277,9 +283,11 @@ pub fn plan_remembered(rule: &CompiledRule, input: Input<'_>) -> Plan {
 /// Plans one parent.
 pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
     let parent = input.parent;
+    let status_shape = parent_status::shape(&input);
     let mut plan = Plan {
         requeue_after: rule.resync,
-        owned_status: current_status(rule, parent),
+        owned_status: parent_status::current_status(rule, parent, &status_shape),
+        status_shape,
         ..Plan::default()
     };
     let view = match View::new(rule, &input) {
@@ -504,7 +512,7 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
             return fail(plan, f);
         }
     };
-    set_status(rule, &input, &mut plan, fields, &conditions);
+    parent_status::set_status(rule, &input, &mut plan, fields, &conditions);
     plan
 }
 
@@ -546,9 +554,9 @@ fn failed_with(
         message: failure.message.clone(),
         related: None,
     });
-    let mut fields = previous_fields(rule, input.parent);
+    let mut fields = parent_status::previous_fields(rule, input.parent, &plan.status_shape);
     fields.extend(extra);
-    set_status(
+    parent_status::set_status(
         rule,
         input,
         &mut plan,
@@ -561,106 +569,6 @@ fn failed_with(
     );
     plan.failure = Some(failure);
     plan
-}
-
-/// The parent's current values of the rule's status fields (kept as they are when a plan
-/// cannot project new ones).
-fn previous_fields(rule: &CompiledRule, parent: &Json) -> Map<String, Json> {
-    let previous = parent.get("status");
-    rule.spec
-        .status
-        .fields
-        .keys()
-        .filter_map(|f| Some((f.clone(), previous?.get(f)?.clone())))
-        .collect()
-}
-
-/// The condition types ruleop writes for this rule: `Ready` and the declared ones.
-fn condition_types(rule: &CompiledRule) -> impl Iterator<Item = &str> {
-    std::iter::once(READY).chain(rule.spec.status.conditions.iter().map(|c| c.type_.as_str()))
-}
-
-/// The parent's conditions of the given types, as they are.
-fn previous_conditions<'a>(parent: &Json, types: impl Iterator<Item = &'a str>) -> Vec<Json> {
-    let previous = parent
-        .pointer("/status/conditions")
-        .and_then(Json::as_array);
-    types
-        .filter_map(|t| {
-            previous?
-                .iter()
-                .find(|c| c.get("type").and_then(Json::as_str) == Some(t))
-                .cloned()
-        })
-        .collect()
-}
-
-/// ruleop's part of the parent's status as it is now.
-fn current_status(rule: &CompiledRule, parent: &Json) -> Json {
-    let mut owned = previous_fields(rule, parent);
-    let conditions = previous_conditions(parent, condition_types(rule));
-    if !conditions.is_empty() {
-        owned.insert("conditions".into(), Json::Array(conditions));
-    }
-    if let Some(g) = parent.pointer("/status/observedGeneration") {
-        owned.insert("observedGeneration".into(), g.clone());
-    }
-    Json::Object(owned)
-}
-
-/// Builds ruleop's part of the status and keeps it for writing only if it differs from the
-/// parent's: a projected value or condition changed, or a status field of the rule is no
-/// longer projected (writing without it removes it). Other writers' fields do not count.
-fn set_status(
-    rule: &CompiledRule,
-    input: &Input<'_>,
-    plan: &mut Plan,
-    mut fields: Map<String, Json>,
-    conditions: &[Condition],
-) {
-    let previous = input.parent.get("status");
-    let generation = input
-        .parent
-        .pointer("/metadata/generation")
-        .and_then(Json::as_i64);
-    let mut merged = status::merge_conditions(
-        previous.and_then(|s| s.get("conditions")),
-        conditions,
-        generation,
-        input.now,
-    );
-    // ruleop's other conditions (a declared one a failed plan did not evaluate) stay as
-    // they are: leaving them out of the apply would remove them.
-    let computed = |t: &str| conditions.iter().any(|c| c.type_ == t);
-    merged.extend(previous_conditions(
-        input.parent,
-        condition_types(rule).filter(|t| !computed(t)),
-    ));
-    fields.insert("conditions".into(), Json::Array(merged));
-    if let Some(g) = generation {
-        fields.insert("observedGeneration".into(), json!(g));
-    }
-    let was_ready = status::condition_status(previous, READY);
-    if let Some(ready) = conditions.iter().find(|c| c.type_ == READY)
-        && was_ready != Some(ready.status)
-        && ready.status
-    {
-        plan.events.push(normal(
-            "Ready",
-            format!("{} is ready", meta::kind(input.parent)),
-        ));
-    }
-    let dropped = rule
-        .spec
-        .status
-        .fields
-        .keys()
-        .any(|f| !fields.contains_key(f) && previous.is_some_and(|p| p.get(f).is_some()));
-    let new = Json::Object(fields);
-    if dropped || status::differs(previous, &new) {
-        plan.status = Some(new.clone());
-    }
-    plan.owned_status = new;
 }
 
 #[cfg(test)]

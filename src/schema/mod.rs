@@ -10,6 +10,7 @@ use serde_json::{Map, Value as Json};
 use crate::check::CrdVersion;
 use crate::meta;
 use crate::rule::split_api_version;
+use crate::status_shape::JsonSchema;
 pub use validate::{Dialect, Problem, Validator, Violation};
 
 /// The trimmed OpenAPI v3 schemas of the built-in kinds, written by `hack/openapi-snapshot.sh`.
@@ -139,6 +140,16 @@ impl KindSchemas {
     pub fn knows(&self, api_version: &str, kind: &str) -> bool {
         let key = gvk(api_version, kind);
         self.crds.contains_key(&key) || self.builtin.contains_key(&key)
+    }
+
+    /// The schema of `api_version`/`kind`, for the shape of a parent's status.
+    pub fn schema_of(&self, api_version: &str, kind: &str) -> Option<JsonSchema<'_>> {
+        let key = gvk(api_version, kind);
+        if let Some(schema) = self.crds.get(&key) {
+            return Some(JsonSchema::new(schema, None));
+        }
+        let component = self.components.get(self.builtin.get(&key)?)?;
+        Some(JsonSchema::new(component, Some(&self.components)))
     }
 
     /// Every violation of its kind's schema by `object`; `None` when the kind is unknown.
