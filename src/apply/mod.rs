@@ -27,7 +27,7 @@ use crate::meta::{self, ObjectKey};
 use crate::plan::{EventType, FinalizerChange, Plan, reason};
 use crate::rule::split_api_version;
 use crate::ssa;
-use crate::status::{self, Condition, READY};
+use crate::status;
 use crate::telemetry::Metrics;
 use children::ApplyResult;
 pub use error::{ActError, THROTTLED};
@@ -104,6 +104,13 @@ fn api_for(client: &Client, cache: &KindCache, namespace: &str) -> Api<DynamicOb
     }
 }
 
+/// Drops the plan's `Ready` Event: the actor found the parent not ready after all.
+fn drop_ready(events: &mut Vec<crate::plan::PlanEvent>) {
+    events.retain(|e| {
+        !(e.type_ == EventType::Normal && e.reason == reason::READY && e.related.is_none())
+    });
+}
+
 fn group_kind(api_version: &str, kind: &str) -> GroupKind {
     GroupKind {
         group: split_api_version(api_version).0.to_string(),
@@ -140,9 +147,10 @@ impl Actor {
 
         let mut applied_all = true;
         let mut conflict = false;
-        // Conflicts the API server revealed (the plan could not see the object): added to
-        // the plan's `Ready` message.
-        let mut found: Vec<String> = Vec::new();
+        // Every child left alone for a conflict, in plan order, and whether the API server
+        // revealed one the plan could not see (then `Ready` names them all, as the plan does).
+        let mut conflicts: Vec<String> = Vec::new();
+        let mut found = false;
         // Namespaces found to be someone else's: nothing is applied inside them.
         let mut foreign: Vec<String> = Vec::new();
         for desired in &plan.apply {
@@ -168,22 +176,24 @@ impl Actor {
                 Ok(ApplyResult::Skipped) => {
                     applied_all = false;
                     conflict = true;
+                    conflicts.push(ObjectKey::of(&desired.object).to_string());
                 }
                 Ok(ApplyResult::Conflict(message)) => {
                     applied_all = false;
                     conflict = true;
+                    found = true;
                     let key = ObjectKey::of(&desired.object);
+                    conflicts.push(key.to_string());
                     events.retain(|e| !(e.reason == "Created" && e.related.as_ref() == Some(&key)));
                     // Said once, when it appears, not on every retry while it lasts.
                     if !status::conflict_shown(parent.get("status"), &key.to_string()) {
                         events.push(crate::plan::PlanEvent {
                             type_: EventType::Warning,
                             reason: reason::CONFLICT.into(),
-                            message: message.clone(),
+                            message,
                             related: Some(key),
                         });
                     }
-                    found.push(message);
                 }
                 Err(e) => {
                     events.retain(|ev| ev.type_ == EventType::Warning);
@@ -207,23 +217,19 @@ impl Actor {
             events.retain(|e| e.reason != "Deleted");
         }
 
-        let found_conflict = (!found.is_empty()).then(|| {
-            let planned =
-                status::condition_message(Some(&plan.owned_status), READY, reason::CONFLICT);
-            let message = planned
-                .into_iter()
-                .chain(found)
-                .collect::<Vec<_>>()
-                .join("; ");
-            Condition::unmet(READY, reason::CONFLICT, message)
-        });
+        let found_conflict = found.then(|| crate::plan::conflict_condition(&conflicts));
         let generation = parent
             .pointer("/metadata/generation")
             .and_then(Json::as_i64);
         let previous = parent.get("status");
+        if found_conflict.is_some() {
+            // The plan could not see the conflict: it may have found the parent ready.
+            drop_ready(&mut events);
+        }
         let new_status = match &found_conflict {
             Some(condition) => Some(status::with_condition(
                 Some(&plan.owned_status),
+                previous,
                 condition,
                 generation,
                 Timestamp::now(),

@@ -4,13 +4,16 @@ use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value as Json, json};
 
-use super::error::{ActError, is_not_found};
+use super::error::{ActError, INVALID, is_not_found};
 use super::{Actor, PERMANENT_RETRY, REPORT_AFTER_FAILURES, Report, Target};
 use crate::controller::queue::Outcome;
 use crate::meta::{self, ObjectKey};
-use crate::plan::EventType;
+use crate::plan::{EventType, reason};
 use crate::ssa;
 use crate::status::{self, Condition, READY};
+
+/// The verb of a failed status write.
+const STATUS_VERB: &str = "update status of";
 
 impl Actor {
     /// Reports an API failure on the parent: `Ready=False` with the server's message (set
@@ -43,20 +46,47 @@ impl Actor {
             let generation = parent
                 .pointer("/metadata/generation")
                 .and_then(Json::as_i64);
-            let condition = Condition::unmet(READY, error.reason(), message.clone());
-            let new_status =
-                status::with_condition(Some(owned), &condition, generation, Timestamp::now());
-            if status::differs(parent.get("status"), &new_status)
+            let stored = parent.get("status");
+            let (condition, new_status) = if error.verb == STATUS_VERB && error.reason() == INVALID
+            {
+                // The status ruleop computed is what was refused (its CRD does not match the
+                // rule): only `Ready` is applied, saying so, so the parent does not keep
+                // showing an old `Ready=True`.
+                let condition = Condition::unmet(READY, reason::STATUS_REFUSED, message.clone());
+                let conditions = status::merge_conditions(
+                    stored.and_then(|s| s.get("conditions")),
+                    std::slice::from_ref(&condition),
+                    generation,
+                    Timestamp::now(),
+                );
+                (condition, json!({"conditions": conditions}))
+            } else {
+                let condition = Condition::unmet(READY, error.reason(), message.clone());
+                let new_status = status::with_condition(
+                    Some(owned),
+                    stored,
+                    &condition,
+                    generation,
+                    Timestamp::now(),
+                );
+                (condition, new_status)
+            };
+            if status::differs(stored, &new_status)
                 && let Err(e) = self.write_status(parent_api, parent, &new_status).await
             {
-                tracing::warn!(error = %e, "cannot write status");
+                // Even that refused: the Warning below and this line are all that shows it.
+                tracing::warn!(kind = meta::kind(parent), namespace = meta::namespace(parent), name = meta::name(parent), error = %e, "cannot write status");
             }
-            events.push(crate::plan::PlanEvent {
-                type_: EventType::Warning,
-                reason: error.reason().into(),
-                message,
-                related: None,
-            });
+            super::drop_ready(&mut events);
+            // Said once, when the parent first shows it, not on every retry while it lasts.
+            if !status::condition_shown(stored, &condition) {
+                events.push(crate::plan::PlanEvent {
+                    type_: EventType::Warning,
+                    reason: condition.reason.clone(),
+                    message,
+                    related: None,
+                });
+            }
             self.publish(parent, &events).await;
         }
         Report {
@@ -87,7 +117,7 @@ impl Actor {
             .apply_json(api, meta::name(parent), &body, true)
             .await
             .map_err(|e| ActError {
-                verb: "update status of",
+                verb: STATUS_VERB,
                 object: ObjectKey::of(parent).to_string(),
                 source: e,
             })?;
