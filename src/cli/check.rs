@@ -20,7 +20,7 @@ pub struct CheckArgs {
     /// CustomResourceDefinition files or directories (repeatable): the parents' schemas.
     #[arg(long)]
     pub crd: Vec<PathBuf>,
-    /// Read the parents' CRDs from the cluster (`--crd` files take precedence).
+    /// Also check against the parents' CRDs the cluster serves (samples: `--crd` files first).
     #[arg(long)]
     pub cluster: bool,
     /// Path of the kubeconfig, with `--cluster` (default: $KUBECONFIG, ~/.kube/config).
