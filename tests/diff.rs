@@ -133,14 +133,14 @@ async fn diff_shows_the_exact_changes_and_writes_nothing() {
     let mark = audit::Mark::now();
 
     // The parent in Conflict included: diff plans the very condition the controller wrote.
+    let conflict = format!(
+        "  ! conflict ConfigMap/{ns}/d-index: exists and is not owned by this parent; left alone\n"
+    );
     let (code, out, err) = diff(&rules().join("shelf.yaml"), &ns);
     assert_eq!(code, 0, "no change: exit 0\n{out}{err}");
     assert_eq!(
         out,
-        format!(
-            "Shelf/{ns}/d:\n  ! conflict ConfigMap/{ns}/d-index: exists and is not owned by this parent; left alone\n\
-             0 of 4 parents change: 1 ConfigMap in conflict\n"
-        ),
+        format!("Shelf/{ns}/d:\n{conflict}0 of 4 parents change: 1 ConfigMap in conflict\n"),
         "{err}"
     );
 
@@ -157,15 +157,12 @@ async fn diff_shows_the_exact_changes_and_writes_nothing() {
     let (code, out, err) = diff(&changed, &ns);
     assert_eq!(code, 1, "changes: exit 1\n{out}{err}");
     let field = r#"      ~ data.label: "none" -> "unlabelled""#;
-    let conflict = format!(
-        "Shelf/{ns}/d:\n  ! conflict ConfigMap/{ns}/d-index: exists and is not owned by this parent; left alone\n"
-    );
     assert_eq!(
         out,
         format!(
             "Shelf/{ns}/a:\n  ~ update ConfigMap/{ns}/a-book-0\n{field}\n  ~ update ConfigMap/{ns}/a-book-1\n{field}\n\
              Shelf/{ns}/c:\n  ~ update ConfigMap/{ns}/c-book-0\n{field}\n\
-             Shelf/{ns}/d:\n  ~ update ConfigMap/{ns}/d-book-0\n{field}\n  ! conflict ConfigMap/{ns}/d-index: exists and is not owned by this parent; left alone\n\
+             Shelf/{ns}/d:\n  ~ update ConfigMap/{ns}/d-book-0\n{field}\n{conflict}\
              3 of 4 parents change: 1 ConfigMap in conflict, 4 ConfigMaps updated\n"
         ),
         "{err}"
