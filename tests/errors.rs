@@ -327,6 +327,14 @@ async fn a_refused_status_shows_on_the_parent() {
         .count(),
         1
     );
+    // The CRD fixed (its status open): the parent is retried soon, not in 5 minutes, with
+    // nothing else changing.
+    install_crd(&env, &group, &widget(&group, "").0);
+    wait_for("Ready=True once the CRD takes the status", T, || async {
+        support::operator::ready(&env, &widgets, "w").0 == "True"
+            && jsonpath(&env, &widgets, "w", "{.status.count}") == "1"
+    })
+    .await;
 }
 
 /// `--events warnings`: a parent's progress (its child created, Ready) records no Event, a

@@ -1,5 +1,7 @@
 //! Writes to the parent: ruleop's part of its status, its finalizer, a failure reported on it.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value as Json, json};
@@ -14,6 +16,9 @@ use crate::status::{self, Condition, READY};
 
 /// The verb of a failed status write.
 const STATUS_VERB: &str = "update status of";
+
+/// How soon a parent whose status was refused as invalid is tried again.
+const STATUS_REFUSED_RETRY: Duration = Duration::from_secs(20);
 
 impl Actor {
     /// Reports an API failure on the parent: `Ready=False` with the server's message (set
@@ -30,6 +35,7 @@ impl Actor {
     ) -> Report {
         let parent = target.parent;
         let transient = error.is_transient();
+        let refused = error.verb == STATUS_VERB && error.reason() == INVALID;
         let message = error.message();
         if error.is_race() && target.failures < REPORT_AFTER_FAILURES {
             // Expected races (a cache a moment behind): worth a warning, not an error yet.
@@ -47,8 +53,7 @@ impl Actor {
                 .pointer("/metadata/generation")
                 .and_then(Json::as_i64);
             let stored = parent.get("status");
-            let (condition, new_status) = if error.verb == STATUS_VERB && error.reason() == INVALID
-            {
+            let (condition, new_status) = if refused {
                 // The status ruleop computed is what was refused (its CRD does not match the
                 // rule): only `Ready` is applied, saying so, so the parent does not keep
                 // showing an old `Ready=True`.
@@ -90,7 +95,11 @@ impl Actor {
             self.publish(parent, &events).await;
         }
         Report {
-            outcome: if transient {
+            // A refused status waits for its CRD to be fixed: no change of the parent says
+            // when, so it is tried again soon (one refused request, no write, each time).
+            outcome: if refused {
+                Outcome::Ok(Some(STATUS_REFUSED_RETRY))
+            } else if transient {
                 error
                     .retry_after()
                     .map_or(Outcome::Retry, Outcome::RetryAfter)
