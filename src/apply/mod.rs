@@ -94,6 +94,10 @@ pub struct Actor {
     recorder: Arc<Recorder>,
     events: EventLevel,
     applied: AppliedMemo,
+    /// The conditions ruleop last wrote to each parent's status (by uid), until the parent's
+    /// cached copy shows them: a reconcile on a copy a moment behind must not announce again
+    /// what the write already showed.
+    written: std::sync::Mutex<HashMap<String, Json>>,
 }
 
 fn api_for(client: &Client, cache: &KindCache, namespace: &str) -> Api<DynamicObject> {
@@ -128,6 +132,7 @@ impl Actor {
             recorder,
             events,
             applied: AppliedMemo::default(),
+            written: std::sync::Mutex::default(),
         }
     }
 
@@ -136,6 +141,20 @@ impl Actor {
         let parent = target.parent;
         let parent_api = api_for(&self.client, target.parent_kind, meta::namespace(parent));
         let mut events = plan.events.clone();
+        let written = self.written_conditions(parent);
+        if let Some(f) = &plan.failure {
+            // Announced by the plan because the cached parent does not show it yet, though
+            // ruleop's last status write did.
+            let shown = status::Condition::unmet(status::READY, &f.reason, f.message.clone());
+            if status::condition_shown(written.as_ref(), &shown) {
+                events.retain(|e| {
+                    !(e.type_ == EventType::Warning
+                        && e.related.is_none()
+                        && e.reason == f.reason
+                        && e.message == f.message)
+                });
+            }
+        }
 
         if plan.finalizer == FinalizerChange::Add
             && let Err(e) = self.set_finalizer(&parent_api, parent, true).await

@@ -53,6 +53,7 @@ impl Actor {
                 .pointer("/metadata/generation")
                 .and_then(Json::as_i64);
             let stored = parent.get("status");
+            let written = self.written_conditions(parent);
             let (condition, new_status) = if refused {
                 // The status ruleop computed is what was refused (its CRD does not match the
                 // rule): only `Ready` is applied, saying so, so the parent does not keep
@@ -84,7 +85,9 @@ impl Actor {
             }
             super::drop_ready(&mut events);
             // Said once, when the parent first shows it, not on every retry while it lasts.
-            if !status::condition_shown(stored, &condition) {
+            if !status::condition_shown(stored, &condition)
+                && !status::condition_shown(written.as_ref(), &condition)
+            {
                 events.push(crate::plan::PlanEvent {
                     type_: EventType::Warning,
                     reason: condition.reason.clone(),
@@ -130,6 +133,12 @@ impl Actor {
                 object: ObjectKey::of(parent).to_string(),
                 source: e,
             })?;
+        if let Some(conditions) = new.get("conditions") {
+            self.written_lock().insert(
+                meta::uid(parent).to_string(),
+                json!({"conditions": conditions}),
+            );
+        }
         // Status written by earlier versions with merge patches is still owned by ruleop's
         // Update entry: fold it in once, so fields no longer projected can be removed.
         if let Some(patch) = ssa::fold_update_entries(&written, "status") {
@@ -146,6 +155,25 @@ impl Actor {
             }
         }
         Ok(())
+    }
+
+    /// The conditions ruleop last wrote to `parent`'s status, while its cached copy does not
+    /// show them yet (once it does they are forgotten).
+    pub(super) fn written_conditions(&self, parent: &Json) -> Option<Json> {
+        let mut written = self.written_lock();
+        let uid = meta::uid(parent);
+        let conditions = written.get(uid)?;
+        if !status::differs(parent.get("status"), conditions) {
+            written.remove(uid);
+            return None;
+        }
+        Some(conditions.clone())
+    }
+
+    fn written_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Json>> {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds or removes ruleop's finalizer on `parent`.
