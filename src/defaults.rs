@@ -1,10 +1,11 @@
 //! The defaults of a CRD's structural schema applied to an object, as the API server does
-//! on create, so `ruleop render --crd` plans a sample as the cluster would see it.
+//! on create, so `ruleop render`, `check --resource` and `test` plan a sample as the cluster
+//! would see it (the CRD given with `--crd`, else the rule's own `spec.crd`).
 
 use serde_json::{Map, Value as Json};
 
 use crate::meta;
-use crate::rule::split_api_version;
+use crate::rule::{CompiledRule, split_api_version};
 
 /// Why defaults could not be applied.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -57,6 +58,28 @@ pub fn apply_crd_defaults(crds: &[Json], object: &mut Json) -> Result<(), Defaul
         .clone();
     default_value(&schema, object);
     Ok(())
+}
+
+/// Applies the defaults the parent `object` of `rule` gets on the cluster: those of its CRD in
+/// `crds` (`--crd`) when one defines it, else those of the CRD the rule's `spec.crd`
+/// generates (what `ruleop crd` installs). An error only when CRDs were given, none defines
+/// the object and the rule has no `spec.crd`.
+pub fn apply_parent_defaults(
+    rule: &CompiledRule,
+    crds: &[Json],
+    object: &mut Json,
+) -> Result<(), DefaultsError> {
+    let given = apply_crd_defaults(crds, object);
+    if !matches!(given, Err(DefaultsError::NoCrd { .. })) {
+        return given;
+    }
+    match rule.spec.crd.as_ref().map(|_| crate::crd::generate(rule)) {
+        Some(Ok(own)) => apply_crd_defaults(std::slice::from_ref(&own), object),
+        // A `spec.crd` that cannot generate a CRD is reported by `check`; no defaults.
+        Some(Err(_)) => Ok(()),
+        None if crds.is_empty() => Ok(()),
+        None => given,
+    }
 }
 
 /// Fills `value`'s missing fields from `schema`'s `default`s, then descends into them.

@@ -125,6 +125,61 @@ fn subset(expected: &Json, actual: &Json, path: String, out: &mut Vec<Change>) {
     }
 }
 
+/// The fields a manager owns on `live` (its `managedFields` entry's `fieldsV1`, `owned`)
+/// that `rendered` no longer sets: applying `rendered` removes them. Keyed list entries
+/// (`k:`) are matched by their key fields, set entries (`v:`) by value; `old` is the live value.
+pub fn removed(owned: &Json, live: &Json, rendered: &Json) -> Vec<Change> {
+    let mut out = Vec::new();
+    owned_walk(owned, live, rendered, String::new(), &mut out);
+    out
+}
+
+fn owned_walk(owned: &Json, live: &Json, rendered: &Json, path: String, out: &mut Vec<Change>) {
+    let Some(owned) = owned.as_object() else {
+        return;
+    };
+    let gone = |p: String, old: Option<&Json>| Change {
+        path: p,
+        old: Some(old.cloned().unwrap_or(Json::Null)),
+        new: None,
+    };
+    for (k, sub) in owned {
+        if let Some(field) = k.strip_prefix("f:") {
+            let p = join(&path, field);
+            match rendered.get(field).filter(|v| !v.is_null()) {
+                Some(r) => owned_walk(sub, live.get(field).unwrap_or(&Json::Null), r, p, out),
+                None if live.get(field).is_some() => out.push(gone(p, live.get(field))),
+                None => {}
+            }
+        } else if let Some(key) = k.strip_prefix("k:") {
+            let Ok(Json::Object(key)) = serde_json::from_str::<Json>(key) else {
+                continue;
+            };
+            let matches = |e: &&Json| key.iter().all(|(f, v)| e.get(f) == Some(v));
+            let entries =
+                |list: &Json| list.as_array().into_iter().flatten().find(matches).cloned();
+            let shown: Vec<String> = key
+                .iter()
+                .map(|(f, v)| format!("{f}={}", short(v)))
+                .collect();
+            let p = format!("{path}[{}]", shown.join(","));
+            match (entries(rendered), entries(live)) {
+                (Some(r), l) => owned_walk(sub, &l.unwrap_or(Json::Null), &r, p, out),
+                (None, Some(l)) => out.push(gone(p, Some(&l))),
+                (None, None) => {}
+            }
+        } else if let Some(value) = k.strip_prefix("v:") {
+            let Ok(value) = serde_json::from_str::<Json>(value) else {
+                continue;
+            };
+            let has = |list: &Json| list.as_array().is_some_and(|a| a.contains(&value));
+            if !has(rendered) && has(live) {
+                out.push(gone(format!("{path}[{}]", short(&value)), Some(&value)));
+            }
+        }
+    }
+}
+
 /// A line diff of two texts: `-` lines only in `old`, `+` lines only in `new`, and up to
 /// `context` unchanged lines around each change (`...` marks skipped ones). Empty when equal.
 pub fn line_diff(old: &str, new: &str, context: usize) -> String {
@@ -219,6 +274,32 @@ mod tests {
             .map(|c| c.to_string())
             .collect();
         assert_eq!(m, ["~ b.c: [1] -> [1,2]", "- b.e: true"]);
+    }
+
+    #[test]
+    fn removed_lists_every_owned_field_the_rendering_no_longer_sets() {
+        let owned = json!({"f:data": {".": {}, "f:a": {}, "f:b": {}, "f:c": {}},
+            "f:spec": {"f:ports": {"k:{\"port\":80}": {"f:port": {}, "f:name": {}},
+                "k:{\"port\":81}": {"f:port": {}}}, "f:finalizers": {"v:\"x\"": {}}}});
+        let live = json!({"data": {"a": "1", "b": "2", "c": "3", "d": "other manager"},
+            "spec": {"ports": [{"port": 80, "name": "http"}, {"port": 81}], "finalizers": ["x"]}});
+        // `a` changes and `b` goes: both are told, not only the change.
+        let rendered = json!({"data": {"a": "9", "c": "3"},
+            "spec": {"ports": [{"port": 80}], "finalizers": []}});
+        let r: Vec<String> = removed(&owned, &live, &rendered)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(
+            r,
+            [
+                r#"- data.b: "2""#,
+                r#"- spec.finalizers["x"]: "x""#,
+                r#"- spec.ports[port=80].name: "http""#,
+                r#"- spec.ports[port=81]: {"port":81}"#,
+            ]
+        );
+        assert!(removed(&owned, &live, &live).is_empty());
     }
 
     #[test]

@@ -80,6 +80,20 @@ fn bookkeeping(change: &Change) -> bool {
     change.path == format!("metadata.annotations.{}", meta::HASH_ANNOTATION)
 }
 
+/// The fields ruleop's own apply owns on `live` (`fieldsV1` of its managed fields entry).
+fn applied_fields(live: &Json) -> Option<&Json> {
+    live.pointer("/metadata/managedFields")?
+        .as_array()?
+        .iter()
+        .find(|e| {
+            e.get("manager").and_then(Json::as_str) == Some(meta::FIELD_MANAGER)
+                && e.get("operation").and_then(Json::as_str) == Some("Apply")
+                && e.get("subresource")
+                    .is_none_or(|s| s.as_str().unwrap_or_default().is_empty())
+        })?
+        .get("fieldsV1")
+}
+
 /// The difference `plan` makes to `parent`, whose children and related objects are
 /// `observed`. An update lists the rendered fields whose live value differs.
 pub fn diff(parent: &Json, observed: &[Json], plan: &Plan) -> ParentDiff {
@@ -99,15 +113,20 @@ pub fn diff(parent: &Json, observed: &[Json], plan: &Plan) -> ParentDiff {
                     .unwrap_or(Json::Null);
                 // `missing(rendered, live)` reports rendered fields (old side) against the
                 // live ones; swap so changes read live → rendered.
-                let fields = jsondiff::missing(&d.object, &live)
+                let mut fields: Vec<Change> = jsondiff::missing(&d.object, &live)
                     .into_iter()
                     .map(|c| Change {
                         path: c.path,
                         old: c.new,
                         new: c.old,
                     })
-                    .filter(|c| !bookkeeping(c))
                     .collect();
+                // And the fields ruleop applied before that the rule no longer sets.
+                if let Some(owned) = applied_fields(&live) {
+                    fields.extend(jsondiff::removed(owned, &live, &d.object));
+                }
+                fields.retain(|c| !bookkeeping(c));
+                fields.sort_by(|a, b| a.path.cmp(&b.path));
                 ChildChange::Update(key, fields)
             }
         });
@@ -153,6 +172,8 @@ pub fn render(d: &ParentDiff) -> String {
             ChildChange::Update(k, fields) => {
                 let _ = writeln!(out, "  ~ update {k}");
                 if fields.is_empty() {
+                    // ruleop's managed fields were not readable: the rendering changed only
+                    // by what it no longer sets.
                     let _ = writeln!(out, "      (fields the rule no longer sets are removed)");
                 }
                 fields.iter().try_for_each(|f| writeln!(out, "      {f}"))

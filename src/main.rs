@@ -23,7 +23,8 @@ struct Args {
 enum Command {
     /// Validate rule files and directories, against their parents' CRDs when given.
     Check(cli::CheckArgs),
-    /// Plan one resource offline: print its child manifests, then the status.
+    /// Plan one resource offline: print its child manifests, then the status. Exits
+    /// non-zero when the plan fails (the status printed says why).
     Render {
         /// The rule file.
         #[arg(long)]
@@ -96,7 +97,7 @@ fn main() -> ExitCode {
             output,
             now,
         } => cli::render_with_crds(&rule, &resource, &observed, &crd, now, output, &mut out)
-            .map(|_| ()),
+            .and_then(cli::plan_succeeded),
         Command::Test { mut paths, update } => {
             if paths.is_empty() {
                 paths.push(PathBuf::from("rules"));

@@ -207,9 +207,13 @@ pub fn merge_conditions(
 }
 
 /// `status` (ruleop's part of a status) with `condition` set in place of the condition of
-/// its type; ruleop's other conditions are kept.
+/// its type; ruleop's other conditions are kept. The condition keeps its transition time
+/// from `stored` (the parent's status as the API server has it), not from `status`: a plan
+/// may have flipped it there, and a condition that never changed on the server must not
+/// look as if it just did.
 pub fn with_condition(
     status: Option<&Json>,
+    stored: Option<&Json>,
     condition: &Condition,
     generation: Option<i64>,
     now: Timestamp,
@@ -219,10 +223,15 @@ pub fn with_condition(
         .filter(Json::is_object)
         .unwrap_or_else(|| json!({}));
     let previous = status.and_then(|s| s.get("conditions"));
-    let merged = merge_conditions(previous, std::slice::from_ref(condition), generation, now)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    let merged = merge_conditions(
+        stored.and_then(|s| s.get("conditions")),
+        std::slice::from_ref(condition),
+        generation,
+        now,
+    )
+    .into_iter()
+    .next()
+    .unwrap_or_default();
     let mut conditions: Vec<Json> = previous
         .and_then(Json::as_array)
         .cloned()
@@ -317,19 +326,20 @@ pub fn conflict_shown(status: Option<&Json>, key: &str) -> bool {
         })
 }
 
-/// The message of condition `type_` in a status object, when its reason is `reason`.
-pub fn condition_message(status: Option<&Json>, type_: &str, reason: &str) -> Option<String> {
-    status?
-        .get("conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| {
-            c.get("type").and_then(Json::as_str) == Some(type_)
-                && c.get("reason").and_then(Json::as_str) == Some(reason)
-        })?
-        .get("message")?
-        .as_str()
-        .map(str::to_string)
+/// Whether a status already shows `condition` (same type, status, reason and message): what
+/// it says was announced when it was first written, and is not announced again.
+pub fn condition_shown(status: Option<&Json>, condition: &Condition) -> bool {
+    status
+        .and_then(|s| s.get("conditions"))
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .find(|c| c.get("type").and_then(Json::as_str) == Some(condition.type_.as_str()))
+        .is_some_and(|c| {
+            c.get("status").and_then(Json::as_str) == Some(status_word(condition.status))
+                && c.get("reason").and_then(Json::as_str) == Some(condition.reason.as_str())
+                && c.get("message").and_then(Json::as_str) == Some(condition.message.as_str())
+        })
 }
 
 /// The status of condition `type_` in a status object, if present.
@@ -415,6 +425,7 @@ mod tests {
         let two = json!({"conditions": [{"type": READY, "status": "True"}, {"type": "Available", "status": "True"}]});
         let set = with_condition(
             Some(&two),
+            None,
             &Condition::unmet(READY, "Conflict", "x"),
             None,
             t0,

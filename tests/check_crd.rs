@@ -345,3 +345,54 @@ fn what_a_parents_status_cannot_take_is_left_out_with_a_warning() {
         );
     }
 }
+
+/// A rule with its own `spec.crd` is also checked against every other CRD given for its
+/// parent: one that differs from what `ruleop crd` generates (a stale one installed) is an
+/// error naming that CRD's source; the generated one passes.
+#[test]
+fn a_crd_differing_from_the_rules_spec_crd_is_reported_with_its_source() {
+    let rule = root().join("tests/rules/check-resource/defaults/kettle.yaml");
+    let (ok, generated) =
+        cli::ruleop_stdout(&["crd".as_ref(), "--rule".as_ref(), rule.as_os_str()]);
+    assert!(ok, "{generated}");
+    let dir = tempfile::tempdir().unwrap();
+    let current = dir.path().join("current.yaml");
+    std::fs::write(&current, &generated).unwrap();
+    let (ok, lines) = ruleop(&[
+        "check".as_ref(),
+        rule.as_os_str(),
+        "--crd".as_ref(),
+        current.as_os_str(),
+    ]);
+    assert!(ok, "{lines:#?}");
+
+    let mut stale: serde_json::Value = serde_yaml::from_str(&generated).unwrap();
+    stale
+        .pointer_mut("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/litres")
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove("default")
+        .unwrap();
+    let file = dir.path().join("stale.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&stale).unwrap()).unwrap();
+    let (ok, lines) = ruleop(&[
+        "check".as_ref(),
+        rule.as_os_str(),
+        "--crd".as_ref(),
+        file.as_os_str(),
+    ]);
+    assert!(!ok, "{lines:#?}");
+    let errors: Vec<&String> = lines.iter().filter(|l| l.starts_with("error ")).collect();
+    assert_eq!(errors.len(), 1, "{lines:#?}");
+    // Located at spec.crd's first field, the line after `crd:`.
+    let spec_crd_line = line_of(&std::fs::read_to_string(&rule).unwrap(), "  crd:") + 1;
+    assert!(
+        errors[0].contains(&format!("kettle.yaml:{spec_crd_line}:"))
+            && errors[0].contains("stale.yaml")
+            && errors[0].contains("differs from the CRD spec.crd generates")
+            && errors[0].contains("litres.default"),
+        "{}",
+        errors[0]
+    );
+}

@@ -155,3 +155,22 @@ fn a_sample_whose_children_name_one_object_fails_the_check() {
         assert!(errors[0].contains(needle), "{needle} in {}", errors[0]);
     }
 }
+
+/// A sample that omits fields the rule's own `spec.crd` defaults is planned with those
+/// defaults offline, as the cluster stores it: `check --resource`, `render` and `test` pass.
+#[test]
+fn the_rules_own_crd_defaults_are_applied_offline() {
+    let rule = "tests/rules/check-resource/defaults/kettle.yaml";
+    let sample = "tests/rules/check-resource/defaults/sample.yaml";
+    let (ok, lines) = check(&[rule, "--resource", sample]);
+    assert!(ok, "{lines:#?}");
+    assert!(starting(&lines, "error ").is_empty(), "{lines:#?}");
+    let (ok, out) = cli::ruleop_stdout(&["render", "--rule", rule, "--resource", sample]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("litres: '2'") && out.contains("tea: green"),
+        "{out}"
+    );
+    let (ok, out) = cli::ruleop_stdout(&["test", "tests/rules/check-resource/defaults"]);
+    assert!(ok && out.contains("1 passed"), "{out}");
+}

@@ -99,19 +99,26 @@ async fn diff_shows_the_exact_changes_and_writes_nothing() {
     ]);
     let env = TestEnv::new("diff").await;
     let ns = env.ns.clone();
+    // Holds the name of shelf d's index: ConfigMaps are watched for ruleop's own objects
+    // only, so the controller finds the conflict when writing; diff looks the name up.
+    env.apply_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d-index}\ndata: {a: b}\n");
     let mut op = Operator::start_with_rules(&ns, &rules(), &[]);
     env.apply_yaml(
         "apiVersion: library.example.org/v1\nkind: Shelf\nmetadata: {name: a}\nspec: {books: [Dune, Emma]}\n---\n\
          apiVersion: library.example.org/v1\nkind: Shelf\nmetadata: {name: b}\nspec: {books: [Ulysses], label: classics}\n---\n\
-         apiVersion: library.example.org/v1\nkind: Shelf\nmetadata: {name: c}\nspec: {books: [Kim], index: true}\n",
+         apiVersion: library.example.org/v1\nkind: Shelf\nmetadata: {name: c}\nspec: {books: [Kim], index: true}\n---\n\
+         apiVersion: library.example.org/v1\nkind: Shelf\nmetadata: {name: d}\nspec: {books: [Emma], index: true}\n",
     );
-    let expected = ["a-book-0", "a-book-1", "b-book-0", "c-book-0", "c-index"];
+    let expected = [
+        "a-book-0", "a-book-1", "b-book-0", "c-book-0", "c-index", "d-book-0",
+    ];
     wait_for("every shelf's children and status", T, || async {
         managed_configmaps(&env) == expected
-            && ["a", "b", "c"].iter().all(|s| {
+            && ["a", "b", "c", "d"].iter().all(|s| {
                 env.try_kubectl(&["get", "shelf", s, "-o", "jsonpath={.status.books}"])
                     .is_ok_and(|b| !b.is_empty() && b != "0")
             })
+            && support::operator::ready(&env, "shelf", "d").1 == "Conflict"
     })
     .await;
     // Converged: stop the operator so that every write after the mark would be diff's.
@@ -125,9 +132,17 @@ async fn diff_shows_the_exact_changes_and_writes_nothing() {
     let before = versions(&env);
     let mark = audit::Mark::now();
 
+    // The parent in Conflict included: diff plans the very condition the controller wrote.
+    let conflict = format!(
+        "  ! conflict ConfigMap/{ns}/d-index: exists and is not owned by this parent; left alone\n"
+    );
     let (code, out, err) = diff(&rules().join("shelf.yaml"), &ns);
     assert_eq!(code, 0, "no change: exit 0\n{out}{err}");
-    assert_eq!(out, "0 of 3 parents change\n", "{err}");
+    assert_eq!(
+        out,
+        format!("Shelf/{ns}/d:\n{conflict}0 of 4 parents change: 1 ConfigMap in conflict\n"),
+        "{err}"
+    );
 
     // A template change that affects shelves without a label only.
     let dir = tempfile::tempdir().unwrap();
@@ -147,10 +162,34 @@ async fn diff_shows_the_exact_changes_and_writes_nothing() {
         format!(
             "Shelf/{ns}/a:\n  ~ update ConfigMap/{ns}/a-book-0\n{field}\n  ~ update ConfigMap/{ns}/a-book-1\n{field}\n\
              Shelf/{ns}/c:\n  ~ update ConfigMap/{ns}/c-book-0\n{field}\n\
-             2 of 3 parents change: 3 ConfigMaps updated\n"
+             Shelf/{ns}/d:\n  ~ update ConfigMap/{ns}/d-book-0\n{field}\n{conflict}\
+             3 of 4 parents change: 1 ConfigMap in conflict, 4 ConfigMaps updated\n"
         ),
         "{err}"
     );
+
+    // A field the rule no longer sets is listed beside a field that changes.
+    std::fs::write(
+        &changed,
+        std::fs::read_to_string(rules().join("shelf.yaml"))
+            .unwrap()
+            .replace(
+                "          label: {{ parent.spec.label | default(\"none\") }}\n",
+                "",
+            )
+            .replace(
+                "parent.spec.books[index] }}",
+                "parent.spec.books[index] | upper }}",
+            ),
+    )
+    .unwrap();
+    let (code, out, err) = diff(&changed, &ns);
+    assert_eq!(code, 1, "changes: exit 1\n{out}{err}");
+    let b = format!(
+        "Shelf/{ns}/b:\n  ~ update ConfigMap/{ns}/b-book-0\n      - data.label: \"classics\"\n      ~ data.title: \"Ulysses\" -> \"ULYSSES\"\nShelf/{ns}/c:"
+    );
+    assert!(out.contains(&b), "{out}{err}");
+    assert!(out.contains(&conflict), "{out}");
 
     // A broken rule is an error (exit 2), not a verdict.
     std::fs::write(&changed, "apiVersion: ruleop.dev/v1alpha1\nkind: Rule\n").unwrap();

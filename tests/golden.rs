@@ -126,3 +126,36 @@ fn render_with_the_crd_applies_its_defaults() {
     let (plan, _) = render_it(&[]).unwrap();
     assert_eq!(plan.failure.unwrap().reason, "RenderFailed");
 }
+
+/// `ruleop render` of a parent the rule refuses prints the plan (its status says why) and
+/// exits non-zero; a plan that succeeds exits 0.
+#[test]
+fn render_exits_non_zero_when_the_plan_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut parent = read_objects(&root().join("samples/nginxserver.yaml"))
+        .unwrap()
+        .remove(0);
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, serde_yaml::to_string(&parent).unwrap()).unwrap();
+    parent["spec"]["image"] = json!("nginx");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, serde_yaml::to_string(&parent).unwrap()).unwrap();
+    let rule = root().join("rules/nginxserver.yaml");
+    let render_it = |resource: &PathBuf| {
+        cli::ruleop_stdout(&[
+            "render".as_ref(),
+            "--rule".as_ref(),
+            rule.as_os_str(),
+            "--resource".as_ref(),
+            resource.as_os_str(),
+        ])
+    };
+    let (ok, out) = render_it(&good);
+    assert!(ok, "{out}");
+    let (ok, out) = render_it(&bad);
+    assert!(!ok, "a failed plan exits non-zero:\n{out}");
+    assert!(
+        out.contains("ImageTagRequired"),
+        "the plan is still printed:\n{out}"
+    );
+}

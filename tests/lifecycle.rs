@@ -163,6 +163,79 @@ async fn a_restart_with_nothing_changed_writes_nothing_and_records_no_event() {
     }
 }
 
+fn picket(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: lifecycle.test.ruleop.dev/v1\nkind: Picket\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+    )
+}
+
+/// `(reason, count)` of each Event about `name` (a series' count, 1 without one).
+fn event_counts(env: &TestEnv, name: &str) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = events_about(env, name)
+        .iter()
+        .map(|e| {
+            let reason = e["reason"].as_str().unwrap_or_default().to_string();
+            (reason, e["series"]["count"].as_i64().unwrap_or(1))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parents_in_conflict_or_refused_are_announced_once_and_restart_silently() {
+    install_roster_crd();
+    let env = TestEnv::new("e2e-restart-bad").await;
+    let dir = rules_dir(&[picket_rule()]);
+    // Holds the name of `held`'s post; ConfigMaps are watched for ruleop's own objects only,
+    // so the plan cannot see it: the conflict is found when writing.
+    env.apply_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held-post}\ndata: {a: b}\n");
+    let mut op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+    env.apply_yaml(&picket("held", "{size: 1}"));
+    env.apply_yaml(&picket("bad", "{colour: red}"));
+    let parents = [("picket", "held"), ("picket", "bad")];
+    wait_for("held in Conflict, bad refused", T, || async {
+        ready(&env, "picket", "held") == ("False".into(), "Conflict".into())
+            && ready(&env, "picket", "bad") == ("False".into(), "SizeRequired".into())
+    })
+    .await;
+    settle(&env).await;
+    // One occurrence each, one count: the status write that shows it reconciles the parent
+    // again, which must not announce it a second time; never ready, so no `Ready` Event.
+    assert_eq!(event_counts(&env, "held"), [("Conflict".to_string(), 1)]);
+    assert_eq!(event_counts(&env, "bad"), [("SizeRequired".to_string(), 1)]);
+    let before = state(&env, &parents);
+
+    for how in ["SIGTERM", "SIGKILL"] {
+        if how == "SIGTERM" {
+            op.stop();
+        } else {
+            op.kill();
+        }
+        let mark = Mark::now();
+        op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+        wait_for(
+            &format!("both parents reconciled after {how}"),
+            T,
+            || async { op.counter("ruleop_reconciles_total", "rule=\"picket\"") >= 2.0 },
+        )
+        .await;
+        tokio::time::sleep(IDLE).await;
+        let writes = operator_writes(&mark, &env.ns);
+        assert!(
+            writes.is_empty(),
+            "restart after {how} of parents in Conflict or refused writes nothing, no Event either:\n{}",
+            audit::describe(&writes)
+        );
+        assert_eq!(
+            state(&env, &parents),
+            before,
+            "after {how}: statuses (every lastTransitionTime) unchanged"
+        );
+    }
+    op.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parents_deleted_while_the_operator_is_down_are_cleaned_up_on_restart() {
     install_crds();

@@ -211,3 +211,32 @@ fn replanning_a_converged_parent_later_changes_nothing_and_keeps_transition_time
         "Ready held: its transition time stays"
     );
 }
+
+/// A `Picket` (tests/rules/lifecycle/picket.yaml) with `spec`, its status as stored.
+fn picket(spec: Json, status: Json) -> Json {
+    json!({"apiVersion": "lifecycle.test.ruleop.dev/v1", "kind": "Picket",
+        "metadata": {"name": "bad", "namespace": "ns", "uid": "u-bad", "generation": 1},
+        "spec": spec, "status": status})
+}
+
+#[test]
+fn a_failure_is_announced_once_when_it_first_shows_on_the_parent() {
+    let rule = rule_from(include_str!("rules/lifecycle/picket.yaml"));
+    let first = run(&rule, &picket(json!({}), json!({})), &[]);
+    assert_eq!(first.failure.as_ref().unwrap().reason, "SizeRequired");
+    let warnings: Vec<&str> = first.events.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(warnings, ["SizeRequired"]);
+    // Its status write reconciles the parent again (and so does a restart): the same
+    // failure, already shown on the parent, is not announced again, and nothing is written.
+    let shown = first.status.clone().unwrap();
+    let later = "2026-01-01T00:10:00Z".parse().unwrap();
+    let again = run_at(&rule, &picket(json!({}), shown.clone()), &[], later);
+    assert_eq!(again.failure.as_ref().unwrap().reason, "SizeRequired");
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert!(again.status.is_none(), "{:?}", again.status);
+    // Another failure (another message) is announced.
+    let mut other = shown;
+    other["conditions"][0]["message"] = json!("an older message");
+    let changed = run_at(&rule, &picket(json!({}), other), &[], later);
+    assert_eq!(changed.events.len(), 1, "{:?}", changed.events);
+}

@@ -34,12 +34,7 @@ impl Actor {
         };
         let parent_uid = meta::uid(target.parent);
         let rule = meta::label(&desired.object, meta::RULE_LABEL).unwrap_or_default();
-        let not_ours = || {
-            format!(
-                "{key} exists and is not owned by this {}; ruleop will not adopt or overwrite it",
-                meta::kind(target.parent)
-            )
-        };
+        let not_ours = || crate::plan::not_owned_message(&key, meta::kind(target.parent));
         let mut uid = desired.uid.clone();
         match desired.action {
             Action::UpToDate => return Ok(ApplyResult::Done),

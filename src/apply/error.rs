@@ -19,6 +19,9 @@ pub struct ActError {
     pub source: kube::Error,
 }
 
+/// The reason of a write the API server refused as invalid.
+pub const INVALID: &str = "Invalid";
+
 impl ActError {
     /// Whether a retry may succeed without anything changing.
     pub fn is_transient(&self) -> bool {
@@ -63,10 +66,10 @@ impl ActError {
         match &self.source {
             kube::Error::Api(s) if s.code == 429 => THROTTLED,
             kube::Error::Api(s) if s.code == 403 => "Forbidden",
-            kube::Error::Api(s) if s.code == 422 || s.code == 400 => "Invalid",
+            kube::Error::Api(s) if s.code == 422 || s.code == 400 => INVALID,
             kube::Error::Api(s) if s.code == 409 => "Conflict",
             kube::Error::Api(s) if s.message.contains("failed to create typed patch object") => {
-                "Invalid"
+                INVALID
             }
             _ => "ApplyFailed",
         }

@@ -27,7 +27,7 @@ use crate::meta::{self, ObjectKey};
 use crate::plan::{EventType, FinalizerChange, Plan, reason};
 use crate::rule::split_api_version;
 use crate::ssa;
-use crate::status::{self, Condition, READY};
+use crate::status;
 use crate::telemetry::Metrics;
 use children::ApplyResult;
 pub use error::{ActError, THROTTLED};
@@ -94,6 +94,10 @@ pub struct Actor {
     recorder: Arc<Recorder>,
     events: EventLevel,
     applied: AppliedMemo,
+    /// The conditions ruleop last wrote to each parent's status (by uid), until the parent's
+    /// cached copy shows them: a reconcile on a copy a moment behind must not announce again
+    /// what the write already showed.
+    written: std::sync::Mutex<HashMap<String, Json>>,
 }
 
 fn api_for(client: &Client, cache: &KindCache, namespace: &str) -> Api<DynamicObject> {
@@ -102,6 +106,13 @@ fn api_for(client: &Client, cache: &KindCache, namespace: &str) -> Api<DynamicOb
     } else {
         Api::all_with(client.clone(), &cache.resource)
     }
+}
+
+/// Drops the plan's `Ready` Event: the actor found the parent not ready after all.
+fn drop_ready(events: &mut Vec<crate::plan::PlanEvent>) {
+    events.retain(|e| {
+        !(e.type_ == EventType::Normal && e.reason == reason::READY && e.related.is_none())
+    });
 }
 
 fn group_kind(api_version: &str, kind: &str) -> GroupKind {
@@ -121,6 +132,7 @@ impl Actor {
             recorder,
             events,
             applied: AppliedMemo::default(),
+            written: std::sync::Mutex::default(),
         }
     }
 
@@ -129,6 +141,20 @@ impl Actor {
         let parent = target.parent;
         let parent_api = api_for(&self.client, target.parent_kind, meta::namespace(parent));
         let mut events = plan.events.clone();
+        let written = self.written_conditions(parent);
+        if let Some(f) = &plan.failure {
+            // Announced by the plan because the cached parent does not show it yet, though
+            // ruleop's last status write did.
+            let shown = status::Condition::unmet(status::READY, &f.reason, f.message.clone());
+            if status::condition_shown(written.as_ref(), &shown) {
+                events.retain(|e| {
+                    !(e.type_ == EventType::Warning
+                        && e.related.is_none()
+                        && e.reason == f.reason
+                        && e.message == f.message)
+                });
+            }
+        }
 
         if plan.finalizer == FinalizerChange::Add
             && let Err(e) = self.set_finalizer(&parent_api, parent, true).await
@@ -147,9 +173,10 @@ impl Actor {
 
         let mut applied_all = true;
         let mut conflict = false;
-        // Conflicts the API server revealed (the plan could not see the object): added to
-        // the plan's `Ready` message.
-        let mut found: Vec<String> = Vec::new();
+        // Every child left alone for a conflict, in plan order, and whether the API server
+        // revealed one the plan could not see (then `Ready` names them all, as the plan does).
+        let mut conflicts: Vec<String> = Vec::new();
+        let mut found = false;
         // Namespaces found to be someone else's: nothing is applied inside them.
         let mut foreign: Vec<String> = Vec::new();
         for desired in &plan.apply {
@@ -175,22 +202,24 @@ impl Actor {
                 Ok(ApplyResult::Skipped) => {
                     applied_all = false;
                     conflict = true;
+                    conflicts.push(ObjectKey::of(&desired.object).to_string());
                 }
                 Ok(ApplyResult::Conflict(message)) => {
                     applied_all = false;
                     conflict = true;
+                    found = true;
                     let key = ObjectKey::of(&desired.object);
+                    conflicts.push(key.to_string());
                     events.retain(|e| !(e.reason == "Created" && e.related.as_ref() == Some(&key)));
                     // Said once, when it appears, not on every retry while it lasts.
                     if !status::conflict_shown(parent.get("status"), &key.to_string()) {
                         events.push(crate::plan::PlanEvent {
                             type_: EventType::Warning,
                             reason: reason::CONFLICT.into(),
-                            message: message.clone(),
+                            message,
                             related: Some(key),
                         });
                     }
-                    found.push(message);
                 }
                 Err(e) => {
                     events.retain(|ev| ev.type_ == EventType::Warning);
@@ -228,23 +257,19 @@ impl Actor {
             events.retain(|e| e.reason != "Deleted");
         }
 
-        let found_conflict = (!found.is_empty()).then(|| {
-            let planned =
-                status::condition_message(Some(&plan.owned_status), READY, reason::CONFLICT);
-            let message = planned
-                .into_iter()
-                .chain(found)
-                .collect::<Vec<_>>()
-                .join("; ");
-            Condition::unmet(READY, reason::CONFLICT, message)
-        });
+        let found_conflict = found.then(|| crate::plan::conflict_condition(&conflicts));
         let generation = parent
             .pointer("/metadata/generation")
             .and_then(Json::as_i64);
         let previous = parent.get("status");
+        if found_conflict.is_some() {
+            // The plan could not see the conflict: it may have found the parent ready.
+            drop_ready(&mut events);
+        }
         let new_status = match &found_conflict {
             Some(condition) => Some(plan.status_shape.restrict(status::with_condition(
                 Some(&plan.owned_status),
+                previous,
                 condition,
                 generation,
                 Timestamp::now(),

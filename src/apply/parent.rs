@@ -1,17 +1,25 @@
 //! Writes to the parent: ruleop's part of its status, its finalizer, a failure reported on it.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value as Json, json};
 
-use super::error::{ActError, is_not_found};
+use super::error::{ActError, INVALID, is_not_found};
 use super::{Actor, PERMANENT_RETRY, REPORT_AFTER_FAILURES, Report, Target};
 use crate::controller::queue::Outcome;
 use crate::meta::{self, ObjectKey};
-use crate::plan::EventType;
+use crate::plan::{EventType, reason};
 use crate::ssa;
 use crate::status::{self, Condition, READY};
 use crate::status_shape::StatusShape;
+
+/// The verb of a failed status write.
+const STATUS_VERB: &str = "update status of";
+
+/// How soon a parent whose status was refused as invalid is tried again.
+const STATUS_REFUSED_RETRY: Duration = Duration::from_secs(20);
 
 impl Actor {
     /// Reports an API failure on the parent: `Ready=False` with the server's message (set
@@ -30,6 +38,7 @@ impl Actor {
     ) -> Report {
         let parent = target.parent;
         let transient = error.is_transient();
+        let refused = error.verb == STATUS_VERB && error.reason() == INVALID;
         let message = error.message();
         if error.is_race() && target.failures < REPORT_AFTER_FAILURES {
             // Expected races (a cache a moment behind): worth a warning, not an error yet.
@@ -46,28 +55,57 @@ impl Actor {
             let generation = parent
                 .pointer("/metadata/generation")
                 .and_then(Json::as_i64);
-            let condition = Condition::unmet(READY, error.reason(), message.clone());
-            let new_status = shape.restrict(status::with_condition(
-                Some(owned),
-                &condition,
-                generation,
-                Timestamp::now(),
-            ));
-            if status::differs(parent.get("status"), &new_status)
+            let stored = parent.get("status");
+            let written = self.written_conditions(parent);
+            let (condition, new_status) = if refused {
+                // The status ruleop computed is what was refused (its CRD does not match the
+                // rule): only `Ready` is applied, saying so, so the parent does not keep
+                // showing an old `Ready=True`.
+                let condition = Condition::unmet(READY, reason::STATUS_REFUSED, message.clone());
+                let conditions = status::merge_conditions(
+                    stored.and_then(|s| s.get("conditions")),
+                    std::slice::from_ref(&condition),
+                    generation,
+                    Timestamp::now(),
+                );
+                (condition, shape.restrict(json!({"conditions": conditions})))
+            } else {
+                let condition = Condition::unmet(READY, error.reason(), message.clone());
+                let new_status = shape.restrict(status::with_condition(
+                    Some(owned),
+                    stored,
+                    &condition,
+                    generation,
+                    Timestamp::now(),
+                ));
+                (condition, new_status)
+            };
+            if status::differs(stored, &new_status)
                 && let Err(e) = self.write_status(parent_api, parent, &new_status).await
             {
-                tracing::warn!(error = %e, "cannot write status");
+                // Even that refused: the Warning below and this line are all that shows it.
+                tracing::warn!(kind = meta::kind(parent), namespace = meta::namespace(parent), name = meta::name(parent), error = %e, "cannot write status");
             }
-            events.push(crate::plan::PlanEvent {
-                type_: EventType::Warning,
-                reason: error.reason().into(),
-                message,
-                related: None,
-            });
+            super::drop_ready(&mut events);
+            // Said once, when the parent first shows it, not on every retry while it lasts.
+            if !status::condition_shown(stored, &condition)
+                && !status::condition_shown(written.as_ref(), &condition)
+            {
+                events.push(crate::plan::PlanEvent {
+                    type_: EventType::Warning,
+                    reason: condition.reason.clone(),
+                    message,
+                    related: None,
+                });
+            }
             self.publish(parent, &events).await;
         }
         Report {
-            outcome: if transient {
+            // A refused status waits for its CRD to be fixed: no change of the parent says
+            // when, so it is tried again soon (one refused request, no write, each time).
+            outcome: if refused {
+                Outcome::Ok(Some(STATUS_REFUSED_RETRY))
+            } else if transient {
                 error
                     .retry_after()
                     .map_or(Outcome::Retry, Outcome::RetryAfter)
@@ -94,10 +132,16 @@ impl Actor {
             .apply_json(api, meta::name(parent), &body, true)
             .await
             .map_err(|e| ActError {
-                verb: "update status of",
+                verb: STATUS_VERB,
                 object: ObjectKey::of(parent).to_string(),
                 source: e,
             })?;
+        if let Some(conditions) = new.get("conditions") {
+            self.written_lock().insert(
+                meta::uid(parent).to_string(),
+                json!({"conditions": conditions}),
+            );
+        }
         // Status written by earlier versions with merge patches is still owned by ruleop's
         // Update entry: fold it in once, so fields no longer projected can be removed.
         if let Some(patch) = ssa::fold_update_entries(&written, "status") {
@@ -114,6 +158,25 @@ impl Actor {
             }
         }
         Ok(())
+    }
+
+    /// The conditions ruleop last wrote to `parent`'s status, while its cached copy does not
+    /// show them yet (once it does they are forgotten).
+    pub(super) fn written_conditions(&self, parent: &Json) -> Option<Json> {
+        let mut written = self.written_lock();
+        let uid = meta::uid(parent);
+        let conditions = written.get(uid)?;
+        if !status::differs(parent.get("status"), conditions) {
+            written.remove(uid);
+            return None;
+        }
+        Some(conditions.clone())
+    }
+
+    fn written_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Json>> {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds or removes ruleop's finalizer on `parent`.

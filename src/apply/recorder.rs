@@ -136,12 +136,77 @@ impl Series {
     }
 }
 
+/// Events recorded on one object at once before the rate limit holds them back (client-go's
+/// `EventSourceObjectSpamFilter`: a burst of 25).
+const BURST: f64 = 25.0;
+
+/// Then one more per this long (client-go: 1 per 5 minutes).
+const REFILL: Duration = Duration::from_secs(5 * 60);
+
+/// A token bucket per object Events are recorded on (this recorder is one source), so that
+/// an input flapping for hours records a few Events, not thousands of Event writes.
+#[derive(Debug)]
+struct SpamFilter {
+    buckets: HashMap<u64, Bucket>,
+    /// Calls since the last sweep of full buckets, and the calls before the next one.
+    since_sweep: usize,
+    sweep_after: usize,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl Default for SpamFilter {
+    fn default() -> Self {
+        Self {
+            buckets: HashMap::new(),
+            since_sweep: 0,
+            sweep_after: MIN_SWEEP,
+        }
+    }
+}
+
+impl SpamFilter {
+    /// Whether an Event on the object whose reference hashes to `key` may be recorded `now`.
+    fn allow(&mut self, key: u64, now: tokio::time::Instant) -> bool {
+        self.since_sweep += 1;
+        if self.since_sweep >= self.sweep_after {
+            self.since_sweep = 0;
+            // A bucket refilled to the burst is the same as none.
+            self.buckets.retain(|_, b| refilled(b, now) < BURST);
+            self.sweep_after = self.buckets.len().max(MIN_SWEEP);
+        }
+        let bucket = self.buckets.entry(key).or_insert(Bucket {
+            tokens: BURST,
+            last: now,
+        });
+        bucket.tokens = refilled(bucket, now);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// `bucket`'s tokens at `now`.
+fn refilled(bucket: &Bucket, now: tokio::time::Instant) -> f64 {
+    let elapsed = now.saturating_duration_since(bucket.last);
+    (bucket.tokens + elapsed.as_secs_f64() / REFILL.as_secs_f64()).min(BURST)
+}
+
 /// Records Events on objects, as `controller`/`instance`.
 pub struct Recorder {
     client: Client,
     controller: String,
     instance: String,
     series: Mutex<Series>,
+    spam: Mutex<SpamFilter>,
     hasher: RandomState,
 }
 
@@ -153,13 +218,34 @@ impl Recorder {
             controller: controller.into(),
             instance: instance.into(),
             series: Mutex::default(),
+            spam: Mutex::default(),
             hasher: RandomState::new(),
         }
     }
 
     /// Records `occurrence` on `regarding`: creates an Event, or counts a repeat of one
     /// recorded in the series window (same type, reason, note, object and related object).
+    /// Beyond the rate limit of Events on one object it is dropped, as client-go does.
     pub async fn record(
+        &self,
+        occurrence: &Occurrence,
+        regarding: &ObjectReference,
+    ) -> Result<(), kube::Error> {
+        let object = self.hasher.hash_one(reference_key(regarding));
+        let allowed = self
+            .spam
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow(object, tokio::time::Instant::now());
+        if !allowed {
+            tracing::debug!(object = ?regarding.name, reason = %occurrence.reason, "event dropped: too many events on this object");
+            return Ok(());
+        }
+        self.record_series(occurrence, regarding).await
+    }
+
+    /// [`Recorder::record`], past the rate limit.
+    async fn record_series(
         &self,
         occurrence: &Occurrence,
         regarding: &ObjectReference,
@@ -203,7 +289,7 @@ impl Recorder {
                     // Expired or deleted meanwhile: start a new series.
                     Err(kube::Error::Api(e)) if e.code == 404 => {
                         self.lock().forget(key);
-                        Box::pin(self.record(occurrence, regarding)).await
+                        Box::pin(self.record_series(occurrence, regarding)).await
                     }
                     other => other.map(drop),
                 }
@@ -306,6 +392,42 @@ mod tests {
         assert_eq!(s.step(1, later, name("b")), Step::Create("b".into()));
         s.forget(1);
         assert_eq!(s.step(1, later, name("c")), Step::Create("c".into()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_on_one_object_are_limited_to_a_burst_then_a_slow_refill() {
+        let mut f = SpamFilter::default();
+        let now = tokio::time::Instant::now;
+        for i in 0..25 {
+            assert!(f.allow(1, now()), "event {i} of the burst");
+        }
+        assert!(!f.allow(1, now()), "the 26th at once is dropped");
+        // Another object has its own bucket.
+        assert!(f.allow(2, now()));
+        // A flapping input: one Event a second for an hour records one per 5 minutes.
+        let mut recorded = 0;
+        for _ in 0..3600 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            if f.allow(1, now()) {
+                recorded += 1;
+            }
+        }
+        // One per 5 minutes (the twelfth may fall a rounding error past the hour).
+        assert!(
+            (11..=12).contains(&recorded),
+            "3,600 occurrences, {recorded} recorded"
+        );
+        // Left alone long enough, the burst is back, and the full bucket is forgotten.
+        tokio::time::advance(REFILL * 25).await;
+        for i in 0..25 {
+            assert!(f.allow(1, now()), "event {i} of the second burst");
+        }
+        assert!(!f.allow(1, now()));
+        tokio::time::advance(REFILL * 26).await;
+        for key in 100..100 + MIN_SWEEP as u64 {
+            f.allow(key, now());
+        }
+        assert!(!f.buckets.contains_key(&2), "a refilled bucket is swept");
     }
 
     #[test]

@@ -193,6 +193,37 @@ impl CrdSet {
     }
 }
 
+/// How `crd` (installed, or given as a file) differs from `own`, the CRD a rule's `spec.crd`
+/// generates (`ruleop crd`), at `crd`'s version: schema fields `own` has that `crd` lacks or
+/// has otherwise, or a missing status subresource. Fields only `crd` has (the API server's
+/// defaults) do not count.
+pub fn differs_from_spec_crd(own: &Json, crd: &CrdVersion) -> Option<String> {
+    let generated = CrdVersion::from_definition(own, &crd.version, super::SPEC_CRD)?;
+    let mut fields: Vec<String> = crate::jsondiff::missing(&generated.schema, &crd.schema)
+        .into_iter()
+        .map(|c| format!("openAPIV3Schema.{}", c.path))
+        .collect();
+    if generated.status_subresource && !crd.status_subresource {
+        fields.push("subresources.status".into());
+    }
+    if fields.is_empty() {
+        return None;
+    }
+    let more = fields.len().saturating_sub(3);
+    fields.truncate(3);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{} differs from the CRD spec.crd generates (`ruleop crd`) at {}{more}: the \
+         controller meets that one; install the generated CRD",
+        crd.describe(),
+        fields.join(", ")
+    ))
+}
+
 /// Whether `object` is an apiextensions CustomResourceDefinition.
 pub fn is_crd(object: &Json) -> bool {
     crate::meta::kind(object) == CRD_KIND

@@ -20,7 +20,7 @@ pub struct CheckArgs {
     /// CustomResourceDefinition files or directories (repeatable): the parents' schemas.
     #[arg(long)]
     pub crd: Vec<PathBuf>,
-    /// Read the parents' CRDs from the cluster (`--crd` files take precedence).
+    /// Also check against the parents' CRDs the cluster serves (samples: `--crd` files first).
     #[arg(long)]
     pub cluster: bool,
     /// Path of the kubeconfig, with `--cluster` (default: $KUBECONFIG, ~/.kube/config).
@@ -52,14 +52,20 @@ struct Inputs {
 /// `ruleop check`: validates rule files; prints a summary line per rule, a note per skipped
 /// file, and one located warning or error per line. Fails if there is any error.
 pub fn check(args: &CheckArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let mut crd_set = if args.cluster {
+    let cluster = if args.cluster {
         cluster_crds(args)?
     } else {
         CrdSet::default()
     };
     let inputs = classify(&args.paths);
-    crd_set.extend(inputs.crds);
-    crd_set.extend(CrdSet::load(&args.crd)?);
+    let mut given = inputs.crds;
+    given.extend(CrdSet::load(&args.crd)?);
+    // Every source is checked (the rule's own `spec.crd`, the files, the cluster): the
+    // cluster's is what the controller meets, the files what will be installed.
+    let sources = [&given, &cluster];
+    // Samples are planned with the given files' CRDs over the cluster's.
+    let mut crd_set = cluster.clone();
+    crd_set.extend(given.clone());
     let schemas_given = args.cluster || !crd_set.is_empty();
     let mut errors = inputs.errors;
     let (rules, mut load_errors) = rule::load_paths(&inputs.rule_files);
@@ -68,7 +74,7 @@ pub fn check(args: &CheckArgs, out: &mut impl Write) -> Result<(), CliError> {
         writeln!(out, "note  {note}")?;
     }
     for r in &rules {
-        let (mut rule_errors, mut warnings) = against_schema(r, &crd_set, schemas_given, out)?;
+        let (mut rule_errors, mut warnings) = against_schema(r, &sources, schemas_given, out)?;
         warnings.extend(r.rule.warnings.iter().cloned());
         warnings.sort_by_key(|(l, _)| (l.line, l.column));
         if rule_errors.is_empty() {
@@ -112,11 +118,13 @@ pub fn check(args: &CheckArgs, out: &mut impl Write) -> Result<(), CliError> {
 
 type Warnings = Vec<(Location, String)>;
 
-/// The errors and warnings of `r` against its parent's CRD (its own `spec.crd`, checked when
-/// it was compiled, or one of `crds`).
+/// The errors and warnings of `r` against every CRD of its parent: its own `spec.crd`
+/// (checked when it was compiled), and each of `sources` (files, the cluster) that has one,
+/// each finding naming the CRD it comes from. With a `spec.crd`, a CRD of another source
+/// that differs from the one it generates is an error: the controller meets that one.
 fn against_schema(
     r: &LoadedRule,
-    crds: &CrdSet,
+    sources: &[&CrdSet],
     schemas_given: bool,
     out: &mut impl Write,
 ) -> Result<(Vec<RuleError>, Warnings), CliError> {
@@ -126,13 +134,16 @@ fn against_schema(
         message,
     };
     let rule = &r.rule;
-    if rule.spec.crd.is_some() {
-        let errors = match crate::crd::generate(rule) {
-            Ok(_) => Vec::new(),
-            Err(e) => vec![error(rule.spans.find("spec.crd"), e.to_string())],
-        };
-        return Ok((errors, Vec::new()));
-    }
+    let own = match rule.spec.crd.as_ref().map(|_| crate::crd::generate(rule)) {
+        Some(Err(e)) => {
+            return Ok((
+                vec![error(rule.spans.find("spec.crd"), e.to_string())],
+                Vec::new(),
+            ));
+        }
+        Some(Ok(own)) => Some(own),
+        None => None,
+    };
     let parent = &rule.spec.parent;
     let (group, version) = rule::split_api_version(&parent.api_version);
     if crate::status_shape::is_builtin_group(&parent.api_version) {
@@ -143,48 +154,58 @@ fn against_schema(
             .into_iter()
             .map(|f| (f.location, f.message))
             .collect();
-        if group.is_empty() || matches!(crds.lookup(group, version, &parent.kind), Lookup::None) {
+        let in_sources = sources
+            .iter()
+            .any(|crds| !matches!(crds.lookup(group, version, &parent.kind), Lookup::None));
+        if group.is_empty() || !in_sources {
             return Ok((Vec::new(), warnings));
         }
     }
-    match crds.lookup(group, version, &parent.kind) {
-        Lookup::Found(crd) => {
-            let (mut errors, mut warnings) = (Vec::new(), Vec::new());
-            for f in check::against_crd(rule, crd) {
-                match f.severity {
-                    Severity::Error => errors.push(error(f.location, f.message)),
-                    Severity::Warning => warnings.push((f.location, f.message)),
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let mut found = own.is_some();
+    for crds in sources {
+        match crds.lookup(group, version, &parent.kind) {
+            Lookup::Found(crd) => {
+                found = true;
+                for f in check::against_crd(rule, crd) {
+                    match f.severity {
+                        Severity::Error => errors.push(error(f.location, f.message)),
+                        Severity::Warning => warnings.push((f.location, f.message)),
+                    }
+                }
+                if let Some(own) = &own
+                    && let Some(message) = crds::differs_from_spec_crd(own, crd)
+                {
+                    errors.push(error(rule.spans.find("spec.crd"), message));
                 }
             }
-            Ok((errors, warnings))
-        }
-        Lookup::NoVersion {
-            crd,
-            origin,
-            versions,
-        } => Ok((
-            vec![error(
-                rule.spans.find("spec.parent.apiVersion"),
-                format!(
-                    "CRD {crd} ({origin}) has no version {version:?} (it has: {}); use one of \
-                     those in spec.parent.apiVersion or add the version to the CRD",
-                    versions.join(", ")
-                ),
-            )],
-            Vec::new(),
-        )),
-        Lookup::None => {
-            if schemas_given {
-                writeln!(
-                    out,
-                    "note  {}: no CRD given for {}: its parent fields and status are not checked",
-                    r.path.display(),
-                    rule.parent_key()
-                )?;
+            Lookup::NoVersion {
+                crd,
+                origin,
+                versions,
+            } => {
+                found = true;
+                errors.push(error(
+                    rule.spans.find("spec.parent.apiVersion"),
+                    format!(
+                        "CRD {crd} ({origin}) has no version {version:?} (it has: {}); use one \
+                         of those in spec.parent.apiVersion or add the version to the CRD",
+                        versions.join(", ")
+                    ),
+                ));
             }
-            Ok((Vec::new(), Vec::new()))
+            Lookup::None => {}
         }
     }
+    if !found && schemas_given {
+        writeln!(
+            out,
+            "note  {}: no CRD given for {}: its parent fields and status are not checked",
+            r.path.display(),
+            rule.parent_key()
+        )?;
+    }
+    Ok((errors, warnings))
 }
 
 /// Runs `work` to completion on a small runtime of its own (`check` is synchronous).

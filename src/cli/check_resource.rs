@@ -144,7 +144,7 @@ fn check_sample(
 ) -> Result<usize, CliError> {
     let what = sample.what;
     // The parent as the API server would store it; no CRD for it means no defaults.
-    let _ = crate::defaults::apply_crd_defaults(sample.crds, &mut parent);
+    let _ = crate::defaults::apply_parent_defaults(&r.rule, sample.crds, &mut parent);
     let plan = match plan_sample(&r.rule, parent, sample.file, sample.observed, sample.now) {
         Ok(plan) => plan,
         Err(e) => {

@@ -54,6 +54,14 @@ pub enum CliError {
     /// CRDs given to `check` could not be read.
     #[error(transparent)]
     Crds(#[from] crate::check::CrdLoadError),
+    /// The plan failed (its failure is shown in the status printed).
+    #[error("the plan failed: {reason}: {message}")]
+    PlanFailed {
+        /// The failure's reason.
+        reason: String,
+        /// Its message.
+        message: String,
+    },
     /// Output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -123,18 +131,19 @@ pub fn render_with_crds(
         });
     }
     let mut parent = parents.remove(0);
-    if !crds.is_empty() {
-        let mut definitions = Vec::new();
-        for path in crds {
-            definitions.extend(read_objects(path)?);
-        }
-        crate::defaults::apply_crd_defaults(&definitions, &mut parent).map_err(|e| {
-            CliError::Input {
-                path: crds[0].clone(),
-                message: e.to_string(),
-            }
-        })?;
+    let mut definitions = Vec::new();
+    for path in crds {
+        definitions.extend(read_objects(path)?);
     }
+    crate::defaults::apply_parent_defaults(&compiled, &definitions, &mut parent).map_err(|e| {
+        CliError::Input {
+            path: crds
+                .first()
+                .cloned()
+                .unwrap_or_else(|| rule_path.to_path_buf()),
+            message: e.to_string(),
+        }
+    })?;
     let mut objects = Vec::new();
     for path in observed {
         objects.extend(read_objects(path)?);
@@ -154,6 +163,17 @@ pub fn render_with_crds(
         Format::Yaml => write!(out, "{}", output::plan_yaml(&plan))?,
     }
     Ok(plan)
+}
+
+/// `Ok` for a plan that did not fail: `render`'s exit status.
+pub fn plan_succeeded(plan: Plan) -> Result<(), CliError> {
+    match plan.failure {
+        None => Ok(()),
+        Some(f) => Err(CliError::PlanFailed {
+            reason: f.reason,
+            message: f.message,
+        }),
+    }
 }
 
 /// Plans `parent` (read from `resource`) offline, as `render` does: completed with what the

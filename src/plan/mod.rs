@@ -42,6 +42,7 @@ use view::View;
 pub use lookup::{LookupTarget, lookup_targets, matches as lookup_matches};
 pub use memo::PlanMemo;
 pub use ownership::is_ours;
+pub use ready::{conflict_condition, not_owned_message};
 
 /// What the planner was given.
 #[derive(Debug, Clone, Copy)]
@@ -211,6 +212,8 @@ pub mod reason {
     pub const LOOKUP_MISSING: &str = "LookupMissing";
     /// Two renderings (children, copies or replicas) name one object.
     pub const DUPLICATE_NAME: &str = "DuplicateName";
+    /// The API server refused ruleop's status as invalid (a CRD that does not match the rule).
+    pub const STATUS_REFUSED: &str = "StatusRefused";
 }
 
 fn render_failure(rule: &CompiledRule, name: &str, err: &TemplateError) -> Failure {
@@ -468,15 +471,26 @@ pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
     for d in &plan.apply {
         let key = ObjectKey::of(&d.object);
         match d.action {
-            Action::Create => plan.events.push(about(normal("Created", format!("created {key}")), &key)),
-            Action::Update => plan.events.push(about(normal("Updated", format!("updated {key} to match the rule")), &key)),
-            Action::Recreate => plan.events.push(about(normal("Updated", format!("recreating {key}: its rendering changed (updateStrategy Recreate)")), &key)),
+            Action::Create => plan
+                .events
+                .push(about(normal("Created", format!("created {key}")), &key)),
+            Action::Update => plan.events.push(about(
+                normal("Updated", format!("updated {key} to match the rule")),
+                &key,
+            )),
+            Action::Recreate => plan.events.push(about(
+                normal(
+                    "Updated",
+                    format!("recreating {key}: its rendering changed (updateStrategy Recreate)"),
+                ),
+                &key,
+            )),
             // Said once, when it appears, not on every reconcile while it lasts.
             Action::Conflict if status::conflict_shown(parent.get("status"), &key.to_string()) => {}
             Action::Conflict => plan.events.push(PlanEvent {
                 type_: EventType::Warning,
                 reason: reason::CONFLICT.into(),
-                message: format!("{key} exists and is not owned by this {}; ruleop will not adopt or overwrite it", meta::kind(parent)),
+                message: not_owned_message(&key, meta::kind(parent)),
                 related: Some(key.clone()),
             }),
             Action::UpToDate => {}
@@ -548,25 +562,20 @@ fn failed_with(
 ) -> Plan {
     plan.apply.clear();
     plan.delete.clear();
-    plan.events.push(PlanEvent {
-        type_: EventType::Warning,
-        reason: failure.reason.clone(),
-        message: failure.message.clone(),
-        related: None,
-    });
+    let condition = Condition::unmet(READY, &failure.reason, failure.message.clone());
+    // Announced once, when the parent first shows it: the status write this plan makes
+    // reconciles the parent again, and a restart plans it again, both with nothing new.
+    if !status::condition_shown(input.parent.get("status"), &condition) {
+        plan.events.push(PlanEvent {
+            type_: EventType::Warning,
+            reason: failure.reason.clone(),
+            message: failure.message.clone(),
+            related: None,
+        });
+    }
     let mut fields = parent_status::previous_fields(rule, input.parent, &plan.status_shape);
     fields.extend(extra);
-    parent_status::set_status(
-        rule,
-        input,
-        &mut plan,
-        fields,
-        &[Condition::unmet(
-            READY,
-            &failure.reason,
-            failure.message.clone(),
-        )],
-    );
+    parent_status::set_status(rule, input, &mut plan, fields, &[condition]);
     plan.failure = Some(failure);
     plan
 }

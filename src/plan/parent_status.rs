@@ -113,7 +113,7 @@ pub(super) fn set_status(
         && ready.status
     {
         plan.events.push(normal(
-            "Ready",
+            super::reason::READY,
             format!("{} is ready", meta::kind(input.parent)),
         ));
     }

@@ -26,14 +26,7 @@ pub(super) fn conditions(
         .map(|d| ObjectKey::of(&d.object).to_string())
         .collect();
     let ready = if !conflicts.is_empty() {
-        Condition::unmet(
-            READY,
-            reason::CONFLICT,
-            format!(
-                "not owned by this object, left untouched: {}",
-                conflicts.join(", ")
-            ),
-        )
+        conflict_condition(&conflicts)
     } else if let Some(r) = &rule.spec.status.ready {
         evaluate(
             rule,
@@ -60,6 +53,27 @@ pub(super) fn conditions(
         )?);
     }
     Ok(out)
+}
+
+/// `Ready=False` for children whose names objects this parent does not own hold (`keys`,
+/// in plan order). The controller says the same of conflicts it finds only when writing, so
+/// `ruleop diff`, which sees them all beforehand, plans the very condition it writes.
+pub fn conflict_condition(keys: &[String]) -> Condition {
+    Condition::unmet(
+        READY,
+        reason::CONFLICT,
+        format!(
+            "not owned by this object, left untouched: {}",
+            keys.join(", ")
+        ),
+    )
+}
+
+/// What a conflict over `key` is announced with, on a parent of kind `parent_kind`.
+pub fn not_owned_message(key: &ObjectKey, parent_kind: &str) -> String {
+    format!(
+        "{key} exists and is not owned by this {parent_kind}; ruleop will not adopt or overwrite it"
+    )
 }
 
 /// Evaluates the condition whose compiled `when`/`message` live under `base`.

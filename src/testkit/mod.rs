@@ -303,6 +303,8 @@ fn run_case(
         world::merge_patch(&mut parent, patch);
     }
     crate::cli::complete_parent(&mut parent, ctx.rule.spec.parent.scope);
+    // As the API server would store it once the rule's own CRD (`spec.crd`) is installed.
+    let _ = crate::defaults::apply_parent_defaults(ctx.rule, &[], &mut parent);
     let mut observed = Vec::new();
     for (j, o) in case.observed.iter().enumerate() {
         observed.extend(load_source(ctx, o, &format!("{base}.observed[{j}]"))?);

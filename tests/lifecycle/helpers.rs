@@ -26,6 +26,24 @@ pub fn reference(op: &str) -> PathBuf {
     root().join(format!("rules/{op}.yaml"))
 }
 
+pub fn picket_rule() -> PathBuf {
+    root().join("tests/rules/lifecycle/picket.yaml")
+}
+
+/// The Events (`events.k8s.io/v1`) of the namespace about the object named `name`.
+pub fn events_about(env: &TestEnv, name: &str) -> Vec<Json> {
+    let list: Json =
+        serde_json::from_str(&env.kubectl(&["get", "events.v1.events.k8s.io", "-o", "json"]))
+            .unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["regarding"]["name"] == name)
+        .cloned()
+        .collect()
+}
+
 pub fn roster_rule() -> PathBuf {
     root().join("tests/rules/lifecycle/roster.yaml")
 }
