@@ -5,6 +5,8 @@
 //! - SIGKILL during a burst of creates and scale steps;
 //! - SIGKILL during finalizer cleanup;
 //! - SIGSTOP/SIGCONT of a leader with two replicas: the resumed leader writes nothing;
+//! - a rule whose templates keep a core busy, beside an ordinary one, with two replicas:
+//!   leadership never changes hands and the ordinary rule's parents are served meanwhile;
 //! - hostile parents (huge, template-like and unicode values, names at the length limits).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -404,6 +406,130 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
     assert_idle(&env, "under the new leader").await;
     assert!(!b.log().contains("lost leadership"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Slow templates
+
+/// The leader Lease's holder and transitions.
+fn lease(env: &TestEnv) -> (String, i64) {
+    let lease: Json =
+        serde_json::from_str(&env.kubectl(&["get", "lease", "ruleop-leader", "-o", "json"]))
+            .unwrap();
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
+    let transitions = lease["spec"]["leaseTransitions"].as_i64().unwrap_or(0);
+    (holder.to_string(), transitions)
+}
+
+/// The kiln's loads (ConfigMaps) created so far.
+fn fired(env: &TestEnv, kiln: &str) -> usize {
+    items(env, "configmaps", "ruleop.dev/rule=kiln")
+        .iter()
+        .filter(|c| name(c).starts_with(&format!("{kiln}-load-")))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_templates_never_cost_leadership_or_other_rules_service() {
+    install_shelf_crd();
+    install_crds_at(&root().join("tests/rules/process/crds/kiln.yaml"));
+    let env = TestEnv::new("fault-slow").await;
+    let kilns = root().join("tests/rules/process/slow");
+    let shelf_rule = root().join("tests/rules/process/shelf.yaml");
+    let args = [
+        "--rules",
+        shelf_rule.to_str().unwrap(),
+        "--leader-elect",
+        "--leader-elect-namespace",
+        env.ns.as_str(),
+    ];
+    let a = Operator::start_with_rules(&env.ns, &kilns, &args);
+    wait_for("a leads", T, || async { a.log().contains("became leader") }).await;
+    let b = Operator::start_with_rules(&env.ns, &kilns, &args);
+    wait_for("b stands by", T, || async {
+        b.log().contains("waiting for leadership")
+    })
+    .await;
+    let term = lease(&env);
+    let mark = audit::Mark::now();
+
+    // Three kilns of 50 loads, each load's render a fraction of a second: each plan holds a
+    // core for seconds (the runtime's renewal timer and lease deadline are 2 s and 10 s).
+    let started = Instant::now();
+    let kiln = |name: &str| {
+        format!(
+            "---\napiVersion: process.ruleop.test/v1\nkind: Kiln\nmetadata: {{name: {name}}}\nspec: {{loads: {LOADS}, heat: {HEAT}}}\n"
+        )
+    };
+    env.apply_yaml(&(kiln("k0") + &kiln("k1") + &kiln("k2")));
+    wait_for("the first plans under way", T, || async {
+        a.log().contains("reconciling") || started.elapsed() > Duration::from_secs(3)
+    })
+    .await;
+    env.apply_yaml(&shelf("books", 4, "plain"));
+    wait_for_ok("the shelf served while the kilns fire", T, || async {
+        shelf_converged(&env, 4, "plain")
+    })
+    .await;
+    let kilns_done = || (0..3).all(|i| fired(&env, &format!("k{i}")) == LOADS);
+    assert!(
+        !kilns_done(),
+        "the shelf converged while kilns were still firing ({:?} in)",
+        started.elapsed()
+    );
+    wait_for_ok("every kiln fired", Duration::from_secs(600), || async {
+        let now = lease(&env);
+        if now != term {
+            panic!(
+                "leadership changed while the leader lived: {term:?} -> {now:?}\na:\n{}\nb:\n{}",
+                a.log(),
+                b.log()
+            );
+        }
+        for i in 0..3 {
+            let (n, want) = (fired(&env, &format!("k{i}")), LOADS);
+            if n != want {
+                return Err(format!("k{i}: {n} of {want} loads"));
+            }
+            if ready(&env, "kiln", &format!("k{i}")).0 != "True" {
+                return Err(format!("k{i} not Ready"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let took = started.elapsed();
+    // A few more renewals with everything converged.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        lease(&env),
+        term,
+        "the same holder and transitions over the whole run"
+    );
+    assert!(!a.log().contains("lost leadership"), "{}", a.log());
+    assert!(!b.log().contains("became leader"), "{}", b.log());
+    // One term throughout (the Lease says so), so every write ruleop made in the namespace
+    // was the leader's, in its term: the standby's fence stayed shut.
+    let writes = mark.operator_writes_where(|w| w.namespace == env.ns);
+    let refused: Vec<_> = writes
+        .iter()
+        .filter(|w| w.resource == "leases" && !w.succeeded())
+        .cloned()
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "lease writes refused (a contested term):\n{}",
+        audit::describe(&refused)
+    );
+    assert!(
+        took > Duration::from_secs(10),
+        "the kilns were heavy enough to have held a thread past the lease deadline ({took:?})"
+    );
+    drop((a, b));
+}
+
+/// Loads per kiln, and the steps of arithmetic (× 100) each load's render runs.
+const LOADS: usize = 50;
+const HEAT: usize = 2000;
 
 // ---------------------------------------------------------------------------------------
 // Hostile parents
