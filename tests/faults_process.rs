@@ -529,7 +529,7 @@ async fn slow_templates_never_cost_leadership_or_other_rules_service() {
 
 /// Loads per kiln, and the steps of arithmetic (× 100) each load's render runs.
 const LOADS: usize = 50;
-const HEAT: usize = 2000;
+const HEAT: usize = 300;
 
 // ---------------------------------------------------------------------------------------
 // Hostile parents
