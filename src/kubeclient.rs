@@ -74,6 +74,9 @@ pub fn build(config: kube::Config, fence: Option<&Fence>) -> Result<kube::Client
     Ok(kube::Client::new(stack(&config, fence)?, namespace))
 }
 
+/// A whole answer of the client stack.
+type Answer = Result<Response<Box<DynBody>>, BoxError>;
+
 /// The service under [`build`]'s client. With `fence`, writes travel on connections of their
 /// own whose sockets refuse bytes once the fence is shut ([`crate::fence::FencedConnector`]).
 pub(crate) fn stack(
@@ -84,7 +87,7 @@ pub(crate) fn stack(
         Request<kube::client::Body>,
         Response = Response<Box<DynBody>>,
         Error = BoxError,
-        Future = impl Future<Output = Result<Response<Box<DynBody>>, BoxError>> + Send + 'static,
+        Future = impl Future<Output = Answer> + Send + 'static,
     > + Clone
     + Send
     + 'static,
