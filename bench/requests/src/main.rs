@@ -4,6 +4,9 @@
 //!
 //! `bench-requests <ruleop|kube> <current|pool> <event|apply> <requests> <in flight> [fenced]`
 //!
+//! `handoff` instead of `event`/`apply` sends no request: each "request" is the round trip of
+//! a reconcile's plan to the blocking pool and back (`ruleop::controller`), with an empty plan.
+//!
 //! `fenced`: ruleop's client as a leader's (`ruleop run --leader-elect`), whose writes pass
 //! the write fence and go on connections of their own (`ruleop::fence`).
 
@@ -34,13 +37,17 @@ fn main() {
         _ => (args, false),
     };
     let [which, runtime, kind, requests, in_flight] = args.as_slice() else {
-        eprintln!("usage: bench-requests <ruleop|kube> <current|pool> <event|apply> <requests> <in flight> [fenced]");
+        eprintln!(
+            "usage: bench-requests <ruleop|kube> <current|pool> <event|apply> <requests> <in flight> [fenced]"
+        );
         std::process::exit(2);
     };
     let requests: usize = requests.parse().expect("requests: a number");
     let in_flight: usize = in_flight.parse().expect("in flight: a number");
     let rt = match runtime.as_str() {
-        "current" => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        "current" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
         "pool" => tokio::runtime::Runtime::new(),
         other => panic!("runtime {other}: current or pool"),
     }
@@ -73,6 +80,10 @@ fn main() {
                 let (events, maps, name) = (events.clone(), maps.clone(), format!("{prefix}-{i}"));
                 async move {
                     match kind.as_str() {
+                        "handoff" => {
+                            let planned = tokio::task::spawn_blocking(move || name.len());
+                            std::hint::black_box(planned.await.expect("planned"));
+                        }
                         "event" => {
                             events.create(&PostParams::default(), &event(&name)).await.expect("create");
                         }
