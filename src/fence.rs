@@ -9,11 +9,16 @@
 //! that the deadline is ahead: a process paused (SIGSTOP, GC, frozen VM) wakes up with either
 //! clock moved on and finds the gate shut before it sends anything.
 //!
-//! The gate is checked when a write is issued and again on every poll of its response future
-//! until the response arrives, so a write waiting (e.g. for a connection) when a pause began
-//! is dropped after it. What it cannot stop: a write already handed to the HTTP client's
-//! connection task but not yet on the socket when the pause began (a window of microseconds),
-//! and a request delayed in the network for longer than the margin.
+//! The gate is checked when a write is issued, on every poll of its response future, and
+//! at the socket: writes travel on connections of their own ([`FencedConnector`]), and
+//! every write of bytes to those connections' sockets ([`FencedIo`]) is refused once the gate
+//! is shut. So a request handed to the HTTP client's connection task before the gate shut,
+//! but not yet written when the process stopped running it (a long synchronous render, a
+//! SIGSTOP), never reaches the API server after: its connection fails, and a request whose
+//! bytes are cut short is incomplete, which the server never executes. The limits: a
+//! process stopped between the check and its system call (a few instructions), bytes the
+//! kernel accepted before the gate shut but sends later, and a request delayed in the
+//! network for longer than [`crate::leader::FENCE_MARGIN`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{Method, Request};
+use http::{Method, Request, Uri};
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use tower::{BoxError, Layer, Service};
 
 use crate::leader::RENEW_DEADLINE;
@@ -129,7 +136,7 @@ impl Fence {
 }
 
 /// Whether a request changes something on the server.
-fn is_write(method: &Method) -> bool {
+pub fn is_write(method: &Method) -> bool {
     matches!(
         *method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -210,6 +217,111 @@ where
             return Poll::Ready(Err(Refused.into()));
         }
         self.inner.as_mut().poll(cx).map_err(Into::into)
+    }
+}
+
+/// A connector whose connections refuse to write once the fence is shut: for connections
+/// that carry only writes (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct FencedConnector<C> {
+    inner: C,
+    fence: Fence,
+}
+
+impl<C> FencedConnector<C> {
+    /// Connects through `inner`, fencing what is written to its connections.
+    pub fn new(inner: C, fence: Fence) -> Self {
+        Self { inner, fence }
+    }
+}
+
+impl<C> Service<Uri> for FencedConnector<C>
+where
+    C: Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+    C::Response: Send + 'static,
+{
+    type Response = FencedIo<C::Response>;
+    type Error = BoxError;
+    type Future = BoxFuture<FencedIo<C::Response>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (connecting, fence) = (self.inner.call(uri), self.fence.clone());
+        Box::pin(async move {
+            let inner = connecting.await.map_err(Into::into)?;
+            Ok(FencedIo { inner, fence })
+        })
+    }
+}
+
+/// A connection whose every write (TLS handshake included) first asks the fence.
+#[derive(Debug)]
+pub struct FencedIo<T> {
+    inner: T,
+    fence: Fence,
+}
+
+impl<T> FencedIo<T> {
+    fn refused(&self) -> Option<std::io::Error> {
+        (!self.fence.is_open())
+            .then(|| std::io::Error::new(std::io::ErrorKind::PermissionDenied, Refused))
+    }
+}
+
+impl<T: Read + Unpin> Read for FencedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: Write + Unpin> Write for FencedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(refused) = self.refused() {
+            return Poll::Ready(Err(refused));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(refused) = self.refused() {
+            return Poll::Ready(Err(refused));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<T: Connection> Connection for FencedIo<T> {
+    fn connected(&self) -> Connected {
+        self.inner.connected()
     }
 }
 
@@ -329,5 +441,138 @@ mod tests {
         let err = pending.await.unwrap_err();
         assert!(err.is::<Refused>(), "{err}");
         assert_eq!(reached.load(Ordering::SeqCst), 0);
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    //! The fence at the socket, through the client stack `ruleop run` uses.
+    use super::*;
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpListener;
+    use tower::ServiceExt;
+
+    /// A plain HTTP server on a thread of its own, answering every request with 201 and
+    /// recording the request lines it received.
+    fn server() -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let seen = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let (mut stream, seen) = (stream.unwrap(), seen.clone());
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match stream.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        while buf.len() < end + 4 + length {
+                            match stream.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + 4 + length);
+                        seen.lock()
+                            .unwrap()
+                            .push(head.lines().next().unwrap_or_default().to_string());
+                        let answer = b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                        if stream.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, received)
+    }
+
+    fn post(path: &str) -> Request<kube::client::Body> {
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(kube::client::Body::from(
+                b"{\"kind\":\"ConfigMap\"}".to_vec(),
+            ))
+            .unwrap()
+    }
+
+    /// The case of a write issued just before a long synchronous render: handed to its
+    /// connection, then the thread is held past the fence's deadline, and the connection task
+    /// runs before the write's own future looks at the gate again.
+    #[tokio::test]
+    async fn a_write_handed_to_its_connection_before_the_fence_shut_is_not_sent_after() {
+        let (url, received) = server();
+        let fence = Fence::shut();
+        fence.extend(Instant::now(), SystemTime::now());
+        let config = kube::Config::new(url.parse().unwrap());
+        let mut svc = crate::kubeclient::stack(&config, Some(&fence)).unwrap();
+        // A first write leaves an open connection in the writes' pool.
+        let first = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(post("/api/v1/namespaces/a/configmaps"));
+        let answer = first.await.unwrap();
+        assert_eq!(answer.status(), 201);
+        http_body_util::BodyExt::collect(answer.into_body())
+            .await
+            .unwrap();
+        // The connection goes back to the pool once its answer is read.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut pending = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(post("/api/v1/namespaces/b/configmaps"));
+        // One poll: the fence is open, the request goes to the connection's queue.
+        assert!(futures::poll!(&mut pending).is_pending());
+        fence.revoke();
+        // The connection task runs; the write's future is not polled meanwhile.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Err(err) = pending.await else {
+            panic!("the write was answered");
+        };
+        assert!(err.to_string().contains("refused"), "{err}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            *received.lock().unwrap(),
+            vec!["POST /api/v1/namespaces/a/configmaps HTTP/1.1".to_string()],
+            "the second write never reached the server"
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_pass_a_shut_fence() {
+        let (url, received) = server();
+        let fence = Fence::shut();
+        let config = kube::Config::new(url.parse().unwrap());
+        let mut svc = crate::kubeclient::stack(&config, Some(&fence)).unwrap();
+        let get = Request::builder()
+            .uri("/api/v1/namespaces/a/configmaps")
+            .body(kube::client::Body::empty())
+            .unwrap();
+        assert_eq!(
+            svc.ready().await.unwrap().call(get).await.unwrap().status(),
+            201
+        );
+        assert_eq!(received.lock().unwrap().len(), 1);
     }
 }

@@ -27,7 +27,7 @@ use kube::client::{ConfigExt, DynBody};
 use serde_json::{Value as Json, json};
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 
-use crate::fence::{Fence, FenceLayer};
+use crate::fence::{Fence, FenceLayer, FencedConnector, is_write};
 use crate::transport::NameAddressLayer;
 
 /// How long the server keeps a watch open (`timeoutSeconds`); it then ends it and the
@@ -70,6 +70,29 @@ pub fn watcher_config() -> kube::runtime::watcher::Config {
 /// Transport errors name the API server's address; with `fence`, every write must pass the
 /// leader's write fence.
 pub fn build(config: kube::Config, fence: Option<&Fence>) -> Result<kube::Client, kube::Error> {
+    let namespace = config.default_namespace.clone();
+    Ok(kube::Client::new(stack(&config, fence)?, namespace))
+}
+
+/// A whole answer of the client stack.
+type Answer = Result<Response<Box<DynBody>>, BoxError>;
+
+/// The service under [`build`]'s client. With `fence`, writes travel on connections of their
+/// own whose sockets refuse bytes once the fence is shut ([`crate::fence::FencedConnector`]).
+pub(crate) fn stack(
+    config: &kube::Config,
+    fence: Option<&Fence>,
+) -> Result<
+    impl Service<
+        Request<kube::client::Body>,
+        Response = Response<Box<DynBody>>,
+        Error = BoxError,
+        Future = impl Future<Output = Answer> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static,
+    kube::Error,
+> {
     let address: std::sync::Arc<str> = config.cluster_url.to_string().into();
     // Refused rather than silently bypassed (kube is built without proxy support either).
     if let Some(proxy_url) = &config.proxy_url {
@@ -77,23 +100,21 @@ pub fn build(config: kube::Config, fence: Option<&Fence>) -> Result<kube::Client
             proxy_url: Box::new(proxy_url.clone()),
         });
     }
-    let mut tcp = HttpConnector::new();
-    tcp.enforce_http(false);
-    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    tcp.set_keepalive(Some(KEEPALIVE_IDLE));
-    tcp.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
-    tcp.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
-    let mut connector = TimeoutConnector::new(config.rustls_https_connector_with_connector(tcp)?);
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    // No read timeout here: it re-arms a timer on every read that waits and wakes the
-    // connection again on every read that completes, a tenth of the CPU of a small request.
-    // One deadline per request ([`DeadlineLayer`]) instead.
-    connector.set_write_timeout(Some(WRITE_TIMEOUT));
-    let http = HttpClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
-    let service = ServiceBuilder::new()
+    let reads = http_client(config, tcp())?;
+    let http = match fence {
+        None => ByMethod {
+            reads,
+            writes: None,
+        },
+        Some(fence) => ByMethod {
+            reads,
+            writes: Some(http_client(
+                config,
+                FencedConnector::new(tcp(), fence.clone()),
+            )?),
+        },
+    };
+    Ok(ServiceBuilder::new()
         .option_layer(fence.map(|f| FenceLayer(f.clone())))
         .layer(NameAddressLayer(address))
         .layer(RetryAfterLayer)
@@ -102,8 +123,90 @@ pub fn build(config: kube::Config, fence: Option<&Fence>) -> Result<kube::Client
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .map_err(BoxError::from)
-        .service(http);
-    Ok(kube::Client::new(service, config.default_namespace))
+        .service(http))
+}
+
+/// A TCP connector with ruleop's timeouts and keepalive.
+fn tcp() -> HttpConnector {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    tcp.set_keepalive(Some(KEEPALIVE_IDLE));
+    tcp.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
+    tcp.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
+    tcp
+}
+
+/// An HTTP client (TLS, pool) over `tcp`.
+fn http_client<C>(
+    config: &kube::Config,
+    tcp: C,
+) -> Result<
+    impl Service<
+        Request<kube::client::Body>,
+        Response = Response<hyper::body::Incoming>,
+        Error = hyper_util::client::legacy::Error,
+        Future = hyper_util::client::legacy::ResponseFuture,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+    kube::Error,
+>
+where
+    C: Service<http::Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read
+        + hyper::rt::Write
+        + hyper_util::client::legacy::connect::Connection
+        + Send
+        + Unpin
+        + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    let mut connector = TimeoutConnector::new(config.rustls_https_connector_with_connector(tcp)?);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    // No read timeout here: it re-arms a timer on every read that waits and wakes the
+    // connection again on every read that completes, a tenth of the CPU of a small request.
+    // One deadline per request ([`DeadlineLayer`]) instead.
+    connector.set_write_timeout(Some(WRITE_TIMEOUT));
+    Ok(HttpClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(connector))
+}
+
+/// Sends writes through `writes` when there is one, everything else through `reads`.
+#[derive(Debug, Clone)]
+struct ByMethod<R, W> {
+    reads: R,
+    writes: Option<W>,
+}
+
+impl<R, W, B> Service<Request<B>> for ByMethod<R, W>
+where
+    R: Service<Request<B>>,
+    W: Service<Request<B>, Response = R::Response, Error = R::Error, Future = R::Future>,
+{
+    type Response = R::Response;
+    type Error = R::Error;
+    type Future = R::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), R::Error>> {
+        if let Some(writes) = &mut self.writes
+            && writes.poll_ready(cx)?.is_pending()
+        {
+            return Poll::Pending;
+        }
+        self.reads.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match &mut self.writes {
+            Some(writes) if is_write(request.method()) => writes.call(request),
+            _ => self.reads.call(request),
+        }
+    }
 }
 
 /// Copies a throttling answer's `Retry-After` header into its `Status` body

@@ -39,8 +39,8 @@ pub struct RunArgs {
     pub concurrency: usize,
     /// Threads that run reconciles. The default, one, serves ruleop's work (mostly waiting
     /// on the API server) at about half the CPU per request of a thread pool, whose workers
-    /// wake each other for every response; more help only when templates keep a core busy
-    /// and the pod has more than one CPU.
+    /// wake each other for every response. Templates render on the blocking pool whatever
+    /// this is (at most `--concurrency` plans at once), so they never hold these threads.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
     /// Which Events to record on parents: `all`, `warnings` (problems only: a large fleet's

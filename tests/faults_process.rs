@@ -5,10 +5,14 @@
 //! - SIGKILL during a burst of creates and scale steps;
 //! - SIGKILL during finalizer cleanup;
 //! - SIGSTOP/SIGCONT of a leader with two replicas: the resumed leader writes nothing;
+//! - a rule whose templates keep a core busy, beside an ordinary one, with two replicas:
+//!   leadership never changes hands and the ordinary rule's parents are served meanwhile;
 //! - hostile parents (huge, template-like and unicode values, names at the length limits);
 //! - a random schedule of all of these and more, from one seed (`soak`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "faults_process/slow.rs"]
+mod slow;
 #[path = "faults_process/soak.rs"]
 mod soak;
 #[path = "faults_process/soak_model.rs"]

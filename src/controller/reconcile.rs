@@ -5,11 +5,13 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 
-use super::Controller;
 use super::conflicts::conflicts_of;
-use super::observe::{RuleKinds, observe, plan_observed};
+use super::gate::Snapshot;
+use super::observe::{Observation, RuleKinds, observe, plan_observed};
 use super::queue::{Key, Outcome};
+use super::{ActiveRule, Controller};
 use crate::apply::Target;
+use crate::cache::Cached;
 use crate::meta;
 use crate::plan;
 use crate::telemetry::{ResultLabels, RuleLabels};
@@ -75,32 +77,25 @@ impl Controller {
                 .remove(&key.rule, &(key.namespace.clone(), key.name.clone()));
             return None;
         };
-        let compiled = rule.rule();
         let now = Timestamp::now();
-        let rule_kinds = RuleKinds {
-            children: &rule.children,
-            related: &rule.related,
-            lookups: &rule.lookups,
+        // Renders run on the blocking pool, never on the runtime's thread: a rule whose
+        // templates keep a core busy for seconds must not hold up lease renewal, health
+        // probes, the API client's connections or other rules' parents. Everything the plan
+        // reads is owned or shared (`Arc`), the plan memo included.
+        let planned = {
+            let (this, rule) = (Arc::clone(self), Arc::clone(&rule));
+            tokio::task::spawn_blocking(move || {
+                this.observe_and_plan(&rule, &caches, &cached_parent, now)
+            })
+            .await
         };
-        let mut seen = observe(
-            compiled,
-            rule_kinds,
-            &caches,
-            |gk| self.is_child_kind(gk),
-            &cached_parent,
-            now,
-        );
-        // Every parent change and every rule (re)start reconciles the parent, so the
-        // routing indexes of related and looked-up objects are kept here, in one place.
-        if let Some(selectors) = seen.selectors.take() {
-            self.record_selectors(&rule, cached_parent.key(), selectors);
-        }
-        if let Some(routed) = seen.routed.take() {
-            self.lookup_index()
-                .set(&compiled.name, cached_parent.key(), routed);
-        }
-        let schemas = rule.schemas.current();
-        let plan = plan_observed(compiled, &mut seen, Some(&schemas), now);
+        let (seen, plan) = match planned {
+            Ok(planned) => planned,
+            // A planner panic stays a panic of this worker, as it was on the runtime's thread.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => return None,
+        };
         let (parent, kinds) = (&seen.parent, &seen.kinds);
         self.conflicts_lock().set(key, conflicts_of(&plan));
         let writes = plan
@@ -139,5 +134,43 @@ impl Controller {
             failures: self.queue.failures(key),
         };
         Some(self.actor.execute(&target, plan).await)
+    }
+
+    /// Observes `parent` from `caches` and plans it, within one plan's total fuel (related
+    /// selectors and lookup targets are renders too). Synchronous: run off the runtime.
+    fn observe_and_plan(
+        &self,
+        rule: &ActiveRule,
+        caches: &Snapshot,
+        parent: &Cached,
+        now: Timestamp,
+    ) -> (Observation, plan::Plan) {
+        let compiled = rule.rule();
+        let _fuel = compiled.templates.plan_scope();
+        let rule_kinds = RuleKinds {
+            children: &rule.children,
+            related: &rule.related,
+            lookups: &rule.lookups,
+        };
+        let mut seen = observe(
+            compiled,
+            rule_kinds,
+            caches,
+            |gk| self.is_child_kind(gk),
+            parent,
+            now,
+        );
+        // Every parent change and every rule (re)start reconciles the parent, so the
+        // routing indexes of related and looked-up objects are kept here, in one place.
+        if let Some(selectors) = seen.selectors.take() {
+            self.record_selectors(rule, parent.key(), selectors);
+        }
+        if let Some(routed) = seen.routed.take() {
+            self.lookup_index()
+                .set(&compiled.name, parent.key(), routed);
+        }
+        let schemas = rule.schemas.current();
+        let plan = plan_observed(compiled, &mut seen, Some(&schemas), now);
+        (seen, plan)
     }
 }

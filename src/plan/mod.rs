@@ -283,8 +283,32 @@ pub fn plan_remembered(rule: &CompiledRule, input: Input<'_>) -> Plan {
     plan
 }
 
-/// Plans one parent.
+/// Plans one parent, within the plan's total fuel ([`crate::template::PlanScope`]): a plan
+/// whose renders spent it fails as a whole, whatever render noticed, so no partial
+/// rendering is ever written.
 pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
+    let scope = rule.templates.plan_scope();
+    let plan = plan_renders(rule, input);
+    let Some((name, limit)) = scope.refused() else {
+        return plan;
+    };
+    let status_shape = parent_status::shape(&input);
+    let base = Plan {
+        requeue_after: rule.resync,
+        owned_status: parent_status::current_status(rule, input.parent, &status_shape),
+        status_shape,
+        ..Plan::default()
+    };
+    let err = TemplateError::PlanOutOfFuel { limit };
+    let f = Failure {
+        reason: reason::RENDER_FAILED.into(),
+        message: format!("rule {}: {}: {err}", rule.name, rule.locate(&name, None)),
+        permanent: true,
+    };
+    failed(rule, &input, base, f)
+}
+
+fn plan_renders(rule: &CompiledRule, input: Input<'_>) -> Plan {
     let parent = input.parent;
     let status_shape = parent_status::shape(&input);
     let mut plan = Plan {

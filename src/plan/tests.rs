@@ -493,3 +493,58 @@ fn collection_copies_in_different_namespaces_may_share_a_name() {
         "{keys:?}"
     );
 }
+
+const KILN: &str = include_str!("../../tests/rules/process/slow/kiln.yaml");
+
+fn kiln(loads: usize) -> Json {
+    json!({
+        "apiVersion": "process.ruleop.test/v1", "kind": "Kiln",
+        "metadata": {"name": "k", "namespace": "ns", "uid": "u1", "generation": 1},
+        "spec": {"loads": loads, "heat": 10},
+    })
+}
+
+#[test]
+fn a_plan_whose_renders_together_pass_its_total_fuel_fails_located() {
+    // Each load's render runs about 12,000 instructions, within the fuel of one render; the
+    // plan may run 50 × 20,000 = 1,000,000: about 80 loads.
+    let rule = rule(&KILN.replace("fuel: 8000000", "fuel: 20000"));
+    let p = run(&rule, &kiln(40), &[]);
+    assert!(p.failure.is_none(), "{:?}", p.failure);
+    assert_eq!(p.apply.len(), 40);
+
+    let p = run(&rule, &kiln(120), &[]);
+    let failure = p.failure.clone().expect("over the plan's fuel");
+    assert_eq!(failure.reason, reason::RENDER_FAILED);
+    // Located at the render that found the fuel spent: the next load's key or template.
+    let line_of = |text: &str| {
+        KILN.lines()
+            .position(|l| l.trim_start().starts_with(text))
+            .unwrap()
+            + 1
+    };
+    let line: usize = failure
+        .message
+        .strip_prefix("rule kiln: test.yaml:")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", failure.message));
+    assert!(
+        (line_of("forEach:")..=line_of("template: |")).contains(&line),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.contains("total fuel of 1000000")
+            && failure.message.contains("spec.limits.fuel"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        p.apply.is_empty() && p.delete.is_empty(),
+        "nothing half-rendered is applied"
+    );
+    assert_eq!(ready_reason(&p), reason::RENDER_FAILED);
+    // Each plan has its own fuel: the smaller kiln still plans after the bigger one failed.
+    assert!(run(&rule, &kiln(40), &[]).failure.is_none());
+}

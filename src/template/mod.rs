@@ -18,6 +18,7 @@ mod guard;
 mod json;
 mod lint;
 mod ops;
+mod plan_fuel;
 mod program;
 mod shape;
 mod yaml;
@@ -36,6 +37,7 @@ use yaml::{CLOSE, OPEN, kind_name, splice};
 pub use budget::BUDGET_PER_OUTPUT_BYTE;
 pub use json::shared_json;
 pub use lint::lint;
+pub use plan_fuel::{PLAN_FUEL_PER_RENDER_FUEL, PlanScope};
 
 /// The variable an expression's value is stored in.
 const RESULT: &str = "__ruleop_result";
@@ -69,6 +71,14 @@ pub enum TemplateError {
         size: usize,
         /// The limit.
         limit: usize,
+    },
+    /// The plan this render belongs to spent its total fuel (see `plan_fuel`).
+    #[error(
+        "the plan's renders ran out of their total fuel of {limit} instructions ({PLAN_FUEL_PER_RENDER_FUEL} × spec.limits.fuel; raise spec.limits.fuel or render less per parent)"
+    )]
+    PlanOutOfFuel {
+        /// The plan's fuel.
+        limit: u64,
     },
     /// The rendered text is not YAML of the expected shape.
     #[error("rendered manifest line {line}: {message}")]
@@ -110,6 +120,8 @@ pub struct Templates {
     programs: HashMap<String, Program>,
     max_output: usize,
     budget: usize,
+    /// Instructions per render (`spec.limits.fuel`).
+    fuel: u64,
     /// Text put before every template and expression compiled after it is set (the rule's
     /// shared macros import); on the first line, so line numbers stay those of the source.
     prelude: String,
@@ -172,6 +184,7 @@ impl Templates {
             budget: limits
                 .max_output_bytes
                 .saturating_mul(BUDGET_PER_OUTPUT_BYTE),
+            fuel: limits.fuel,
             prelude: String::new(),
             shapes: Shapes::default(),
             reads_now: false,
@@ -185,6 +198,12 @@ impl Templates {
         self.reads_now |= source.contains("now");
         self.programs.insert(name.to_string(), program);
         Ok(())
+    }
+
+    /// Starts a plan of this rule's templates on this thread: its renders together may run
+    /// [`PLAN_FUEL_PER_RENDER_FUEL`] × `spec.limits.fuel` instructions.
+    pub fn plan_scope(&self) -> PlanScope {
+        PlanScope::enter(self.fuel.saturating_mul(PLAN_FUEL_PER_RENDER_FUEL))
     }
 
     /// Whether a template or expression may read `now`: its plans depend on the time.
@@ -247,10 +266,26 @@ impl Templates {
                 line: None,
                 message: format!("template {name:?} is not compiled"),
             })?;
+        plan_fuel::admit(name).map_err(|limit| TemplateError::PlanOutOfFuel { limit })?;
         let _budget = budget::Scope::enter(self.budget);
-        program
-            .run(&self.env, ctx.clone(), inspect)
-            .map_err(|e| TemplateError::jinja(&e))
+        let ran = program.run(&self.env, ctx.clone(), |state| {
+            // Consumed by a render that finished; one that ran out used all of it.
+            let consumed = state.fuel_levels().map_or(0, |(consumed, _)| consumed);
+            (consumed, inspect(state))
+        });
+        match ran {
+            Ok((text, (consumed, inspected))) => {
+                plan_fuel::charge(consumed);
+                Ok((text, inspected))
+            }
+            Err(e) => {
+                // Other failures are not counted: minijinja drops their state.
+                if e.kind() == ErrorKind::OutOfFuel {
+                    plan_fuel::charge(self.fuel);
+                }
+                Err(TemplateError::jinja(&e))
+            }
+        }
     }
 
     fn render_raw(&self, name: &str, ctx: &Value) -> Result<(String, Vec<Value>), TemplateError> {

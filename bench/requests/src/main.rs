@@ -2,7 +2,13 @@
 //! current-thread runtime or a thread pool, creating Events or applying ConfigMaps in the
 //! `default` namespace of the current kubeconfig's cluster (use a throwaway one: `make cluster`).
 //!
-//! `bench-requests <ruleop|kube> <current|pool> <event|apply> <requests> <in flight>`
+//! `bench-requests <ruleop|kube> <current|pool> <event|apply> <requests> <in flight> [fenced]`
+//!
+//! `handoff` instead of `event`/`apply` sends no request: each "request" is the round trip of
+//! a reconcile's plan to the blocking pool and back (`ruleop::controller`), with an empty plan.
+//!
+//! `fenced`: ruleop's client as a leader's (`ruleop run --leader-elect`), whose writes pass
+//! the write fence and go on connections of their own (`ruleop::fence`).
 
 use std::time::Instant;
 
@@ -26,22 +32,42 @@ fn cpu_seconds() -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let (args, fenced) = match args.split_last() {
+        Some((last, rest)) if last == "fenced" => (rest.to_vec(), true),
+        _ => (args, false),
+    };
     let [which, runtime, kind, requests, in_flight] = args.as_slice() else {
-        eprintln!("usage: bench-requests <ruleop|kube> <current|pool> <event|apply> <requests> <in flight>");
+        eprintln!(
+            "usage: bench-requests <ruleop|kube> <current|pool> <event|apply> <requests> <in flight> [fenced]"
+        );
         std::process::exit(2);
     };
     let requests: usize = requests.parse().expect("requests: a number");
     let in_flight: usize = in_flight.parse().expect("in flight: a number");
     let rt = match runtime.as_str() {
-        "current" => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        "current" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
         "pool" => tokio::runtime::Runtime::new(),
         other => panic!("runtime {other}: current or pool"),
     }
     .expect("a runtime");
     rt.block_on(async {
         let config = kube::Config::infer().await.expect("a kubeconfig");
+        let fence = ruleop::fence::Fence::shut();
+        if fenced {
+            // Renewed as a leader's would be.
+            let fence = fence.clone();
+            tokio::spawn(async move {
+                loop {
+                    fence.extend(std::time::Instant::now(), std::time::SystemTime::now());
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+            });
+        }
+        let fence = fenced.then_some(&fence);
         let client = match which.as_str() {
-            "ruleop" => ruleop::kubeclient::build(config, None).expect("ruleop's client"),
+            "ruleop" => ruleop::kubeclient::build(config, fence).expect("ruleop's client"),
             "kube" => kube::Client::try_from(config).expect("kube's client"),
             other => panic!("client {other}: ruleop or kube"),
         };
@@ -54,6 +80,10 @@ fn main() {
                 let (events, maps, name) = (events.clone(), maps.clone(), format!("{prefix}-{i}"));
                 async move {
                     match kind.as_str() {
+                        "handoff" => {
+                            let planned = tokio::task::spawn_blocking(move || name.len());
+                            std::hint::black_box(planned.await.expect("planned"));
+                        }
                         "event" => {
                             events.create(&PostParams::default(), &event(&name)).await.expect("create");
                         }
@@ -69,8 +99,9 @@ fn main() {
             .await;
         let (cpu, wall) = (cpu_seconds() - cpu, wall.elapsed().as_secs_f64());
         println!(
-            "{which} client, {runtime} runtime, {requests} {kind} requests, {in_flight} in flight: \
+            "{which} client{}, {runtime} runtime, {requests} {kind} requests, {in_flight} in flight: \
              CPU {cpu:.2} s = {:.0} us per request, wall {wall:.1} s",
+            if fenced { " (fenced)" } else { "" },
             cpu / requests as f64 * 1e6
         );
     });
