@@ -241,7 +241,8 @@ pub fn rule_fields(rule: &crate::rule::CompiledRule) -> impl Iterator<Item = &st
 
 impl SchemaView for Schema<'_> {
     fn field(&self, name: &str) -> Option<Self> {
-        self.declares(name).then(|| Schema::field(self, name))
+        // Below a field an open mapping keeps (a CRD open at its root), anything is kept.
+        (self.declares(name) || self.is_unknown()).then(|| Schema::field(self, name))
     }
 
     fn is_open(&self) -> bool {
@@ -461,6 +462,21 @@ mod tests {
         // Unknown schema: everything, as before shapes.
         let all = json!({"size": 1, "observedGeneration": 2, "conditions": []});
         assert_eq!(StatusShape::unknown().restrict(all.clone()), all);
+    }
+
+    /// A CRD open at its root is published with no `status` at all: everything ruleop
+    /// writes is kept there, conditions too.
+    #[test]
+    fn a_served_crd_open_at_its_root_takes_everything() {
+        let doc = Arc::new(Document::parse(&json!({"components": {"schemas": {
+            "dev.x.v1.Widget": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                "x-kubernetes-group-version-kind": [{"group": "x.dev", "version": "v1", "kind": "Widget"}],
+                "properties": {"kind": {"type": "string"}}},
+        }}})));
+        let kind = doc.kind("x.dev", "v1", "Widget").unwrap();
+        let shape = StatusShape::decide(&kind.root(), false, FIELDS);
+        assert!(shape.allows_field("image") && shape.allows_conditions());
+        assert!(shape.allows_condition_key("reason") && shape.allows_observed_generation());
     }
 
     #[test]

@@ -12,6 +12,9 @@ use support::{TestEnv, audit, kubectl_with_input, unique_suffix, wait_for};
 const T: Duration = Duration::from_secs(60);
 /// How long a settled operator is watched for writes.
 const IDLE: Duration = Duration::from_secs(10);
+/// How soon a parent shows the status its fixed CRD allows (a discovery tick and a
+/// reconcile; well under the 20 s a timer retry once took).
+const FIXED_CRD: Duration = Duration::from_secs(12);
 
 /// A CRD of kind `Widget` in a group unique to this test, and a rule for it.
 fn widget(group: &str, data_value: &str) -> (String, String) {
@@ -330,14 +333,78 @@ async fn a_refused_status_shows_on_the_parent() {
         .count(),
         1
     );
-    // The CRD fixed (its status open): the parent is retried soon, not in 5 minutes, with
-    // nothing else changing.
+    // The CRD fixed (its status open): the parent is retried within seconds (the CRD's
+    // published schema changed), not on a timer, with nothing else changing.
+    let fixed = std::time::Instant::now();
     install_crd(&env, &group, &widget(&group, "").0);
     wait_for("Ready=True once the CRD takes the status", T, || async {
         support::operator::ready(&env, &widgets, "w").0 == "True"
             && jsonpath(&env, &widgets, "w", "{.status.count}") == "1"
     })
     .await;
+    assert!(
+        fixed.elapsed() < FIXED_CRD,
+        "the parent took {:?} after its CRD was fixed",
+        fixed.elapsed()
+    );
+}
+
+/// A parent whose CRD allows only some of ruleop's status (no `conditions`) gets the rest
+/// within seconds of its CRD allowing it: the status shape is decided again when the CRD's
+/// published schema changes, and every parent of the rule is reconciled. Then it is quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_that_gains_conditions_gets_them_within_seconds() {
+    let env = TestEnv::new("e2e-crdfix").await;
+    let group = format!("fix{}.test.ruleop.dev", unique_suffix());
+    let (open_crd, rule) = widget(&group, "\"{{ parent.spec.value }}\"");
+    // Closed status: only `replicas`, an integer; no conditions, no observedGeneration.
+    let closed = "          x-kubernetes-preserve-unknown-fields: true\n";
+    let crd = open_crd.replace(
+        closed,
+        &format!(
+            "{closed}          properties:\n            status:\n              type: object\n\
+             \x20             properties: {{replicas: {{type: integer}}}}\n"
+        ),
+    );
+    let rule = format!(
+        "{rule}  status:\n    fields:\n      replicas: {{expr: \"parent.spec.value | length\"}}\n"
+    );
+    install_crd(&env, &group, &crd);
+    let dir = rules_dir(&rule);
+    let _op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+    let widgets = format!("widgets.{group}");
+    for name in ["a", "b"] {
+        env.apply_yaml(&format!(
+            "apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: {name}}}\nspec: {{value: hello}}\n"
+        ));
+    }
+    for name in ["a", "b"] {
+        wait_for("the status field the CRD allows", T, || async {
+            jsonpath(&env, &widgets, name, "{.status.replicas}") == "5"
+                && jsonpath(&env, "configmap", name, "{.data.value}") == "hello"
+        })
+        .await;
+    }
+    audit::assert_no_writes("settled without conditions", Duration::from_secs(3), |w| {
+        w.namespace == env.ns
+    })
+    .await;
+    assert_eq!(jsonpath(&env, &widgets, "a", "{.status.conditions}"), "");
+    let fixed = std::time::Instant::now();
+    install_crd(&env, &group, &open_crd);
+    for name in ["a", "b"] {
+        wait_for("Ready=True once the CRD allows conditions", T, || async {
+            ready(&env, &widgets, name).0 == "True"
+                && jsonpath(&env, &widgets, name, "{.status.replicas}") == "5"
+        })
+        .await;
+    }
+    assert!(
+        fixed.elapsed() < FIXED_CRD,
+        "the parents took {:?} after their CRD was fixed",
+        fixed.elapsed()
+    );
+    audit::assert_no_writes("settled after the CRD fix", IDLE, |w| w.namespace == env.ns).await;
 }
 
 /// `--events warnings`: a parent's progress (its child created, Ready) records no Event, a

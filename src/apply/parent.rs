@@ -1,7 +1,5 @@
 //! Writes to the parent: ruleop's part of its status, its finalizer, a failure reported on it.
 
-use std::time::Duration;
-
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value as Json, json};
@@ -17,9 +15,6 @@ use crate::status_shape::StatusShape;
 
 /// The verb of a failed status write.
 const STATUS_VERB: &str = "update status of";
-
-/// How soon a parent whose status was refused as invalid is tried again.
-const STATUS_REFUSED_RETRY: Duration = Duration::from_secs(20);
 
 impl Actor {
     /// Reports an API failure on the parent: `Ready=False` with the server's message (set
@@ -101,11 +96,10 @@ impl Actor {
             self.publish(parent, &events).await;
         }
         Report {
-            // A refused status waits for its CRD to be fixed: no change of the parent says
-            // when, so it is tried again soon (one refused request, no write, each time).
-            outcome: if refused {
-                Outcome::Ok(Some(STATUS_REFUSED_RETRY))
-            } else if transient {
+            // A refused status waits for its CRD to be fixed: the controller reconciles the
+            // parent when the CRD's published schema changes (within a discovery tick), so
+            // this is only the fallback for a refusal from elsewhere (an admission policy).
+            outcome: if transient {
                 error
                     .retry_after()
                     .map_or(Outcome::Retry, Outcome::RetryAfter)

@@ -167,10 +167,7 @@ impl Controller {
                     // Discovery may hang on an unreachable API server: a stop must not wait.
                     let rediscover = async {
                         self.activate_waiting().await;
-                        let rules: Vec<_> = self.rules_read().values().cloned().collect();
-                        for r in rules {
-                            self.schemas.retry(&r.rule().name, &r.schemas).await;
-                        }
+                        self.refresh_schemas().await;
                     };
                     tokio::select! {
                         () = self.cancel.cancelled() => break,
@@ -189,6 +186,38 @@ impl Controller {
             running.cancel.cancel();
         }
         tracing::info!("stopped");
+    }
+
+    /// Looks again for child schemas still missing, and reads again the schemas whose
+    /// document changed (a CRD edited): the rule's parents are then reconciled, so a status
+    /// refused by the old CRD, or a condition it did not allow, is written within a tick.
+    ///
+    /// Changes are found by reading the OpenAPI v3 index (a hash per group-version) each
+    /// discovery tick rather than by watching CustomResourceDefinitions: a watch would hold
+    /// every CRD of the cluster in memory (their schemas are large), need RBAC to list them,
+    /// miss aggregated APIs, and still have to wait for the document to be published; the
+    /// index is one small read per tick, none while no rule is active, and never a write.
+    async fn refresh_schemas(&self) {
+        let changes = match self.schemas.changed().await {
+            Ok(changes) => Some(changes),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the OpenAPI index; next tick tries again");
+                None
+            }
+        };
+        // Listed after the index is read: a rule activated meanwhile with an old document
+        // has it found changed on the next tick.
+        let rules: Vec<_> = self.rules_read().values().cloned().collect();
+        for r in rules {
+            let name = &r.rule().name;
+            self.schemas.retry(name, &r.schemas).await;
+            if let Some(changes) = changes.as_ref().filter(|c| !c.is_empty())
+                && self.schemas.refresh(name, &r.schemas, changes).await
+            {
+                tracing::info!(rule = %name, "a schema of the rule's kinds changed: reconciling its parents");
+                self.enqueue_all(name);
+            }
+        }
     }
 
     fn caches_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupKind, RunningCache>> {

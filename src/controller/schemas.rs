@@ -1,8 +1,9 @@
 //! Reads the API server's OpenAPI v3 documents (one per group-version, kept until the hash
 //! the server publishes for it changes) and picks out the schemas of a rule's child kinds;
-//! kinds not published yet are looked for again a few times.
+//! kinds not published yet are looked for again a few times, and a rule's schemas (and its
+//! parent's status shape) are read again when their document's hash changes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kube::Client;
@@ -53,10 +54,15 @@ pub struct ChildSchemas(Mutex<ChildState>);
 
 struct ChildState {
     known: Arc<Schemas>,
+    /// Every kind whose schema the rule uses (the parent's too): read again when the
+    /// document of its group-version changes.
+    kinds: Vec<ApiResource>,
     missing: Vec<ApiResource>,
     attempts: u32,
-    /// The parent kind, until the shape of its status is decided.
+    /// The parent kind and the rule's status fields.
     parent: Option<ParentStatus>,
+    /// Whether the parent's schema was read since the shape of its status was decided.
+    undecided: bool,
 }
 
 /// What decides the shape of a rule's status on its parent: the parent kind (its schema is
@@ -81,9 +87,12 @@ impl ParentStatus {
 }
 
 impl ChildState {
-    /// Decides the parent's status shape once its schema is known.
+    /// Decides the parent's status shape once its schema is known (again after it is read
+    /// again: a CRD that gains `status.conditions` gets them written).
     fn decide_status(&mut self) {
-        let Some(parent) = &self.parent else { return };
+        let Some(parent) = self.parent.as_ref().filter(|_| self.undecided) else {
+            return;
+        };
         let Some(schema) = self
             .known
             .get(&parent.resource.api_version, &parent.resource.kind)
@@ -96,9 +105,28 @@ impl ChildState {
             parent.fields.iter().map(String::as_str),
         );
         let mut known = (*self.known).clone();
+        tracing::debug!(kind = %parent.resource.kind, ?shape, "status shape decided");
         known.set_status_shape(shape);
         self.known = Arc::new(known);
-        self.parent = None;
+        self.undecided = false;
+    }
+
+    /// Takes in the schemas `found` (read now) and the kinds `still` missing.
+    fn take(&mut self, found: Schemas, still: Vec<ApiResource>) {
+        if let Some(p) = &self.parent
+            && found.contains(&p.resource.group, &p.resource.kind)
+        {
+            self.undecided = true;
+        }
+        let mut known = (*self.known).clone();
+        known.extend(found);
+        self.known = Arc::new(known);
+        for kind in still {
+            if !self.missing.contains(&kind) {
+                self.missing.push(kind);
+            }
+        }
+        self.decide_status();
     }
 }
 
@@ -113,9 +141,11 @@ impl ChildSchemas {
     pub fn none() -> Self {
         Self(Mutex::new(ChildState {
             known: Arc::default(),
+            kinds: Vec::new(),
             missing: Vec::new(),
             attempts: 0,
             parent: None,
+            undecided: false,
         }))
     }
 
@@ -123,6 +153,38 @@ impl ChildSchemas {
     pub fn current(&self) -> Arc<Schemas> {
         self.lock().known.clone()
     }
+}
+
+/// The group-versions whose published document changed since it was read, and the index
+/// that says so.
+pub struct Changes {
+    index: Json,
+    paths: BTreeSet<String>,
+}
+
+impl Changes {
+    /// Whether no document changed.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+}
+
+/// The path of `kind`'s group-version in the index (`api/v1`, `apis/apps/v1`).
+fn group_version_path(kind: &ApiResource) -> String {
+    if kind.group.is_empty() {
+        format!("api/{}", kind.version)
+    } else {
+        format!("apis/{}/{}", kind.group, kind.version)
+    }
+}
+
+/// The URL (with its hash) under which `index` publishes the document at `path`.
+fn published_url<'a>(index: &'a Json, path: &str) -> Option<&'a str> {
+    index
+        .get("paths")
+        .and_then(|p| p.get(path))
+        .and_then(|p| p.get("serverRelativeURL"))
+        .and_then(Json::as_str)
 }
 
 /// Documents read so far, by group-version path (`api/v1`, `apis/apps/v1`).
@@ -172,8 +234,10 @@ impl SchemaCache {
         let (known, missing) = self.fetch(rule, &kinds).await;
         let mut state = ChildState {
             known: Arc::new(known),
+            kinds,
             missing,
             attempts: 0,
+            undecided: parent.is_some(),
             parent,
         };
         state.decide_status();
@@ -193,16 +257,76 @@ impl SchemaCache {
         };
         let (found, still) = self.fetch(rule, &missing).await;
         let mut s = schemas.lock();
-        let mut known = (*s.known).clone();
-        known.extend(found);
-        s.known = Arc::new(known);
-        s.missing = still;
-        s.decide_status();
+        s.missing.clear();
+        s.take(found, still);
+    }
+
+    /// Which documents read so far the index now publishes under another hash (or no more):
+    /// they are dropped, to be read again by [`SchemaCache::refresh`]. One read of the
+    /// index; none while no document was read (no rule active).
+    pub async fn changed(&self) -> Result<Changes, SchemaError> {
+        if self.lock().is_empty() {
+            return Ok(Changes {
+                index: Json::Null,
+                paths: BTreeSet::new(),
+            });
+        }
+        let index = self.get(INDEX).await?;
+        let mut paths = BTreeSet::new();
+        self.lock().retain(|path, (url, _)| {
+            let same = published_url(&index, path) == Some(url.as_str());
+            if !same {
+                paths.insert(path.clone());
+            }
+            same
+        });
+        Ok(Changes { index, paths })
+    }
+
+    /// Reads again the schemas of `rule`'s kinds whose document `changes` lists, and decides
+    /// its parent's status shape again if the parent's was among them. Whether any was.
+    pub async fn refresh(&self, rule: &str, schemas: &ChildSchemas, changes: &Changes) -> bool {
+        let kinds: Vec<ApiResource> = schemas
+            .lock()
+            .kinds
+            .iter()
+            .filter(|k| changes.paths.contains(&group_version_path(k)))
+            .cloned()
+            .collect();
+        if kinds.is_empty() {
+            return false;
+        }
+        let (found, still) = self.fetch_in(rule, &changes.index, &kinds).await;
+        let mut s = schemas.lock();
+        // A kind the changed document no longer describes is looked for again a few times.
+        s.attempts = 0;
+        s.take(found, still);
+        true
     }
 
     /// The schemas of `kinds` that are published, and the kinds without one (logged).
     async fn fetch(&self, rule: &str, kinds: &[ApiResource]) -> (Schemas, Vec<ApiResource>) {
-        let (known, why) = self.schemas(kinds).await;
+        if kinds.is_empty() {
+            return (Schemas::default(), Vec::new());
+        }
+        match self.get(INDEX).await {
+            Ok(index) => self.fetch_in(rule, &index, kinds).await,
+            Err(e) => {
+                let all = kinds.iter().map(|k| k.kind.clone()).collect::<Vec<_>>();
+                tracing::info!(rule, kind = all.join(", "), error = %e, "no schema for a child kind yet; its lists are compared by the fallback");
+                (Schemas::default(), kinds.to_vec())
+            }
+        }
+    }
+
+    /// [`SchemaCache::fetch`] with the index read.
+    async fn fetch_in(
+        &self,
+        rule: &str,
+        index: &Json,
+        kinds: &[ApiResource],
+    ) -> (Schemas, Vec<ApiResource>) {
+        let (known, why) = self.schemas(index, kinds).await;
         for (kind, e) in &why {
             tracing::info!(rule, kind, error = %e, "no schema for a child kind yet; its lists are compared by the fallback");
         }
@@ -216,25 +340,18 @@ impl SchemaCache {
 
     /// The schemas of `kinds` that the API server publishes, and why each other one is not
     /// known (those are compared by the planner's fallback).
-    async fn schemas(&self, kinds: &[ApiResource]) -> (Schemas, Vec<(String, SchemaError)>) {
+    async fn schemas(
+        &self,
+        index: &Json,
+        kinds: &[ApiResource],
+    ) -> (Schemas, Vec<(String, SchemaError)>) {
         let mut schemas = Schemas::default();
         let mut missing = Vec::new();
-        if kinds.is_empty() {
-            return (schemas, missing);
-        }
-        let index = match self.get(INDEX).await {
-            Ok(index) => index,
-            Err(e) => {
-                let all = kinds.iter().map(|k| k.kind.clone()).collect::<Vec<_>>();
-                missing.push((all.join(", "), e));
-                return (schemas, missing);
-            }
-        };
         for kind in kinds {
             if schemas.contains(&kind.group, &kind.kind) {
                 continue;
             }
-            match self.document(&index, kind).await {
+            match self.document(index, kind).await {
                 Ok(doc) => match doc.kind(&kind.group, &kind.version, &kind.kind) {
                     Some(schema) => schemas.insert(&kind.group, &kind.kind, schema),
                     None => missing.push((
@@ -254,16 +371,8 @@ impl SchemaCache {
         index: &Json,
         kind: &ApiResource,
     ) -> Result<Arc<Document>, SchemaError> {
-        let path = if kind.group.is_empty() {
-            format!("api/{}", kind.version)
-        } else {
-            format!("apis/{}/{}", kind.group, kind.version)
-        };
-        let url = index
-            .get("paths")
-            .and_then(|p| p.get(&path))
-            .and_then(|p| p.get("serverRelativeURL"))
-            .and_then(Json::as_str)
+        let path = group_version_path(kind);
+        let url = published_url(index, &path)
             .ok_or_else(|| SchemaError::NoDocument(kind.api_version.clone()))?
             .to_string();
         if let Some((cached_url, doc)) = self.lock().get(&path)
