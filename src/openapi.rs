@@ -30,7 +30,7 @@ pub enum ListType {
     Map(Vec<String>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
     Object {
         properties: HashMap<String, Node>,
@@ -48,7 +48,7 @@ enum Node {
 }
 
 /// One parsed OpenAPI v3 document (one group-version).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Document {
     types: HashMap<String, Node>,
     /// (group, version, kind) → component name.
@@ -190,6 +190,13 @@ fn list_type(v: &Json) -> ListType {
 pub struct KindSchema {
     doc: Arc<Document>,
     root: String,
+}
+
+impl KindSchema {
+    /// Whether `other` describes the kind as this does (read from an equal document).
+    pub fn same_as(&self, other: &KindSchema) -> bool {
+        self.root == other.root && (Arc::ptr_eq(&self.doc, &other.doc) || self.doc == other.doc)
+    }
 }
 
 impl std::fmt::Debug for KindSchema {
@@ -361,6 +368,14 @@ impl Schemas {
             self.status = other.status;
         }
         self.version = next_version();
+    }
+
+    /// Whether every schema of `other` is known here, the same.
+    pub fn holds(&self, other: &Schemas) -> bool {
+        other
+            .kinds
+            .iter()
+            .all(|(k, schema)| self.kinds.get(k).is_some_and(|s| s.same_as(schema)))
     }
 
     /// Whether the schema of `group`/`kind` is known.

@@ -385,10 +385,6 @@ async fn a_crd_that_gains_conditions_gets_them_within_seconds() {
         })
         .await;
     }
-    audit::assert_no_writes("settled without conditions", Duration::from_secs(3), |w| {
-        w.namespace == env.ns
-    })
-    .await;
     assert_eq!(jsonpath(&env, &widgets, "a", "{.status.conditions}"), "");
     let fixed = std::time::Instant::now();
     install_crd(&env, &group, &open_crd);

@@ -210,6 +210,8 @@ impl Controller {
         let rules: Vec<_> = self.rules_read().values().cloned().collect();
         for r in rules {
             let name = &r.rule().name;
+            // A schema found late is used from the parents' next reconcile (they were planned
+            // a moment before it was published, not against an older one).
             self.schemas.retry(name, &r.schemas).await;
             if let Some(changes) = changes.as_ref().filter(|c| !c.is_empty())
                 && self.schemas.refresh(name, &r.schemas, changes).await

@@ -111,13 +111,16 @@ impl ChildState {
         self.undecided = false;
     }
 
-    /// Takes in the schemas `found` (read now) and the kinds `still` missing.
-    fn take(&mut self, found: Schemas, still: Vec<ApiResource>) {
+    /// Takes in the schemas `found` (read now) and the kinds `still` missing. Whether what
+    /// the planner compares with changed (a schema new or different, or the status shape).
+    fn take(&mut self, found: Schemas, still: Vec<ApiResource>) -> bool {
         if let Some(p) = &self.parent
             && found.contains(&p.resource.group, &p.resource.kind)
         {
             self.undecided = true;
         }
+        let same = self.known.holds(&found);
+        let shape = self.known.status_shape().cloned();
         let mut known = (*self.known).clone();
         known.extend(found);
         self.known = Arc::new(known);
@@ -127,6 +130,7 @@ impl ChildState {
             }
         }
         self.decide_status();
+        !same || self.known.status_shape() != shape.as_ref()
     }
 }
 
@@ -284,7 +288,8 @@ impl SchemaCache {
     }
 
     /// Reads again the schemas of `rule`'s kinds whose document `changes` lists, and decides
-    /// its parent's status shape again if the parent's was among them. Whether any was.
+    /// its parent's status shape again if the parent's was among them. Whether any schema
+    /// or the shape differs now.
     pub async fn refresh(&self, rule: &str, schemas: &ChildSchemas, changes: &Changes) -> bool {
         let kinds: Vec<ApiResource> = schemas
             .lock()
@@ -300,8 +305,7 @@ impl SchemaCache {
         let mut s = schemas.lock();
         // A kind the changed document no longer describes is looked for again a few times.
         s.attempts = 0;
-        s.take(found, still);
-        true
+        s.take(found, still)
     }
 
     /// The schemas of `kinds` that are published, and the kinds without one (logged).
