@@ -395,3 +395,58 @@ impl SchemaCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    /// The served document of `x.dev/v1` Widget with `status` as given.
+    fn widget(status: Json) -> Schemas {
+        let doc = Arc::new(Document::parse(&json!({"components": {"schemas": {
+            "dev.x.v1.Widget": {"type": "object",
+                "x-kubernetes-group-version-kind": [{"group": "x.dev", "version": "v1", "kind": "Widget"}],
+                "properties": {"status": status}},
+        }}})));
+        let mut schemas = Schemas::default();
+        schemas.insert(
+            "x.dev",
+            "Widget",
+            doc.kind("x.dev", "v1", "Widget").unwrap(),
+        );
+        schemas
+    }
+
+    #[test]
+    fn a_changed_parent_schema_decides_the_status_shape_again() {
+        let resource = ApiResource {
+            group: "x.dev".into(),
+            version: "v1".into(),
+            api_version: "x.dev/v1".into(),
+            kind: "Widget".into(),
+            plural: "widgets".into(),
+        };
+        let mut state = ChildState {
+            known: Arc::default(),
+            kinds: vec![resource.clone()],
+            missing: Vec::new(),
+            attempts: 0,
+            parent: Some(ParentStatus {
+                resource,
+                builtin: false,
+                fields: vec!["replicas".into()],
+            }),
+            undecided: true,
+        };
+        let closed = json!({"type": "object", "properties": {"replicas": {"type": "integer"}}});
+        assert!(state.take(widget(closed.clone()), Vec::new()));
+        let shape = state.known.status_shape().unwrap().clone();
+        assert!(shape.allows_field("replicas") && !shape.allows_conditions());
+        // The same content read again (another hash, same schema): nothing to reconcile.
+        assert!(!state.take(widget(closed), Vec::new()));
+        let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+        assert!(state.take(widget(open), Vec::new()));
+        assert!(state.known.status_shape().unwrap().allows_conditions());
+    }
+}
