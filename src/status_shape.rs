@@ -241,7 +241,9 @@ pub fn rule_fields(rule: &crate::rule::CompiledRule) -> impl Iterator<Item = &st
 
 impl SchemaView for Schema<'_> {
     fn field(&self, name: &str) -> Option<Self> {
-        self.declares(name).then(|| Schema::field(self, name))
+        // Below a field an open mapping keeps (a CRD whose root keeps unknown fields has no
+        // `status` schema at all), anything goes.
+        (self.declares(name) || self.is_unknown()).then(|| Schema::field(self, name))
     }
 
     fn is_open(&self) -> bool {
@@ -461,6 +463,20 @@ mod tests {
         // Unknown schema: everything, as before shapes.
         let all = json!({"size": 1, "observedGeneration": 2, "conditions": []});
         assert_eq!(StatusShape::unknown().restrict(all.clone()), all);
+    }
+
+    /// A CRD whose whole object keeps unknown fields, as the API server publishes it: no
+    /// `status` schema at all, so everything ruleop writes is kept.
+    #[test]
+    fn a_served_crd_that_keeps_unknown_fields_takes_everything() {
+        let doc = Arc::new(Document::parse(&json!({"components": {"schemas": {
+            "test.w.v1.Widget": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                "x-kubernetes-group-version-kind": [{"group": "w.test", "version": "v1", "kind": "Widget"}],
+                "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"}}},
+        }}})));
+        let kind = doc.kind("w.test", "v1", "Widget").unwrap();
+        let shape = StatusShape::decide(&kind.root(), false, FIELDS);
+        assert_eq!(shape, StatusShape::unknown());
     }
 
     #[test]
