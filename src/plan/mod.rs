@@ -15,25 +15,25 @@ mod memo;
 mod ownership;
 mod parent_status;
 mod ready;
+mod related;
 mod rollout;
 mod uptodate;
 mod view;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use minijinja::context;
 use serde::Serialize;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 
 use crate::meta::{self, ObjectKey};
 use crate::openapi::Schemas;
 use crate::rule::{CompiledRule, Scope, UpdateStrategy};
 use crate::status::{self, Condition, READY};
 use crate::status_shape::StatusShape;
-use crate::template::{TemplateError, from_json, shared_json};
+use crate::template::{TemplateError, shared_json};
 use child::{check_namespace, is_namespace, plan_child};
 use finalize::finalize;
 use ready::conditions;
@@ -43,6 +43,7 @@ pub use lookup::{LookupTarget, lookup_targets, matches as lookup_matches};
 pub use memo::PlanMemo;
 pub use ownership::is_ours;
 pub use ready::{conflict_condition, not_owned_message};
+pub use related::{Selector, related_selectors};
 
 /// What the planner was given.
 #[derive(Debug, Clone, Copy)]
@@ -226,45 +227,6 @@ fn render_failure(rule: &CompiledRule, name: &str, err: &TemplateError) -> Failu
 
 fn now_string(now: Timestamp) -> String {
     now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// A rendered related selector (`matchLabels`).
-pub type Selector = BTreeMap<String, String>;
-
-/// A parent's related selectors (`spec.related[i].selector`, in order), rendered: the
-/// planner filters related objects with them, the controller looks them up by them.
-pub fn related_selectors(
-    rule: &CompiledRule,
-    parent: &Json,
-    now: Timestamp,
-) -> Result<Vec<Selector>, Failure> {
-    if rule.spec.related.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ctx = context! {
-        parent => shared_json(Arc::new(parent.clone())),
-        children => from_json(&json!({})),
-        related => from_json(&json!({})),
-        now => now_string(now),
-    };
-    rule.spec
-        .related
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            r.selector
-                .keys()
-                .map(|key| {
-                    let name = format!("spec.related[{i}].selector.{key}");
-                    let value = rule
-                        .templates
-                        .render_text(&name, &ctx)
-                        .map_err(|e| render_failure(rule, &name, &e))?;
-                    Ok((key.clone(), value))
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// [`plan`], for the controller: a plan that writes nothing is remembered by its inputs'
