@@ -63,13 +63,7 @@ fn conditions_schema() -> Json {
 
 /// Every status field the rule writes: its projections and its `onFailure` fields.
 fn written_status_fields(rule: &CompiledRule) -> BTreeSet<&str> {
-    let status = &rule.spec.status;
-    status
-        .fields
-        .keys()
-        .chain(status.on_failure.keys())
-        .map(String::as_str)
-        .collect()
+    crate::status_shape::rule_fields(rule).collect()
 }
 
 /// `readyMembers` → `Ready Members`.

@@ -1,11 +1,11 @@
 //! Planner tests of two renderings of one object, on rules whose every name comes from the
 //! parent's spec (tests/rules/duplicate/): any two children can be made to collide.
 
-use jiff::Timestamp;
 use serde_json::{Value as Json, json};
 
 use crate::meta::{self, ObjectKey};
-use crate::plan::{Action, EventType, FinalizerChange, Input, Plan, plan, reason};
+use crate::plan::tests::{run, stored};
+use crate::plan::{Action, EventType, FinalizerChange, Plan, reason};
 use crate::rule::{CompiledRule, parse_rule};
 
 const GAZETTE: &str = include_str!("../../tests/rules/duplicate/gazette.yaml");
@@ -13,18 +13,6 @@ const DISTRICT: &str = include_str!("../../tests/rules/duplicate/district.yaml")
 
 fn rule(source: &str) -> CompiledRule {
     parse_rule("test.yaml".as_ref(), source).unwrap()
-}
-
-fn run(rule: &CompiledRule, parent: &Json, observed: &[Json]) -> Plan {
-    plan(
-        rule,
-        Input {
-            parent,
-            observed,
-            now: "2026-01-01T00:00:00Z".parse::<Timestamp>().unwrap(),
-            schemas: None,
-        },
-    )
 }
 
 /// `test.yaml:<line>:` of the template of `child` (its first line).
@@ -53,20 +41,6 @@ fn gazette(spec: Json) -> Json {
         parent["spec"][k] = v.clone();
     }
     parent
-}
-
-/// The objects as the API server stores the plan's applies.
-fn stored(plan: &Plan) -> Vec<Json> {
-    plan.apply
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let mut o = d.object.clone();
-            o["metadata"]["uid"] = json!(format!("child-{i}"));
-            o["metadata"]["managedFields"] = json!([{"manager": meta::FIELD_MANAGER}]);
-            o
-        })
-        .collect()
 }
 
 fn keys(plan: &Plan) -> Vec<String> {

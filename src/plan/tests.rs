@@ -17,7 +17,7 @@ fn rule(source: &str) -> CompiledRule {
     parse_rule("test.yaml".as_ref(), source).unwrap()
 }
 
-fn run(rule: &CompiledRule, parent: &Json, observed: &[Json]) -> Plan {
+pub(super) fn run(rule: &CompiledRule, parent: &Json, observed: &[Json]) -> Plan {
     let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
     plan(
         rule,
@@ -31,7 +31,7 @@ fn run(rule: &CompiledRule, parent: &Json, observed: &[Json]) -> Plan {
 }
 
 /// The objects as the API server stores the plan's applies (a uid, ruleop's field manager).
-fn stored(plan: &Plan) -> Vec<Json> {
+pub(super) fn stored(plan: &Plan) -> Vec<Json> {
     plan.apply
         .iter()
         .enumerate()

@@ -2,6 +2,7 @@
 //! embedded OpenAPI v3 snapshot (or a live cluster's documents), CRD kinds from their CRDs.
 
 pub mod validate;
+mod values;
 
 use std::collections::HashMap;
 
