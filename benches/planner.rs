@@ -149,10 +149,9 @@ fn memcached(c: &mut Criterion) {
     for (i, o) in unchanged.iter_mut().enumerate() {
         o["metadata"]["resourceVersion"] = json!(format!("{}", 200 + i));
     }
+    let memo = ruleop::controller::memo::PlanMemo::default();
     g.bench_function("plan_unchanged", |b| {
-        b.iter(|| {
-            ruleop::plan::plan_remembered(black_box(&rule), input(black_box(&parent), &unchanged))
-        })
+        b.iter(|| memo.plan(black_box(&rule), input(black_box(&parent), &unchanged)))
     });
     g.bench_function("plan_first", |b| {
         b.iter(|| plan(black_box(&rule), input(black_box(&parent), &[])))
@@ -268,6 +267,7 @@ fn reconcile(c: &mut Criterion) {
         related: &related,
         lookups: &[],
     };
+    let memo = ruleop::controller::memo::PlanMemo::default();
     let one = || {
         let cached = caches[&memcached].get("ns", "example-memcached").unwrap();
         let mut seen = observe(
@@ -278,7 +278,7 @@ fn reconcile(c: &mut Criterion) {
             &cached,
             now(),
         );
-        plan_observed(&rule, &mut seen, None, now())
+        plan_observed(&rule, &memo, &mut seen, None, now())
     };
     let p = one();
     assert!(writes_nothing(&p), "the cached parent is converged");

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value as Json, json};
 
-use crate::meta;
+use ruleop_schema::meta;
 
 /// The `managedFields` entry of `manager`'s server-side applies to the object itself (not
 /// to a subresource such as `status`).

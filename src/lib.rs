@@ -1,42 +1,37 @@
 //! ruleop: a generic Kubernetes operator driven by YAML rule files.
 //!
-//! The reconcile path is observe → plan → act. [`plan`] is a pure function of a compiled
-//! [`rule`], a parent and the observed objects; the command line's `render` and the controller
-//! call the same planner.
+//! This package is the runtime and the command line on top of three layer crates:
+//! `ruleop-schema` (objects and the one schema model) ← `ruleop-lang` (the rule language) ←
+//! `ruleop-plan` (the pure planner). The reconcile path is observe ([`cache`],
+//! [`controller`]) → plan (`ruleop_plan::plan`) → act ([`apply`]). See ARCHITECTURE.md.
 
 pub mod apply;
 pub mod cache;
-pub mod check;
 pub mod cli;
 pub mod controller;
-pub mod crd;
-pub mod defaults;
 pub mod fence;
-pub mod filters;
 pub mod handover;
 pub mod health;
-pub mod jsondiff;
 pub mod kubeclient;
 pub mod leader;
-pub mod lint;
 pub mod livediff;
 pub mod logwriter;
-pub mod manifests;
-pub mod meta;
-pub mod openapi;
-pub mod plan;
-pub mod quantity;
 pub mod rbac;
 pub mod reload;
 pub mod repair;
-pub mod rule;
 pub mod run;
-pub mod scale;
-pub mod schema;
 pub mod ssa;
-pub mod status;
-pub mod status_shape;
 pub mod telemetry;
-pub mod template;
-pub mod testkit;
 pub mod transport;
+
+// The layers under their former paths, for the integration tests and benches written against
+// the single crate.
+pub use ruleop_lang::template::filters;
+pub use ruleop_lang::{check, crd, manifests, template};
+pub use ruleop_plan::{self as plan, scale, status, testkit};
+pub use ruleop_schema::{defaults, meta, openapi, quantity, schema, status_shape};
+/// The rule language's types and its loader, under one path.
+pub mod rule {
+    pub use ruleop_lang::load::*;
+    pub use ruleop_lang::rule::*;
+}

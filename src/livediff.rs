@@ -6,9 +6,9 @@ use std::fmt::Write;
 
 use serde_json::Value as Json;
 
-use crate::jsondiff::{self, Change};
-use crate::meta::{self, ObjectKey};
-use crate::plan::{Action, FinalizerChange, Plan};
+use ruleop_plan::{Action, FinalizerChange, Plan};
+use ruleop_schema::jsondiff::{self, Change};
+use ruleop_schema::meta::{self, ObjectKey};
 
 /// One child's change.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,8 +238,8 @@ pub fn summary(diffs: &[ParentDiff], total: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Deletion, Desired};
-    use crate::rule::UpdateStrategy;
+    use ruleop_lang::rule::UpdateStrategy;
+    use ruleop_plan::{Deletion, Desired};
     use serde_json::json;
 
     fn desired(object: Json, action: Action) -> Desired {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value as Json, json};
 
-use crate::rule::{CompiledRule, split_api_version};
+use ruleop_lang::rule::{CompiledRule, split_api_version};
 
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &[
@@ -96,7 +96,7 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
-        "metadata": {"name": name, "labels": {crate::meta::MANAGED_BY_LABEL: "ruleop"}},
+        "metadata": {"name": name, "labels": {ruleop_schema::meta::MANAGED_BY_LABEL: "ruleop"}},
         "rules": policy,
     })
 }
@@ -117,7 +117,7 @@ mod tests {
     #[test]
     fn lookups_are_granted_read() {
         let source = "apiVersion: ruleop.dev/v1alpha1\nkind: Rule\nmetadata: {name: r}\nspec:\n  parent: {apiVersion: x.dev/v1, kind: Site}\n  lookups:\n    - {name: theme, apiVersion: themes.dev/v1, kind: Theme, objectName: \"{{ parent.spec.theme }}\"}\n";
-        let rule = crate::rule::parse_rule("r.yaml".as_ref(), source).unwrap();
+        let rule = ruleop_lang::load::parse_rule("r.yaml".as_ref(), source).unwrap();
         let role = cluster_role("ruleop", &[&rule]);
         let theme = role["rules"]
             .as_array()

@@ -11,8 +11,8 @@
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value as Json, json};
 
-use crate::meta;
 use crate::telemetry::Metrics;
+use ruleop_schema::meta;
 
 /// Why a repair did not happen.
 #[derive(Debug, thiserror::Error)]

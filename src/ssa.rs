@@ -7,7 +7,7 @@
 use kube::api::PatchParams;
 use serde_json::{Map, Value as Json, json};
 
-use crate::meta;
+use ruleop_schema::meta;
 
 /// The `resourceVersion` a create is applied with. No stored object has it, so the API
 /// server refuses the apply (409) when any object holds the name already, and creates the

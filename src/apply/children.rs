@@ -8,10 +8,10 @@ use serde_json::{Value as Json, json};
 use super::error::{ActError, is_conflict, is_not_found};
 use super::{Actor, Target, api_for, group_kind};
 use crate::cache::KindCache;
-use crate::meta::{self, ObjectKey};
-use crate::plan::{Action, Deletion, Desired};
 use crate::repair;
 use crate::ssa;
+use ruleop_plan::{Action, Deletion, Desired};
+use ruleop_schema::meta::{self, ObjectKey};
 
 impl Actor {
     pub(super) async fn apply_one(
@@ -34,7 +34,7 @@ impl Actor {
         };
         let parent_uid = meta::uid(target.parent);
         let rule = meta::label(&desired.object, meta::RULE_LABEL).unwrap_or_default();
-        let not_ours = || crate::plan::not_owned_message(&key, meta::kind(target.parent));
+        let not_ours = || ruleop_plan::not_owned_message(&key, meta::kind(target.parent));
         let mut uid = desired.uid.clone();
         match desired.action {
             Action::UpToDate => return Ok(ApplyResult::Done),
@@ -60,7 +60,7 @@ impl Actor {
                             return Err(err("create", e));
                         };
                         let json = serde_json::to_value(&existing).unwrap_or(Json::Null);
-                        if !crate::plan::is_ours(&json, rule, parent_uid) {
+                        if !ruleop_plan::is_ours(&json, rule, parent_uid) {
                             return Ok(ApplyResult::Conflict(not_ours()));
                         }
                         uid = Some(meta::uid(&json).to_string());

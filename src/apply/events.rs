@@ -5,8 +5,8 @@ use serde_json::Value as Json;
 
 use super::Actor;
 use super::recorder::Occurrence;
-use crate::meta::{self, ObjectKey};
-use crate::plan::PlanEvent;
+use ruleop_plan::PlanEvent;
+use ruleop_schema::meta::{self, ObjectKey};
 
 impl Actor {
     pub(super) async fn publish(&self, parent: &Json, events: &[PlanEvent]) {

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use crate::meta::{self, ObjectKey};
+use ruleop_schema::meta::{self, ObjectKey};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Applied {

@@ -23,16 +23,16 @@ use serde_json::Value as Json;
 
 use crate::cache::{GroupKind, KindCache};
 use crate::controller::queue::Outcome;
-use crate::meta::{self, ObjectKey};
-use crate::plan::{EventType, FinalizerChange, Plan, reason};
-use crate::rule::split_api_version;
 use crate::ssa;
-use crate::status;
 use crate::telemetry::Metrics;
 use children::ApplyResult;
 pub use error::{ActError, THROTTLED};
 use memo::AppliedMemo;
 use recorder::Recorder;
+use ruleop_lang::rule::split_api_version;
+use ruleop_plan::status;
+use ruleop_plan::{EventType, FinalizerChange, Plan, reason};
+use ruleop_schema::meta::{self, ObjectKey};
 
 /// How long a parent waits before a retry when retrying cannot help until something changes
 /// (bad input, forbidden, a name conflict); its watch events still trigger reconciles.
@@ -109,7 +109,7 @@ fn api_for(client: &Client, cache: &KindCache, namespace: &str) -> Api<DynamicOb
 }
 
 /// Drops the plan's `Ready` Event: the actor found the parent not ready after all.
-fn drop_ready(events: &mut Vec<crate::plan::PlanEvent>) {
+fn drop_ready(events: &mut Vec<ruleop_plan::PlanEvent>) {
     events.retain(|e| {
         !(e.type_ == EventType::Normal && e.reason == reason::READY && e.related.is_none())
     });
@@ -213,7 +213,7 @@ impl Actor {
                     events.retain(|e| !(e.reason == "Created" && e.related.as_ref() == Some(&key)));
                     // Said once, when it appears, not on every retry while it lasts.
                     if !status::conflict_shown(parent.get("status"), &key.to_string()) {
-                        events.push(crate::plan::PlanEvent {
+                        events.push(ruleop_plan::PlanEvent {
                             type_: EventType::Warning,
                             reason: reason::CONFLICT.into(),
                             message,
@@ -257,7 +257,7 @@ impl Actor {
             events.retain(|e| e.reason != "Deleted");
         }
 
-        let found_conflict = found.then(|| crate::plan::conflict_condition(&conflicts));
+        let found_conflict = found.then(|| ruleop_plan::conflict_condition(&conflicts));
         let generation = parent
             .pointer("/metadata/generation")
             .and_then(Json::as_i64);

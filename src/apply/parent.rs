@@ -7,11 +7,11 @@ use serde_json::{Value as Json, json};
 use super::error::{ActError, INVALID, is_not_found};
 use super::{Actor, PERMANENT_RETRY, REPORT_AFTER_FAILURES, Report, Target};
 use crate::controller::queue::Outcome;
-use crate::meta::{self, ObjectKey};
-use crate::plan::{EventType, reason};
 use crate::ssa;
-use crate::status::{self, Condition, READY};
-use crate::status_shape::StatusShape;
+use ruleop_plan::status::{self, Condition, READY};
+use ruleop_plan::{EventType, reason};
+use ruleop_schema::meta::{self, ObjectKey};
+use ruleop_schema::status_shape::StatusShape;
 
 /// The verb of a failed status write.
 const STATUS_VERB: &str = "update status of";
@@ -29,7 +29,7 @@ impl Actor {
         owned: &Json,
         shape: &StatusShape,
         error: ActError,
-        mut events: Vec<crate::plan::PlanEvent>,
+        mut events: Vec<ruleop_plan::PlanEvent>,
     ) -> Report {
         let parent = target.parent;
         let transient = error.is_transient();
@@ -86,7 +86,7 @@ impl Actor {
             if !status::condition_shown(stored, &condition)
                 && !status::condition_shown(written.as_ref(), &condition)
             {
-                events.push(crate::plan::PlanEvent {
+                events.push(ruleop_plan::PlanEvent {
                     type_: EventType::Warning,
                     reason: condition.reason.clone(),
                     message,

@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
-use crate::plan::EventType;
+use ruleop_plan::EventType;
 
 /// How long a repeat joins the series of the Event first recorded (as client-go and kube).
 const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);

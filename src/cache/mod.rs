@@ -12,8 +12,8 @@ use std::sync::{Arc, RwLock};
 
 use kube::api::ApiResource;
 
-use crate::meta;
 pub use object::Cached;
+use ruleop_schema::meta;
 pub use watch::watch;
 
 /// `(namespace, name)`.

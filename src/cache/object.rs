@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::ObjKey;
-use crate::meta;
+use ruleop_schema::meta;
 
 /// Nesting beyond which an object is kept parsed: serde_json refuses to parse text nested
 /// deeper than 128 levels, so such text could not be read back.

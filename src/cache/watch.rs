@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::object::{metadata_to_cached, to_cached};
 use super::{Cached, Change, KindCache};
-use crate::meta;
+use ruleop_schema::meta;
 
 /// Watch events, objects already in their cached form.
 type Events = BoxStream<'static, Result<Event<Arc<Cached>>, watcher::Error>>;

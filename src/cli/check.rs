@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 
 use super::CliError;
-use crate::check::{self, CrdSet, Lookup, Severity, crds};
-use crate::rule::{self, LoadedRule, Location, RuleError, Spans};
-use crate::schema::KindSchemas;
+use ruleop_lang::check::{self, CrdSet, Lookup, Severity, crds};
+use ruleop_lang::load::{LoadedRule, RuleError};
+use ruleop_lang::rule::{self, Location, Spans};
+use ruleop_schema::schema::KindSchemas;
 
 /// Options of `ruleop check`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -59,7 +60,7 @@ pub fn check(args: &CheckArgs, out: &mut impl Write) -> Result<(), CliError> {
     };
     let inputs = classify(&args.paths);
     let mut given = inputs.crds;
-    given.extend(CrdSet::load(&args.crd)?);
+    given.extend(super::crds::load(&args.crd)?);
     // Every source is checked (the rule's own `spec.crd`, the files, the cluster): the
     // cluster's is what the controller meets, the files what will be installed.
     let sources = [&given, &cluster];
@@ -68,7 +69,7 @@ pub fn check(args: &CheckArgs, out: &mut impl Write) -> Result<(), CliError> {
     crd_set.extend(given.clone());
     let schemas_given = args.cluster || !crd_set.is_empty();
     let mut errors = inputs.errors;
-    let (rules, mut load_errors) = rule::load_paths(&inputs.rule_files);
+    let (rules, mut load_errors) = ruleop_lang::load::load_paths(&inputs.rule_files);
     errors.append(&mut load_errors);
     for note in &inputs.notes {
         writeln!(out, "note  {note}")?;
@@ -134,7 +135,12 @@ fn against_schema(
         message,
     };
     let rule = &r.rule;
-    let own = match rule.spec.crd.as_ref().map(|_| crate::crd::generate(rule)) {
+    let own = match rule
+        .spec
+        .crd
+        .as_ref()
+        .map(|_| ruleop_lang::crd::generate(rule))
+    {
         Some(Err(e)) => {
             return Ok((
                 vec![error(rule.spans.find("spec.crd"), e.to_string())],
@@ -146,7 +152,7 @@ fn against_schema(
     };
     let parent = &rule.spec.parent;
     let (group, version) = rule::split_api_version(&parent.api_version);
-    if crate::status_shape::is_builtin_group(&parent.api_version) {
+    if ruleop_schema::status_shape::is_builtin_group(&parent.api_version) {
         // A built-in parent: its status is its own controller's (the embedded schemas).
         let warnings = KindSchemas::builtin()
             .map(|schemas| check::builtin_status(rule, &schemas))
@@ -225,7 +231,7 @@ async fn connect(args: &CheckArgs) -> Result<kube::Client, CliError> {
 
 /// The cluster's CRDs.
 fn cluster_crds(args: &CheckArgs) -> Result<CrdSet, CliError> {
-    block_on(async { Ok(CrdSet::from_cluster(connect(args).await?).await?) })
+    block_on(async { Ok(super::crds::from_cluster(connect(args).await?).await?) })
 }
 
 /// The built-in kinds' schemas as the cluster serves them (`/openapi/v3`: every core and
@@ -272,7 +278,7 @@ fn classify(paths: &[PathBuf]) -> Inputs {
             }
             continue;
         }
-        let files = match rule::rule_files(path) {
+        let files = match ruleop_lang::load::rule_files(path) {
             Ok(files) => files,
             Err(e) => {
                 inputs.errors.push(e);
@@ -290,7 +296,7 @@ fn classify(paths: &[PathBuf]) -> Inputs {
             let used: Vec<String> = objects
                 .iter()
                 .filter(|o| inputs.crds.add(o, &origin))
-                .map(|o| crate::meta::name(o).to_string())
+                .map(|o| ruleop_schema::meta::name(o).to_string())
                 .collect();
             let note = if used.len() == objects.len() {
                 format!(
@@ -317,11 +323,16 @@ fn classify(paths: &[PathBuf]) -> Inputs {
 /// Rule or anything else (which the rule loader then reports).
 fn objects(file: &Path) -> Option<(Vec<Json>, String)> {
     let source = std::fs::read_to_string(file).ok()?;
-    let objects = crate::manifests::read_objects(file).ok()?;
-    let is_object =
-        |o: &Json| !crate::meta::kind(o).is_empty() && !crate::meta::api_version(o).is_empty();
-    let is_rule =
-        |o: &Json| rule::is_rule_object(crate::meta::api_version(o), crate::meta::kind(o));
+    let objects = ruleop_lang::manifests::read_objects(file).ok()?;
+    let is_object = |o: &Json| {
+        !ruleop_schema::meta::kind(o).is_empty() && !ruleop_schema::meta::api_version(o).is_empty()
+    };
+    let is_rule = |o: &Json| {
+        ruleop_lang::load::is_rule_object(
+            ruleop_schema::meta::api_version(o),
+            ruleop_schema::meta::kind(o),
+        )
+    };
     if objects.is_empty() || !objects.iter().all(is_object) || objects.iter().any(is_rule) {
         return None;
     }
@@ -333,8 +344,8 @@ fn describe(objects: &[Json]) -> String {
     let one = |o: &Json| {
         format!(
             "a {} ({})",
-            crate::meta::kind(o),
-            crate::meta::api_version(o)
+            ruleop_schema::meta::kind(o),
+            ruleop_schema::meta::api_version(o)
         )
     };
     match objects {
@@ -346,7 +357,7 @@ fn describe(objects: &[Json]) -> String {
 /// The error for a file named on the command line that is not a Rule.
 fn not_a_rule(path: &Path, objects: &[Json], source: &str) -> RuleError {
     let message = if objects.iter().all(crds::is_crd) {
-        let names: Vec<&str> = objects.iter().map(crate::meta::name).collect();
+        let names: Vec<&str> = objects.iter().map(ruleop_schema::meta::name).collect();
         format!(
             "not a Rule: this is a CustomResourceDefinition ({}); pass it with --crd",
             names.join(", ")
@@ -397,7 +408,7 @@ mod tests {
             1,
         );
         let path = PathBuf::from("rules/memcached.yaml");
-        let rule = rule::parse_rule(&path, &source).unwrap();
+        let rule = ruleop_lang::load::parse_rule(&path, &source).unwrap();
         let loaded = LoadedRule {
             path,
             hash: String::new(),

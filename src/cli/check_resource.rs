@@ -10,10 +10,11 @@ use jiff::Timestamp;
 use serde_json::Value as Json;
 
 use super::{CliError, plan_sample, read_objects};
-use crate::meta;
-use crate::plan::reason::LOOKUP_MISSING;
-use crate::rule::{LoadedRule, Location};
-use crate::schema::{KindSchemas, Violation};
+use ruleop_lang::load::LoadedRule;
+use ruleop_lang::rule::Location;
+use ruleop_plan::reason::LOOKUP_MISSING;
+use ruleop_schema::meta;
+use ruleop_schema::schema::{KindSchemas, Violation};
 
 /// What `check --resource` found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -30,7 +31,7 @@ pub fn add_crds(
 ) -> Result<(), CliError> {
     for r in rules.iter().filter(|r| r.rule.spec.crd.is_some()) {
         // A `spec.crd` that does not generate is reported by `check` itself.
-        if let Ok(crd) = crate::crd::generate(&r.rule) {
+        if let Ok(crd) = ruleop_lang::crd::generate(&r.rule) {
             add_crd(schemas, &crd, &r.path)?;
         }
     }
@@ -77,11 +78,11 @@ pub fn check_resources(
     let mut crds = crds.to_vec();
     let mut files = Vec::new();
     for path in samples {
-        files.extend(crate::manifests::yaml_files(path)?);
+        files.extend(ruleop_lang::manifests::yaml_files(path)?);
     }
     for file in files {
         for object in read_objects(&file)? {
-            if crate::check::crds::is_crd(&object) {
+            if ruleop_lang::check::crds::is_crd(&object) {
                 crds.push(object);
             } else {
                 parents.push((file.clone(), object));
@@ -102,7 +103,7 @@ pub fn check_resources(
             let p = &r.rule.spec.parent;
             p.api_version == meta::api_version(&parent) && p.kind == meta::kind(&parent)
         }) else {
-            if !crate::rule::is_rule_object(meta::api_version(&parent), meta::kind(&parent)) {
+            if !ruleop_lang::load::is_rule_object(meta::api_version(&parent), meta::kind(&parent)) {
                 writeln!(
                     out,
                     "note  {what}: no rule governs {}/{}; skipped",
@@ -144,7 +145,7 @@ fn check_sample(
 ) -> Result<usize, CliError> {
     let what = sample.what;
     // The parent as the API server would store it; no CRD for it means no defaults.
-    let _ = crate::defaults::apply_parent_defaults(&r.rule, sample.crds, &mut parent);
+    let _ = ruleop_lang::crd::apply_parent_defaults(&r.rule, sample.crds, &mut parent);
     let plan = match plan_sample(&r.rule, parent, sample.file, sample.observed, sample.now) {
         Ok(plan) => plan,
         Err(e) => {

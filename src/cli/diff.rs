@@ -13,9 +13,9 @@ use serde_json::Value as Json;
 use super::CliError;
 use crate::controller::schemas::{ParentStatus, SchemaCache};
 use crate::livediff::{self, ParentDiff};
-use crate::meta;
-use crate::plan::{self, Action, Input};
-use crate::rule::{self, CompiledRule, Scope, split_api_version};
+use ruleop_lang::rule::{CompiledRule, Scope, split_api_version};
+use ruleop_plan::{self as plan, Action, Input};
+use ruleop_schema::meta;
 
 /// Options of `ruleop diff`.
 #[derive(Debug, Clone, clap::Args)]
@@ -131,7 +131,7 @@ pub async fn diff(args: &DiffArgs, out: &mut impl Write) -> Result<bool, CliErro
         path: args.rule.clone(),
         message: format!("cannot read: {e}"),
     })?;
-    let rule = rule::parse_rule(&args.rule, &source).map_err(|errors| {
+    let rule = ruleop_lang::load::parse_rule(&args.rule, &source).map_err(|errors| {
         for e in &errors {
             let _ = writeln!(std::io::stderr(), "error {e}");
         }
@@ -247,7 +247,7 @@ async fn plan_parent(
     parent: &Json,
     observed: &mut Vec<Json>,
     now: Timestamp,
-    schemas: &crate::openapi::Schemas,
+    schemas: &ruleop_schema::openapi::Schemas,
 ) -> Result<plan::Plan, CliError> {
     let plan_now = |observed: &[Json]| {
         plan::plan(

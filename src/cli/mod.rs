@@ -2,8 +2,9 @@
 
 mod check;
 mod check_resource;
+pub mod crds;
 mod diff;
-pub mod output;
+pub use ruleop_plan::print as output;
 mod test;
 
 pub use check::{CheckArgs, check};
@@ -11,7 +12,7 @@ pub use check_resource::{Inputs, check_resources};
 pub use diff::{DiffArgs, diff};
 pub use test::test;
 
-pub use crate::manifests::read_objects;
+pub use ruleop_lang::manifests::read_objects;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,8 +20,8 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde_json::{Value as Json, json};
 
-use crate::plan::{self, Input, Plan};
-use crate::rule::{self, CompiledRule, RuleFile};
+use ruleop_lang::rule::{self, CompiledRule, RuleFile};
+use ruleop_plan::{self as plan, Input, Plan};
 
 /// A failure of an offline command, printed as is.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,7 @@ pub enum CliError {
     InvalidChildren(usize),
     /// Kind schemas could not be loaded.
     #[error("{0}")]
-    Schema(#[from] crate::schema::SchemaError),
+    Schema(#[from] ruleop_schema::schema::SchemaError),
     /// Test cases failed (already printed).
     #[error("{0} test(s) failed")]
     TestsFailed(usize),
@@ -50,10 +51,10 @@ pub enum CliError {
     Cluster(String),
     /// Objects could not be read from a file.
     #[error(transparent)]
-    Read(#[from] crate::manifests::ReadError),
+    Read(#[from] ruleop_lang::manifests::ReadError),
     /// CRDs given to `check` could not be read.
     #[error(transparent)]
-    Crds(#[from] crate::check::CrdLoadError),
+    Crds(#[from] crds::CrdLoadError),
     /// The plan failed (its failure is shown in the status printed).
     #[error("the plan failed: {reason}: {message}")]
     PlanFailed {
@@ -117,7 +118,7 @@ pub fn render_with_crds(
         path: rule_path.to_path_buf(),
         message: format!("cannot read: {e}"),
     })?;
-    let compiled = rule::parse_rule(rule_path, &source).map_err(|errors| {
+    let compiled = ruleop_lang::load::parse_rule(rule_path, &source).map_err(|errors| {
         for e in &errors {
             let _ = writeln!(std::io::stderr(), "error {e}");
         }
@@ -135,7 +136,7 @@ pub fn render_with_crds(
     for path in crds {
         definitions.extend(read_objects(path)?);
     }
-    crate::defaults::apply_parent_defaults(&compiled, &definitions, &mut parent).map_err(|e| {
+    ruleop_lang::crd::apply_parent_defaults(&compiled, &definitions, &mut parent).map_err(|e| {
         CliError::Input {
             path: crds
                 .first()
@@ -191,8 +192,8 @@ pub fn plan_sample(
         &compiled.spec.parent.kind,
     );
     if (
-        crate::meta::api_version(&parent),
-        crate::meta::kind(&parent),
+        ruleop_schema::meta::api_version(&parent),
+        ruleop_schema::meta::kind(&parent),
     ) != (expected.0.as_str(), expected.1.as_str())
     {
         return Err(CliError::Input {
@@ -201,8 +202,8 @@ pub fn plan_sample(
                 "the rule governs {}/{}, not {}/{}",
                 expected.0,
                 expected.1,
-                crate::meta::api_version(&parent),
-                crate::meta::kind(&parent)
+                ruleop_schema::meta::api_version(&parent),
+                ruleop_schema::meta::kind(&parent)
             ),
         });
     }
@@ -223,13 +224,13 @@ pub fn crd(rule_path: &Path, out: &mut impl Write) -> Result<(), CliError> {
         path: rule_path.to_path_buf(),
         message: format!("cannot read: {e}"),
     })?;
-    let compiled = rule::parse_rule(rule_path, &source).map_err(|errors| {
+    let compiled = ruleop_lang::load::parse_rule(rule_path, &source).map_err(|errors| {
         for e in &errors {
             let _ = writeln!(std::io::stderr(), "error {e}");
         }
         CliError::InvalidRules(errors.len())
     })?;
-    let crd = crate::crd::generate(&compiled).map_err(|e| CliError::Input {
+    let crd = ruleop_lang::crd::generate(&compiled).map_err(|e| CliError::Input {
         path: rule_path.to_path_buf(),
         message: e.to_string(),
     })?;
@@ -252,14 +253,15 @@ pub fn schema(out: &mut impl Write) -> Result<(), CliError> {
 
 /// `ruleop rbac`: prints the ClusterRole the rule files need.
 pub fn rbac(paths: &[PathBuf], name: &str, out: &mut impl Write) -> Result<(), CliError> {
-    let (rules, errors) = rule::load_paths(paths);
+    let (rules, errors) = ruleop_lang::load::load_paths(paths);
     for e in &errors {
         let _ = writeln!(std::io::stderr(), "error {e}");
     }
     if !errors.is_empty() {
         return Err(CliError::InvalidRules(errors.len()));
     }
-    let compiled: Vec<&crate::rule::CompiledRule> = rules.iter().map(|r| r.rule.as_ref()).collect();
+    let compiled: Vec<&ruleop_lang::rule::CompiledRule> =
+        rules.iter().map(|r| r.rule.as_ref()).collect();
     let role = crate::rbac::cluster_role(name, &compiled);
     let files: Vec<String> = rules.iter().map(|r| r.path.display().to_string()).collect();
     writeln!(

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::CliError;
-use crate::testkit;
+use ruleop_plan::testkit;
 
 /// Runs the test files at `paths` (files, or directories searched for `tests/*.yaml` and
 /// `*.test.yaml`); fails when a case fails, a file cannot run, or there is nothing to run.

@@ -8,9 +8,9 @@ use serde_json::Value as Json;
 
 use super::queue::Key;
 use crate::cache::{GroupKind, KindCache, ObjKey};
-use crate::meta::ObjectKey;
-use crate::plan::{Action, Plan};
-use crate::rule::split_api_version;
+use ruleop_lang::rule::split_api_version;
+use ruleop_plan::{Action, Plan};
+use ruleop_schema::meta::ObjectKey;
 
 /// The object keys each parent is in conflict over.
 #[derive(Default)]

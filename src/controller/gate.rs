@@ -140,8 +140,8 @@ mod tests {
 
     use super::*;
     use crate::controller::{Config, RunningCache};
-    use crate::rule::{LoadedRule, parse_rule};
     use crate::telemetry::Metrics;
+    use ruleop_lang::load::{LoadedRule, parse_rule};
 
     fn gk(kind: &str) -> GroupKind {
         GroupKind {
@@ -194,6 +194,7 @@ mod tests {
             related_namespaced: vec![true],
             lookups: Vec::new(),
             schemas: super::super::schemas::ChildSchemas::none(),
+            memo: Default::default(),
         });
         c.rules.write().unwrap().insert("r".into(), active.clone());
         active

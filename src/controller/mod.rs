@@ -4,6 +4,7 @@
 pub mod conflicts;
 mod gate;
 pub mod lookups;
+pub mod memo;
 pub mod observe;
 pub mod queue;
 mod reconcile;
@@ -22,15 +23,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::Actor;
 use crate::cache::{self, Cached, Change, GroupKind, KindCache};
-use crate::meta;
-use crate::plan;
-use crate::rule::{CompiledRule, LoadedRule, Scope};
 use crate::telemetry::{Metrics, RuleStateLabels};
 use conflicts::Conflicts;
 use lookups::LookupIndex;
 use plan::Selector;
 use queue::{Key, Queue};
 use related::RelatedIndex;
+use ruleop_lang::load::LoadedRule;
+use ruleop_lang::rule::{CompiledRule, Scope};
+use ruleop_plan as plan;
+use ruleop_schema::meta;
 use schemas::{ChildSchemas, SchemaCache};
 
 /// How often rules whose kinds are not served yet look again.
@@ -63,9 +65,11 @@ struct ActiveRule {
     /// Looked-up kinds, by lookup index, and whether each is namespaced.
     lookups: Vec<(GroupKind, bool)>,
     /// Which related and looked-up objects the rule reads beyond their metadata.
-    reads: crate::rule::Reads,
+    reads: ruleop_lang::rule::Reads,
     /// The child kinds' schemas (for the planner's up-to-date comparison).
     schemas: ChildSchemas,
+    /// Converged plans of this rule by their inputs (a reloaded rule starts empty).
+    memo: memo::PlanMemo,
 }
 
 impl ActiveRule {

@@ -8,11 +8,12 @@ use jiff::Timestamp;
 use serde_json::Value as Json;
 
 use super::conflicts::name_holders;
+use super::memo::PlanMemo;
 use crate::cache::{Cached, GroupKind, KindCache};
-use crate::meta;
-use crate::openapi::Schemas;
-use crate::plan::{self, Input, Plan, Selector};
-use crate::rule::{CompiledRule, Scope};
+use ruleop_lang::rule::{CompiledRule, Scope};
+use ruleop_plan::{self as plan, Input, Plan, Selector};
+use ruleop_schema::meta;
+use ruleop_schema::openapi::Schemas;
 
 /// The kinds one rule reads, as the controller resolved them.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +107,7 @@ pub fn observe(
 /// leaves it alone: it joins `observation.observed` and the parent is planned again.
 pub fn plan_observed(
     rule: &CompiledRule,
+    memo: &PlanMemo,
     observation: &mut Observation,
     schemas: Option<&Schemas>,
     now: Timestamp,
@@ -116,7 +118,7 @@ pub fn plan_observed(
         now,
         schemas,
     };
-    let plan = plan::plan_remembered(rule, input);
+    let plan = memo.plan(rule, input);
     let holders = name_holders(&plan, &observation.kinds);
     if holders.is_empty() {
         return plan;
@@ -128,7 +130,7 @@ pub fn plan_observed(
         now,
         schemas,
     };
-    plan::plan_remembered(rule, input)
+    memo.plan(rule, input)
 }
 
 /// Adds the objects not seen yet (by uid).

@@ -12,9 +12,9 @@ use super::queue::{Key, Outcome};
 use super::{ActiveRule, Controller};
 use crate::apply::Target;
 use crate::cache::Cached;
-use crate::meta;
-use crate::plan;
 use crate::telemetry::{ResultLabels, RuleLabels};
+use ruleop_plan as plan;
+use ruleop_schema::meta;
 
 impl Controller {
     pub(super) async fn work(self: Arc<Self>) {
@@ -170,7 +170,7 @@ impl Controller {
                 .set(&compiled.name, parent.key(), routed);
         }
         let schemas = rule.schemas.current();
-        let plan = plan_observed(compiled, &mut seen, Some(&schemas), now);
+        let plan = plan_observed(compiled, &rule.memo, &mut seen, Some(&schemas), now);
         (seen, plan)
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::cache::{Cached, ObjKey};
-use crate::plan::Selector;
+use ruleop_plan::Selector;
 
 /// `(rule, related entry, namespace scope (None: every namespace), anchor label, value)`.
 type Anchor = (String, usize, Option<String>, String, String);

@@ -8,8 +8,9 @@ use kube::core::GroupVersionKind;
 
 use super::{ActiveRule, Controller, Resolved, key_for};
 use crate::cache::{GroupKind, KindCache};
-use crate::meta;
-use crate::rule::{CompiledRule, LoadedRule, Scope, split_api_version};
+use ruleop_lang::load::LoadedRule;
+use ruleop_lang::rule::{CompiledRule, Scope, split_api_version};
+use ruleop_schema::meta;
 
 impl Controller {
     /// Adds rules (at start or on reload). Each becomes active once its kinds are served.
@@ -176,6 +177,7 @@ impl Controller {
             lookups,
             reads: loaded.rule.reads(),
             schemas,
+            memo: super::memo::PlanMemo::default(),
         });
         self.rules
             .write()
@@ -242,7 +244,7 @@ impl Controller {
     pub(super) async fn release(&self, rule: &ActiveRule) {
         let name = &rule.rule().name;
         let delete_children =
-            rule.rule().spec.on_rule_removal == crate::rule::RemovalPolicy::DeleteChildren;
+            rule.rule().spec.on_rule_removal == ruleop_lang::rule::RemovalPolicy::DeleteChildren;
         if let Some(parents) = self.cache(&rule.parent) {
             for cached in parents.list(None) {
                 let parent = cached.json();

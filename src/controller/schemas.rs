@@ -10,8 +10,8 @@ use kube::Client;
 use kube::api::ApiResource;
 use serde_json::Value as Json;
 
-use crate::openapi::{Document, Schemas};
-use crate::rule::CompiledRule;
+use ruleop_lang::rule::CompiledRule;
+use ruleop_schema::openapi::{Document, Schemas};
 
 /// The index of OpenAPI v3 documents.
 const INDEX: &str = "/openapi/v3";
@@ -77,10 +77,8 @@ impl ParentStatus {
     /// `rule`'s status on its parent kind `resource`.
     pub fn of(rule: &CompiledRule, resource: ApiResource) -> Self {
         Self {
-            builtin: crate::status_shape::is_builtin_group(&rule.spec.parent.api_version),
-            fields: crate::status_shape::rule_fields(rule)
-                .map(str::to_string)
-                .collect(),
+            builtin: ruleop_schema::status_shape::is_builtin_group(&rule.spec.parent.api_version),
+            fields: rule.status_fields().map(str::to_string).collect(),
             resource,
         }
     }
@@ -99,7 +97,7 @@ impl ChildState {
         else {
             return;
         };
-        let shape = crate::status_shape::StatusShape::decide(
+        let shape = ruleop_schema::status_shape::StatusShape::decide(
             &schema.root(),
             parent.builtin,
             parent.fields.iter().map(String::as_str),

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::Controller;
 use crate::health::Health;
-use crate::rule::{LoadedRule, RuleError, conflict, content_hash, parse_rule};
 use crate::telemetry::Metrics;
+use ruleop_lang::load::{LoadedRule, RuleError, conflict, content_hash, parse_rule};
 
 pub use source::{Snapshot, configmap_snapshot, read_snapshot};
 pub use watch::{DEBOUNCE, absolute_in, watch_paths};
@@ -222,7 +222,7 @@ mod tests {
     fn unreadable(path: &str) -> RuleError {
         RuleError {
             file: PathBuf::from(path),
-            location: crate::rule::Location::default(),
+            location: ruleop_lang::rule::Location::default(),
             message: "cannot read: No such file or directory".into(),
         }
     }

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::rule::{Location, RuleError, is_rule_file};
+use ruleop_lang::load::{RuleError, is_rule_file};
+use ruleop_lang::rule::Location;
 
 /// The rule files of every source, as read at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
