@@ -1,10 +1,10 @@
 //! The write fence of an elected leader: a gate in the API client that lets writes through
 //! only while this replica's leadership is certainly still valid.
 //!
-//! A leader renews its Lease every [`crate::leader::RETRY`]. A standby takes over no earlier
-//! than [`crate::leader::LEASE_DURATION`] after it *observed* the last renewal, which it cannot
+//! A leader renews its Lease every [`RETRY`]. A standby takes over no earlier
+//! than [`LEASE_DURATION`] after it *observed* the last renewal, which it cannot
 //! observe before the leader *started* that renewal. So the leader may write until
-//! `renewal start + VALIDITY`, with `VALIDITY` = [`crate::leader::RENEW_DEADLINE`] =
+//! `renewal start + VALIDITY`, with `VALIDITY` = [`RENEW_DEADLINE`] =
 //! `LEASE_DURATION - FENCE_MARGIN`. Both the monotonic clock and the wall clock must agree
 //! that the deadline is ahead: a process paused (SIGSTOP, GC, frozen VM) wakes up with either
 //! clock moved on and finds the gate shut before it sends anything.
@@ -18,7 +18,7 @@
 //! bytes are cut short is incomplete, which the server never executes. The limits: a
 //! process stopped between the check and its system call (a few instructions), bytes the
 //! kernel accepted before the gate shut but sends later, and a request delayed in the
-//! network for longer than [`crate::leader::FENCE_MARGIN`].
+//! network for longer than [`FENCE_MARGIN`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,8 +31,16 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use tower::{BoxError, Layer, Service};
 
-use crate::leader::RENEW_DEADLINE;
-
+// The Lease timing lives here, with the fence it bounds; `leader` renews on it.
+/// How long a lease is valid without renewal.
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How long after the start of its last successful renewal the leader may act.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// Time between the leader's last possible write and the earliest takeover.
+pub const FENCE_MARGIN: Duration =
+    Duration::from_secs(LEASE_DURATION.as_secs() - RENEW_DEADLINE.as_secs());
+/// How often to try to acquire or renew.
+pub const RETRY: Duration = Duration::from_secs(2);
 /// How long after a renewal *started* the leader may still write.
 pub const VALIDITY: Duration = RENEW_DEADLINE;
 

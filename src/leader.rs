@@ -20,15 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fence::Fence;
 
-/// How long a lease is valid without renewal.
-pub const LEASE_DURATION: Duration = Duration::from_secs(15);
-/// How long after the start of its last successful renewal the leader may act.
-pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
-/// Time between the leader's last possible write and the earliest takeover.
-pub const FENCE_MARGIN: Duration =
-    Duration::from_secs(LEASE_DURATION.as_secs() - RENEW_DEADLINE.as_secs());
-/// How often to try to acquire or renew.
-pub const RETRY: Duration = Duration::from_secs(2);
+pub use crate::fence::{FENCE_MARGIN, LEASE_DURATION, RENEW_DEADLINE, RETRY};
 
 /// The parts of a lease that change on every renewal or takeover.
 #[derive(Debug, Clone, PartialEq, Eq)]

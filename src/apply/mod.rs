@@ -9,6 +9,7 @@ mod children;
 mod error;
 mod events;
 mod memo;
+mod outcome;
 mod parent;
 mod recorder;
 
@@ -22,12 +23,12 @@ use kube::api::{Api, DynamicObject, Patch};
 use serde_json::Value as Json;
 
 use crate::cache::{GroupKind, KindCache};
-use crate::controller::queue::Outcome;
 use crate::ssa;
 use crate::telemetry::Metrics;
 use children::ApplyResult;
 pub use error::{ActError, THROTTLED};
 use memo::AppliedMemo;
+pub use outcome::Outcome;
 use recorder::Recorder;
 use ruleop_lang::rule::split_api_version;
 use ruleop_plan::status;

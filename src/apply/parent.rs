@@ -5,8 +5,8 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value as Json, json};
 
 use super::error::{ActError, INVALID, is_not_found};
+use super::outcome::Outcome;
 use super::{Actor, PERMANENT_RETRY, REPORT_AFTER_FAILURES, Report, Target};
-use crate::controller::queue::Outcome;
 use crate::ssa;
 use ruleop_plan::status::{self, Condition, READY};
 use ruleop_plan::{EventType, reason};

@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+pub use crate::apply::Outcome;
+
 /// What is reconciled: a parent of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
@@ -277,18 +279,6 @@ impl State {
         *n += 1;
         *n
     }
-}
-
-/// How a reconcile ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Done; run again after the duration, if any.
-    Ok(Option<Duration>),
-    /// A transient failure: retry with backoff.
-    Retry,
-    /// A transient failure whose server asked to wait this long (`Retry-After`): retry with
-    /// backoff, and not before that time even if the parent changes meanwhile.
-    RetryAfter(Duration),
 }
 
 /// Exponential backoff from 200 ms to 5 min, with ±50% jitter so retries spread out.

@@ -214,7 +214,7 @@ impl Controller {
 
     /// Applies a reload: starts added rules, restarts changed ones (every parent reconciled
     /// with the new version), and stops removed ones, releasing their parents.
-    pub async fn apply_diff(self: &Arc<Self>, diff: &crate::reload::Diff) {
+    pub async fn apply_diff(self: &Arc<Self>, diff: &ruleop_lang::ruleset::Diff) {
         for gone in diff.removed.iter().chain(&diff.changed) {
             let name = &gone.rule.name;
             let removed = diff.removed.iter().any(|r| &r.rule.name == name);

@@ -10,23 +10,7 @@ use std::path::{Path, PathBuf};
 
 use ruleop_lang::load::{RuleError, is_rule_file};
 use ruleop_lang::rule::Location;
-
-/// The rule files of every source, as read at one moment.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
-    /// Each rule file read: its path and content, sorted by path within a source.
-    pub files: Vec<(PathBuf, String)>,
-    /// Sources and files that could not be read: rules whose file is at or under one of these
-    /// paths keep their running version.
-    pub unreadable: Vec<RuleError>,
-}
-
-impl Snapshot {
-    /// Whether the running rule from `path` must be kept because its source cannot be read.
-    pub fn keeps(&self, path: &Path) -> bool {
-        self.unreadable.iter().any(|e| path.starts_with(&e.file))
-    }
-}
+use ruleop_lang::ruleset::Snapshot;
 
 fn unreadable(path: &Path, e: &std::io::Error) -> RuleError {
     RuleError {

@@ -11,4 +11,5 @@ pub mod load;
 pub mod manifests;
 pub mod reason;
 pub mod rule;
+pub mod ruleset;
 pub mod template;
