@@ -1,14 +1,12 @@
 //! `ruleop run`: one dynamic controller for every rule. Observe (shared per-kind watches) →
 //! plan (the pure planner) → act (the apply module), per parent, from a deduplicating queue.
 
-pub mod conflicts;
 mod gate;
-pub mod lookups;
 pub mod memo;
 pub mod observe;
 pub mod queue;
 mod reconcile;
-pub mod related;
+pub mod routes;
 mod rules;
 pub mod schemas;
 
@@ -24,11 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::Actor;
 use crate::cache::{self, Cached, Change, GroupKind, KindCache};
 use crate::telemetry::{Metrics, RuleStateLabels};
-use conflicts::Conflicts;
-use lookups::LookupIndex;
 use plan::Selector;
 use queue::{Key, Queue};
-use related::RelatedIndex;
+use routes::Routes;
 use ruleop_lang::load::LoadedRule;
 use ruleop_lang::rule::{CompiledRule, Scope};
 use ruleop_plan as plan;
@@ -94,11 +90,9 @@ pub struct Controller {
     rules: RwLock<HashMap<String, Arc<ActiveRule>>>,
     waiting: Mutex<BTreeMap<String, (LoadedRule, String)>>,
     changes: mpsc::UnboundedSender<Change>,
-    related: Mutex<RelatedIndex>,
-    lookups: Mutex<LookupIndex>,
+    routes: Mutex<Routes>,
     schemas: SchemaCache,
     gate: gate::Gate,
-    conflicts: Mutex<Conflicts>,
     ready: Arc<AtomicBool>,
     cancel: CancellationToken,
 }
@@ -137,10 +131,8 @@ impl Controller {
             rules: RwLock::default(),
             waiting: Mutex::default(),
             changes: tx,
-            related: Mutex::default(),
-            lookups: Mutex::default(),
+            routes: Mutex::default(),
             gate: gate::Gate::default(),
-            conflicts: Mutex::default(),
             ready,
             cancel,
         });
@@ -312,11 +304,15 @@ impl Controller {
 
     /// Maps a watch change to the parents it concerns.
     fn route(&self, change: &Change) {
-        for parent in self
-            .conflicts_lock()
-            .waiting_on(&change.kind, &change.object.key())
-        {
-            self.queue.add(parent);
+        // Parents that look the object up by name, or wait for the name it holds.
+        for obj in std::iter::once(&change.object).chain(change.old.iter()) {
+            for (rule, (namespace, name)) in self.routes().by_name(&change.kind, obj) {
+                self.queue.add(Key {
+                    rule,
+                    namespace,
+                    name,
+                });
+            }
         }
         let rules: Vec<Arc<ActiveRule>> = self.rules_read().values().cloned().collect();
         for rule in rules {
@@ -337,30 +333,11 @@ impl Controller {
                     }
                 }
             }
-            if rule.lookups.iter().any(|(gk, _)| gk == &change.kind) {
-                let index = self.lookup_index();
-                for obj in std::iter::once(&change.object).chain(change.old.iter()) {
-                    let target = (
-                        change.kind.clone(),
-                        obj.namespace().to_string(),
-                        obj.name().to_string(),
-                    );
-                    for (reader_rule, (namespace, parent)) in index.readers(&target) {
-                        if &reader_rule == name {
-                            self.queue.add(Key {
-                                rule: reader_rule,
-                                namespace,
-                                name: parent,
-                            });
-                        }
-                    }
-                }
-            }
             for (i, gk) in rule.related.iter().enumerate() {
                 if gk != &change.kind {
                     continue;
                 }
-                let index = self.related_index();
+                let index = self.routes();
                 for obj in std::iter::once(&change.object).chain(change.old.iter()) {
                     for (namespace, parent) in index.matching(name, i, obj) {
                         self.queue.add(Key {
@@ -374,20 +351,8 @@ impl Controller {
         }
     }
 
-    fn conflicts_lock(&self) -> std::sync::MutexGuard<'_, Conflicts> {
-        self.conflicts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn lookup_index(&self) -> std::sync::MutexGuard<'_, LookupIndex> {
-        self.lookups
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn related_index(&self) -> std::sync::MutexGuard<'_, RelatedIndex> {
-        self.related
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -410,10 +375,14 @@ impl Controller {
             .spec
             .related
             .iter()
-            .map(|r| related::anchor_key(&r.selector))
+            .map(|r| routes::anchor_key(&r.selector))
             .collect();
-        self.related_index()
-            .set(&compiled.name, parent, &scopes, selectors, &anchors);
+        self.routes().set_selectors(
+            (compiled.name.clone(), parent),
+            &scopes,
+            selectors,
+            &anchors,
+        );
     }
 
     fn update_gauges(&self) {

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde_json::Value as Json;
 
-use super::conflicts::name_holders;
 use super::memo::PlanMemo;
+use super::routes::Interest;
 use crate::cache::{Cached, GroupKind, KindCache};
 use ruleop_lang::rule::{CompiledRule, Scope};
-use ruleop_plan::{self as plan, Input, Plan, Selector};
-use ruleop_schema::meta;
+use ruleop_plan::{self as plan, Action, Input, Plan, Selector};
+use ruleop_schema::meta::{self, ObjectKey, split_api_version};
 use ruleop_schema::openapi::Schemas;
 
 /// The kinds one rule reads, as the controller resolved them.
@@ -140,4 +140,38 @@ fn extend_unique(observed: &mut Vec<Json>, seen: &mut HashSet<String>, objects: 
             observed.push(o.json());
         }
     }
+}
+
+/// Cached objects at the keys of the plan's creations.
+pub fn name_holders(plan: &Plan, kinds: &HashMap<GroupKind, Arc<KindCache>>) -> Vec<Json> {
+    plan.apply
+        .iter()
+        .filter(|d| d.action == Action::Create)
+        .filter_map(|d| {
+            let key = ObjectKey::of(&d.object);
+            let gk = GroupKind {
+                group: split_api_version(&key.api_version).0.to_string(),
+                kind: key.kind.clone(),
+            };
+            kinds.get(&gk)?.get(&key.namespace, &key.name)
+        })
+        .map(|o| o.json())
+        .collect()
+}
+
+/// The objects a plan leaves alone because another object holds their name: when they
+/// change or go away the parent is reconciled at once, not at its next periodic retry.
+pub fn conflicts_of(plan: &Plan) -> Vec<Interest> {
+    plan.apply
+        .iter()
+        .filter(|d| d.action == Action::Conflict)
+        .map(|d| {
+            let key = ObjectKey::of(&d.object);
+            let gk = GroupKind {
+                group: split_api_version(&key.api_version).0.to_string(),
+                kind: key.kind,
+            };
+            Interest::Object(gk, key.namespace, key.name)
+        })
+        .collect()
 }

@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 
-use super::conflicts::conflicts_of;
 use super::gate::Snapshot;
+use super::observe::conflicts_of;
 use super::observe::{Observation, RuleKinds, observe, plan_observed};
 use super::queue::{Key, Outcome};
+use super::routes::{Facet, Interest};
 use super::{ActiveRule, Controller};
 use crate::apply::Target;
 use crate::cache::Cached;
@@ -70,11 +71,8 @@ impl Controller {
         let parent_cache = caches.get(&rule.parent)?.clone();
         let Some(cached_parent) = parent_cache.get(&key.namespace, &key.name) else {
             self.queue.forget(key);
-            self.related_index()
-                .remove(&key.rule, &(key.namespace.clone(), key.name.clone()));
-            self.conflicts_lock().set(key, Vec::new());
-            self.lookup_index()
-                .remove(&key.rule, &(key.namespace.clone(), key.name.clone()));
+            self.routes()
+                .remove(&(key.rule.clone(), (key.namespace.clone(), key.name.clone())));
             return None;
         };
         let now = Timestamp::now();
@@ -97,7 +95,11 @@ impl Controller {
             Err(_) => return None,
         };
         let (parent, kinds) = (&seen.parent, &seen.kinds);
-        self.conflicts_lock().set(key, conflicts_of(&plan));
+        self.routes().set(
+            Facet::Conflicts,
+            (key.rule.clone(), (key.namespace.clone(), key.name.clone())),
+            conflicts_of(&plan),
+        );
         let writes = plan
             .apply
             .iter()
@@ -166,8 +168,15 @@ impl Controller {
             self.record_selectors(rule, parent.key(), selectors);
         }
         if let Some(routed) = seen.routed.take() {
-            self.lookup_index()
-                .set(&compiled.name, parent.key(), routed);
+            let lookups = routed
+                .into_iter()
+                .map(|(kind, namespace, name)| Interest::Object(kind, namespace, name))
+                .collect();
+            self.routes().set(
+                Facet::Lookups,
+                (compiled.name.clone(), parent.key()),
+                lookups,
+            );
         }
         let schemas = rule.schemas.current();
         let plan = plan_observed(compiled, &rule.memo, &mut seen, Some(&schemas), now);

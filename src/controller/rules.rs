@@ -218,9 +218,7 @@ impl Controller {
         for gone in diff.removed.iter().chain(&diff.changed) {
             let name = &gone.rule.name;
             let removed = diff.removed.iter().any(|r| &r.rule.name == name);
-            self.related_index().remove_rule(name);
-            self.conflicts_lock().remove_rule(name);
-            self.lookup_index().remove_rule(name);
+            self.routes().remove_rule(name);
             self.waiting
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
