@@ -53,7 +53,7 @@ fn routes_an_object_to_exactly_its_readers() {
     );
     assert_eq!(
         index.by_name(&gk("Secret"), &named("ns", "s1")),
-        [a.clone()]
+        std::slice::from_ref(&a)
     );
     assert_eq!(index.by_name(&gk("Theme"), &named("", "dark")).len(), 2);
     assert!(
@@ -68,7 +68,10 @@ fn routes_an_object_to_exactly_its_readers() {
         vec![object("Secret", "ns", "s3")],
     );
     assert!(index.by_name(&gk("Secret"), &named("ns", "s1")).is_empty());
-    assert_eq!(index.by_name(&gk("Theme"), &named("", "dark")), [b.clone()]);
+    assert_eq!(
+        index.by_name(&gk("Theme"), &named("", "dark")),
+        std::slice::from_ref(&b)
+    );
     index.remove_rule("r");
     assert!(index.is_empty());
 }
