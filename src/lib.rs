@@ -8,21 +8,11 @@
 pub mod apply;
 pub mod cache;
 pub mod cli;
+pub mod client;
 pub mod controller;
-pub mod fence;
-pub mod handover;
-pub mod health;
-pub mod kubeclient;
-pub mod leader;
-pub mod livediff;
-pub mod logwriter;
-pub mod rbac;
 pub mod reload;
-pub mod repair;
 pub mod run;
-pub mod ssa;
 pub mod telemetry;
-pub mod transport;
 
 // The layers under their former paths, for the integration tests and benches written against
 // the single crate.

@@ -158,7 +158,7 @@ fn run_controller(args: ruleop::run::RunArgs) -> ExitCode {
     // Tasks still running (watches, the metrics server) are dropped, not waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));
     // Through the log writer, so a full or closed stderr cannot block or fail the exit.
-    let log = ruleop::logwriter::stderr();
+    let log = ruleop::telemetry::logwriter::stderr();
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -15,11 +15,12 @@ use kube::runtime::watcher;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::fence::Fence;
+use crate::client::leader::Elector;
+use crate::client::{ConnectError, USER_AGENT, client, connect_to, kube_config_of};
 use crate::controller::{Config, Controller};
-use crate::fence::Fence;
-use crate::health::{self, Health};
-use crate::leader::Elector;
 use crate::reload::{Reloader, Snapshot, configmap_snapshot, follow_paths};
+use crate::telemetry::health::{self, Health};
 use crate::telemetry::{self, LogFormat, Metrics};
 
 /// Options of `ruleop run`.
@@ -70,9 +71,6 @@ pub struct RunArgs {
     pub context: Option<String>,
 }
 
-/// The `User-Agent` of every request, so audit logs tell ruleop's writes from others'.
-pub const USER_AGENT: &str = concat!("ruleop/", env!("CARGO_PKG_VERSION"));
-
 /// How long a stop may take after the first SIGTERM/SIGINT before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 /// Exit status after a second SIGTERM/SIGINT (128 + SIGINT, as shells report an interrupt).
@@ -80,70 +78,21 @@ pub const FORCED_EXIT: i32 = 130;
 
 /// A client for the cluster named by `--kubeconfig`/`--context` (else the usual inference).
 pub async fn connect(args: &RunArgs) -> Result<kube::Client, RunError> {
-    connect_to(args.kubeconfig.as_deref(), args.context.as_deref()).await
-}
-
-/// A client for `kubeconfig`/`context` (else the usual inference), sending [`USER_AGENT`].
-pub async fn connect_to(
-    kubeconfig: Option<&std::path::Path>,
-    context: Option<&str>,
-) -> Result<kube::Client, RunError> {
-    client(&kube_config_of(kubeconfig, context).await?, None)
-}
-
-/// A client for `config` whose transport errors name the API server's address; with
-/// `fence`, every write must pass the leader's write fence.
-pub fn client(config: &kube::Config, fence: Option<&Fence>) -> Result<kube::Client, RunError> {
-    // Retries through the queue, dead connections noticed: see `kubeclient`.
-    Ok(crate::kubeclient::build(config.clone(), fence)?)
+    Ok(connect_to(args.kubeconfig.as_deref(), args.context.as_deref()).await?)
 }
 
 /// The configuration named by `--kubeconfig`/`--context` (else the usual inference), with
 /// ruleop's User-Agent.
 pub async fn kube_config(args: &RunArgs) -> Result<kube::Config, RunError> {
-    kube_config_of(args.kubeconfig.as_deref(), args.context.as_deref()).await
-}
-
-async fn kube_config_of(
-    kubeconfig: Option<&std::path::Path>,
-    context: Option<&str>,
-) -> Result<kube::Config, RunError> {
-    use kube::config::{KubeConfigOptions, Kubeconfig};
-    let options = KubeConfigOptions {
-        context: context.map(str::to_string),
-        ..KubeConfigOptions::default()
-    };
-    let mut config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .map_err(|e| RunError::Kubeconfig(path.display().to_string(), e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| RunError::Kubeconfig(path.display().to_string(), e.to_string()))?
-        }
-        None if context.is_some() => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(|e| RunError::Kubeconfig("$KUBECONFIG".into(), e.to_string()))?,
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| RunError::Kubeconfig("the environment".into(), e.to_string()))?,
-    };
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(USER_AGENT),
-    ));
-    Ok(config)
+    Ok(kube_config_of(args.kubeconfig.as_deref(), args.context.as_deref()).await?)
 }
 
 /// Why `ruleop run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// No Kubernetes configuration.
-    #[error("cannot reach Kubernetes: {0}")]
-    Client(#[from] kube::Error),
-    /// No usable kubeconfig.
-    #[error("cannot load the Kubernetes configuration from {0}: {1}")]
-    Kubeconfig(String, String),
+    /// No client for the cluster.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     /// Bad `--metrics-addr`.
     #[error("invalid --metrics-addr {0:?}")]
     MetricsAddr(String),
@@ -237,7 +186,7 @@ fn force_exit_after(grace: Duration) {
 
 /// Exits after giving the log lines already written a moment to reach stderr.
 fn exit_now(code: i32) -> ! {
-    crate::logwriter::stderr().flush(Duration::from_millis(500));
+    crate::telemetry::logwriter::stderr().flush(Duration::from_millis(500));
     std::process::exit(code)
 }
 
@@ -293,7 +242,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Fence::open()
     };
     let fenced = if args.leader_elect {
-        self::client(&kube_config, Some(&fence))?
+        crate::client::client(&kube_config, Some(&fence))?
     } else {
         client.clone()
     };
@@ -397,7 +346,8 @@ async fn watch_configmap(
     cancel: CancellationToken,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
-    let config = crate::kubeclient::watcher_config().fields(&format!("metadata.name={name}"));
+    let config =
+        crate::client::kubeclient::watcher_config().fields(&format!("metadata.name={name}"));
     let mut stream = watcher::watcher(api, config)
         .default_backoff()
         .applied_objects()

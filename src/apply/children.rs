@@ -7,9 +7,9 @@ use serde_json::{Value as Json, json};
 
 use super::error::{ActError, is_conflict, is_not_found};
 use super::{Actor, Target, api_for, group_kind};
+use crate::apply::repair;
+use crate::apply::ssa;
 use crate::cache::KindCache;
-use crate::repair;
-use crate::ssa;
 use ruleop_plan::{Action, Deletion, Desired};
 use ruleop_schema::meta::{self, ObjectKey};
 
@@ -200,8 +200,8 @@ impl Actor {
             return Ok(());
         };
         let live = serde_json::to_value(&live).unwrap_or(Json::Null);
-        let owned = crate::handover::owned_by(&live, meta::FIELD_MANAGER, fields);
-        let Some(config) = crate::handover::configuration(&live, &owned) else {
+        let owned = crate::apply::handover::owned_by(&live, meta::FIELD_MANAGER, fields);
+        let Some(config) = crate::apply::handover::configuration(&live, &owned) else {
             return Ok(());
         };
         tracing::info!(object = %key, fields = ?owned, "handing fields over before ruleop stops setting them");

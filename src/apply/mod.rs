@@ -8,10 +8,13 @@
 mod children;
 mod error;
 mod events;
+pub mod handover;
 mod memo;
 mod outcome;
 mod parent;
 mod recorder;
+pub mod repair;
+pub mod ssa;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use kube::api::{Api, DynamicObject, Patch};
 use serde_json::Value as Json;
 
 use crate::cache::{GroupKind, KindCache};
-use crate::ssa;
+
 use crate::telemetry::Metrics;
 use children::ApplyResult;
 pub use error::{ActError, THROTTLED};

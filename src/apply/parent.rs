@@ -7,7 +7,7 @@ use serde_json::{Value as Json, json};
 use super::error::{ActError, INVALID, is_not_found};
 use super::outcome::Outcome;
 use super::{Actor, PERMANENT_RETRY, REPORT_AFTER_FAILURES, Report, Target};
-use crate::ssa;
+use crate::apply::ssa;
 use ruleop_plan::status::{self, Condition, READY};
 use ruleop_plan::{EventType, reason};
 use ruleop_schema::meta::{self, ObjectKey};

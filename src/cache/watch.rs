@@ -95,7 +95,7 @@ pub async fn watch(
     changes: mpsc::UnboundedSender<Change>,
     cancel: CancellationToken,
 ) {
-    let mut config = crate::kubeclient::watcher_config().any_semantic();
+    let mut config = crate::client::kubeclient::watcher_config().any_semantic();
     if cache.managed_only {
         config = config.labels(&format!("{}={}", meta::MANAGED_BY_LABEL, meta::MANAGED_BY));
     }

@@ -224,7 +224,7 @@ fn block_on<T>(work: impl Future<Output = Result<T, CliError>>) -> Result<T, Cli
 }
 
 async fn connect(args: &CheckArgs) -> Result<kube::Client, CliError> {
-    crate::run::connect_to(args.kubeconfig.as_deref(), args.context.as_deref())
+    crate::client::connect_to(args.kubeconfig.as_deref(), args.context.as_deref())
         .await
         .map_err(|e| CliError::Cluster(e.to_string()))
 }

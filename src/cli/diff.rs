@@ -11,8 +11,8 @@ use kube::core::GroupVersionKind;
 use serde_json::Value as Json;
 
 use super::CliError;
+use crate::cli::livediff::{self, ParentDiff};
 use crate::controller::schemas::{ParentStatus, SchemaCache};
-use crate::livediff::{self, ParentDiff};
 use ruleop_lang::rule::{CompiledRule, Scope, split_api_version};
 use ruleop_plan::{self as plan, Action, Input};
 use ruleop_schema::meta;
@@ -137,7 +137,7 @@ pub async fn diff(args: &DiffArgs, out: &mut impl Write) -> Result<bool, CliErro
         }
         CliError::InvalidRules(errors.len())
     })?;
-    let client = crate::run::connect_to(args.kubeconfig.as_deref(), args.context.as_deref())
+    let client = crate::client::connect_to(args.kubeconfig.as_deref(), args.context.as_deref())
         .await
         .map_err(cluster_err)?;
     let mut cluster = Cluster {

@@ -4,7 +4,9 @@ mod check;
 mod check_resource;
 pub mod crds;
 mod diff;
+pub mod livediff;
 pub use ruleop_plan::print as output;
+pub mod rbac;
 mod test;
 
 pub use check::{CheckArgs, check};
@@ -262,7 +264,7 @@ pub fn rbac(paths: &[PathBuf], name: &str, out: &mut impl Write) -> Result<(), C
     }
     let compiled: Vec<&ruleop_lang::rule::CompiledRule> =
         rules.iter().map(|r| r.rule.as_ref()).collect();
-    let role = crate::rbac::cluster_role(name, &compiled);
+    let role = crate::cli::rbac::cluster_role(name, &compiled);
     let files: Vec<String> = rules.iter().map(|r| r.path.display().to_string()).collect();
     writeln!(
         out,

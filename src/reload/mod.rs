@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::Controller;
-use crate::health::Health;
 use crate::telemetry::Metrics;
+use crate::telemetry::health::Health;
 use ruleop_lang::load::LoadedRule;
 
 pub use ruleop_lang::ruleset::{Diff, Snapshot, plan_reload};

@@ -531,7 +531,7 @@ mod socket_tests {
         let fence = Fence::shut();
         fence.extend(Instant::now(), SystemTime::now());
         let config = kube::Config::new(url.parse().unwrap());
-        let mut svc = crate::kubeclient::stack(&config, Some(&fence)).unwrap();
+        let mut svc = crate::client::kubeclient::stack(&config, Some(&fence)).unwrap();
         // A first write leaves an open connection in the writes' pool.
         let first = svc
             .ready()
@@ -572,7 +572,7 @@ mod socket_tests {
         let (url, received) = server();
         let fence = Fence::shut();
         let config = kube::Config::new(url.parse().unwrap());
-        let mut svc = crate::kubeclient::stack(&config, Some(&fence)).unwrap();
+        let mut svc = crate::client::kubeclient::stack(&config, Some(&fence)).unwrap();
         let get = Request::builder()
             .uri("/api/v1/namespaces/a/configmaps")
             .body(kube::client::Body::empty())

@@ -1,5 +1,8 @@
 //! Logs, Prometheus metrics, and the `/metrics`, `/healthz`, `/readyz` endpoints.
 
+pub mod health;
+pub mod logwriter;
+
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
+use crate::telemetry::health::Health;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,7 +27,7 @@ pub enum LogFormat {
 }
 
 /// Installs the global log subscriber (`RUST_LOG` filters, default `info`). Logs go to
-/// stderr through [`crate::logwriter`]: a slow or closed stderr never blocks or panics.
+/// stderr through [`crate::telemetry::logwriter`]: a slow or closed stderr never blocks or panics.
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // kube's own request failure lines name no address; the callers log those failures.
@@ -35,7 +38,7 @@ pub fn init_logging(format: LogFormat) {
         });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(crate::logwriter::stderr())
+        .with_writer(crate::telemetry::logwriter::stderr())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // Its fallback is `eprintln!`, which panics when stderr is a closed pipe.
         .log_internal_errors(false);

@@ -18,9 +18,9 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio_util::sync::CancellationToken;
 
-use crate::fence::Fence;
+use crate::client::fence::Fence;
 
-pub use crate::fence::{FENCE_MARGIN, LEASE_DURATION, RENEW_DEADLINE, RETRY};
+pub use crate::client::fence::{FENCE_MARGIN, LEASE_DURATION, RENEW_DEADLINE, RETRY};
 
 /// The parts of a lease that change on every renewal or takeover.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,7 +275,10 @@ mod tests {
 
     #[test]
     fn the_leader_stops_before_anyone_can_take_over() {
-        assert_eq!(crate::fence::VALIDITY + FENCE_MARGIN, LEASE_DURATION);
+        assert_eq!(
+            crate::client::fence::VALIDITY + FENCE_MARGIN,
+            LEASE_DURATION
+        );
         assert!(
             FENCE_MARGIN >= RETRY * 2,
             "room for a write in flight and clock rate drift"

@@ -113,7 +113,7 @@ pub async fn probe(client: kube::Client, health: Arc<Health>, cancel: Cancellati
     loop {
         let outcome = match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(crate::transport::chain(&e)),
+            Ok(Err(e)) => Err(crate::client::transport::chain(&e)),
             Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
         };
         let failed = outcome.as_ref().err().cloned();

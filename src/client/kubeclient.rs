@@ -27,8 +27,8 @@ use kube::client::{ConfigExt, DynBody};
 use serde_json::{Value as Json, json};
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 
-use crate::fence::{Fence, FenceLayer, FencedConnector, is_write};
-use crate::transport::NameAddressLayer;
+use crate::client::fence::{Fence, FenceLayer, FencedConnector, is_write};
+use crate::client::transport::NameAddressLayer;
 
 /// How long the server keeps a watch open (`timeoutSeconds`); it then ends it and the
 /// watcher resumes from its last resource version. A watch silent for longer than this plus
@@ -78,7 +78,7 @@ pub fn build(config: kube::Config, fence: Option<&Fence>) -> Result<kube::Client
 type Answer = Result<Response<Box<DynBody>>, BoxError>;
 
 /// The service under [`build`]'s client. With `fence`, writes travel on connections of their
-/// own whose sockets refuse bytes once the fence is shut ([`crate::fence::FencedConnector`]).
+/// own whose sockets refuse bytes once the fence is shut ([`crate::client::fence::FencedConnector`]).
 pub(crate) fn stack(
     config: &kube::Config,
     fence: Option<&Fence>,

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use http::Request;
 use tower::{BoxError, Layer, Service};
 
-use crate::fence::Refused;
+use crate::client::fence::Refused;
 
 /// A request that did not get an answer from the API server.
 #[derive(Debug, thiserror::Error)]
