@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Writes src/schema/builtin.json (`make openapi-snapshot`): the OpenAPI v3 schemas of the
+# Writes crates/ruleop-schema/src/schema/builtin.json (`make openapi-snapshot`): the OpenAPI v3 schemas of the
 # built-in kinds, as served by the local control plane's kube-apiserver (version-matched
-# upstream), trimmed to what `ruleop check --resource` reads (src/schema/validate.rs): no
+# upstream), trimmed to what `ruleop check --resource` reads (crates/ruleop-schema/src/schema/validate.rs): no
 # descriptions, defaults or list-merge hints; one component map shared by every group.
 #   CP_BIN   the control plane binary (default target/controlplane/controlplane)
 #   RULEOP_TEST_KUBECONFIG   use this running cluster instead
-#   OUT      where to write (default src/schema/builtin.json)
+#   OUT      where to write (default crates/ruleop-schema/src/schema/builtin.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib/controlplane.sh
-OUT="${OUT:-src/schema/builtin.json}"
+OUT="${OUT:-crates/ruleop-schema/src/schema/builtin.json}"
 work="$(mktemp -d)"
 trap 'stop_controlplane; rm -rf "$work"' EXIT
 
