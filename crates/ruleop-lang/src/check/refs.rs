@@ -4,10 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use minijinja::machinery::Instruction;
-
 use crate::template::Templates;
-use crate::template::access::{Step, chain, instructions, jsonpath_steps};
+use crate::template::access::{Step, chain, jsonpath_steps};
+use crate::template::machinery::Op;
 use ruleop_schema::walk::Seg;
 
 /// The variable templates see the parent under.
@@ -33,8 +32,9 @@ pub fn template_refs(templates: &Templates, name: &str) -> Vec<ParentRef> {
         return Vec::new();
     };
     let rebinds = blocks.iter().any(|block| {
-        instructions(block)
-            .any(|(_, instr)| matches!(instr, Instruction::StoreLocal(n) if *n == PARENT))
+        block
+            .ops()
+            .any(|(_, op)| matches!(op, Op::StoreLocal(n) if n == PARENT))
     });
     if rebinds {
         return Vec::new();
@@ -42,17 +42,17 @@ pub fn template_refs(templates: &Templates, name: &str) -> Vec<ParentRef> {
     // path -> (first line, printed at every use, order of first use)
     let mut found: BTreeMap<Vec<Seg>, (usize, bool, usize)> = BTreeMap::new();
     let mut order = 0;
-    for block in blocks {
-        for (idx, instr) in instructions(block) {
-            if !matches!(instr, Instruction::Lookup(n) if *n == PARENT) {
+    for block in &blocks {
+        for (idx, op) in block.ops() {
+            if !matches!(op, Op::Lookup(n) if n == PARENT) {
                 continue;
             }
             let (steps, next) = chain(block, idx + 1);
-            let printed = matches!(block.get(next), Some(Instruction::Emit));
+            let printed = matches!(block.get(next), Some(Op::Emit));
             if steps.is_empty() {
                 continue;
             }
-            let line = block.get_line(idx).unwrap_or(1);
+            let line = block.line(idx);
             order += 1;
             found
                 .entry(segs(&steps))

@@ -7,10 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use minijinja::machinery::{Instruction, Instructions};
-
 use super::CompiledRule;
-use crate::template::access::{Step, chain, instructions, jsonpath_steps};
+use crate::template::access::{Step, chain, jsonpath_steps};
+use crate::template::machinery::{Block, Op};
 
 /// Root of related objects in the template context and the status document.
 const RELATED: &str = "related";
@@ -102,19 +101,19 @@ fn entry<'a>(steps: &[Step<'a>]) -> Option<&'a str> {
     }
 }
 
-/// Records what one compiled program (its blocks' instructions) reads.
-fn template_reads(program: &[&Instructions<'_>], found: &mut Found) {
+/// Records what one compiled program (its blocks' ops) reads.
+fn template_reads(program: &[Block<'_>], found: &mut Found) {
     for block in program {
-        for (idx, instr) in instructions(block) {
-            let Instruction::Lookup(root) = instr else {
+        for (idx, op) in block.ops() {
+            let Op::Lookup(root) = op else {
                 continue;
             };
-            if ![RELATED, LOOKUPS].contains(root) {
+            if ![RELATED, LOOKUPS].contains(&root) {
                 continue;
             }
             let (steps, next) = chain(block, idx + 1);
             let entry = entry(&steps);
-            if *root == RELATED {
+            if root == RELATED {
                 // The list itself: only counted, or iterated for metadata.
                 let safe = entry.is_some()
                     && steps.len() == 1
@@ -128,10 +127,7 @@ fn template_reads(program: &[&Instructions<'_>], found: &mut Found) {
                         Some(step) => *step == Step::Field(METADATA),
                         None => matches!(
                             block.get(next),
-                            Some(Instruction::PerformTest(
-                                "defined" | "undefined" | "none",
-                                ..
-                            ))
+                            Some(Op::Test("defined" | "undefined" | "none"))
                         ),
                     };
                 if !safe {
@@ -144,32 +140,26 @@ fn template_reads(program: &[&Instructions<'_>], found: &mut Found) {
 
 /// Whether the list `related.<name>` pushed just before `block[i]` is only counted, or
 /// iterated by a loop whose variable is only ever read for its `metadata`.
-fn related_use_is_metadata(
-    program: &[&Instructions<'_>],
-    block: &Instructions<'_>,
-    i: u32,
-) -> bool {
+fn related_use_is_metadata(program: &[Block<'_>], block: &Block<'_>, i: usize) -> bool {
     match (block.get(i), block.get(i + 1), block.get(i + 2)) {
-        (Some(Instruction::ApplyFilter("length" | "count", ..)), _, _) => true,
-        (
-            Some(Instruction::PushLoop(_)),
-            Some(Instruction::Iterate(_)),
-            Some(Instruction::StoreLocal(var)),
-        ) => only_metadata_of(program, var) && !loop_items_read(program),
+        (Some(Op::CallFilter("length" | "count")), _, _) => true,
+        (Some(Op::PushLoop), Some(Op::Iterate), Some(Op::StoreLocal(var))) => {
+            only_metadata_of(program, var) && !loop_items_read(program)
+        }
         _ => false,
     }
 }
 
 /// Whether every read of the variable `var` anywhere in the program is `var.metadata`
 /// (the name may be reused for other values: then it counts as read in full).
-fn only_metadata_of(program: &[&Instructions<'_>], var: &str) -> bool {
+fn only_metadata_of(program: &[Block<'_>], var: &str) -> bool {
     program.iter().all(|block| {
-        instructions(block).all(|(i, instr)| match instr {
-            Instruction::Lookup(n) if *n == var => {
+        block.ops().all(|(i, op)| match op {
+            Op::Lookup(n) if n == var => {
                 chain(block, i + 1).0.first() == Some(&Step::Field(METADATA))
             }
             // Captured into a macro's closure: read wherever the macro runs.
-            Instruction::Enclose(n) => *n != var,
+            Op::Enclose(n) => n != var,
             _ => true,
         })
     })
@@ -177,10 +167,10 @@ fn only_metadata_of(program: &[&Instructions<'_>], var: &str) -> bool {
 
 /// Whether the program reads `loop` other than for its counters (`loop.previtem` and
 /// `loop.nextitem` are items; `loop` itself may be passed on).
-fn loop_items_read(program: &[&Instructions<'_>]) -> bool {
+fn loop_items_read(program: &[Block<'_>]) -> bool {
     program.iter().any(|block| {
-        instructions(block).any(|(i, instr)| {
-            matches!(instr, Instruction::Lookup("loop"))
+        block.ops().any(|(i, op)| {
+            matches!(op, Op::Lookup("loop"))
                 && !matches!(chain(block, i + 1).0.first(), Some(Step::Field(a)) if !LOOP_ITEMS.contains(a))
         })
     })

@@ -1,8 +1,6 @@
 //! What templates and JSONPaths access, read statically: field chains in compiled programs and plain steps of JSONPaths (for `check` and for metadata-only watches).
 
-use minijinja::machinery::{Instruction, Instructions};
-
-use super::Templates;
+use super::machinery::{Block, Op};
 
 /// One step of an access path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,38 +13,17 @@ pub enum Step<'a> {
     Wildcard,
 }
 
-impl Templates {
-    /// The instruction blocks of the compiled template `name`: its body, then its blocks.
-    pub(crate) fn program(&self, name: &str) -> Option<Vec<&Instructions<'_>>> {
-        let compiled = self.compiled(name)?;
-        Some(
-            std::iter::once(&compiled.instructions)
-                .chain(compiled.blocks.values())
-                .collect(),
-        )
-    }
-}
-
-/// The instructions of `block` with their indices.
-pub(crate) fn instructions<'b, 's>(
-    block: &'b Instructions<'s>,
-) -> impl Iterator<Item = (u32, &'b Instruction<'s>)> {
-    (0u32..).map_while(move |i| block.get(i).map(|instr| (i, instr)))
-}
-
 /// The attribute and constant-subscript chain (`.a["b"][0]`) starting at `idx`, and the
-/// index of the first instruction after it.
-pub(crate) fn chain<'b>(block: &'b Instructions<'_>, mut idx: u32) -> (Vec<Step<'b>>, u32) {
+/// index of the first op after it.
+pub(crate) fn chain<'t>(block: &Block<'t>, mut idx: usize) -> (Vec<Step<'t>>, usize) {
     let mut path = Vec::new();
     loop {
         match block.get(idx) {
-            Some(Instruction::GetAttr(n)) => {
+            Some(Op::GetAttr(n)) => {
                 path.push(Step::Field(n));
                 idx += 1;
             }
-            Some(Instruction::LoadConst(v))
-                if matches!(block.get(idx + 1), Some(Instruction::GetItem)) =>
-            {
+            Some(Op::Const(v)) if matches!(block.get(idx + 1), Some(Op::GetItem)) => {
                 if let Some(s) = v.as_str() {
                     path.push(Step::Field(s));
                 } else if v.as_i64().is_some() {
@@ -110,7 +87,7 @@ pub(crate) fn jsonpath_steps(path: &str) -> Option<(Vec<Step<'_>>, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::template::Limits;
+    use crate::template::{Limits, Templates};
     use Step::{Field, Index, Wildcard};
 
     #[test]
@@ -152,8 +129,9 @@ mod tests {
         let chains: Vec<Vec<Step<'_>>> = program
             .iter()
             .flat_map(|block| {
-                instructions(block)
-                    .filter(|(_, instr)| matches!(instr, Instruction::Lookup("parent")))
+                block
+                    .ops()
+                    .filter(|(_, op)| matches!(op, Op::Lookup("parent")))
                     .map(|(i, _)| chain(block, i + 1).0)
             })
             .collect();

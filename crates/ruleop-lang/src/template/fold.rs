@@ -2,9 +2,9 @@
 //! literals at compile time (`("x" * 99999999) ~ ("x" * 99999999)` is one constant), where the
 //! render guards do not run, so a template whose constants would be too big is refused.
 
-use minijinja::machinery::ast::{BinOpKind, CallArg, Expr, Stmt, UnaryOpKind};
-
+use super::TemplateError;
 use super::budget::{ELEMENT_BYTES, display_len};
+use super::machinery::ast::{BinOp, Expr, ExprKind, Stmt, UnaryOp};
 
 /// What a folded constant may hold at most.
 #[derive(Clone, Copy)]
@@ -30,90 +30,26 @@ impl Check {
 
     fn stmt(&mut self, stmt: &Stmt<'_>) {
         match stmt {
-            Stmt::Template(t) => self.stmts(&t.children),
-            Stmt::EmitExpr(e) => self.expr(&e.expr),
-            Stmt::EmitRaw(_) | Stmt::Continue(_) | Stmt::Break(_) => {}
-            Stmt::ForLoop(f) => {
-                self.expr(&f.target);
-                self.expr(&f.iter);
-                self.opt(f.filter_expr.as_ref());
-                self.stmts(&f.body);
-                self.stmts(&f.else_body);
+            Stmt::Set { target, value } => {
+                self.expr(target);
+                self.expr(value);
             }
-            Stmt::IfCond(i) => {
-                self.expr(&i.expr);
-                self.stmts(&i.true_body);
-                self.stmts(&i.false_body);
+            Stmt::Loop {
+                head,
+                body,
+                otherwise,
+            } => {
+                head.iter().for_each(|e| self.expr(e));
+                self.stmts(body);
+                self.stmts(otherwise);
             }
-            Stmt::WithBlock(w) => {
-                for (target, value) in &w.assignments {
-                    self.expr(target);
-                    self.expr(value);
-                }
-                self.stmts(&w.body);
+            Stmt::Macro { head, body } => {
+                head.iter().for_each(|e| self.expr(e));
+                self.stmts(body);
             }
-            Stmt::Set(s) => {
-                self.expr(&s.target);
-                self.expr(&s.expr);
-            }
-            Stmt::SetBlock(s) => {
-                self.expr(&s.target);
-                self.opt(s.filter.as_ref());
-                self.stmts(&s.body);
-            }
-            Stmt::AutoEscape(a) => {
-                self.expr(&a.enabled);
-                self.stmts(&a.body);
-            }
-            Stmt::FilterBlock(f) => {
-                self.expr(&f.filter);
-                self.stmts(&f.body);
-            }
-            Stmt::Block(b) => self.stmts(&b.body),
-            Stmt::Import(i) => {
-                self.expr(&i.expr);
-                self.expr(&i.name);
-            }
-            Stmt::FromImport(i) => {
-                self.expr(&i.expr);
-                for (name, alias) in &i.names {
-                    self.expr(name);
-                    self.opt(alias.as_ref());
-                }
-            }
-            Stmt::Extends(e) => self.expr(&e.name),
-            Stmt::Include(i) => self.expr(&i.name),
-            Stmt::Macro(m) => {
-                m.args.iter().chain(&m.defaults).for_each(|e| self.expr(e));
-                self.stmts(&m.body);
-            }
-            Stmt::CallBlock(c) => {
-                self.expr(&c.call.expr);
-                self.args(&c.call.args);
-                let m = &c.macro_decl;
-                m.args.iter().chain(&m.defaults).for_each(|e| self.expr(e));
-                self.stmts(&m.body);
-            }
-            Stmt::Do(d) => {
-                self.expr(&d.call.expr);
-                self.args(&d.call.args);
-            }
-        }
-    }
-
-    fn opt(&mut self, expr: Option<&Expr<'_>>) {
-        if let Some(e) = expr {
-            self.expr(e);
-        }
-    }
-
-    fn args(&mut self, args: &[CallArg<'_>]) {
-        for a in args {
-            match a {
-                CallArg::Pos(e)
-                | CallArg::Kwarg(_, e)
-                | CallArg::PosSplat(e)
-                | CallArg::KwargSplat(e) => self.expr(e),
+            Stmt::Other { head, bodies } => {
+                head.iter().for_each(|e| self.expr(e));
+                bodies.iter().for_each(|b| self.stmts(b));
             }
         }
     }
@@ -124,77 +60,46 @@ impl Check {
 
     /// Sizes `expr` if the compiler folds it, checking every constant inside it on the way.
     fn fold(&mut self, expr: &Expr<'_>) -> Option<Folded> {
-        let folded = match expr {
-            Expr::Const(c) => Some(Folded {
-                bytes: display_len(&c.value, usize::MAX).map_or(u128::MAX, |n| n as u128),
-                num: number(&c.value),
+        let folded = match &expr.kind {
+            ExprKind::Const(value) => Some(Folded {
+                bytes: display_len(value, usize::MAX).map_or(u128::MAX, |n| n as u128),
+                num: number(value),
             }),
-            Expr::List(l) => self.items(l.items.iter()),
-            Expr::Tuple(t) => self.items(t.items.iter()),
-            Expr::Map(m) => self.items(m.keys.iter().chain(&m.values)),
-            Expr::UnaryOp(u) => {
-                let inner = self.fold(&u.expr)?;
-                Some(match u.op {
-                    UnaryOpKind::Not => Folded {
+            ExprKind::Literal(items) => self.items(items.iter()),
+            ExprKind::Unary(op, operand) => {
+                let inner = self.fold(operand)?;
+                Some(match op {
+                    UnaryOp::Not => Folded {
                         bytes: 1,
                         num: None,
                     },
-                    UnaryOpKind::Neg => Folded {
+                    UnaryOp::Neg => Folded {
                         bytes: inner.bytes.saturating_add(1),
                         num: inner.num.map(|n| -n),
                     },
                 })
             }
-            Expr::BinOp(b) => {
-                let (left, right) = (self.fold(&b.left), self.fold(&b.right));
-                binop(b.op, left?, right?)
+            ExprKind::Binary(op, left, right) => {
+                let (left, right) = (self.fold(left), self.fold(right));
+                binop(*op, left?, right?)
             }
-            Expr::Compare(c) => {
-                let mut all = self.fold(&c.expr).is_some();
-                for op in &c.ops {
-                    all &= self.fold(&op.expr).is_some();
+            ExprKind::Compare(operands) => {
+                let mut all = true;
+                for e in operands {
+                    all &= self.fold(e).is_some();
                 }
                 all.then_some(Folded {
                     bytes: 1,
                     num: None,
                 })
             }
-            Expr::Var(_) => None,
-            Expr::Slice(s) => {
-                self.expr(&s.expr);
-                for e in [&s.start, &s.stop, &s.step].into_iter().flatten() {
-                    self.expr(e);
-                }
+            ExprKind::Var(_) => None,
+            ExprKind::GetAttr(inner, _) => {
+                self.expr(inner);
                 None
             }
-            Expr::IfExpr(i) => {
-                self.expr(&i.test_expr);
-                self.expr(&i.true_expr);
-                self.opt(i.false_expr.as_ref());
-                None
-            }
-            Expr::Filter(f) => {
-                self.opt(f.expr.as_ref());
-                self.args(&f.args);
-                None
-            }
-            Expr::Test(t) => {
-                self.expr(&t.expr);
-                self.args(&t.args);
-                None
-            }
-            Expr::GetAttr(g) => {
-                self.expr(&g.expr);
-                None
-            }
-            Expr::GetItem(g) => {
-                self.expr(&g.expr);
-                self.expr(&g.subscript_expr);
-                None
-            }
-            Expr::Call(c) => {
-                self.expr(&c.expr);
-                self.args(&c.args);
+            ExprKind::Choice(operands) | ExprKind::Apply(operands) => {
+                operands.iter().for_each(|e| self.expr(e));
                 None
             }
         };
@@ -202,7 +107,7 @@ impl Check {
             && f.bytes > self.limit
             && self.over.is_none()
         {
-            self.over = Some(expr.span().start_line as usize);
+            self.over = Some(expr.line);
         }
         folded
     }
@@ -234,21 +139,21 @@ fn number(v: &minijinja::Value) -> Option<f64> {
 }
 
 /// What folding `op` on two constants may build.
-fn binop(op: BinOpKind, l: Folded, r: Folded) -> Option<Folded> {
+fn binop(op: BinOp, l: Folded, r: Folded) -> Option<Folded> {
     let sum = l.bytes.saturating_add(r.bytes);
     let number = |num: Option<f64>| Folded { bytes: 40, num };
     let both = l.num.zip(r.num);
     Some(match op {
-        BinOpKind::Concat => Folded {
+        BinOp::Concat => Folded {
             bytes: sum,
             num: None,
         },
-        BinOpKind::Add if both.is_some() => number(both.map(|(a, b)| a + b)),
-        BinOpKind::Add => Folded {
+        BinOp::Add if both.is_some() => number(both.map(|(a, b)| a + b)),
+        BinOp::Add => Folded {
             bytes: sum,
             num: None,
         },
-        BinOpKind::Mul => match (l.num, r.num) {
+        BinOp::Mul => match (l.num, r.num) {
             (Some(a), Some(b)) => number(Some(a * b)),
             // A string or list repeated `n` times (`as` saturates).
             (Some(n), None) | (None, Some(n)) => Folded {
@@ -260,26 +165,20 @@ fn binop(op: BinOpKind, l: Folded, r: Folded) -> Option<Folded> {
                 num: None,
             },
         },
-        BinOpKind::Sub => number(both.map(|(a, b)| a - b)),
-        BinOpKind::Div => number(both.map(|(a, b)| a / b)),
-        BinOpKind::FloorDiv => number(both.map(|(a, b)| (a / b).floor())),
-        BinOpKind::Rem => number(both.map(|(a, b)| a % b)),
-        BinOpKind::Pow => number(both.map(|(a, b)| a.powf(b))),
+        BinOp::Sub => number(both.map(|(a, b)| a - b)),
+        BinOp::Div => number(both.map(|(a, b)| a / b)),
+        BinOp::FloorDiv => number(both.map(|(a, b)| (a / b).floor())),
+        BinOp::Rem => number(both.map(|(a, b)| a % b)),
+        BinOp::Pow => number(both.map(|(a, b)| a.powf(b))),
         // `and`/`or` give one of their operands: either may be a repeat count.
-        BinOpKind::ScAnd | BinOpKind::ScOr => Folded {
+        BinOp::Logic => Folded {
             bytes: l.bytes.max(r.bytes),
             num: match both {
                 Some((a, b)) => Some(if a.abs() >= b.abs() { a } else { b }),
                 None => l.num.or(r.num),
             },
         },
-        BinOpKind::Eq
-        | BinOpKind::Ne
-        | BinOpKind::Lt
-        | BinOpKind::Lte
-        | BinOpKind::Gt
-        | BinOpKind::Gte
-        | BinOpKind::In => Folded {
+        BinOp::Compare => Folded {
             bytes: 1,
             num: None,
         },
@@ -287,11 +186,24 @@ fn binop(op: BinOpKind, l: Folded, r: Folded) -> Option<Folded> {
 }
 
 /// The line of the first constant in `ast` that folds to more than `limit` bytes.
-pub(super) fn oversized_constant(ast: &Stmt<'_>, limit: usize) -> Option<usize> {
+fn oversized_constant(ast: &Stmt<'_>, limit: usize) -> Option<usize> {
     let mut check = Check {
         limit: limit as u128,
         over: None,
     };
     check.stmt(ast);
     check.over
+}
+
+/// Refuses a template whose constants the compiler would fold to more than `limit` bytes.
+pub(super) fn refuse_oversized(ast: &Stmt<'_>, limit: usize) -> Result<(), TemplateError> {
+    match oversized_constant(ast, limit) {
+        Some(line) => Err(TemplateError::Jinja {
+            line: Some(line),
+            message: format!(
+                "a constant expression would build more than the render's memory budget of {limit} bytes"
+            ),
+        }),
+        None => Ok(()),
+    }
 }

@@ -1,14 +1,12 @@
 //! Static warnings for `ruleop check`: template patterns that grow a value on each loop
 //! iteration faster than linearly, which the render budget will stop at run time.
 
-use minijinja::machinery::ast::{CallArg, Expr, Stmt};
-use minijinja::machinery::parse;
-use minijinja::syntax::SyntaxConfig;
+use super::machinery::ast::{self, Expr, ExprKind, Stmt};
 
 /// `(line, message)` for each `{% set x = … %}` in a loop whose new value uses `x` twice or
 /// more (`x ~ x`, `[x, x]`, `x + x`): it doubles on every iteration.
 pub fn lint(source: &str) -> Vec<(usize, String)> {
-    let Ok(ast) = parse(source, "<lint>", SyntaxConfig::default()) else {
+    let Ok(ast) = ast::parse(source, "<lint>") else {
         // Compilation reports syntax errors.
         return Vec::new();
     };
@@ -22,29 +20,23 @@ fn walk(stmt: &Stmt<'_>, in_loop: bool, found: &mut Vec<(usize, String)>) {
         stmts.iter().for_each(|s| walk(s, in_loop, found));
     };
     match stmt {
-        Stmt::Template(t) => body(&t.children, in_loop, found),
-        Stmt::ForLoop(f) => {
-            body(&f.body, true, found);
-            body(&f.else_body, in_loop, found);
+        Stmt::Loop {
+            body: looped,
+            otherwise,
+            ..
+        } => {
+            body(looped, true, found);
+            body(otherwise, in_loop, found);
         }
-        Stmt::IfCond(i) => {
-            body(&i.true_body, in_loop, found);
-            body(&i.false_body, in_loop, found);
-        }
-        Stmt::WithBlock(w) => body(&w.body, in_loop, found),
-        Stmt::SetBlock(s) => body(&s.body, in_loop, found),
-        Stmt::AutoEscape(a) => body(&a.body, in_loop, found),
-        Stmt::FilterBlock(f) => body(&f.body, in_loop, found),
-        Stmt::Block(b) => body(&b.body, in_loop, found),
         // A macro may be called from a loop: its body counts as one.
-        Stmt::Macro(m) => body(&m.body, true, found),
-        Stmt::CallBlock(c) => body(&c.macro_decl.body, true, found),
-        Stmt::Set(s) if in_loop => {
-            if let Some(target) = path(&s.target) {
-                let uses = uses(&s.expr, &target);
+        Stmt::Macro { body: called, .. } => body(called, true, found),
+        Stmt::Other { bodies, .. } => bodies.iter().for_each(|b| body(b, in_loop, found)),
+        Stmt::Set { target, value } if in_loop => {
+            if let Some(target) = path(target) {
+                let uses = uses(value, &target);
                 if uses >= 2 {
                     found.push((
-                        usize::from(s.expr.span().start_line),
+                        value.line,
                         format!(
                             "`{target}` is used {uses} times in its own new value inside a loop: it grows exponentially with the iterations"
                         ),
@@ -52,15 +44,15 @@ fn walk(stmt: &Stmt<'_>, in_loop: bool, found: &mut Vec<(usize, String)>) {
                 }
             }
         }
-        _ => {}
+        Stmt::Set { .. } => {}
     }
 }
 
 /// `x` or `ns.x`, the names a `set` can assign.
 fn path(expr: &Expr<'_>) -> Option<String> {
-    match expr {
-        Expr::Var(v) => Some(v.id.to_string()),
-        Expr::GetAttr(g) => Some(format!("{}.{}", path(&g.expr)?, g.name)),
+    match &expr.kind {
+        ExprKind::Var(id) => Some(id.to_string()),
+        ExprKind::GetAttr(inner, name) => Some(format!("{}.{}", path(inner)?, name)),
         _ => None,
     }
 }
@@ -70,34 +62,14 @@ fn uses(expr: &Expr<'_>, target: &str) -> usize {
     if path(expr).as_deref() == Some(target) {
         return 1;
     }
-    let all = |exprs: &mut dyn Iterator<Item = &Expr<'_>>| exprs.map(|e| uses(e, target)).sum();
-    let args = |args: &[CallArg<'_>]| -> usize {
-        args.iter()
-            .map(|a| match a {
-                CallArg::Pos(e)
-                | CallArg::Kwarg(_, e)
-                | CallArg::PosSplat(e)
-                | CallArg::KwargSplat(e) => uses(e, target),
-            })
-            .sum()
-    };
-    match expr {
-        Expr::Var(_) | Expr::Const(_) => 0,
-        Expr::GetAttr(g) => uses(&g.expr, target),
-        Expr::GetItem(g) => uses(&g.expr, target) + uses(&g.subscript_expr, target),
-        Expr::Slice(s) => {
-            all(&mut std::iter::once(&s.expr)
-                .chain([&s.start, &s.stop, &s.step].into_iter().flatten()))
-        }
-        Expr::UnaryOp(u) => uses(&u.expr, target),
-        Expr::BinOp(b) => uses(&b.left, target) + uses(&b.right, target),
+    let all = |exprs: &[Expr<'_>]| exprs.iter().map(|e| uses(e, target)).sum();
+    match &expr.kind {
+        ExprKind::Var(_) | ExprKind::Const(_) => 0,
+        ExprKind::GetAttr(inner, _) | ExprKind::Unary(_, inner) => uses(inner, target),
+        ExprKind::Binary(_, left, right) => uses(left, target) + uses(right, target),
         // A comparison or a choice yields a boolean or one operand: no growth.
-        Expr::Compare(_) | Expr::IfExpr(_) | Expr::Test(_) => 0,
-        Expr::Filter(f) => f.expr.as_ref().map_or(0, |e| uses(e, target)) + args(&f.args),
-        Expr::Call(c) => uses(&c.expr, target) + args(&c.args),
-        Expr::List(l) => all(&mut l.items.iter()),
-        Expr::Tuple(t) => all(&mut t.items.iter()),
-        Expr::Map(m) => all(&mut m.keys.iter().chain(&m.values)),
+        ExprKind::Compare(_) | ExprKind::Choice(_) => 0,
+        ExprKind::Apply(operands) | ExprKind::Literal(operands) => all(operands),
     }
 }
 

@@ -9,7 +9,7 @@
 //! stays one string: parent data can never change a manifest's structure.
 //!
 //! Memory: a render may build at most `BUDGET_PER_OUTPUT_BYTE` × `maxOutputBytes` bytes of
-//! values (`budget`, `ops`, `guard`, `fold`, `program`); the output limit counts interpolated values too.
+//! values (`budget`, `ops`, `guard`, `fold`, `machinery`); the output limit counts interpolated values too.
 
 pub(crate) mod access;
 mod budget;
@@ -19,10 +19,10 @@ mod guard;
 mod json;
 mod limits;
 mod lint;
+pub(crate) mod machinery;
 pub mod names;
 mod ops;
 mod plan_fuel;
-mod program;
 mod shape;
 mod yaml;
 
@@ -33,7 +33,7 @@ use minijinja::{AutoEscape, Environment, ErrorKind, HtmlEscape, UndefinedBehavio
 use serde_json::Value as Json;
 
 pub use limits::Limits;
-use program::Program;
+use machinery::Program;
 use shape::Shapes;
 use yaml::{CLOSE, OPEN, kind_name, splice};
 
@@ -196,7 +196,9 @@ impl Templates {
 
     /// Compiles a manifest or message template under `name`.
     pub fn add_template(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
-        let program = Program::compile(name, &format!("{}{source}", self.prelude), self.budget)?;
+        let program = Program::compile(name, &format!("{}{source}", self.prelude), |ast| {
+            fold::refuse_oversized(ast, self.budget)
+        })?;
         // Conservative: any mention counts, so a plan that depends on the time is never reused.
         self.reads_now |= source.contains("now");
         self.programs.insert(name.to_string(), program);
@@ -219,12 +221,10 @@ impl Templates {
         &self.env
     }
 
-    /// The compiled (and patched) template `name`, for static checks (`crate::lint`).
-    pub(crate) fn compiled(
-        &self,
-        name: &str,
-    ) -> Option<&minijinja::machinery::CompiledTemplate<'_>> {
-        self.programs.get(name).map(Program::borrow_dependent)
+    /// The instruction blocks of the compiled (and patched) template `name`: its body, then
+    /// its blocks, for static checks (`access`, `names`, `check::refs`, `rule::reads`).
+    pub(crate) fn program(&self, name: &str) -> Option<Vec<machinery::Block<'_>>> {
+        self.programs.get(name).map(Program::blocks)
     }
 
     /// The names every template and expression is registered under (static checks,

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use minijinja::machinery::Instruction;
 use minijinja::{Environment, ErrorKind};
 
 use crate::template::Templates;
+use crate::template::machinery::Op;
 
 /// A name a template uses that nothing defines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,27 +26,24 @@ fn missing(env: &Environment<'static>, probe: &str, kind: ErrorKind) -> bool {
 /// reported once at its first use.
 pub fn unknown_names(templates: &Templates, name: &str) -> Vec<Unknown> {
     let env = templates.environment();
-    let Some(compiled) = templates.compiled(name) else {
+    let Some(blocks) = templates.program(name) else {
         return Vec::new();
     };
-    let blocks = std::iter::once(&compiled.instructions).chain(compiled.blocks.values());
     // Names the template defines itself (macros, `set`, loop variables) may be called.
     let mut local = BTreeSet::new();
     let mut uses = Vec::new();
-    for instructions in blocks {
-        let mut idx = 0u32;
-        while let Some(instr) = instructions.get(idx) {
-            let line = instructions.get_line(idx).unwrap_or(1);
-            match instr {
-                Instruction::StoreLocal(n) | Instruction::BuildMacro(n, ..) => {
+    for block in &blocks {
+        for (idx, op) in block.ops() {
+            let line = block.line(idx);
+            match op {
+                Op::StoreLocal(n) | Op::BuildMacro(n) => {
                     local.insert(n.to_string());
                 }
-                Instruction::ApplyFilter(n, ..) => uses.push(("filter", n.to_string(), line)),
-                Instruction::PerformTest(n, ..) => uses.push(("test", n.to_string(), line)),
-                Instruction::CallFunction(n, _) => uses.push(("function", n.to_string(), line)),
+                Op::CallFilter(n) => uses.push(("filter", n.to_string(), line)),
+                Op::Test(n) => uses.push(("test", n.to_string(), line)),
+                Op::CallFunction(n) => uses.push(("function", n.to_string(), line)),
                 _ => {}
             }
-            idx += 1;
         }
     }
     let globals: BTreeSet<&str> = env.globals().map(|(n, _)| n).collect();

@@ -1,5 +1,5 @@
 //! The value-building operators (`~`, `+`, `*`, slicing, `in`) as bounded filters: the
-//! compiled bytecode calls these instead (see `program`). Each sizes what it is about to build
+//! compiled bytecode calls these instead (see `machinery`). Each sizes what it is about to build
 //! before building it; what it lets through, minijinja's own operator computes.
 
 use std::fmt::{self, Write as _};
