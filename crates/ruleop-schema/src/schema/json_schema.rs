@@ -1,0 +1,156 @@
+//! OpenAPI v3 schemas as JSON, the one place that knows how they refer to each other: the
+//! `$ref` form and its limits, the one resolver, which component describes which kind, and
+//! [`JsonSchema`], a position in a schema with its references followed.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value as Json};
+
+/// How `$ref`s into a document's own components start.
+pub const COMPONENTS: &str = "#/components/schemas/";
+/// The component every resource quantity refers to.
+pub const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
+/// The component every object's `metadata` refers to.
+pub const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+/// References followed in a row at most: more is a cycle, a broken document.
+pub const MAX_REF_HOPS: usize = 32;
+
+/// (group, version, kind).
+pub type Gvk = (String, String, String);
+
+/// The component `schema` refers to, when it is a `$ref`.
+pub fn ref_name(schema: &Json) -> Option<&str> {
+    let r = schema.get("$ref")?.as_str()?;
+    Some(r.strip_prefix(COMPONENTS).unwrap_or(r))
+}
+
+/// The schema a lone-`allOf` wrapper holds: v3 wraps a `$ref` in `allOf` so that it can carry
+/// a default and a description. A wrapper with its own fields or items is a schema itself.
+pub fn wrapped(schema: &Json) -> Option<&Json> {
+    match schema.get("allOf")?.as_array()?.as_slice() {
+        [only] if schema.get("properties").is_none() && schema.get("items").is_none() => Some(only),
+        _ => None,
+    }
+}
+
+/// Where resolving a schema stopped short.
+#[derive(Debug, Clone, Copy)]
+pub enum Unresolved<'a> {
+    /// A `$ref` to a component that does not exist (`at` holds it).
+    Missing {
+        /// The component's name.
+        name: &'a str,
+        /// The schema holding the reference.
+        at: &'a Json,
+    },
+    /// More than [`MAX_REF_HOPS`] references in a row.
+    Cycle {
+        /// Where following stopped.
+        at: &'a Json,
+    },
+}
+
+impl<'a> Unresolved<'a> {
+    /// The last schema reached.
+    pub fn at(&self) -> &'a Json {
+        match self {
+            Unresolved::Missing { at, .. } | Unresolved::Cycle { at } => at,
+        }
+    }
+}
+
+impl std::fmt::Display for Unresolved<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unresolved::Missing { name, .. } => write!(f, "no schema named {name:?}"),
+            Unresolved::Cycle { .. } => write!(f, "schema nested too deep"),
+        }
+    }
+}
+
+/// Follows `schema`'s `$ref`s into `components`, and lone-`allOf` wrappers, to the schema
+/// they name.
+pub fn resolve<'a>(
+    components: Option<&'a Map<String, Json>>,
+    schema: &'a Json,
+) -> Result<&'a Json, Unresolved<'a>> {
+    follow(components, schema, true)
+}
+
+/// Like [`resolve`], but follows `$ref`s only: the validator judges an `allOf` member's
+/// fields with its object (see `validate`), so it must see wrappers.
+pub fn resolve_ref<'a>(
+    components: Option<&'a Map<String, Json>>,
+    schema: &'a Json,
+) -> Result<&'a Json, Unresolved<'a>> {
+    follow(components, schema, false)
+}
+
+fn follow<'a>(
+    components: Option<&'a Map<String, Json>>,
+    mut schema: &'a Json,
+    wrappers: bool,
+) -> Result<&'a Json, Unresolved<'a>> {
+    for _ in 0..MAX_REF_HOPS {
+        schema = if let Some(name) = ref_name(schema) {
+            components
+                .and_then(|c| c.get(name))
+                .ok_or(Unresolved::Missing { name, at: schema })?
+        } else if let Some(inner) = wrapped(schema).filter(|_| wrappers) {
+            inner
+        } else {
+            return Ok(schema);
+        };
+    }
+    Err(Unresolved::Cycle { at: schema })
+}
+
+/// Which component describes which kind (`x-kubernetes-group-version-kind`).
+pub fn kind_index(components: &Map<String, Json>) -> HashMap<Gvk, String> {
+    let mut kinds = HashMap::new();
+    for (name, schema) in components {
+        let gvks = schema
+            .get("x-kubernetes-group-version-kind")
+            .and_then(Json::as_array);
+        for gvk in gvks.into_iter().flatten() {
+            let s = |f: &str| gvk.get(f).and_then(Json::as_str).unwrap_or("").to_string();
+            kinds.insert((s("group"), s("version"), s("kind")), name.clone());
+        }
+    }
+    kinds
+}
+
+/// The schema of field `name` of an object of schema `schema`: its own property, else the
+/// schema every other key has (`additionalProperties` given as a schema, not as `true`).
+pub fn field_schema<'a>(schema: &'a Json, name: &str) -> Option<&'a Json> {
+    schema
+        .get("properties")
+        .and_then(|p| p.get(name))
+        .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
+}
+
+/// A JSON schema (a CRD version's `openAPIV3Schema`, or a component of OpenAPI documents
+/// with `$ref`s into `components`), its references followed.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonSchema<'a> {
+    node: &'a Json,
+    components: Option<&'a Map<String, Json>>,
+}
+
+impl<'a> JsonSchema<'a> {
+    /// `node`, resolving `$ref`s in `components`; a broken reference stays where it stopped.
+    pub fn new(node: &'a Json, components: Option<&'a Map<String, Json>>) -> Self {
+        let node = resolve(components, node).unwrap_or_else(|stop| stop.at());
+        Self { node, components }
+    }
+
+    /// The schema here, resolved.
+    pub fn node(&self) -> &'a Json {
+        self.node
+    }
+
+    /// `node`, a schema below this one, resolved in the same components.
+    pub fn at(&self, node: &'a Json) -> Self {
+        Self::new(node, self.components)
+    }
+}
