@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
-use crate::schema::json_schema::{Gvk, MAX_REF_HOPS, QUANTITY, kind_index, ref_name, wrapped};
+use crate::schema::json_schema::{
+    Gvk, MAX_REF_HOPS, QUANTITY, components_of, kind_index, ref_name, wrapped,
+};
 use crate::status_shape::{SchemaView, StatusShape};
 
 /// How server-side apply merges a list.
@@ -53,7 +55,7 @@ impl Document {
     /// Parses a document as served at `/openapi/v3/apis/<group>/<version>`. Parts it does not
     /// understand are kept as "no information".
     pub fn parse(doc: &Json) -> Document {
-        let Some(components) = doc.pointer("/components/schemas").and_then(Json::as_object) else {
+        let Some(components) = components_of(doc) else {
             return Document::default();
         };
         Document {

@@ -18,6 +18,11 @@ pub const MAX_REF_HOPS: usize = 32;
 /// (group, version, kind).
 pub type Gvk = (String, String, String);
 
+/// The components of an OpenAPI v3 document, the targets of its `$ref`s.
+pub fn components_of(doc: &Json) -> Option<&Map<String, Json>> {
+    doc.pointer("/components/schemas").and_then(Json::as_object)
+}
+
 /// The component `schema` refers to, when it is a `$ref`.
 pub fn ref_name(schema: &Json) -> Option<&str> {
     let r = schema.get("$ref")?.as_str()?;

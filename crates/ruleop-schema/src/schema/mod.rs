@@ -13,7 +13,7 @@ use crate::crds::CrdVersion;
 use crate::meta;
 use crate::meta::split_api_version;
 pub use json_schema::{Gvk, JsonSchema, field_schema};
-use json_schema::{OBJECT_META, kind_index};
+use json_schema::{OBJECT_META, components_of, kind_index};
 pub use validate::{Dialect, Problem, Validator, Violation};
 
 /// The trimmed OpenAPI v3 schemas of the built-in kinds, written by `hack/openapi-snapshot.sh`.
@@ -71,7 +71,7 @@ impl KindSchemas {
     pub fn from_documents(documents: &[Json], source: &str) -> KindSchemas {
         let mut components = Map::new();
         for doc in documents {
-            if let Some(schemas) = doc.pointer("/components/schemas").and_then(Json::as_object) {
+            if let Some(schemas) = components_of(doc) {
                 components.extend(schemas.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
         }
