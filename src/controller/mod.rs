@@ -6,6 +6,7 @@ mod gate;
 pub mod lookups;
 pub mod memo;
 pub mod observe;
+pub mod openapi_fetch;
 pub mod queue;
 mod reconcile;
 pub mod related;
