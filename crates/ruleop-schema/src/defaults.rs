@@ -125,18 +125,12 @@ mod tests {
                         "note": {"type": "string", "nullable": true, "default": "n"}}}}}}}]}})
     }
 
-    fn crds() -> CrdSet {
-        let mut set = CrdSet::default();
-        set.add(&crd(), "test");
-        set
-    }
-
     #[test]
     fn fills_missing_fields_nested_lists_and_maps() {
         let mut site = json!({"apiVersion": "x.dev/v1", "kind": "Site", "metadata": {"name": "s"},
             "spec": {"replicas": null, "tls": {}, "ports": [{"port": 80}, {"protocol": "UDP"}],
                 "labels": {"a": {}}, "note": null}});
-        apply_crd_defaults(&crds(), &mut site).unwrap();
+        apply_crd_defaults(&CrdSet::of([&crd()], "test"), &mut site).unwrap();
         assert_eq!(
             site["spec"],
             json!({"replicas": 2, "tls": {"enabled": true},
@@ -146,7 +140,7 @@ mod tests {
         // A defaulted object gets its own fields' defaults.
         let mut empty =
             json!({"apiVersion": "x.dev/v1", "kind": "Site", "metadata": {"name": "s"}});
-        apply_crd_defaults(&crds(), &mut empty).unwrap();
+        apply_crd_defaults(&CrdSet::of([&crd()], "test"), &mut empty).unwrap();
         assert_eq!(empty["spec"], json!({"replicas": 2, "note": "n"}));
     }
 
@@ -154,12 +148,12 @@ mod tests {
     fn a_missing_crd_or_version_is_an_error() {
         let mut other = json!({"apiVersion": "y.dev/v1", "kind": "Site"});
         assert!(matches!(
-            apply_crd_defaults(&crds(), &mut other),
+            apply_crd_defaults(&CrdSet::of([&crd()], "test"), &mut other),
             Err(DefaultsError::NoCrd { .. })
         ));
         let mut v2 = json!({"apiVersion": "x.dev/v2", "kind": "Site"});
         assert!(matches!(
-            apply_crd_defaults(&crds(), &mut v2),
+            apply_crd_defaults(&CrdSet::of([&crd()], "test"), &mut v2),
             Err(DefaultsError::NoSchema { .. })
         ));
     }

@@ -16,20 +16,12 @@ pub fn apply_parent_defaults(
     crds: &[Json],
     object: &mut Json,
 ) -> Result<(), DefaultsError> {
-    let mut set = CrdSet::default();
-    for crd in crds {
-        set.add(crd, "--crd");
-    }
-    let given = apply_crd_defaults(&set, object);
+    let given = apply_crd_defaults(&CrdSet::of(crds, "--crd"), object);
     if !matches!(given, Err(DefaultsError::NoCrd { .. })) {
         return given;
     }
     match rule.spec.crd.as_ref().map(|_| super::generate(rule)) {
-        Some(Ok(own)) => {
-            let mut set = CrdSet::default();
-            set.add(&own, SPEC_CRD);
-            apply_crd_defaults(&set, object)
-        }
+        Some(Ok(own)) => apply_crd_defaults(&CrdSet::of([&own], SPEC_CRD), object),
         // A `spec.crd` that cannot generate a CRD is reported by `check`; no defaults.
         Some(Err(_)) => Ok(()),
         None if crds.is_empty() => Ok(()),

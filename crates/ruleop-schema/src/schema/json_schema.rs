@@ -38,76 +38,50 @@ pub fn wrapped(schema: &Json) -> Option<&Json> {
     }
 }
 
-/// Where resolving a schema stopped short.
+/// Where resolving a schema stopped short: at a `$ref` to a missing component, or after
+/// [`MAX_REF_HOPS`] references (a cycle).
 #[derive(Debug, Clone, Copy)]
-pub enum Unresolved<'a> {
-    /// A `$ref` to a component that does not exist (`at` holds it).
-    Missing {
-        /// The component's name.
-        name: &'a str,
-        /// The schema holding the reference.
-        at: &'a Json,
-    },
-    /// More than [`MAX_REF_HOPS`] references in a row.
-    Cycle {
-        /// Where following stopped.
-        at: &'a Json,
-    },
-}
-
-impl<'a> Unresolved<'a> {
+pub struct Unresolved<'a> {
     /// The last schema reached.
-    pub fn at(&self) -> &'a Json {
-        match self {
-            Unresolved::Missing { at, .. } | Unresolved::Cycle { at } => at,
-        }
-    }
+    pub at: &'a Json,
+    /// The missing component's name; `None` for a cycle.
+    pub missing: Option<&'a str>,
 }
 
 impl std::fmt::Display for Unresolved<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Unresolved::Missing { name, .. } => write!(f, "no schema named {name:?}"),
-            Unresolved::Cycle { .. } => write!(f, "schema nested too deep"),
+        match self.missing {
+            Some(name) => write!(f, "no schema named {name:?}"),
+            None => write!(f, "schema nested too deep"),
         }
     }
 }
 
-/// Follows `schema`'s `$ref`s into `components`, and lone-`allOf` wrappers, to the schema
-/// they name.
+/// Follows `schema`'s `$ref`s into `components` to the schema they name; with `wrappers`,
+/// lone-`allOf` wrappers too (the validator does not: it judges an `allOf` member's fields
+/// with its object).
 pub fn resolve<'a>(
-    components: Option<&'a Map<String, Json>>,
-    schema: &'a Json,
-) -> Result<&'a Json, Unresolved<'a>> {
-    follow(components, schema, true)
-}
-
-/// Like [`resolve`], but follows `$ref`s only: the validator judges an `allOf` member's
-/// fields with its object (see `validate`), so it must see wrappers.
-pub fn resolve_ref<'a>(
-    components: Option<&'a Map<String, Json>>,
-    schema: &'a Json,
-) -> Result<&'a Json, Unresolved<'a>> {
-    follow(components, schema, false)
-}
-
-fn follow<'a>(
     components: Option<&'a Map<String, Json>>,
     mut schema: &'a Json,
     wrappers: bool,
 ) -> Result<&'a Json, Unresolved<'a>> {
     for _ in 0..MAX_REF_HOPS {
         schema = if let Some(name) = ref_name(schema) {
-            components
-                .and_then(|c| c.get(name))
-                .ok_or(Unresolved::Missing { name, at: schema })?
+            let missing = Unresolved {
+                at: schema,
+                missing: Some(name),
+            };
+            components.and_then(|c| c.get(name)).ok_or(missing)?
         } else if let Some(inner) = wrapped(schema).filter(|_| wrappers) {
             inner
         } else {
             return Ok(schema);
         };
     }
-    Err(Unresolved::Cycle { at: schema })
+    Err(Unresolved {
+        at: schema,
+        missing: None,
+    })
 }
 
 /// Which component describes which kind (`x-kubernetes-group-version-kind`).
@@ -145,7 +119,7 @@ pub struct JsonSchema<'a> {
 impl<'a> JsonSchema<'a> {
     /// `node`, resolving `$ref`s in `components`; a broken reference stays where it stopped.
     pub fn new(node: &'a Json, components: Option<&'a Map<String, Json>>) -> Self {
-        let node = resolve(components, node).unwrap_or_else(|stop| stop.at());
+        let node = resolve(components, node, true).unwrap_or_else(|stop| stop.at);
         Self { node, components }
     }
 

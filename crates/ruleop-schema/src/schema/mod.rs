@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json};
 
-use crate::crds::CrdVersion;
+use crate::crds::{CrdVersion, VERSIONS, defined_kind};
 use crate::meta;
 use crate::meta::split_api_version;
 pub use json_schema::{Gvk, JsonSchema, field_schema};
@@ -99,19 +99,10 @@ impl KindSchemas {
             name: meta::name(crd).to_string(),
             message: message.to_string(),
         };
-        let group = crd
-            .pointer("/spec/group")
-            .and_then(Json::as_str)
-            .ok_or_else(|| err("no spec.group"))?;
-        let kind = crd
-            .pointer("/spec/names/kind")
-            .and_then(Json::as_str)
-            .ok_or_else(|| err("no spec.names.kind"))?;
-        if crd
-            .pointer("/spec/versions")
-            .and_then(Json::as_array)
-            .is_none()
-        {
+        let (group, kind) = defined_kind(crd);
+        let group = group.ok_or_else(|| err("no spec.group"))?;
+        let kind = kind.ok_or_else(|| err("no spec.names.kind"))?;
+        if crd.pointer(VERSIONS).and_then(Json::as_array).is_none() {
             return Err(err("no spec.versions"));
         }
         for version in CrdVersion::all(crd, "").filter(CrdVersion::has_schema) {

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value as Json};
 
-use super::json_schema::{QUANTITY, field_schema, ref_name, resolve_ref};
+use super::json_schema::{QUANTITY, field_schema, ref_name, resolve};
 use super::values::{format_ok, is_integer, type_ok};
 
 /// Schemas nest at most this deep: deeper is a cyclic or hostile schema.
@@ -189,7 +189,7 @@ impl<'a> Validator<'a> {
             return;
         }
         let is_quantity = ref_name(schema) == Some(QUANTITY);
-        let schema = match resolve_ref(Some(self.components), schema) {
+        let schema = match resolve(Some(self.components), schema, false) {
             Ok(s) => s,
             Err(stop) => return push(Problem::BadSchema(stop.to_string())),
         };
@@ -464,7 +464,7 @@ impl<'a> Validator<'a> {
             .and_then(Json::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|sub| resolve_ref(Some(self.components), sub).ok())
+            .filter_map(|sub| resolve(Some(self.components), sub, false).ok())
             .any(|sub| {
                 sub.get("properties").is_some_and(|p| p.get(key).is_some())
                     || sub
