@@ -60,9 +60,35 @@ pub fn published(index: &Json) -> impl Iterator<Item = (&str, &str)> {
 
 /// The URL (with its hash) under which `index` publishes the document at `path`.
 pub fn published_url<'a>(index: &'a Json, path: &str) -> Option<&'a str> {
-    index
-        .get("paths")
-        .and_then(|p| p.get(path))
-        .and_then(|p| p.get("serverRelativeURL"))
-        .and_then(Json::as_str)
+    published(index)
+        .find(|(p, _)| *p == path)
+        .map(|(_, url)| url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_index_lists_each_document_under_its_hashed_url() {
+        let index = json!({"paths": {
+            "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=A"},
+            "apis/apps/v1": {"serverRelativeURL": "/openapi/v3/apis/apps/v1?hash=B"},
+            "broken": {}}});
+        let all: Vec<_> = published(&index).collect();
+        assert_eq!(
+            all,
+            [
+                ("api/v1", "/openapi/v3/api/v1?hash=A"),
+                ("apis/apps/v1", "/openapi/v3/apis/apps/v1?hash=B")
+            ]
+        );
+        assert_eq!(
+            published_url(&index, "apis/apps/v1"),
+            Some("/openapi/v3/apis/apps/v1?hash=B")
+        );
+        assert_eq!(published_url(&index, "broken"), None);
+        assert_eq!(published(&Json::Null).count(), 0);
+    }
 }
