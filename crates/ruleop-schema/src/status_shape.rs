@@ -20,7 +20,7 @@ pub const OBSERVED_GENERATION: &str = "observedGeneration";
 /// The key of each condition (a `conditions` list ruleop shares is keyed by it).
 pub const TYPE: &str = "type";
 /// The condition keys ruleop always writes: without them there is no condition.
-const REQUIRED_CONDITION_KEYS: [&str; 2] = [TYPE, "status"];
+pub const REQUIRED_CONDITION_KEYS: [&str; 2] = [TYPE, "status"];
 /// The condition keys ruleop writes when the condition schema has them.
 pub const OPTIONAL_CONDITION_KEYS: [&str; 4] = [
     "reason",
