@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 
 use super::CliError;
+use crate::controller::openapi_fetch::{self, FetchError};
 use ruleop_lang::check::{self, CrdSet, Lookup, Severity, crds};
 use ruleop_lang::load::{LoadedRule, RuleError};
 use ruleop_lang::rule::{self, Location, Spans};
@@ -238,27 +239,18 @@ fn cluster_crds(args: &CheckArgs) -> Result<CrdSet, CliError> {
 /// group-version document; CRD kinds come from the CRDs).
 async fn cluster_schemas(args: &CheckArgs) -> Result<KindSchemas, CliError> {
     let client = connect(args).await?;
-    let get = |url: String| {
-        let client = client.clone();
-        async move {
-            let request = http::Request::get(&url)
-                .body(Vec::new())
-                .map_err(|e| CliError::Cluster(e.to_string()))?;
-            client
-                .request::<Json>(request)
-                .await
-                .map_err(|e| CliError::Cluster(format!("GET {url}: {e}")))
-        }
-    };
-    let index = get("/openapi/v3".to_string()).await?;
+    // The messages `check` has always given: the URL, or why no request could be built.
+    async fn get(client: &kube::Client, path: &str) -> Result<Json, CliError> {
+        openapi_fetch::get(client, path).await.map_err(|e| match e {
+            FetchError::Read { path, source } => CliError::Cluster(format!("GET {path}: {source}")),
+            FetchError::Request { source, .. } => CliError::Cluster(source.to_string()),
+        })
+    }
+    let index = get(&client, openapi_fetch::INDEX).await?;
     let mut documents = Vec::new();
-    let paths = index.get("paths").and_then(Json::as_object);
-    for (path, entry) in paths.into_iter().flatten() {
-        if !(path.starts_with("api/") || path.starts_with("apis/")) {
-            continue;
-        }
-        if let Some(url) = entry.get("serverRelativeURL").and_then(Json::as_str) {
-            documents.push(get(url.to_string()).await?);
+    for (path, url) in openapi_fetch::published(&index) {
+        if path.starts_with("api/") || path.starts_with("apis/") {
+            documents.push(get(&client, url).await?);
         }
     }
     Ok(KindSchemas::from_documents(

@@ -4,6 +4,7 @@
 mod gate;
 pub mod memo;
 pub mod observe;
+pub mod openapi_fetch;
 pub mod queue;
 mod reconcile;
 pub mod routes;

@@ -13,8 +13,8 @@ use serde_json::Value as Json;
 use ruleop_lang::rule::CompiledRule;
 use ruleop_schema::openapi::{Document, Schemas};
 
-/// The index of OpenAPI v3 documents.
-const INDEX: &str = "/openapi/v3";
+use super::openapi_fetch::{self, FetchError, INDEX, published_url};
+
 /// How many times (one per discovery tick) a child kind's schema is looked for again before
 /// its children are compared without it.
 const RETRIES: u32 = 12;
@@ -22,24 +22,9 @@ const RETRIES: u32 = 12;
 /// Why a kind's schema is not known.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    /// The API server could not be asked.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// What was requested.
-        path: String,
-        /// The failure.
-        #[source]
-        source: kube::Error,
-    },
-    /// The request could not be built.
-    #[error("cannot request {path}: {source}")]
-    Request {
-        /// What was requested.
-        path: String,
-        /// The failure.
-        #[source]
-        source: http::Error,
-    },
+    /// A document (or the index) could not be read.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     /// The index lists no document for the group-version.
     #[error("the API server publishes no OpenAPI v3 document for {0}")]
     NoDocument(String),
@@ -180,15 +165,6 @@ fn group_version_path(kind: &ApiResource) -> String {
     }
 }
 
-/// The URL (with its hash) under which `index` publishes the document at `path`.
-fn published_url<'a>(index: &'a Json, path: &str) -> Option<&'a str> {
-    index
-        .get("paths")
-        .and_then(|p| p.get(path))
-        .and_then(|p| p.get("serverRelativeURL"))
-        .and_then(Json::as_str)
-}
-
 /// Documents read so far, by group-version path (`api/v1`, `apis/apps/v1`).
 pub struct SchemaCache {
     client: Client,
@@ -205,19 +181,7 @@ impl SchemaCache {
     }
 
     async fn get(&self, path: &str) -> Result<Json, SchemaError> {
-        let request = http::Request::get(path)
-            .body(Vec::new())
-            .map_err(|source| SchemaError::Request {
-                path: path.to_string(),
-                source,
-            })?;
-        self.client
-            .request(request)
-            .await
-            .map_err(|source| SchemaError::Read {
-                path: path.to_string(),
-                source,
-            })
+        Ok(openapi_fetch::get(&self.client, path).await?)
     }
 
     /// The schemas of a rule's child kinds, and (when `parent` is given) the shape of its

@@ -12,6 +12,15 @@ pub const SPEC_CRD: &str = "spec.crd";
 /// The API group of CustomResourceDefinitions.
 pub const CRD_GROUP: &str = "apiextensions.k8s.io";
 
+/// Where a CRD object lists its versions.
+pub const VERSIONS: &str = "/spec/versions";
+
+/// The group and kind a CRD object defines (`spec.group`, `spec.names.kind`), when it says.
+pub fn defined_kind(crd: &Json) -> (Option<&str>, Option<&str>) {
+    let text = |p: &str| crd.pointer(p).and_then(Json::as_str);
+    (text("/spec/group"), text("/spec/names/kind"))
+}
+
 /// One served version of a CRD.
 #[derive(Debug, Clone)]
 pub struct CrdVersion {
@@ -35,7 +44,7 @@ impl CrdVersion {
 
     /// Every version the CRD object `crd` defines (those with a name), in order.
     pub fn all<'a>(crd: &'a Json, origin: &'a str) -> impl Iterator<Item = CrdVersion> + 'a {
-        let versions = crd.pointer("/spec/versions").and_then(Json::as_array);
+        let versions = crd.pointer(VERSIONS).and_then(Json::as_array);
         versions.into_iter().flatten().filter_map(move |v| {
             Some(CrdVersion {
                 crd: crate::meta::name(crd).to_string(),
@@ -96,10 +105,10 @@ impl CrdSet {
         if !is_crd(object) {
             return false;
         }
-        let text = |p: &str| object.pointer(p).and_then(Json::as_str).unwrap_or_default();
+        let (group, kind) = defined_kind(object);
         let key = (
-            text("/spec/group").to_string(),
-            text("/spec/names/kind").to_string(),
+            group.unwrap_or_default().to_string(),
+            kind.unwrap_or_default().to_string(),
         );
         let versions = CrdVersion::all(object, origin)
             .map(|v| (v.version.clone(), v))
@@ -107,6 +116,15 @@ impl CrdSet {
         self.kinds.insert(key.clone(), versions);
         self.definitions.insert(key, object.clone());
         true
+    }
+
+    /// The CRDs among `objects`, all from `origin`.
+    pub fn of<'a>(objects: impl IntoIterator<Item = &'a Json>, origin: &str) -> CrdSet {
+        let mut set = CrdSet::default();
+        for object in objects {
+            set.add(object, origin);
+        }
+        set
     }
 
     /// Merges `other` in; its CRDs replace those of the same kind.

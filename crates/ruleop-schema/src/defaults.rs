@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value as Json};
 
+use crate::crds::{CrdSet, Lookup};
 use crate::meta;
 use crate::meta::split_api_version;
 
@@ -29,34 +30,25 @@ pub enum DefaultsError {
 }
 
 /// Applies the defaults of the CRD in `crds` that defines `object`'s group, kind and version.
-pub fn apply_crd_defaults(crds: &[Json], object: &mut Json) -> Result<(), DefaultsError> {
+pub fn apply_crd_defaults(crds: &CrdSet, object: &mut Json) -> Result<(), DefaultsError> {
     let (group, version) = split_api_version(meta::api_version(object));
     let kind = meta::kind(object);
-    let crd = crds
-        .iter()
-        .find(|c| {
-            meta::kind(c) == "CustomResourceDefinition"
-                && c.pointer("/spec/group").and_then(Json::as_str) == Some(group)
-                && c.pointer("/spec/names/kind").and_then(Json::as_str) == Some(kind)
-        })
-        .ok_or_else(|| DefaultsError::NoCrd {
-            group: group.to_string(),
-            kind: kind.to_string(),
-        })?;
-    let schema = crd
-        .pointer("/spec/versions")
-        .and_then(Json::as_array)
-        .and_then(|vs| {
-            vs.iter()
-                .find(|v| v.get("name").and_then(Json::as_str) == Some(version))
-        })
-        .and_then(|v| v.pointer("/schema/openAPIV3Schema"))
-        .ok_or_else(|| DefaultsError::NoSchema {
-            crd: meta::name(crd).to_string(),
-            version: version.to_string(),
-        })?
-        .clone();
-    default_value(&schema, object);
+    let no_schema = |crd: &str| DefaultsError::NoSchema {
+        crd: crd.to_string(),
+        version: version.to_string(),
+    };
+    let schema = match crds.lookup(group, version, kind) {
+        Lookup::Found(v) if v.has_schema() => &v.schema,
+        Lookup::Found(v) => return Err(no_schema(&v.crd)),
+        Lookup::NoVersion { crd, .. } => return Err(no_schema(crd)),
+        Lookup::None => {
+            return Err(DefaultsError::NoCrd {
+                group: group.to_string(),
+                kind: kind.to_string(),
+            });
+        }
+    };
+    default_value(schema, object);
     Ok(())
 }
 
@@ -138,7 +130,7 @@ mod tests {
         let mut site = json!({"apiVersion": "x.dev/v1", "kind": "Site", "metadata": {"name": "s"},
             "spec": {"replicas": null, "tls": {}, "ports": [{"port": 80}, {"protocol": "UDP"}],
                 "labels": {"a": {}}, "note": null}});
-        apply_crd_defaults(&[crd()], &mut site).unwrap();
+        apply_crd_defaults(&CrdSet::of([&crd()], "test"), &mut site).unwrap();
         assert_eq!(
             site["spec"],
             json!({"replicas": 2, "tls": {"enabled": true},
@@ -148,7 +140,7 @@ mod tests {
         // A defaulted object gets its own fields' defaults.
         let mut empty =
             json!({"apiVersion": "x.dev/v1", "kind": "Site", "metadata": {"name": "s"}});
-        apply_crd_defaults(&[crd()], &mut empty).unwrap();
+        apply_crd_defaults(&CrdSet::of([&crd()], "test"), &mut empty).unwrap();
         assert_eq!(empty["spec"], json!({"replicas": 2, "note": "n"}));
     }
 
@@ -156,12 +148,12 @@ mod tests {
     fn a_missing_crd_or_version_is_an_error() {
         let mut other = json!({"apiVersion": "y.dev/v1", "kind": "Site"});
         assert!(matches!(
-            apply_crd_defaults(&[crd()], &mut other),
+            apply_crd_defaults(&CrdSet::of([&crd()], "test"), &mut other),
             Err(DefaultsError::NoCrd { .. })
         ));
         let mut v2 = json!({"apiVersion": "x.dev/v2", "kind": "Site"});
         assert!(matches!(
-            apply_crd_defaults(&[crd()], &mut v2),
+            apply_crd_defaults(&CrdSet::of([&crd()], "test"), &mut v2),
             Err(DefaultsError::NoSchema { .. })
         ));
     }

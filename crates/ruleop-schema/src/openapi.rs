@@ -10,14 +10,10 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
-use crate::status_shape::StatusShape;
-
-/// The component every quantity field refers to.
-const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
-/// How `$ref`s into the document's own components start.
-const COMPONENTS: &str = "#/components/schemas/";
-/// Refs are followed at most this many times in a row (a cycle is a broken document).
-const MAX_REF_HOPS: usize = 32;
+use crate::schema::json_schema::{
+    Gvk, MAX_REF_HOPS, QUANTITY, components_of, kind_index, ref_name, wrapped,
+};
+use crate::status_shape::{SchemaView, StatusShape};
 
 /// How server-side apply merges a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,29 +48,23 @@ enum Node {
 pub struct Document {
     types: HashMap<String, Node>,
     /// (group, version, kind) → component name.
-    kinds: HashMap<(String, String, String), String>,
+    kinds: HashMap<Gvk, String>,
 }
 
 impl Document {
     /// Parses a document as served at `/openapi/v3/apis/<group>/<version>`. Parts it does not
     /// understand are kept as "no information".
     pub fn parse(doc: &Json) -> Document {
-        let mut out = Document::default();
-        let Some(components) = doc.pointer("/components/schemas").and_then(Json::as_object) else {
-            return out;
+        let Some(components) = components_of(doc) else {
+            return Document::default();
         };
-        for (name, schema) in components {
-            out.types.insert(name.clone(), parse_node(schema));
-            let gvks = schema
-                .get("x-kubernetes-group-version-kind")
-                .and_then(Json::as_array);
-            for gvk in gvks.into_iter().flatten() {
-                let s = |f: &str| gvk.get(f).and_then(Json::as_str).unwrap_or("").to_string();
-                out.kinds
-                    .insert((s("group"), s("version"), s("kind")), name.clone());
-            }
+        Document {
+            types: components
+                .iter()
+                .map(|(name, schema)| (name.clone(), parse_node(schema)))
+                .collect(),
+            kinds: kind_index(components),
         }
-        out
     }
 
     /// The schema of `kind` in this document, if it describes that kind.
@@ -99,19 +89,14 @@ impl Document {
 }
 
 fn parse_node(v: &Json) -> Node {
-    if let Some(r) = v.get("$ref").and_then(Json::as_str) {
-        let name = r.strip_prefix(COMPONENTS).unwrap_or(r);
+    if let Some(name) = ref_name(v) {
         return if name == QUANTITY {
             Node::Quantity
         } else {
             Node::Ref(name.to_string())
         };
     }
-    // v3 wraps a ref in `allOf` so that it can carry a default and a description.
-    if let Some([only]) = v.get("allOf").and_then(Json::as_array).map(Vec::as_slice)
-        && v.get("properties").is_none()
-        && v.get("items").is_none()
-    {
+    if let Some(only) = wrapped(v) {
         return parse_node(only);
     }
     if let Some(items) = v.get("items") {
@@ -382,6 +367,31 @@ impl Schemas {
     pub fn contains(&self, group: &str, kind: &str) -> bool {
         self.kinds
             .contains_key(&(group.to_string(), kind.to_string()))
+    }
+}
+
+impl SchemaView for Schema<'_> {
+    fn field(&self, name: &str) -> Option<Self> {
+        // Below a field an open mapping keeps (a CRD whose root keeps unknown fields has no
+        // `status` schema at all), anything goes.
+        (self.declares(name) || self.is_unknown()).then(|| Schema::field(self, name))
+    }
+
+    fn is_open(&self) -> bool {
+        // No information: a field an open mapping keeps, anything goes below.
+        Schema::is_open(self) || self.is_unknown()
+    }
+
+    fn items(&self) -> Option<Self> {
+        (self.is_list() || self.is_unknown()).then(|| Schema::items(self))
+    }
+
+    fn map_keys(&self) -> Option<Vec<String>> {
+        // The served documents carry every list's semantics: no hint means atomic.
+        Some(match self.list_type() {
+            ListType::Map(keys) => keys.clone(),
+            _ => Vec::new(),
+        })
     }
 }
 

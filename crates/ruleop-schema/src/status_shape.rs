@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value as Json};
 
-use crate::openapi::{ListType, Schema};
+use crate::schema::{JsonSchema, field_schema};
 
 /// `status.conditions`.
 pub const CONDITIONS: &str = "conditions";
@@ -20,7 +20,7 @@ pub const OBSERVED_GENERATION: &str = "observedGeneration";
 /// The key of each condition (a `conditions` list ruleop shares is keyed by it).
 pub const TYPE: &str = "type";
 /// The condition keys ruleop always writes: without them there is no condition.
-const REQUIRED_CONDITION_KEYS: [&str; 2] = [TYPE, "status"];
+pub const REQUIRED_CONDITION_KEYS: [&str; 2] = [TYPE, "status"];
 /// The condition keys ruleop writes when the condition schema has them.
 pub const OPTIONAL_CONDITION_KEYS: [&str; 4] = [
     "reason",
@@ -229,118 +229,43 @@ pub fn is_builtin_group(api_version: &str) -> bool {
     !group.contains('.') || group.ends_with(".k8s.io")
 }
 
-impl SchemaView for Schema<'_> {
-    fn field(&self, name: &str) -> Option<Self> {
-        // Below a field an open mapping keeps (a CRD whose root keeps unknown fields has no
-        // `status` schema at all), anything goes.
-        (self.declares(name) || self.is_unknown()).then(|| Schema::field(self, name))
-    }
-
-    fn is_open(&self) -> bool {
-        // No information: a field an open mapping keeps, anything goes below.
-        Schema::is_open(self) || self.is_unknown()
-    }
-
-    fn items(&self) -> Option<Self> {
-        (self.is_list() || self.is_unknown()).then(|| Schema::items(self))
-    }
-
-    fn map_keys(&self) -> Option<Vec<String>> {
-        // The served documents carry every list's semantics: no hint means atomic.
-        Some(match self.list_type() {
-            ListType::Map(keys) => keys.clone(),
-            _ => Vec::new(),
-        })
-    }
-}
-
-/// A JSON schema (a CRD version's `openAPIV3Schema`, or a component of the built-in
-/// snapshot with `$ref`s into `components`).
-#[derive(Debug, Clone, Copy)]
-pub struct JsonSchema<'a> {
-    node: &'a Json,
-    components: Option<&'a Map<String, Json>>,
-}
-
-/// How `$ref`s into components start.
-const COMPONENTS: &str = "#/components/schemas/";
 /// The schema of a field an open mapping keeps without declaring it: anything goes below.
 static ANYTHING: std::sync::LazyLock<Json> = std::sync::LazyLock::new(|| {
     let open = serde_json::json!({"x-kubernetes-preserve-unknown-fields": true});
     serde_json::json!({"x-kubernetes-preserve-unknown-fields": true, "items": open})
 });
-/// Refs followed in a row at most (a cycle is a broken schema).
-const MAX_REF_HOPS: usize = 32;
-
-impl<'a> JsonSchema<'a> {
-    /// `node`, resolving `$ref`s in `components`.
-    pub fn new(node: &'a Json, components: Option<&'a Map<String, Json>>) -> Self {
-        Self { node, components }.resolved()
-    }
-
-    fn resolved(mut self) -> Self {
-        for _ in 0..MAX_REF_HOPS {
-            let next = if let Some(r) = self.node.get("$ref").and_then(Json::as_str) {
-                let name = r.strip_prefix(COMPONENTS).unwrap_or(r);
-                self.components.and_then(|c| c.get(name))
-            } else if let Some([only]) = self
-                .node
-                .get("allOf")
-                .and_then(Json::as_array)
-                .map(Vec::as_slice)
-                && self.node.get("properties").is_none()
-            {
-                Some(only)
-            } else {
-                return self;
-            };
-            match next {
-                Some(n) => self.node = n,
-                None => return self,
-            }
-        }
-        self
-    }
-
-    fn at(&self, node: &'a Json) -> Self {
-        Self::new(node, self.components)
-    }
-}
 
 impl SchemaView for JsonSchema<'_> {
     fn field(&self, name: &str) -> Option<Self> {
-        if let Some(n) = crate::schema::field_schema(self.node, name) {
+        if let Some(n) = field_schema(self.node(), name) {
             return Some(self.at(n));
         }
-        self.is_open().then_some(Self {
-            node: &*ANYTHING,
-            components: None,
-        })
+        self.is_open().then(|| JsonSchema::new(&ANYTHING, None))
     }
 
     fn is_open(&self) -> bool {
-        self.node
+        self.node()
             .get("x-kubernetes-preserve-unknown-fields")
             .and_then(Json::as_bool)
             .unwrap_or(false)
             || self
-                .node
+                .node()
                 .get("additionalProperties")
                 .is_some_and(|a| a.is_object() || a == &Json::Bool(true))
     }
 
     fn items(&self) -> Option<Self> {
-        self.node.get("items").map(|i| self.at(i))
+        self.node().get("items").map(|i| self.at(i))
     }
 
     fn map_keys(&self) -> Option<Vec<String>> {
         match self
-            .node
+            .node()
             .get("x-kubernetes-list-type")
             .and_then(Json::as_str)
         {
             Some("map") => Some(
-                self.node
+                self.node()
                     .get("x-kubernetes-list-map-keys")
                     .and_then(Json::as_array)
                     .into_iter()

@@ -4,9 +4,9 @@
 
 use super::{CrdVersion, Finding, Severity};
 use crate::rule::{CompiledRule, Location};
+use ruleop_schema::schema::JsonSchema;
 use ruleop_schema::status_shape::{
-    CONDITIONS, JsonSchema, OBSERVED_GENERATION, OPTIONAL_CONDITION_KEYS, StatusShape,
-    is_builtin_group,
+    CONDITIONS, OBSERVED_GENERATION, OPTIONAL_CONDITION_KEYS, StatusShape, is_builtin_group,
 };
 
 /// Errors for status `crd` cannot take at all (no status subresource), warnings for what
@@ -27,7 +27,7 @@ pub(super) fn written_status(rule: &CompiledRule, crd: &CrdVersion) -> Vec<Findi
         });
     }
     // A version without a schema keeps everything.
-    if crd.schema.as_object().is_none_or(serde_json::Map::is_empty) {
+    if !crd.has_schema() {
         return out;
     }
     let builtin = is_builtin_group(&rule.spec.parent.api_version);

@@ -4,6 +4,7 @@
 use serde_json::Value as Json;
 
 use crate::rule::CompiledRule;
+use ruleop_schema::crds::{CrdSet, SPEC_CRD};
 use ruleop_schema::defaults::{DefaultsError, apply_crd_defaults};
 
 /// Applies the defaults the parent `object` of `rule` gets on the cluster: those of its CRD in
@@ -15,12 +16,12 @@ pub fn apply_parent_defaults(
     crds: &[Json],
     object: &mut Json,
 ) -> Result<(), DefaultsError> {
-    let given = apply_crd_defaults(crds, object);
+    let given = apply_crd_defaults(&CrdSet::of(crds, "--crd"), object);
     if !matches!(given, Err(DefaultsError::NoCrd { .. })) {
         return given;
     }
     match rule.spec.crd.as_ref().map(|_| super::generate(rule)) {
-        Some(Ok(own)) => apply_crd_defaults(std::slice::from_ref(&own), object),
+        Some(Ok(own)) => apply_crd_defaults(&CrdSet::of([&own], SPEC_CRD), object),
         // A `spec.crd` that cannot generate a CRD is reported by `check`; no defaults.
         Some(Err(_)) => Ok(()),
         None if crds.is_empty() => Ok(()),

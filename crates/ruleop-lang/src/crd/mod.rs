@@ -293,6 +293,25 @@ mod tests {
 
     const FIELDS: &str = "    spec:\n      size: {type: integer, minimum: 1, maximum: 10, required: true}\n      mode: {type: string, enum: [a, b], default: a}\n      tags: {type: object}\n";
 
+    /// The generated conditions schema declares what ruleop writes in a condition, no more.
+    #[test]
+    fn the_conditions_schema_has_the_keys_ruleop_writes() {
+        use ruleop_schema::status_shape::{OPTIONAL_CONDITION_KEYS, REQUIRED_CONDITION_KEYS};
+        let schema = conditions_schema();
+        let declared: BTreeSet<&str> = schema["items"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let written: BTreeSet<&str> = REQUIRED_CONDITION_KEYS
+            .into_iter()
+            .chain(OPTIONAL_CONDITION_KEYS)
+            .collect();
+        assert_eq!(declared, written);
+        assert_eq!(schema["items"]["required"], json!(REQUIRED_CONDITION_KEYS));
+    }
+
     #[test]
     fn a_crd_has_the_fields_the_status_and_printer_columns() {
         let crd = generate(&rule(

@@ -1,6 +1,7 @@
 //! The schemas of the kinds ruleop may write, for offline checks: built-in kinds from an
 //! embedded OpenAPI v3 snapshot (or a live cluster's documents), CRD kinds from their CRDs.
 
+pub mod json_schema;
 pub mod validate;
 mod values;
 
@@ -8,20 +9,15 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json};
 
-use crate::crds::CrdVersion;
+use crate::crds::{CrdVersion, VERSIONS, defined_kind};
 use crate::meta;
 use crate::meta::split_api_version;
-use crate::status_shape::JsonSchema;
+pub use json_schema::{Gvk, JsonSchema, field_schema};
+use json_schema::{OBJECT_META, components_of, kind_index};
 pub use validate::{Dialect, Problem, Validator, Violation};
 
 /// The trimmed OpenAPI v3 schemas of the built-in kinds, written by `hack/openapi-snapshot.sh`.
 const SNAPSHOT: &str = include_str!("builtin.json");
-/// The component every object's `metadata` refers to.
-const OBJECT_META: &str = "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
-
-/// (group, version, kind).
-type Gvk = (String, String, String);
-
 /// Why schemas could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -75,7 +71,7 @@ impl KindSchemas {
     pub fn from_documents(documents: &[Json], source: &str) -> KindSchemas {
         let mut components = Map::new();
         for doc in documents {
-            if let Some(schemas) = doc.pointer("/components/schemas").and_then(Json::as_object) {
+            if let Some(schemas) = components_of(doc) {
                 components.extend(schemas.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
         }
@@ -83,19 +79,9 @@ impl KindSchemas {
     }
 
     fn from_components(components: Map<String, Json>, source: String) -> KindSchemas {
-        let mut builtin = HashMap::new();
-        for (name, schema) in &components {
-            let gvks = schema
-                .get("x-kubernetes-group-version-kind")
-                .and_then(Json::as_array);
-            for gvk in gvks.into_iter().flatten() {
-                let s = |f: &str| gvk.get(f).and_then(Json::as_str).unwrap_or("").to_string();
-                builtin.insert((s("group"), s("version"), s("kind")), name.clone());
-            }
-        }
         KindSchemas {
+            builtin: kind_index(&components),
             components,
-            builtin,
             crds: HashMap::new(),
             source,
         }
@@ -113,19 +99,10 @@ impl KindSchemas {
             name: meta::name(crd).to_string(),
             message: message.to_string(),
         };
-        let group = crd
-            .pointer("/spec/group")
-            .and_then(Json::as_str)
-            .ok_or_else(|| err("no spec.group"))?;
-        let kind = crd
-            .pointer("/spec/names/kind")
-            .and_then(Json::as_str)
-            .ok_or_else(|| err("no spec.names.kind"))?;
-        if crd
-            .pointer("/spec/versions")
-            .and_then(Json::as_array)
-            .is_none()
-        {
+        let (group, kind) = defined_kind(crd);
+        let group = group.ok_or_else(|| err("no spec.group"))?;
+        let kind = kind.ok_or_else(|| err("no spec.names.kind"))?;
+        if crd.pointer(VERSIONS).and_then(Json::as_array).is_none() {
             return Err(err("no spec.versions"));
         }
         for version in CrdVersion::all(crd, "").filter(CrdVersion::has_schema) {
@@ -159,9 +136,8 @@ impl KindSchemas {
         if let Some(schema) = self.crds.get(&key) {
             return Some(self.validate_custom(schema, object));
         }
-        let component = self.builtin.get(&key)?;
-        let schema = serde_json::json!({"$ref": format!("#/components/schemas/{component}")});
-        Some(Validator::new(&self.components, Dialect::Builtin).validate(&schema, object))
+        let schema = self.components.get(self.builtin.get(&key)?)?;
+        Some(Validator::new(&self.components, Dialect::Builtin).validate(schema, object))
     }
 
     /// A custom resource: the API server handles `apiVersion`, `kind` and `metadata` itself
@@ -178,13 +154,9 @@ impl KindSchemas {
             })
             .unwrap_or(Json::Null);
         let mut violations = Validator::new(&self.components, Dialect::Crd).validate(schema, &rest);
-        if self
-            .components
-            .contains_key(OBJECT_META.rsplit('/').next().unwrap_or_default())
-        {
-            let meta_schema = serde_json::json!({"$ref": OBJECT_META});
+        if let Some(meta_schema) = self.components.get(OBJECT_META) {
             let found =
-                Validator::new(&self.components, Dialect::Crd).validate(&meta_schema, &metadata);
+                Validator::new(&self.components, Dialect::Crd).validate(meta_schema, &metadata);
             violations.extend(found.into_iter().map(|mut v| {
                 v.path = if v.path.is_empty() {
                     "metadata".into()
@@ -199,15 +171,6 @@ impl KindSchemas {
         }
         violations
     }
-}
-
-/// The schema of field `name` of an object of schema `schema`: its own property, else the
-/// schema every other key has (`additionalProperties` given as a schema, not as `true`).
-pub fn field_schema<'a>(schema: &'a Json, name: &str) -> Option<&'a Json> {
-    schema
-        .get("properties")
-        .and_then(|p| p.get(name))
-        .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
 }
 
 fn gvk(api_version: &str, kind: &str) -> Gvk {

@@ -8,14 +8,10 @@
 
 use serde_json::{Map, Value as Json};
 
-use super::field_schema;
+use super::json_schema::{QUANTITY, field_schema, ref_name, resolve};
 use super::values::{format_ok, is_integer, type_ok};
 
-/// How `$ref`s into the components start.
-const COMPONENTS: &str = "#/components/schemas/";
-/// The component of resource quantities: a string (or number) that must parse as one.
-const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
-/// Schemas nest at most this deep (refs included): deeper is a cyclic or hostile schema.
+/// Schemas nest at most this deep: deeper is a cyclic or hostile schema.
 const MAX_DEPTH: usize = 64;
 
 /// Where undeclared fields are violations. `anyOf`/`oneOf` alternatives constrain but do not
@@ -172,23 +168,6 @@ impl<'a> Validator<'a> {
         out
     }
 
-    /// Follows `$ref`s (and lone-`allOf` wrappers of one) to the schema they name.
-    fn resolve(&self, mut schema: &'a Json, depth: usize) -> Result<&'a Json, Problem> {
-        for _ in depth..MAX_DEPTH {
-            match schema.get("$ref").and_then(Json::as_str) {
-                Some(r) => {
-                    let name = r.strip_prefix(COMPONENTS).unwrap_or(r);
-                    schema = self
-                        .components
-                        .get(name)
-                        .ok_or_else(|| Problem::BadSchema(format!("no schema named {name:?}")))?;
-                }
-                None => return Ok(schema),
-            }
-        }
-        Err(Problem::BadSchema("schema nested too deep".into()))
-    }
-
     /// Checks `value` at `path` against `schema`; `mode` says where undeclared fields count.
     fn check(
         &self,
@@ -209,26 +188,10 @@ impl<'a> Validator<'a> {
             push(Problem::BadSchema("schema nested too deep".into()));
             return;
         }
-        let is_quantity = schema
-            .get("$ref")
-            .and_then(Json::as_str)
-            .is_some_and(|r| r.ends_with(QUANTITY));
-        // `resolve` borrows from the components; a schema given by the caller is resolved
-        // through a ref-free copy of its own reference instead.
-        let schema = match schema.get("$ref").and_then(Json::as_str) {
-            Some(r) => {
-                let name = r.strip_prefix(COMPONENTS).unwrap_or(r);
-                match self
-                    .components
-                    .get(name)
-                    .map(|s| self.resolve(s, depth + 1))
-                {
-                    Some(Ok(s)) => s,
-                    Some(Err(p)) => return push(p),
-                    None => return push(Problem::BadSchema(format!("no schema named {name:?}"))),
-                }
-            }
-            None => schema,
+        let is_quantity = ref_name(schema) == Some(QUANTITY);
+        let schema = match resolve(Some(self.components), schema, false) {
+            Ok(s) => s,
+            Err(stop) => return push(Problem::BadSchema(stop.to_string())),
         };
         if is_quantity {
             return self.check_quantity(value, path, out);
@@ -501,16 +464,7 @@ impl<'a> Validator<'a> {
             .and_then(Json::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|sub| match sub.get("$ref") {
-                Some(_) => {
-                    let name = sub["$ref"].as_str().unwrap_or("");
-                    let name = name.strip_prefix(COMPONENTS).unwrap_or(name);
-                    self.components
-                        .get(name)
-                        .and_then(|s| self.resolve(s, depth + 1).ok())
-                }
-                None => Some(sub),
-            })
+            .filter_map(|sub| resolve(Some(self.components), sub, false).ok())
             .any(|sub| {
                 sub.get("properties").is_some_and(|p| p.get(key).is_some())
                     || sub
