@@ -265,7 +265,11 @@ fn locate(r: &LoadedRule, child: &str, v: &Violation) -> Location {
     let Some(index) = r.rule.spec.children.iter().position(|c| c.name == child) else {
         return r.rule.spans.find("spec");
     };
-    let at = format!("spec.children[{index}].template");
+    // The name the child's template was compiled under is its YAML path.
+    let at = match r.rule.compiled.children.get(index) {
+        Some(compiled) => r.rule.templates.name(compiled.template),
+        None => return r.rule.spans.find("spec"),
+    };
     let template = &r.rule.spec.children[index].template;
     for key in keys_innermost_first(&v.path) {
         let lines: Vec<usize> = template
@@ -275,10 +279,10 @@ fn locate(r: &LoadedRule, child: &str, v: &Violation) -> Location {
             .map(|(i, _)| i + 1)
             .collect();
         if let [line] = lines.as_slice() {
-            return r.rule.spans.line_in(&at, *line);
+            return r.rule.spans.line_in(at, *line);
         }
     }
-    r.rule.spans.find(&at)
+    r.rule.spans.find(at)
 }
 
 /// The field names of a violation path, innermost first (`a.b[0]["c.d"]` → `c.d`, `b`, `a`).

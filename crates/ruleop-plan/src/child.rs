@@ -11,8 +11,10 @@ use super::ownership::is_ours;
 use super::view::View;
 use super::{Action, Deletion, Desired, Failure, Input, Plan, reason, render_failure, uptodate};
 use crate::scale::{self, ObservedReplica};
-use ruleop_lang::rule::{Child, CompiledRule, DeletionPolicy, Rollout, Scope, UpdateStrategy};
-use ruleop_lang::template::{is_ready, shared_json, to_json};
+use ruleop_lang::rule::{
+    Child, ChildTemplates, CompiledRule, DeletionPolicy, Rollout, Scope, UpdateStrategy,
+};
+use ruleop_lang::template::{ExprId, TemplateId, is_ready, shared_json, to_json};
 use ruleop_schema::meta::{self, ObjectKey};
 
 /// Renders child `child` (all replicas of it) into `plan`.
@@ -22,53 +24,49 @@ pub(super) fn plan_child(
     input: &Input<'_>,
     view: &View<'_>,
     ctx: &Value,
-    index: usize,
-    child: &Child,
+    (child, compiled): (&Child, &ChildTemplates),
     plan: &mut Plan,
     waiting: &mut Vec<String>,
     held: &mut Vec<ObjectKey>,
 ) -> Result<(), Failure> {
-    let base = format!("spec.children[{index}]");
-    if child.for_each.is_some() {
-        return super::collection::plan_collection(rule, input, ctx, index, child, plan);
+    if let Some(each) = &compiled.for_each {
+        return super::collection::plan_collection(rule, input, ctx, child, compiled, each, plan);
     }
-    if let Some(_when) = &child.when {
-        let name = format!("{base}.when");
+    if let Some(when) = compiled.when {
         let on = rule
             .templates
-            .eval(&name, ctx)
-            .map_err(|e| render_failure(rule, &name, &e))?;
+            .eval(when, ctx)
+            .map_err(|e| render_failure(rule, when, &e))?;
         if !on.is_true() {
             return Ok(());
         }
     }
-    let template = format!("{base}.template");
-    let Some(replicas) = &child.replicas else {
-        let desired = render_child(rule, input, &template, child, ctx, None)?;
+    let template = compiled.template;
+    let (Some(replicas), Some(handles)) = (&child.replicas, compiled.replicas) else {
+        let desired = render_child(rule, input, template, child, ctx, None)?;
         plan.apply.push(desired);
         return Ok(());
     };
 
-    let count_name = format!("{base}.replicas.count");
+    let count_name = handles.count;
     let count = rule
         .templates
-        .eval(&count_name, ctx)
-        .map_err(|e| render_failure(rule, &count_name, &e))?;
+        .eval(count_name, ctx)
+        .map_err(|e| render_failure(rule, count_name, &e))?;
     let count = to_json(&count).as_u64().ok_or_else(|| Failure {
         reason: reason::RENDER_FAILED.into(),
         message: format!(
             "{}: replica count must be a non-negative integer, got {count}",
-            rule.locate(&count_name, None)
+            rule.locate_handle(count_name, None)
         ),
         permanent: true,
     })?;
-    let prefix = match &replicas.prefix {
-        Some(_) => {
-            let name = format!("{base}.replicas.prefix");
+    let prefix = match handles.prefix {
+        Some(name) => {
             let v = rule
                 .templates
-                .eval(&name, ctx)
-                .map_err(|e| render_failure(rule, &name, &e))?;
+                .eval(name, ctx)
+                .map_err(|e| render_failure(rule, name, &e))?;
             to_json(&v)
                 .as_str()
                 .map(str::to_string)
@@ -76,14 +74,13 @@ pub(super) fn plan_child(
         }
         None => format!("{}-{}", meta::name(input.parent), child.name),
     };
-    let ready_name = format!("{base}.ready");
     let observed: Vec<ObservedReplica> = view
         .observed_children(&child.name)
         .iter()
         .map(|o| ObservedReplica {
             object: o,
             ordinal: scale::ordinal_of(o).unwrap_or(0),
-            ready: child_ready(rule, child, &ready_name, ctx, o).unwrap_or(false),
+            ready: child_ready(rule, compiled.ready, ctx, o).unwrap_or(false),
         })
         .collect();
     let step = scale::step(
@@ -110,7 +107,7 @@ pub(super) fn plan_child(
     for replica in step.keep.iter().chain(&step.create) {
         let replica_ctx =
             context! { name => replica.name.clone(), index => replica.ordinal, ..ctx.clone() };
-        let mut desired = render_child(rule, input, &template, child, &replica_ctx, Some(replica))?;
+        let mut desired = render_child(rule, input, template, child, &replica_ctx, Some(replica))?;
         desired.bindings = Some(json!({"name": replica.name, "index": replica.ordinal}));
         plan.apply.push(desired);
     }
@@ -134,16 +131,16 @@ pub(super) fn plan_child(
     Ok(())
 }
 
+/// Whether `obj` is ready: by the child's `ready` expression, else generically.
 pub(super) fn child_ready(
     rule: &CompiledRule,
-    child: &Child,
-    name: &str,
+    ready: Option<ExprId>,
     ctx: &Value,
     obj: &Json,
 ) -> Result<bool, Failure> {
-    if child.ready.is_none() {
+    let Some(name) = ready else {
         return Ok(is_ready(obj));
-    }
+    };
     let ctx = context! { child => shared_json(Arc::new(obj.clone())), ..ctx.clone() };
     rule.templates
         .eval(name, &ctx)
@@ -155,7 +152,7 @@ pub(super) fn child_ready(
 pub(super) fn render_child(
     rule: &CompiledRule,
     input: &Input<'_>,
-    template: &str,
+    template: TemplateId,
     child: &Child,
     ctx: &Value,
     replica: Option<&scale::Replica>,
@@ -172,7 +169,7 @@ pub(super) fn render_child(
 pub(super) fn finish(
     rule: &CompiledRule,
     input: &Input<'_>,
-    template: &str,
+    template: TemplateId,
     child: &Child,
     mut object: Json,
     replica: Option<&scale::Replica>,
@@ -185,7 +182,7 @@ pub(super) fn finish(
     );
     let fail = |message: String| Failure {
         reason: reason::RENDER_FAILED.into(),
-        message: format!("{}: {message}", rule.locate(template, None)),
+        message: format!("{}: {message}", rule.locate_handle(template, None)),
         permanent: true,
     };
     let Json::Object(map) = &mut object else {
@@ -449,18 +446,22 @@ pub(super) fn check_namespace(
         .children
         .iter()
         .position(|c| c.name == desired.child)
-        .map(|i| format!("spec.children[{i}].template"))
+        .and_then(|i| rule.compiled.children.get(i))
+        .map(|c| c.template)
         .or_else(|| {
             let steps = &rule.spec.finalizer.as_ref()?.cleanup;
             let i = steps.iter().position(|s| s.name == desired.child)?;
-            Some(format!("spec.finalizer.cleanup[{i}].template"))
-        })
-        .unwrap_or_default();
+            rule.compiled.cleanup.get(i).map(|s| s.template)
+        });
+    let location = match template {
+        Some(template) => rule.locate_handle(template, None),
+        None => rule.locate("", None),
+    };
     Err(Failure {
         reason: reason::RENDER_FAILED.into(),
         message: format!(
             "{}: {kind} {:?} in namespace {ns:?}: a child of a cluster-scoped parent lives in a namespace the rule creates for it (a v1/Namespace child), or anywhere only when spec.allow sets crossNamespace for {api_version}/{kind}",
-            rule.locate(&template, None),
+            location,
             meta::name(object),
         ),
         permanent: true,

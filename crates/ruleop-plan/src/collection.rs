@@ -8,7 +8,7 @@ use serde_json::{Value as Json, json};
 
 use super::child::finish;
 use super::{Failure, Input, Plan, reason, render_failure};
-use ruleop_lang::rule::{Child, CompiledRule};
+use ruleop_lang::rule::{Child, ChildTemplates, CompiledRule, ForEachTemplates};
 use ruleop_lang::template::{from_json, to_json};
 use ruleop_schema::meta;
 
@@ -17,54 +17,51 @@ pub(super) fn plan_collection(
     rule: &CompiledRule,
     input: &Input<'_>,
     ctx: &Value,
-    index: usize,
     child: &Child,
+    compiled: &ChildTemplates,
+    each: &ForEachTemplates,
     plan: &mut Plan,
 ) -> Result<(), Failure> {
-    let base = format!("spec.children[{index}]");
-    let Some(each) = &child.for_each else {
-        return Ok(());
-    };
-    let fail = |name: &str, message: String| Failure {
+    let fail = |location: String, message: String| Failure {
         reason: reason::RENDER_FAILED.into(),
-        message: format!("{}: {message}", rule.locate(name, None)),
+        message: format!("{location}: {message}"),
         permanent: true,
     };
-    let items_name = format!("{base}.forEach.items");
+    let items_name = each.items;
+    let items_at = || rule.locate_handle(items_name, None);
     let items = rule
         .templates
-        .eval(&items_name, ctx)
-        .map_err(|e| render_failure(rule, &items_name, &e))?;
+        .eval(items_name, ctx)
+        .map_err(|e| render_failure(rule, items_name, &e))?;
     let items = match to_json(&items) {
         Json::Null => Vec::new(),
         Json::Array(items) => items,
         other => {
             return Err(fail(
-                &items_name,
+                items_at(),
                 format!("forEach.items must be a list, got {other}"),
             ));
         }
     };
-    let key_name = format!("{base}.forEach.key");
     let mut keys: BTreeMap<String, usize> = BTreeMap::new();
     // Copies may share a name in different namespaces (a cluster-scoped parent's children).
     let mut names: BTreeMap<(String, String), String> = BTreeMap::new();
     for (position, item) in items.iter().enumerate() {
         let item_value = from_json(item);
-        let key = match &each.key {
-            Some(_) => {
+        let key = match each.key {
+            Some(key_name) => {
                 let item_ctx = context! { item => item_value.clone(), ..ctx.clone() };
                 let v = rule
                     .templates
-                    .eval(&key_name, &item_ctx)
-                    .map_err(|e| render_failure(rule, &key_name, &e))?;
+                    .eval(key_name, &item_ctx)
+                    .map_err(|e| render_failure(rule, key_name, &e))?;
                 key_text(&to_json(&v))
             }
             None => default_key(item),
         };
         let Some(key) = key.filter(|k| !k.is_empty()) else {
             return Err(fail(
-                &items_name,
+                items_at(),
                 format!(
                     "item {position} has no key: set forEach.key (items without one need a `name` field or must be strings or numbers)"
                 ),
@@ -72,34 +69,33 @@ pub(super) fn plan_collection(
         };
         if let Some(first) = keys.insert(key.clone(), position) {
             return Err(fail(
-                &items_name,
+                items_at(),
                 format!("items {first} and {position} have the same key {key:?}"),
             ));
         }
         let bindings = json!({"item": item, "key": key});
         let item_ctx = context! { item => item_value, key => key.clone(), ..ctx.clone() };
-        if child.when.is_some() {
-            let when = format!("{base}.when");
+        if let Some(when) = compiled.when {
             let on = rule
                 .templates
-                .eval(&when, &item_ctx)
-                .map_err(|e| render_failure(rule, &when, &e))?;
+                .eval(when, &item_ctx)
+                .map_err(|e| render_failure(rule, when, &e))?;
             if !on.is_true() {
                 continue;
             }
         }
-        let template = format!("{base}.template");
+        let template = compiled.template;
         let mut object = rule
             .templates
-            .render_object(&template, &item_ctx)
-            .map_err(|e| render_failure(rule, &template, &e))?;
+            .render_object(template, &item_ctx)
+            .map_err(|e| render_failure(rule, template, &e))?;
         if let Some(metadata) = object.get_mut("metadata").and_then(Json::as_object_mut) {
             let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
             if let Some(a) = annotations.as_object_mut() {
                 a.insert(meta::ITEM_ANNOTATION.into(), json!(key));
             }
         }
-        let mut desired = finish(rule, input, &template, child, object, None)?;
+        let mut desired = finish(rule, input, template, child, object, None)?;
         let namespace = meta::namespace(&desired.object).to_string();
         let name = meta::name(&desired.object).to_string();
         if let Some(other) = names.insert((namespace.clone(), name.clone()), key.clone()) {
@@ -111,7 +107,7 @@ pub(super) fn plan_collection(
             return Err(Failure {
                 reason: reason::DUPLICATE_NAME.into(),
                 ..fail(
-                    &template,
+                    rule.locate_handle(template, None),
                     format!(
                         "items {other:?} and {key:?} render the same name {name:?}; build the name from the item's key"
                     ),

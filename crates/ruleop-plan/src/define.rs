@@ -16,14 +16,14 @@ pub(super) fn values(
     ctx: &Value,
 ) -> Result<Map<String, Json>, (Failure, Map<String, Json>)> {
     let mut out = Map::new();
-    for (i, v) in rule.spec.definitions.values.iter().enumerate() {
-        let name = format!("spec.definitions.values[{i}].expr");
+    let values = rule.spec.definitions.values.iter();
+    for (v, &name) in values.zip(&rule.compiled.values) {
         let scope = context! { values => from_json(&Json::Object(out.clone())), ..ctx.clone() };
-        match rule.templates.eval(&name, &scope) {
+        match rule.templates.eval(name, &scope) {
             Ok(value) => {
                 out.insert(v.name.clone(), to_json(&value));
             }
-            Err(e) => return Err((render_failure(rule, &name, &e), out)),
+            Err(e) => return Err((render_failure(rule, name, &e), out)),
         }
     }
     Ok(out)

@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use super::view::View;
 use super::{Desired, Failure, reason};
 use ruleop_lang::rule::{CompiledRule, split_api_version};
+use ruleop_lang::template::TemplateId;
 use ruleop_schema::meta::{self, ObjectKey};
 
 /// The first pair of renderings in `apply` that name one object, as a failure naming both.
@@ -37,7 +38,7 @@ pub(super) fn find(rule: &CompiledRule, apply: &[Desired]) -> Option<Failure> {
 pub(super) fn cleanup_free(
     rule: &CompiledRule,
     view: &View<'_>,
-    template: &str,
+    template: TemplateId,
     desired: &Desired,
 ) -> Result<(), Failure> {
     let key = ObjectKey::of(&desired.object);
@@ -51,7 +52,7 @@ pub(super) fn cleanup_free(
             reason: reason::DUPLICATE_NAME.into(),
             message: format!(
                 "{}: {key} is the object of {child:?}; a cleanup step renders an object of its own",
-                rule.locate(template, None)
+                rule.locate_handle(template, None)
             ),
             permanent: true,
         }),
@@ -95,9 +96,11 @@ fn locate(rule: &CompiledRule, d: &Desired) -> String {
         .children
         .iter()
         .position(|c| c.name == d.child)
-        .map(|i| format!("spec.children[{i}].template"))
-        .unwrap_or_default();
-    rule.locate(&template, None)
+        .and_then(|i| rule.compiled.children.get(i));
+    match template {
+        Some(c) => rule.locate_handle(c.template, None),
+        None => rule.locate("", None),
+    }
 }
 
 #[cfg(test)]

@@ -46,8 +46,8 @@ pub(super) fn finalize(
         );
         plan.requeue_after = Some(after);
     };
-    for (i, step) in fin.cleanup.iter().enumerate() {
-        let template = format!("spec.finalizer.cleanup[{i}].template");
+    for (i, (step, compiled)) in fin.cleanup.iter().zip(&rule.compiled.cleanup).enumerate() {
+        let template = compiled.template;
         match view.observed_children(&step.name).first() {
             None => {
                 // A cleanup step is applied like a child owned by the parent.
@@ -71,9 +71,9 @@ pub(super) fn finalize(
                     .filter(|o| is_namespace(o))
                     .map(|o| meta::name(o))
                     .collect();
-                let rendered = render_child(rule, input, &template, &as_child, ctx, None)
+                let rendered = render_child(rule, input, template, &as_child, ctx, None)
                     .and_then(|d| check_namespace(rule, input.parent, &d, &own).map(|()| d))
-                    .and_then(|d| cleanup_free(rule, view, &template, &d).map(|()| d));
+                    .and_then(|d| cleanup_free(rule, view, template, &d).map(|()| d));
                 match rendered {
                     Ok(desired) => {
                         let key = ObjectKey::of(&desired.object);
@@ -105,10 +105,10 @@ pub(super) fn finalize(
                 return plan;
             }
             Some(obj) => {
-                let until = format!("spec.finalizer.cleanup[{i}].until");
+                let until = compiled.until;
                 let step_ctx =
                     context! { child => shared_json(Arc::new((*obj).clone())), ..ctx.clone() };
-                let done = match rule.templates.eval(&until, &step_ctx) {
+                let done = match rule.templates.eval(until, &step_ctx) {
                     Ok(v) => v.is_true(),
                     Err(e) => {
                         plan.events.push(PlanEvent {
@@ -117,7 +117,7 @@ pub(super) fn finalize(
                             message: format!(
                                 "cleanup step {} skipped: {}: {e}",
                                 step.name,
-                                rule.locate(&until, Some(&e))
+                                rule.locate_handle(until, Some(&e))
                             ),
                             related: Some(ObjectKey::of(obj)),
                         });

@@ -36,7 +36,7 @@ use child::{check_namespace, is_namespace, plan_child};
 use finalize::finalize;
 use ready::conditions;
 use ruleop_lang::rule::{CompiledRule, Scope, UpdateStrategy};
-use ruleop_lang::template::{TemplateError, shared_json};
+use ruleop_lang::template::{Handle, TemplateError, shared_json};
 use ruleop_schema::meta::{self, ObjectKey};
 use ruleop_schema::openapi::Schemas;
 use ruleop_schema::status_shape::StatusShape;
@@ -200,10 +200,10 @@ pub struct Plan {
 
 pub use ruleop_lang::reason;
 
-fn render_failure(rule: &CompiledRule, name: &str, err: &TemplateError) -> Failure {
+fn render_failure(rule: &CompiledRule, id: impl Handle, err: &TemplateError) -> Failure {
     Failure {
         reason: reason::RENDER_FAILED.into(),
-        message: format!("{}: {err}", rule.locate(name, Some(err))),
+        message: format!("{}: {err}", rule.locate_handle(id, Some(err))),
         permanent: true,
     }
 }
@@ -309,16 +309,18 @@ fn plan_renders(rule: &CompiledRule, input: Input<'_>) -> Plan {
         return fail(plan, f);
     }
 
-    for (i, v) in rule.spec.validate.iter().enumerate() {
-        let name = format!("spec.validate[{i}].rule");
-        match rule.templates.eval(&name, &ctx) {
+    for (v, compiled) in rule.spec.validate.iter().zip(&rule.compiled.validate) {
+        let name = compiled.rule;
+        match rule.templates.eval(name, &ctx) {
             Ok(ok) if ok.is_true() => {}
             Ok(_) => {
-                let message_name = format!("spec.validate[{i}].message");
+                let message_name = compiled.message;
                 let message = rule
                     .templates
-                    .render_text(&message_name, &ctx)
-                    .unwrap_or_else(|e| format!("{}: {e}", rule.locate(&message_name, Some(&e))));
+                    .render_text(message_name, &ctx)
+                    .unwrap_or_else(|e| {
+                        format!("{}: {e}", rule.locate_handle(message_name, Some(&e)))
+                    });
                 let f = Failure {
                     reason: v
                         .reason
@@ -329,19 +331,18 @@ fn plan_renders(rule: &CompiledRule, input: Input<'_>) -> Plan {
                 };
                 return fail(plan, f);
             }
-            Err(e) => return fail(plan, render_failure(rule, &name, &e)),
+            Err(e) => return fail(plan, render_failure(rule, name, &e)),
         }
     }
 
     let mut waiting: Vec<String> = Vec::new();
     let mut held: Vec<ObjectKey> = Vec::new();
-    for (i, child) in rule.spec.children.iter().enumerate() {
+    for child in rule.spec.children.iter().zip(&rule.compiled.children) {
         match plan_child(
             rule,
             &input,
             &view,
             &ctx,
-            i,
             child,
             &mut plan,
             &mut waiting,

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 
 use super::{Failure, now_string, reason, render_failure};
 use ruleop_lang::rule::{CompiledRule, Scope, split_api_version};
-use ruleop_lang::template::shared_json;
+use ruleop_lang::template::{TemplateId, shared_json};
 use ruleop_schema::meta;
 
 /// The object one lookup entry reads for a parent.
@@ -37,19 +37,21 @@ pub fn lookup_targets(
         parent => shared_json(Arc::new(parent.clone())),
         now => now_string(now),
     };
-    let render = |name: String| {
+    let render = |name: TemplateId| {
         rule.templates
-            .render_text(&name, &ctx)
+            .render_text(name, &ctx)
             .map(|s| s.trim().to_string())
-            .map_err(|e| render_failure(rule, &name, &e))
+            .map_err(|e| render_failure(rule, name, &e))
     };
     let parent_ns = meta::namespace(parent);
     let mut out = Vec::new();
-    for (i, l) in rule.spec.lookups.iter().enumerate() {
+    let lookups = rule.spec.lookups.iter().zip(&rule.compiled.lookups);
+    for (i, (l, compiled)) in lookups.enumerate() {
+        // The entry as a whole, for what is wrong with what it rendered.
         let base = format!("spec.lookups[{i}]");
-        let name = render(format!("{base}.objectName"))?;
-        let namespace = match &l.namespace {
-            Some(_) => render(format!("{base}.namespace"))?,
+        let name = render(compiled.object_name)?;
+        let namespace = match compiled.namespace {
+            Some(namespace) => render(namespace)?,
             None => parent_ns.to_string(),
         };
         let fail = |message: String| Failure {

@@ -6,7 +6,7 @@ use super::child::child_ready;
 use super::view::View;
 use super::{Action, Failure, Plan, reason, render_failure};
 use crate::status::{Condition, READY};
-use ruleop_lang::rule::CompiledRule;
+use ruleop_lang::rule::{CompiledRule, ConditionTemplates};
 use ruleop_lang::template::from_json;
 use ruleop_schema::meta::ObjectKey;
 
@@ -27,28 +27,27 @@ pub(super) fn conditions(
         .collect();
     let ready = if !conflicts.is_empty() {
         conflict_condition(&conflicts)
-    } else if let Some(r) = &rule.spec.status.ready {
+    } else if let (Some(r), Some(compiled)) = (&rule.spec.status.ready, &rule.compiled.ready) {
         evaluate(
             rule,
-            "spec.status.ready",
+            compiled,
             READY,
             r.reason.as_deref(),
             r.false_reason.as_deref(),
-            r.message.is_some(),
             ctx,
         )?
     } else {
         default_ready(rule, view, ctx, plan, waiting)?
     };
     out.push(ready);
-    for (i, c) in rule.spec.status.conditions.iter().enumerate() {
+    let declared = rule.spec.status.conditions.iter();
+    for (c, compiled) in declared.zip(&rule.compiled.conditions) {
         out.push(evaluate(
             rule,
-            &format!("spec.status.conditions[{i}]"),
+            compiled,
             &c.type_,
             c.reason.as_deref(),
             c.false_reason.as_deref(),
-            c.message.is_some(),
             ctx,
         )?);
     }
@@ -76,28 +75,26 @@ pub fn not_owned_message(key: &ObjectKey, parent_kind: &str) -> String {
     )
 }
 
-/// Evaluates the condition whose compiled `when`/`message` live under `base`.
+/// Evaluates the condition whose compiled `when`/`message` are `compiled`.
 fn evaluate(
     rule: &CompiledRule,
-    base: &str,
+    compiled: &ConditionTemplates,
     type_: &str,
     reason: Option<&str>,
     false_reason: Option<&str>,
-    has_message: bool,
     ctx: &Value,
 ) -> Result<Condition, Failure> {
-    let when = format!("{base}.when");
+    let when = compiled.when;
     let met = rule
         .templates
-        .eval(&when, ctx)
-        .map_err(|e| render_failure(rule, &when, &e))?
+        .eval(when, ctx)
+        .map_err(|e| render_failure(rule, when, &e))?
         .is_true();
-    let message = if has_message {
-        let name = format!("{base}.message");
+    let message = if let Some(name) = compiled.message {
         let ctx = context! { met => met, ..ctx.clone() };
         rule.templates
-            .render_text(&name, &ctx)
-            .map_err(|e| render_failure(rule, &name, &e))?
+            .render_text(name, &ctx)
+            .map_err(|e| render_failure(rule, name, &e))?
     } else {
         String::new()
     };
@@ -124,12 +121,12 @@ fn default_ready(
         match observed {
             None => pending.push(format!("{key} not created yet")),
             Some(o) => {
-                let Some((i, child)) = rule
+                let Some((_, compiled)) = rule
                     .spec
                     .children
                     .iter()
-                    .enumerate()
-                    .find(|(_, c)| c.name == d.child)
+                    .zip(&rule.compiled.children)
+                    .find(|(c, _)| c.name == d.child)
                 else {
                     continue;
                 };
@@ -138,8 +135,7 @@ fn default_ready(
                     Some(b) => context! { ..from_json(b), ..ctx.clone() },
                     None => ctx.clone(),
                 };
-                let name = format!("spec.children[{i}].ready");
-                if !child_ready(rule, child, &name, &member_ctx, o)? {
+                if !child_ready(rule, compiled.ready, &member_ctx, o)? {
                     pending.push(format!("{key} not ready"));
                 }
             }

@@ -31,19 +31,17 @@ pub fn related_selectors(
         related => from_json(&json!({})),
         now => now_string(now),
     };
-    rule.spec
+    rule.compiled
         .related
         .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            r.selector
-                .keys()
-                .map(|key| {
-                    let name = format!("spec.related[{i}].selector.{key}");
+        .map(|selector| {
+            selector
+                .iter()
+                .map(|&(ref key, name)| {
                     let value = rule
                         .templates
-                        .render_text(&name, &ctx)
-                        .map_err(|e| render_failure(rule, &name, &e))?;
+                        .render_text(name, &ctx)
+                        .map_err(|e| render_failure(rule, name, &e))?;
                     Ok((key.clone(), value))
                 })
                 .collect()

@@ -9,7 +9,7 @@ use minijinja::Value;
 use serde_json::{Map, Value as Json, json};
 
 use ruleop_lang::rule::{CompiledRule, Projection};
-use ruleop_lang::template::{TemplateError, to_json};
+use ruleop_lang::template::{ExprId, TemplateError, to_json};
 
 /// The condition every rule writes.
 pub const READY: &str = "Ready";
@@ -48,7 +48,8 @@ pub fn project(
     let mut out = Map::new();
     for (field, projection) in &rule.spec.status.fields {
         let at = ("spec.status.fields", field.as_str());
-        if let Some(value) = project_one(rule, at, field, projection, doc, ctx)? {
+        let expr = rule.compiled.status_fields.get(field).copied();
+        if let Some(value) = project_one(rule, at, (field, expr), projection, doc, ctx)? {
             out.insert(field.clone(), value);
         }
     }
@@ -64,10 +65,11 @@ pub fn project_failure_field(
     ctx: &Value,
 ) -> Result<Option<Json>, ProjectionError> {
     let key = format!("{}{field}", ruleop_lang::rule::ON_FAILURE_PATH);
+    let expr = rule.compiled.on_failure.get(field).copied();
     project_one(
         rule,
         ("spec.status.onFailure", field),
-        &key,
+        (&key, expr),
         projection,
         doc,
         ctx,
@@ -75,11 +77,11 @@ pub fn project_failure_field(
 }
 
 /// Projects one field; `(base, field)` locates it in the rule, `path_key` is its compiled
-/// JSONPath's key in `rule.paths`.
+/// JSONPath's key in `rule.paths`, `expr` its compiled expression.
 fn project_one(
     rule: &CompiledRule,
     (base, field): (&str, &str),
-    path_key: &str,
+    (path_key, expr): (&str, Option<ExprId>),
     projection: &Projection,
     doc: &Json,
     ctx: &Value,
@@ -99,13 +101,20 @@ fn project_one(
         } else {
             values.into_iter().next()
         }
-    } else {
-        let name = format!("{base}.{field}.expr");
+    } else if let Some(name) = expr {
         let v = rule
             .templates
-            .eval(&name, ctx)
-            .map_err(|e| fail(&name, Some(&e), e.to_string()))?;
+            .eval(name, ctx)
+            .map_err(|e| fail(rule.templates.name(name), Some(&e), e.to_string()))?;
         Some(to_json(&v)).filter(|j| !j.is_null())
+    } else {
+        // Compiling guarantees a path or an expression; this only keeps the error typed.
+        let at = format!("{base}.{field}");
+        return Err(fail(
+            &at,
+            None,
+            "neither a path nor an expression is compiled".into(),
+        ));
     };
     if projection.sort
         && let Some(Json::Array(items)) = &mut value

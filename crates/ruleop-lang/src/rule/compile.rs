@@ -8,16 +8,22 @@ use std::time::Duration;
 use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
 
+use super::compiled::{
+    ChildTemplates, CleanupTemplates, Compiled, ConditionTemplates, Draft, ValidateTemplates,
+    optional,
+};
 use super::{
     Location, RULE_API_VERSION, RULE_KIND, RuleFile, RuleSpec, Scope, Spans, known_scope,
     parse_duration,
 };
-use crate::template::{self, BUDGET_PER_OUTPUT_BYTE, TemplateError, Templates};
+use crate::template::{
+    self, BUDGET_PER_OUTPUT_BYTE, ExprId, Handle, TemplateError, TemplateId, Templates,
+};
 
 /// A rule ready to plan with: its spec plus compiled templates, expressions and paths.
 ///
-/// Templates are registered under the YAML path of their source (`spec.children[0].template`),
-/// so any evaluation error can be traced back to a file position.
+/// Templates are held by handles in [`Compiled`]; each is named by the YAML path of its source
+/// (`spec.children[0].template`), so any evaluation error can be traced back to a file position.
 #[derive(Debug)]
 pub struct CompiledRule {
     /// `metadata.name`.
@@ -30,6 +36,8 @@ pub struct CompiledRule {
     pub spans: Spans,
     /// Compiled templates and expressions.
     pub templates: Templates,
+    /// The handle of each compiled template and expression, in the shape of the spec.
+    pub compiled: Compiled,
     /// Compiled JSONPath of each status field that has one.
     pub paths: HashMap<String, JpQuery>,
     /// `spec.resync`, parsed.
@@ -77,6 +85,11 @@ impl CompiledRule {
         };
         format!("{}:{location}", self.path.display())
     }
+
+    /// [`Self::locate`] of the compiled template or expression `id`.
+    pub fn locate_handle(&self, id: impl Handle, err: Option<&TemplateError>) -> String {
+        self.locate(self.templates.name(id), err)
+    }
 }
 
 pub(super) struct Checker<'a> {
@@ -84,6 +97,8 @@ pub(super) struct Checker<'a> {
     errors: Vec<(Location, String)>,
     warnings: Vec<(Location, String)>,
     pub(super) templates: Templates,
+    /// The handles compiled so far.
+    pub(super) draft: Draft,
 }
 
 impl Checker<'_> {
@@ -100,16 +115,19 @@ impl Checker<'_> {
         self.spans
     }
 
-    pub(super) fn template(&mut self, path: &str, source: &str) {
-        if let Err(e) = self.templates.add_template(path, source) {
-            let location = match e.template_line() {
-                Some(line) => self.spans.line_in(path, line),
-                None => self.spans.find(path),
-            };
-            self.errors
-                .push((location, format!("template does not compile: {e}")));
-            return;
-        }
+    pub(super) fn template(&mut self, path: &str, source: &str) -> Option<TemplateId> {
+        let id = match self.templates.add_template(path, source) {
+            Ok(id) => id,
+            Err(e) => {
+                let location = match e.template_line() {
+                    Some(line) => self.spans.line_in(path, line),
+                    None => self.spans.find(path),
+                };
+                self.errors
+                    .push((location, format!("template does not compile: {e}")));
+                return None;
+            }
+        };
         for (line, message) in template::lint(source) {
             self.warnings
                 .push((self.spans.line_in(path, line), message));
@@ -118,16 +136,21 @@ impl Checker<'_> {
             let location = self.spans.line_in(path, u.line);
             self.errors.push((location, u.message));
         }
+        Some(id)
     }
 
-    pub(super) fn expression(&mut self, path: &str, source: &str) {
-        if let Err(e) = self.templates.add_expression(path, source) {
-            self.error(path, format!("expression does not compile: {e}"));
-            return;
-        }
+    pub(super) fn expression(&mut self, path: &str, source: &str) -> Option<ExprId> {
+        let id = match self.templates.add_expression(path, source) {
+            Ok(id) => id,
+            Err(e) => {
+                self.error(path, format!("expression does not compile: {e}"));
+                return None;
+            }
+        };
         for u in crate::template::names::unknown_names(&self.templates, path) {
             self.error(path, u.message);
         }
+        Some(id)
     }
 
     fn duration(&mut self, path: &str, text: Option<&str>) -> Option<Duration> {
@@ -273,6 +296,7 @@ pub fn compile(
         errors: Vec::new(),
         warnings: Vec::new(),
         templates: Templates::new(&spec.limits),
+        draft: Draft::new(),
     };
     limit_warnings(&mut c, &spec.limits);
     if file.api_version != RULE_API_VERSION {
@@ -321,8 +345,12 @@ pub fn compile(
     };
 
     for (i, v) in spec.validate.iter().enumerate() {
-        c.expression(&format!("spec.validate[{i}].rule"), &v.rule);
-        c.template(&format!("spec.validate[{i}].message"), &v.message);
+        let rule = c.expression(&format!("spec.validate[{i}].rule"), &v.rule);
+        let message = c.template(&format!("spec.validate[{i}].message"), &v.message);
+        let compiled = rule.zip(message);
+        c.draft
+            .validate
+            .push(compiled.map(|(rule, message)| ValidateTemplates { rule, message }));
     }
 
     let mut child_names = BTreeSet::new();
@@ -340,20 +368,25 @@ pub fn compile(
                 ),
             );
         }
-        c.template(&format!("{base}.template"), &child.template);
-        if let Some(when) = &child.when {
-            c.expression(&format!("{base}.when"), when);
-        }
-        if let Some(ready) = &child.ready {
-            c.expression(&format!("{base}.ready"), ready);
-        }
-        super::compile_language::for_each(&mut c, &base, child);
-        if let Some(replicas) = &child.replicas {
-            c.expression(&format!("{base}.replicas.count"), &replicas.count);
-            if let Some(prefix) = &replicas.prefix {
-                c.expression(&format!("{base}.replicas.prefix"), prefix);
-            }
-        }
+        let template = c.template(&format!("{base}.template"), &child.template);
+        let when = optional(child.when.as_deref(), |when| {
+            c.expression(&format!("{base}.when"), when)
+        });
+        let ready = optional(child.ready.as_deref(), |ready| {
+            c.expression(&format!("{base}.ready"), ready)
+        });
+        let for_each = super::compile_language::for_each(&mut c, &base, child);
+        let replicas = super::compile_language::replicas(&mut c, &base, child);
+        let compiled = (|| {
+            Some(ChildTemplates {
+                template: template?,
+                when: when?,
+                ready: ready?,
+                for_each: for_each?,
+                replicas: replicas?,
+            })
+        })();
+        c.draft.children.push(compiled);
         for (j, field) in child.managed_elsewhere.iter().enumerate() {
             if field.is_empty() || field.split('.').any(str::is_empty) {
                 c.error(
@@ -388,9 +421,17 @@ pub fn compile(
                 "a related selector needs at least one label",
             );
         }
-        for (key, value) in &related.selector {
-            c.template(&format!("{base}.selector.{key}"), value);
-        }
+        let selector: Vec<_> = related
+            .selector
+            .iter()
+            .map(|(key, value)| {
+                let id = c.template(&format!("{base}.selector.{key}"), value);
+                id.map(|id| (key.clone(), id))
+            })
+            .collect();
+        c.draft
+            .related
+            .push(selector.into_iter().collect::<Option<_>>());
     }
 
     super::compile_language::lookups(&mut c, &spec, &related_names);
@@ -411,16 +452,21 @@ pub fn compile(
                     format!("invalid JSONPath {p:?}: {}", one_line(&e.to_string())),
                 ),
             },
-            (None, Some(e)) => c.expression(&format!("{base}.expr"), e),
+            (None, Some(e)) => {
+                if let Some(id) = c.expression(&format!("{base}.expr"), e) {
+                    c.draft.status_fields.insert(name.clone(), id);
+                }
+            }
             _ => c.error(&base, "a status field needs exactly one of path or expr"),
         }
     }
     super::compile_language::on_failure(&mut c, &spec, &mut paths);
     if let Some(ready) = &spec.status.ready {
-        c.expression("spec.status.ready.when", &ready.when);
-        if let Some(m) = &ready.message {
-            c.template("spec.status.ready.message", m);
-        }
+        let when = c.expression("spec.status.ready.when", &ready.when);
+        let message = optional(ready.message.as_deref(), |m| {
+            c.template("spec.status.ready.message", m)
+        });
+        c.draft.ready = condition(when, message).map(Some);
     }
     let mut condition_types = BTreeSet::new();
     for (i, cond) in spec.status.conditions.iter().enumerate() {
@@ -434,10 +480,11 @@ pub fn compile(
                 format!("duplicate condition type {:?}", cond.type_),
             );
         }
-        c.expression(&format!("{base}.when"), &cond.when);
-        if let Some(m) = &cond.message {
-            c.template(&format!("{base}.message"), m);
-        }
+        let when = c.expression(&format!("{base}.when"), &cond.when);
+        let message = optional(cond.message.as_deref(), |m| {
+            c.template(&format!("{base}.message"), m)
+        });
+        c.draft.conditions.push(condition(when, message));
     }
 
     let mut cleanup_timeouts = Vec::new();
@@ -463,8 +510,12 @@ pub fn compile(
                     ),
                 );
             }
-            c.template(&format!("{base}.template"), &step.template);
-            c.expression(&format!("{base}.until"), &step.until);
+            let template = c.template(&format!("{base}.template"), &step.template);
+            let until = c.expression(&format!("{base}.until"), &step.until);
+            let compiled = template.zip(until);
+            c.draft
+                .cleanup
+                .push(compiled.map(|(template, until)| CleanupTemplates { template, until }));
             cleanup_timeouts.push(c.duration(&format!("{base}.timeout"), step.timeout.as_deref()));
         }
         for (i, name) in fin.delete_order.iter().enumerate() {
@@ -483,18 +534,35 @@ pub fn compile(
         c.errors.sort_by_key(|(l, _)| (l.line, l.column));
         return Err(c.errors);
     }
+    let Some(compiled) = c.draft.finish() else {
+        // Every template that failed to compile reported an error above.
+        let location = spans.find("spec");
+        return Err(vec![(location, "a template failed to compile".into())]);
+    };
     let rule = CompiledRule {
         name: file.metadata.name,
         spec,
         path,
         spans: spans.clone(),
         templates: c.templates,
+        compiled,
         paths,
         resync,
         cleanup_timeouts,
         warnings: c.warnings,
     };
     Ok(rule)
+}
+
+/// A condition's handles, when both compiled.
+fn condition(
+    when: Option<ExprId>,
+    message: Option<Option<TemplateId>>,
+) -> Option<ConditionTemplates> {
+    Some(ConditionTemplates {
+        when: when?,
+        message: message?,
+    })
 }
 
 /// Above these, one render can hold a core or a large share of the operator's memory.

@@ -7,6 +7,7 @@ use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
 
 use super::compile::{Checker, one_line};
+use super::compiled::{ForEachTemplates, LookupTemplates, ReplicasTemplates, optional};
 use super::{Child, RuleSpec};
 
 /// Where the shared macros are registered (and located in errors).
@@ -24,10 +25,14 @@ fn is_identifier(s: &str) -> bool {
 /// `spec.definitions`: the macros template (compiled first, then imported by every later
 /// template) and the values' expressions.
 pub(super) fn definitions(c: &mut Checker<'_>, spec: &RuleSpec) {
-    if let Some(macros) = &spec.definitions.macros
-        && let Err(e) = c.templates.add_macros(MACROS, macros)
-    {
-        c.error(MACROS, format!("macros do not compile: {e}"));
+    if let Some(macros) = &spec.definitions.macros {
+        match c.templates.add_macros(MACROS, macros) {
+            Ok(id) => c.draft.macros = Some(Some(id)),
+            Err(e) => {
+                c.error(MACROS, format!("macros do not compile: {e}"));
+                c.draft.macros = None;
+            }
+        }
     }
     let mut seen = BTreeSet::new();
     for (i, v) in spec.definitions.values.iter().enumerate() {
@@ -47,14 +52,19 @@ pub(super) fn definitions(c: &mut Checker<'_>, spec: &RuleSpec) {
                 format!("duplicate value {:?}", v.name),
             );
         }
-        c.expression(&format!("{base}.expr"), &v.expr);
+        let id = c.expression(&format!("{base}.expr"), &v.expr);
+        c.draft.values.push(id);
     }
 }
 
 /// `children[i].forEach`: its expressions, and no `replicas` beside it.
-pub(super) fn for_each(c: &mut Checker<'_>, base: &str, child: &Child) {
+pub(super) fn for_each(
+    c: &mut Checker<'_>,
+    base: &str,
+    child: &Child,
+) -> Option<Option<ForEachTemplates>> {
     let Some(each) = &child.for_each else {
-        return;
+        return Some(None);
     };
     if child.replicas.is_some() {
         c.error(
@@ -62,10 +72,32 @@ pub(super) fn for_each(c: &mut Checker<'_>, base: &str, child: &Child) {
             "a child has either forEach or replicas, not both (build the item list from a count instead, e.g. `range(n)`)",
         );
     }
-    c.expression(&format!("{base}.forEach.items"), &each.items);
-    if let Some(key) = &each.key {
-        c.expression(&format!("{base}.forEach.key"), key);
-    }
+    let items = c.expression(&format!("{base}.forEach.items"), &each.items);
+    let key = optional(each.key.as_deref(), |key| {
+        c.expression(&format!("{base}.forEach.key"), key)
+    });
+    Some(Some(ForEachTemplates {
+        items: items?,
+        key: key?,
+    }))
+}
+
+/// `children[i].replicas`: its expressions.
+pub(super) fn replicas(
+    c: &mut Checker<'_>,
+    base: &str,
+    child: &Child,
+) -> Option<Option<ReplicasTemplates>> {
+    optional(child.replicas.as_ref(), |replicas| {
+        let count = c.expression(&format!("{base}.replicas.count"), &replicas.count);
+        let prefix = optional(replicas.prefix.as_deref(), |prefix| {
+            c.expression(&format!("{base}.replicas.prefix"), prefix)
+        });
+        Some(ReplicasTemplates {
+            count: count?,
+            prefix: prefix?,
+        })
+    })
 }
 
 /// `spec.lookups`: names and templates.
@@ -83,10 +115,17 @@ pub(super) fn lookups(c: &mut Checker<'_>, spec: &RuleSpec, related: &BTreeSet<S
         if l.kind.is_empty() || l.api_version.is_empty() {
             c.error(&base, "a lookup needs apiVersion and kind");
         }
-        c.template(&format!("{base}.objectName"), &l.object_name);
-        if let Some(ns) = &l.namespace {
-            c.template(&format!("{base}.namespace"), ns);
-        }
+        let object_name = c.template(&format!("{base}.objectName"), &l.object_name);
+        let namespace = optional(l.namespace.as_deref(), |ns| {
+            c.template(&format!("{base}.namespace"), ns)
+        });
+        let compiled = (|| {
+            Some(LookupTemplates {
+                object_name: object_name?,
+                namespace: namespace?,
+            })
+        })();
+        c.draft.lookups.push(compiled);
     }
 }
 
@@ -111,7 +150,11 @@ pub(super) fn on_failure(
                     format!("invalid JSONPath {p:?}: {}", one_line(&e.to_string())),
                 ),
             },
-            (None, Some(e)) => c.expression(&format!("{base}.expr"), e),
+            (None, Some(e)) => {
+                if let Some(id) = c.expression(&format!("{base}.expr"), e) {
+                    c.draft.on_failure.insert(name.clone(), id);
+                }
+            }
             _ => c.error(&base, "a status field needs exactly one of path or expr"),
         }
     }

@@ -6,6 +6,7 @@
 
 mod compile;
 mod compile_language;
+mod compiled;
 pub mod crd_spec;
 mod language;
 mod locate;
@@ -16,6 +17,10 @@ mod scope;
 pub use crate::template::Limits;
 pub use compile::{CompiledRule, compile};
 pub use compile_language::ON_FAILURE_PATH;
+pub use compiled::{
+    ChildTemplates, CleanupTemplates, Compiled, ConditionTemplates, ForEachTemplates,
+    LookupTemplates, ReplicasTemplates, ValidateTemplates,
+};
 pub use crd_spec::CrdSpec;
 pub use language::{
     Definitions, FailureFields, ForEach, Lookup, NamedValue, ReplicaDeletion, Rollout,

@@ -117,10 +117,86 @@ impl TemplateError {
     }
 }
 
+/// A compiled template (a manifest, a message, a selector value), returned by
+/// [`Templates::add_template`] and rendered with [`Templates::render_object`] or
+/// [`Templates::render_text`]. Valid only for the `Templates` that returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TemplateId(u32);
+
+/// A compiled expression, returned by [`Templates::add_expression`] and evaluated with
+/// [`Templates::eval`]. Valid only for the `Templates` that returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExprId(u32);
+
+/// Either handle: what reads only a compiled entry's name ([`Templates::name`]).
+pub trait Handle: Copy {
+    /// The entry's index in its `Templates`.
+    fn index(self) -> usize;
+}
+
+impl Handle for TemplateId {
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl Handle for ExprId {
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// What names a template to render: its handle, or the name it was compiled under (tests
+/// and tools; the planner only holds handles, so it cannot name a template that is not
+/// compiled).
+pub trait TemplateKey {
+    /// The entry's index, or why there is none.
+    fn find(&self, templates: &Templates) -> Result<usize, TemplateError>;
+}
+
+/// What names an expression to evaluate: its handle, or the name it was compiled under.
+pub trait ExprKey {
+    /// The entry's index, or why there is none.
+    fn find(&self, templates: &Templates) -> Result<usize, TemplateError>;
+}
+
+impl TemplateKey for TemplateId {
+    fn find(&self, _: &Templates) -> Result<usize, TemplateError> {
+        Ok(self.index())
+    }
+}
+
+impl ExprKey for ExprId {
+    fn find(&self, _: &Templates) -> Result<usize, TemplateError> {
+        Ok(self.index())
+    }
+}
+
+impl<T: AsRef<str> + ?Sized> TemplateKey for &T {
+    fn find(&self, templates: &Templates) -> Result<usize, TemplateError> {
+        templates.by_name(self.as_ref())
+    }
+}
+
+impl<T: AsRef<str> + ?Sized> ExprKey for &T {
+    fn find(&self, templates: &Templates) -> Result<usize, TemplateError> {
+        templates.by_name(self.as_ref())
+    }
+}
+
+/// One compiled template or expression and the name it is located by in errors (the YAML
+/// path of its source, e.g. `spec.children[0].template`).
+struct Entry {
+    name: String,
+    program: Program,
+}
+
 /// The compiled templates and expressions of one rule.
 pub struct Templates {
     env: Environment<'static>,
-    programs: HashMap<String, Program>,
+    entries: Vec<Entry>,
+    /// The entry of each name (the last one compiled under it).
+    names: HashMap<String, usize>,
     max_output: usize,
     budget: usize,
     /// Instructions per render (`spec.limits.fuel`).
@@ -182,7 +258,8 @@ impl Templates {
         });
         Self {
             env,
-            programs: HashMap::new(),
+            entries: Vec::new(),
+            names: HashMap::new(),
             max_output: limits.max_output_bytes,
             budget: limits
                 .max_output_bytes
@@ -194,15 +271,41 @@ impl Templates {
         }
     }
 
-    /// Compiles a manifest or message template under `name`.
-    pub fn add_template(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
+    /// Compiles a manifest or message template under `name` (its location in errors).
+    pub fn add_template(&mut self, name: &str, source: &str) -> Result<TemplateId, TemplateError> {
         let program = Program::compile(name, &format!("{}{source}", self.prelude), |ast| {
             fold::refuse_oversized(ast, self.budget)
         })?;
         // Conservative: any mention counts, so a plan that depends on the time is never reused.
         self.reads_now |= source.contains("now");
-        self.programs.insert(name.to_string(), program);
-        Ok(())
+        let index = self.entries.len();
+        let id = u32::try_from(index).map_err(|_| TemplateError::Jinja {
+            line: None,
+            message: "too many templates in one rule".into(),
+        })?;
+        self.entries.push(Entry {
+            name: name.to_string(),
+            program,
+        });
+        self.names.insert(name.to_string(), index);
+        Ok(TemplateId(id))
+    }
+
+    /// The name `id` was compiled under: the YAML path that locates it in errors.
+    pub fn name(&self, id: impl Handle) -> &str {
+        self.entries
+            .get(id.index())
+            .map_or("", |entry| entry.name.as_str())
+    }
+
+    fn by_name(&self, name: &str) -> Result<usize, TemplateError> {
+        self.names
+            .get(name)
+            .copied()
+            .ok_or_else(|| TemplateError::Jinja {
+                line: None,
+                message: format!("template {name:?} is not compiled"),
+            })
     }
 
     /// Starts a plan of this rule's templates on this thread: its renders together may run
@@ -224,51 +327,54 @@ impl Templates {
     /// The instruction blocks of the compiled (and patched) template `name`: its body, then
     /// its blocks, for static checks (`access`, `names`, `check::refs`, `rule::reads`).
     pub(crate) fn program(&self, name: &str) -> Option<Vec<machinery::Block<'_>>> {
-        self.programs.get(name).map(Program::blocks)
+        let index = *self.names.get(name)?;
+        self.entries.get(index).map(|entry| entry.program.blocks())
     }
 
     /// The names every template and expression is registered under (static checks,
     /// `crate::rule::reads`).
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
-        self.programs.keys().map(String::as_str)
+        self.names.keys().map(String::as_str)
     }
 
     /// Compiles the macros template `source` under `name` and makes its macros available as
     /// `macros.<name>(...)` in every template and expression compiled afterwards.
-    pub fn add_macros(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
-        self.add_template(name, source)?;
+    pub fn add_macros(&mut self, name: &str, source: &str) -> Result<TemplateId, TemplateError> {
+        let id = self.add_template(name, source)?;
         // `import` loads through the environment: the macros run there, with fuel and the
         // output limit but without the bounded operators of compiled programs.
         self.env
             .add_template_owned(name.to_string(), source.to_string())
             .map_err(|e| TemplateError::jinja(&e))?;
         self.prelude = format!("{{% import {name:?} as macros %}}");
-        Ok(())
+        Ok(id)
     }
 
     /// Compiles a single expression under `name`.
-    pub fn add_expression(&mut self, name: &str, expr: &str) -> Result<(), TemplateError> {
+    pub fn add_expression(&mut self, name: &str, expr: &str) -> Result<ExprId, TemplateError> {
         // Compile it alone first, so `a }} text {{ b` cannot pass as one expression.
         self.env
             .compile_expression(expr)
             .map_err(|e| TemplateError::jinja(&e))?;
-        self.add_template(name, &format!("{{% set {RESULT} = ({expr}) %}}"))
+        let TemplateId(id) =
+            self.add_template(name, &format!("{{% set {RESULT} = ({expr}) %}}"))?;
+        Ok(ExprId(id))
     }
 
-    /// Runs the program `name` under the render budget; `inspect` reads the final state.
+    /// Runs the program of entry `index` under the render budget; `inspect` reads the final state.
     fn run<R>(
         &self,
-        name: &str,
+        index: usize,
         ctx: &Value,
         inspect: impl FnOnce(&mut minijinja::State) -> R,
     ) -> Result<(String, R), TemplateError> {
-        let program = self
-            .programs
-            .get(name)
-            .ok_or_else(|| TemplateError::Jinja {
-                line: None,
-                message: format!("template {name:?} is not compiled"),
-            })?;
+        let Entry { name, program } =
+            self.entries
+                .get(index)
+                .ok_or_else(|| TemplateError::Jinja {
+                    line: None,
+                    message: format!("template #{index} is not compiled here"),
+                })?;
         plan_fuel::admit(name).map_err(|limit| TemplateError::PlanOutOfFuel { limit })?;
         let _budget = budget::Scope::enter(self.budget);
         let ran = program.run(&self.env, ctx.clone(), |state| {
@@ -291,8 +397,8 @@ impl Templates {
         }
     }
 
-    fn render_raw(&self, name: &str, ctx: &Value) -> Result<(String, Vec<Value>), TemplateError> {
-        let (text, slots) = self.run(name, ctx, |state| {
+    fn render_raw(&self, index: usize, ctx: &Value) -> Result<(String, Vec<Value>), TemplateError> {
+        let (text, slots) = self.run(index, ctx, |state| {
             state
                 .get_extension_mut::<Slots>()
                 .map(|s| std::mem::take(&mut s.0))
@@ -308,9 +414,9 @@ impl Templates {
         Ok((text, slots))
     }
 
-    /// Evaluates the expression registered as `name` (undefined is a valid result).
-    pub fn eval(&self, name: &str, ctx: &Value) -> Result<Value, TemplateError> {
-        let (_, (result, slots)) = self.run(name, ctx, |state| {
+    /// Evaluates the expression `id` (undefined is a valid result).
+    pub fn eval(&self, id: impl ExprKey, ctx: &Value) -> Result<Value, TemplateError> {
+        let (_, (result, slots)) = self.run(id.find(self)?, ctx, |state| {
             let result = state.lookup(RESULT).unwrap_or(Value::UNDEFINED);
             // A macro's output holds tokens for the values it printed: put them back as text.
             let slots = if result.as_str().is_some_and(|t| t.contains(OPEN)) {
@@ -331,15 +437,17 @@ impl Templates {
         Ok(result)
     }
 
-    /// Renders the template `name` as plain text (messages), splicing values in as text.
-    pub fn render_text(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
-        let (text, slots) = self.render_raw(name, ctx)?;
+    /// Renders the template `id` as plain text (messages), splicing values in as text.
+    pub fn render_text(&self, id: impl TemplateKey, ctx: &Value) -> Result<String, TemplateError> {
+        let (text, slots) = self.render_raw(id.find(self)?, ctx)?;
         Ok(splice(&text, &slots))
     }
 
-    /// Renders the template `name` into exactly one YAML mapping.
-    pub fn render_object(&self, name: &str, ctx: &Value) -> Result<Json, TemplateError> {
-        let (text, slots) = self.render_raw(name, ctx)?;
+    /// Renders the template `id` into exactly one YAML mapping.
+    pub fn render_object(&self, id: impl TemplateKey, ctx: &Value) -> Result<Json, TemplateError> {
+        let index = id.find(self)?;
+        let (text, slots) = self.render_raw(index, ctx)?;
+        let name = self.entries.get(index).map_or("", |e| e.name.as_str());
         let doc = self.shapes.resolve(name, &text, &slots)?;
         match doc {
             Json::Object(_) => Ok(doc),

@@ -1,0 +1,160 @@
+//! The typed mirror of a rule's templates: one handle per compiled template or expression,
+//! in the shape of the spec, so the planner reads `compiled.children[i].template` instead of
+//! rebuilding the YAML path it was registered under. An optional part of the spec is an
+//! `Option` here: a template that was not compiled cannot be asked for.
+
+use std::collections::BTreeMap;
+
+use crate::template::{ExprId, TemplateId};
+
+/// Every compiled template and expression of a rule, as handles.
+#[derive(Debug, Clone, Default)]
+pub struct Compiled {
+    /// `spec.definitions.macros`.
+    pub macros: Option<TemplateId>,
+    /// `spec.definitions.values[i].expr`.
+    pub values: Vec<ExprId>,
+    /// `spec.validate[i]`.
+    pub validate: Vec<ValidateTemplates>,
+    /// `spec.children[i]`.
+    pub children: Vec<ChildTemplates>,
+    /// `spec.related[i].selector`: each label's value template, in key order.
+    pub related: Vec<Vec<(String, TemplateId)>>,
+    /// `spec.lookups[i]`.
+    pub lookups: Vec<LookupTemplates>,
+    /// `spec.status.fields.<name>.expr`, for the fields computed by an expression.
+    pub status_fields: BTreeMap<String, ExprId>,
+    /// `spec.status.onFailure.<name>.expr`, for the fields computed by an expression.
+    pub on_failure: BTreeMap<String, ExprId>,
+    /// `spec.status.ready`.
+    pub ready: Option<ConditionTemplates>,
+    /// `spec.status.conditions[i]`.
+    pub conditions: Vec<ConditionTemplates>,
+    /// `spec.finalizer.cleanup[i]`.
+    pub cleanup: Vec<CleanupTemplates>,
+}
+
+/// `spec.validate[i]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidateTemplates {
+    /// `rule`.
+    pub rule: ExprId,
+    /// `message`.
+    pub message: TemplateId,
+}
+
+/// `spec.children[i]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildTemplates {
+    /// `template`.
+    pub template: TemplateId,
+    /// `when`.
+    pub when: Option<ExprId>,
+    /// `ready`.
+    pub ready: Option<ExprId>,
+    /// `forEach`.
+    pub for_each: Option<ForEachTemplates>,
+    /// `replicas`.
+    pub replicas: Option<ReplicasTemplates>,
+}
+
+/// `spec.children[i].forEach`.
+#[derive(Debug, Clone, Copy)]
+pub struct ForEachTemplates {
+    /// `items`.
+    pub items: ExprId,
+    /// `key`.
+    pub key: Option<ExprId>,
+}
+
+/// `spec.children[i].replicas`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicasTemplates {
+    /// `count`.
+    pub count: ExprId,
+    /// `prefix`.
+    pub prefix: Option<ExprId>,
+}
+
+/// `spec.lookups[i]`.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupTemplates {
+    /// `objectName`.
+    pub object_name: TemplateId,
+    /// `namespace`.
+    pub namespace: Option<TemplateId>,
+}
+
+/// `spec.status.ready` or `spec.status.conditions[i]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConditionTemplates {
+    /// `when`.
+    pub when: ExprId,
+    /// `message`.
+    pub message: Option<TemplateId>,
+}
+
+/// `spec.finalizer.cleanup[i]`.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanupTemplates {
+    /// `template`.
+    pub template: TemplateId,
+    /// `until`.
+    pub until: ExprId,
+}
+
+/// The handles gathered while compiling: `None` where compiling failed (an error is then
+/// reported, and no rule is built).
+#[derive(Default)]
+pub(super) struct Draft {
+    pub(super) macros: Option<Option<TemplateId>>,
+    pub(super) values: Vec<Option<ExprId>>,
+    pub(super) validate: Vec<Option<ValidateTemplates>>,
+    pub(super) children: Vec<Option<ChildTemplates>>,
+    pub(super) related: Vec<Option<Vec<(String, TemplateId)>>>,
+    pub(super) lookups: Vec<Option<LookupTemplates>>,
+    pub(super) status_fields: BTreeMap<String, ExprId>,
+    pub(super) on_failure: BTreeMap<String, ExprId>,
+    pub(super) ready: Option<Option<ConditionTemplates>>,
+    pub(super) conditions: Vec<Option<ConditionTemplates>>,
+    pub(super) cleanup: Vec<Option<CleanupTemplates>>,
+}
+
+impl Draft {
+    /// Nothing compiled yet; the optional single parts absent until compiled.
+    pub(super) fn new() -> Self {
+        Self {
+            macros: Some(None),
+            ready: Some(None),
+            ..Self::default()
+        }
+    }
+
+    /// The mirror, when everything compiled.
+    pub(super) fn finish(self) -> Option<Compiled> {
+        Some(Compiled {
+            macros: self.macros?,
+            values: self.values.into_iter().collect::<Option<_>>()?,
+            validate: self.validate.into_iter().collect::<Option<_>>()?,
+            children: self.children.into_iter().collect::<Option<_>>()?,
+            related: self.related.into_iter().collect::<Option<_>>()?,
+            lookups: self.lookups.into_iter().collect::<Option<_>>()?,
+            status_fields: self.status_fields,
+            on_failure: self.on_failure,
+            ready: self.ready?,
+            conditions: self.conditions.into_iter().collect::<Option<_>>()?,
+            cleanup: self.cleanup.into_iter().collect::<Option<_>>()?,
+        })
+    }
+}
+
+/// Compiles an optional part: `Some(None)` when absent, `None` when it failed to compile.
+pub(super) fn optional<S: ?Sized, T>(
+    source: Option<&S>,
+    compile: impl FnOnce(&S) -> Option<T>,
+) -> Option<Option<T>> {
+    match source {
+        None => Some(None),
+        Some(s) => compile(s).map(Some),
+    }
+}
