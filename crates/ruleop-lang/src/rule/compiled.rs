@@ -158,3 +158,86 @@ pub(super) fn optional<S: ?Sized, T>(
         Some(s) => compile(s).map(Some),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use crate::load::parse_rule;
+    use crate::rule::CompiledRule;
+
+    /// The names of every handle in the mirror.
+    fn mirrored(rule: &CompiledRule) -> Vec<&str> {
+        let (t, c) = (&rule.templates, &rule.compiled);
+        let mut out: Vec<&str> = Vec::new();
+        out.extend(c.macros.map(|m| t.name(m)));
+        out.extend(c.values.iter().map(|&v| t.name(v)));
+        for v in &c.validate {
+            out.extend([t.name(v.rule), t.name(v.message)]);
+        }
+        for ch in &c.children {
+            out.push(t.name(ch.template));
+            out.extend(ch.when.map(|w| t.name(w)));
+            out.extend(ch.ready.map(|r| t.name(r)));
+            if let Some(each) = ch.for_each {
+                out.push(t.name(each.items));
+                out.extend(each.key.map(|k| t.name(k)));
+            }
+            if let Some(replicas) = ch.replicas {
+                out.push(t.name(replicas.count));
+                out.extend(replicas.prefix.map(|p| t.name(p)));
+            }
+        }
+        out.extend(c.related.iter().flatten().map(|&(_, id)| t.name(id)));
+        for l in &c.lookups {
+            out.push(t.name(l.object_name));
+            out.extend(l.namespace.map(|n| t.name(n)));
+        }
+        out.extend(c.status_fields.values().map(|&f| t.name(f)));
+        out.extend(c.on_failure.values().map(|&f| t.name(f)));
+        for cond in c.ready.iter().chain(&c.conditions) {
+            out.push(t.name(cond.when));
+            out.extend(cond.message.map(|m| t.name(m)));
+        }
+        for s in &c.cleanup {
+            out.extend([t.name(s.template), t.name(s.until)]);
+        }
+        out
+    }
+
+    /// Every compiled template is in the mirror once, under the path of its source.
+    #[test]
+    fn the_mirror_holds_every_template_once() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut paths: Vec<_> = std::fs::read_dir(root.join("rules"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        // Collections, lookups, macros and cleanup steps.
+        for more in [
+            "tests/rules/language/crew.yaml",
+            "tests/rules/soak/bundle.yaml",
+            "examples/tenant/rule.yaml",
+        ] {
+            paths.push(root.join(more));
+        }
+        let mut seen = 0;
+        for path in paths {
+            let source = std::fs::read_to_string(&path).unwrap();
+            let rule = parse_rule(&path, &source).unwrap();
+            let names = mirrored(&rule);
+            let unique: BTreeSet<&str> = names.iter().copied().collect();
+            assert_eq!(unique.len(), names.len(), "{}", path.display());
+            let compiled: BTreeSet<&str> = rule.templates.names().collect();
+            assert_eq!(unique, compiled, "{}", path.display());
+            for (i, ch) in rule.compiled.children.iter().enumerate() {
+                let name = rule.templates.name(ch.template);
+                assert_eq!(name, format!("spec.children[{i}].template"));
+            }
+            seen += 1;
+        }
+        assert!(seen >= 8);
+    }
+}
