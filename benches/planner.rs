@@ -113,7 +113,7 @@ fn writes_nothing(p: &Plan) -> bool {
 /// The sample parent of rule `name` and its simulated cluster once a plan writes nothing.
 fn converged(rule: &CompiledRule, name: &str) -> World {
     let sample = std::fs::read_to_string(format!("{}/samples/{name}.yaml", root())).unwrap();
-    let mut parent: Json = serde_yaml::from_str(&sample).unwrap();
+    let mut parent: Json = ruleop_lang::yaml::from_str(&sample).unwrap();
     let meta = parent["metadata"].as_object_mut().unwrap();
     meta.insert("namespace".into(), json!("bench"));
     meta.insert("uid".into(), json!(format!("uid-{name}")));

@@ -17,7 +17,7 @@ pub mod telemetry;
 // The layers under their former paths, for the integration tests and benches written against
 // the single crate.
 pub use ruleop_lang::template::filters;
-pub use ruleop_lang::{check, crd, manifests, template};
+pub use ruleop_lang::{check, crd, manifests, template, yaml};
 pub use ruleop_plan::{self as plan, scale, status, testkit};
 pub use ruleop_schema::{defaults, meta, openapi, quantity, schema, status_shape};
 /// The rule language's types and its loader, under one path.

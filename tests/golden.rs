@@ -61,7 +61,7 @@ fn renders_match_golden_files() {
             }
         }
         let resource = dir.path().join(format!("{op}-{case}.yaml"));
-        std::fs::write(&resource, serde_yaml::to_string(&parent).unwrap()).unwrap();
+        std::fs::write(&resource, ruleop::yaml::to_string(&parent)).unwrap();
         let mut out = Vec::new();
         render(
             &root().join(format!("rules/{op}.yaml")),
@@ -136,10 +136,10 @@ fn render_exits_non_zero_when_the_plan_fails() {
         .unwrap()
         .remove(0);
     let good = dir.path().join("good.yaml");
-    std::fs::write(&good, serde_yaml::to_string(&parent).unwrap()).unwrap();
+    std::fs::write(&good, ruleop::yaml::to_string(&parent)).unwrap();
     parent["spec"]["image"] = json!("nginx");
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, serde_yaml::to_string(&parent).unwrap()).unwrap();
+    std::fs::write(&bad, ruleop::yaml::to_string(&parent)).unwrap();
     let rule = root().join("rules/nginxserver.yaml");
     let render_it = |resource: &PathBuf| {
         cli::ruleop_stdout(&[

@@ -163,7 +163,7 @@ fn helm_filters_give_values() {
             ruleop::filters::decode(out["secret"].as_str().unwrap()).unwrap(),
             s.as_bytes()
         );
-        let yaml: Json = serde_yaml::from_str(out["yaml"].as_str().unwrap()).unwrap();
+        let yaml: Json = ruleop::yaml::from_str(out["yaml"].as_str().unwrap()).unwrap();
         assert_eq!(yaml, cfg, "{s:?}");
         assert_eq!(out["back"], json!([1, 2]));
         assert_eq!(out["json"], json!(3));

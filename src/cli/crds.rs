@@ -71,7 +71,7 @@ mod tests {
     #[test]
     fn files_and_directories_are_read_multi_document() {
         let dir = tempfile::tempdir().unwrap();
-        let doc = serde_yaml::to_string(&crd(false)).unwrap();
+        let doc = ruleop_lang::yaml::to_string(&crd(false));
         std::fs::write(
             dir.path().join("all.yaml"),
             format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n---\n{doc}"),

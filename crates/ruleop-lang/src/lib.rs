@@ -13,3 +13,4 @@ pub mod reason;
 pub mod rule;
 pub mod ruleset;
 pub mod template;
+pub mod yaml;

@@ -48,29 +48,29 @@ pub struct LoadedRule {
 
 /// Parses and compiles one rule file's text.
 pub fn parse_rule(path: &Path, source: &str) -> Result<CompiledRule, Vec<RuleError>> {
-    if let Some(e) = not_a_rule(path, source) {
-        return Err(vec![e]);
-    }
-    let file: RuleFile = serde_yaml::from_str(source).map_err(|e| {
-        let location = e
-            .location()
-            .map(|l| Location {
-                line: l.line(),
-                column: l.column(),
-            })
-            .unwrap_or_default();
-        vec![RuleError {
+    // Two passes of one parser: the spans (which also give apiVersion and kind, and the
+    // parser's own syntax errors), then the typed file.
+    let spans = Spans::index(source);
+    if let Some((location, message)) = spans.syntax_error() {
+        return Err(vec![RuleError {
             file: path.to_path_buf(),
             location,
-            message: e
-                .to_string()
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+            message: message.to_string(),
+        }]);
+    }
+    if let Some(e) = not_a_rule(path, &spans) {
+        return Err(vec![e]);
+    }
+    let file: RuleFile = crate::yaml::from_str(source).map_err(|e| {
+        vec![RuleError {
+            file: path.to_path_buf(),
+            location: Location {
+                line: e.line,
+                column: e.column,
+            },
+            message: e.message,
         }]
     })?;
-    let spans = Spans::index(source);
     compile(file, &spans, path.to_path_buf())
         .and_then(|mut rule| crate::check::own_crd(&mut rule).map(|()| rule))
         .map_err(|errors| {
@@ -96,19 +96,12 @@ const RULE_GROUP_PREFIX: &str = "ruleop.dev/";
 
 /// A clear error for a YAML file that is some other Kubernetes object (a CRD or a sample
 /// next to the rules), instead of a list of unknown fields.
-fn not_a_rule(path: &Path, source: &str) -> Option<RuleError> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Head {
-        api_version: Option<String>,
-        kind: Option<String>,
-    }
-    let head: Head = serde_yaml::from_str(source).ok()?;
-    let (api_version, kind) = (head.api_version?, head.kind?);
-    if is_rule_object(&api_version, &kind) {
+fn not_a_rule(path: &Path, spans: &Spans) -> Option<RuleError> {
+    let api_version = spans.top_scalar("apiVersion")?;
+    let kind = spans.top_scalar("kind")?;
+    if is_rule_object(api_version, kind) {
         return None;
     }
-    let spans = Spans::index(source);
     Some(RuleError {
         file: path.to_path_buf(),
         location: spans.find("kind"),

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::Value as Json;
 
 /// Why objects could not be read from a file or directory.
@@ -45,11 +44,11 @@ pub fn read_objects(path: &Path) -> Result<Vec<Json>, ReadError> {
         message: e.to_string(),
     })?;
     let mut objects = Vec::new();
-    for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value = Json::deserialize(doc).map_err(|e| ReadError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let docs = crate::yaml::from_str_multiple(&text).map_err(|e| ReadError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    for (index, value) in docs.into_iter().enumerate() {
         match value {
             Json::Null => {}
             Json::Object(mut m) if is_list(&m) => {

@@ -8,7 +8,7 @@ use crate::{Action, FinalizerChange, Plan};
 
 /// `value` as YAML text.
 pub fn to_yaml(value: &Json) -> String {
-    serde_yaml::to_string(value).unwrap_or_default()
+    ruleop_lang::yaml::to_string(value)
 }
 
 /// The verb `render` prints for an action.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use saphyr_parser::{Event, Parser, ScalarStyle};
+use crate::yaml::granit::{Event, Parser, ScalarStyle};
 
 /// A position in a rule file (1-based line and column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,6 +25,13 @@ impl fmt::Display for Location {
 #[derive(Debug, Clone, Default)]
 pub struct Spans {
     nodes: HashMap<String, Node>,
+    /// The text of the root mapping's scalar values (`apiVersion`, `kind`), so loading
+    /// reads a file's head without another parse.
+    top: HashMap<String, String>,
+    /// Whether the whole text parsed.
+    complete: bool,
+    /// The parser's first syntax error, with where it gave up.
+    error: Option<(Location, String)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -44,9 +51,23 @@ impl Spans {
     /// the syntax error with its own location).
     pub fn index(source: &str) -> Self {
         let mut nodes = HashMap::new();
+        let mut top = HashMap::new();
         let mut stack: Vec<Frame> = Vec::new();
         let mut parser = Parser::new_from_str(source);
-        while let Some(Ok((event, span))) = parser.next_event() {
+        let mut complete = false;
+        let mut error = None;
+        while let Some(next) = parser.next_event() {
+            let (event, span) = match next {
+                Ok(next) => next,
+                Err(e) => {
+                    let at = Location {
+                        line: e.marker().line(),
+                        column: e.marker().col() + 1,
+                    };
+                    error = Some((at, crate::yaml::syntax_message(&e)));
+                    break;
+                }
+            };
             let at = Location {
                 line: span.start.line(),
                 column: span.start.col() + 1,
@@ -63,6 +84,9 @@ impl Spans {
                     let content_line = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded)
                         .then(|| block_content_line(source, span.start.index()));
                     let path = Self::child_path(&mut stack);
+                    if stack.len() == 1 {
+                        top.insert(path.clone(), value.into_owned());
+                    }
                     nodes.insert(
                         path,
                         Node {
@@ -92,10 +116,29 @@ impl Spans {
                 Event::Alias(_) => {
                     Self::child_path(&mut stack);
                 }
+                Event::StreamEnd => complete = true,
                 _ => {}
             }
         }
-        Self { nodes }
+        Self {
+            nodes,
+            top,
+            complete,
+            error,
+        }
+    }
+
+    /// The syntax error that stopped indexing, if any: the parser's own words, where it
+    /// gave up.
+    pub fn syntax_error(&self) -> Option<(Location, &str)> {
+        self.error.as_ref().map(|(at, m)| (*at, m.as_str()))
+    }
+
+    /// The text of scalar `key` of the root mapping, when the whole document parsed.
+    pub fn top_scalar(&self, key: &str) -> Option<&str> {
+        self.complete
+            .then(|| self.top.get(key).map(String::as_str))
+            .flatten()
     }
 
     /// The path of the node about to start, advancing the parent frame.

@@ -135,7 +135,7 @@ fn read(template: &str) -> Option<(String, Option<String>, usize)> {
             return None;
         }
     }
-    let doc: Json = serde_yaml::from_str(&block).ok()?;
+    let doc: Json = crate::yaml::from_str(&block).ok()?;
     let text = |field: &str| match doc.get("metadata")?.get(field)? {
         Json::String(s) => Some(untoken(s, &expressions)),
         Json::Number(n) => Some(n.to_string()),

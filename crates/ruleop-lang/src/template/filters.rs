@@ -162,9 +162,7 @@ fn toyaml(value: &Value) -> Result<Value, Error> {
             "toyaml: the input is undefined",
         ));
     }
-    serde_yaml::to_string(&to_json(value))
-        .map(Value::from)
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("toyaml: {e}")))
+    Ok(Value::from(crate::yaml::to_string(&to_json(value))))
 }
 
 /// Parses JSON text into a value.
@@ -176,7 +174,7 @@ fn fromjson(text: &str) -> Result<Value, Error> {
 
 /// Parses YAML text (one document) into a value.
 fn fromyaml(text: &str) -> Result<Value, Error> {
-    serde_yaml::from_str::<Json>(text)
+    crate::yaml::from_str::<Json>(text)
         .map(|j| from_json(&j))
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("fromyaml: {e}")))
 }

@@ -1,8 +1,8 @@
 //! Placeholder tokens and the YAML tree they are resolved in: rendered text holds only the
 //! rule author's text and tokens; values are inserted into the parsed tree, never its text.
 
+use crate::yaml::granit::{Event, Parser, ScalarStyle};
 use minijinja::value::{Value, ValueKind};
-use saphyr_parser::{Event, Parser, ScalarStyle};
 use serde_json::{Map, Value as Json};
 
 use super::{TemplateError, to_json};
@@ -94,12 +94,12 @@ pub(super) fn parse_shape(text: &str) -> Result<Node, TemplateError> {
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(|e| TemplateError::Yaml {
             line: e.marker().line(),
-            message: e.info().to_string(),
+            message: crate::yaml::syntax_message(&e),
         })?;
         let line = span.start.line();
         let err = |message: String| TemplateError::Yaml { line, message };
         let value = match event {
-            Event::DocumentStart(_) => {
+            Event::DocumentStart(..) => {
                 documents += 1;
                 if documents > 1 {
                     return Err(err("a child must render exactly one YAML document".into()));

@@ -189,17 +189,12 @@ pub fn test_files(path: &Path) -> Vec<PathBuf> {
 pub fn run_file(path: &Path, update: bool) -> Result<Vec<CaseResult>, TestError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| file_error(path, Location::default(), format!("cannot read: {e}")))?;
-    let file: TestFile = serde_yaml::from_str(&text).map_err(|e| {
-        let location = e
-            .location()
-            .map(|l| Location {
-                line: l.line(),
-                column: l.column(),
-            })
-            .unwrap_or_default();
-        let message = e.to_string();
-        let message = message.split(" at line ").next().unwrap_or_default();
-        file_error(path, location, message)
+    let file: TestFile = ruleop_lang::yaml::from_str(&text).map_err(|e| {
+        let location = Location {
+            line: e.line,
+            column: e.column,
+        };
+        file_error(path, location, e.message)
     })?;
     let spans = Spans::index(&text);
     let dir = path.parent().unwrap_or(Path::new("."));
