@@ -8,24 +8,24 @@ use serde_json::Value as Json;
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// A file could not be read.
-    #[error("{path}: cannot read: {message}")]
+    #[error("{path}: cannot read: {source}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        message: String,
+        source: std::io::Error,
     },
     /// A file is not YAML.
-    #[error("{path}: not YAML: {message}")]
+    #[error("{path}: not YAML: {source}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message.
-        message: String,
+        /// Where and why.
+        source: crate::yaml::YamlError,
     },
     /// A directory could not be listed.
     #[error(transparent)]
-    Directory(crate::load::RuleError),
+    Directory(#[from] crate::load::RuleError),
     /// A document is YAML but not a mapping (a scalar or a sequence).
     #[error("{path}: expected Kubernetes objects, document {document} is not a mapping")]
     NotAnObject {
@@ -39,14 +39,14 @@ pub enum ReadError {
 /// Every object in the YAML stream of `path`: its documents, and the `items` of `List`
 /// documents. Empty documents are skipped.
 pub fn read_objects(path: &Path) -> Result<Vec<Json>, ReadError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ReadError::Read {
+    let text = std::fs::read_to_string(path).map_err(|source| ReadError::Read {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
     let mut objects = Vec::new();
-    let docs = crate::yaml::from_str_multiple(&text).map_err(|e| ReadError::Parse {
+    let docs = crate::yaml::from_str_multiple(&text).map_err(|source| ReadError::Parse {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
     for (index, value) in docs.into_iter().enumerate() {
         match value {
