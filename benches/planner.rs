@@ -11,9 +11,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ruleop::plan::{Action, FinalizerChange, Input, Plan, plan};
-use ruleop::rule::{CompiledRule, parse_rule};
-use ruleop::testkit::world::World;
+use ruleop_lang::load::parse_rule;
+use ruleop_lang::rule::CompiledRule;
+use ruleop_plan::testkit::world::World;
+use ruleop_plan::{Action, FinalizerChange, Input, Plan, plan};
 use serde_json::{Value as Json, json};
 use std::hint::black_box;
 use std::path::Path;
@@ -212,7 +213,7 @@ fn reconcile(c: &mut Criterion) {
         gk("", "Pod"),
     );
     let cache = |kind: &GroupKind, version: &str, plural: &str, managed_only: bool| {
-        let (group, _) = ruleop::rule::split_api_version(version);
+        let (group, _) = ruleop_schema::meta::split_api_version(version);
         let resource = kube::api::ApiResource {
             group: group.into(),
             version: version.rsplit('/').next().unwrap().into(),
