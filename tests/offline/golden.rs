@@ -1,6 +1,6 @@
 //! Golden tests: `ruleop render` of every reference sample, and scaled or edited variants,
 //! compared with the checked-in output under `tests/golden/`. Regenerate after a deliberate
-//! change with `UPDATE_GOLDEN=1 cargo test --test golden`, then review the diff like code.
+//! change with `UPDATE_GOLDEN=1 cargo test --test offline golden::`, then review the diff like code.
 
 use crate::cli;
 

@@ -1,6 +1,7 @@
 //! Test support for cluster tests: one local control plane per test binary.
 //!
-//! Use it from an integration test with `mod support;`. The first call to
+//! A test binary declares it in its `main.rs` (`#[path = "../support/mod.rs"] mod support;`)
+//! and its test files use it with `use crate::support;`. The first call to
 //! [`TestEnv::new`] (or [`kubeconfig`]) starts `target/controlplane/controlplane`
 //! (build it with `make controlplane`) unless `RULEOP_TEST_KUBECONFIG` names
 //! the kubeconfig of a cluster that is already running. The control plane is
