@@ -22,9 +22,6 @@ const T: Duration = Duration::from_secs(90);
 /// How long a settled operator must stay without writing.
 const IDLE: Duration = Duration::from_secs(10);
 
-/// The Namespace rule governs every namespace, so its test runs alone; the others share.
-static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
 fn rules(dir: &str) -> PathBuf {
     root().join("tests/rules/ownership").join(dir)
 }
@@ -85,7 +82,6 @@ async fn assert_quiet(what: &str, keep: impl Fn(&audit::Write) -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_owns_its_namespace_cluster_role_and_the_objects_inside() {
-    let _shared = CLUSTER.read().await;
     install_crds();
     let env = TestEnv::new("own-tenant").await;
     let name = format!("tenant-{}", unique_suffix());
@@ -151,7 +147,6 @@ fn apply_parent(env: &TestEnv, kind: &str, name: &str, spec: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rules_whose_children_share_a_name_settle_and_the_first_keeps_it() {
-    let _shared = CLUSTER.read().await;
     install_crds();
     let env = TestEnv::new("own-collide").await;
     let ns = Some(env.ns.as_str());
@@ -215,7 +210,6 @@ fn member_like_pod(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_holding_a_childs_name_first_are_never_adopted() {
-    let _shared = CLUSTER.read().await;
     install_crds();
     let env = TestEnv::new("own-foreign").await;
     let ns = Some(env.ns.as_str());
@@ -274,7 +268,6 @@ async fn objects_holding_a_childs_name_first_are_never_adopted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_that_lost_labels_or_owner_reference_are_repaired_not_duplicated() {
-    let _shared = CLUSTER.read().await;
     install_crds();
     let env = TestEnv::new("own-repair").await;
     let ns = Some(env.ns.as_str());
@@ -344,8 +337,8 @@ async fn children_that_lost_labels_or_owner_reference_are_repaired_not_duplicate
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_governed_by_a_rule_keeps_its_phase() {
-    let _alone = CLUSTER.write().await;
-    let env = TestEnv::new("own-ns").await;
+    // The Namespace rule governs every namespace, so its test runs alone (in the whole binary).
+    let env = TestEnv::alone("own-ns").await;
     let ns = Some(env.ns.as_str());
     kubectl(&["label", "namespace", &env.ns, "team=blue"]);
     let _op = Operator::start_cluster_wide(&rules("namespace"), &[]);
@@ -410,7 +403,6 @@ fn ruleop_status_fields(obj: &Json) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_gets_ruleops_condition_and_keeps_its_own_status() {
-    let _shared = CLUSTER.read().await;
     let env = TestEnv::new("own-deploy").await;
     let mark = audit::Mark::now();
     let _op = Operator::start_with_rules(&env.ns, &rules("deployment"), &[]);
@@ -490,7 +482,6 @@ async fn a_deployment_gets_ruleops_condition_and_keeps_its_own_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crd_status_without_conditions_gets_the_fields_it_declares() {
-    let _shared = CLUSTER.read().await;
     install_crds();
     let env = TestEnv::new("own-gadget").await;
     let mark = audit::Mark::now();
