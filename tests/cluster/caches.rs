@@ -14,6 +14,9 @@ use support::{Scope, TestEnv, install_crds_at, live_uids, wait_for};
 
 const T: Duration = Duration::from_secs(120);
 const IDLE: Duration = Duration::from_secs(6);
+/// The Roster kind by its full name: the lifecycle tests serve a Roster of their own on the
+/// same control plane, and `kubectl get roster` would pick one of the two.
+const ROSTER: &str = "rosters.caches.test.ruleop.dev";
 
 fn install_crds() {
     install_crds_at(&root().join("tests/rules/caches/crds"));
@@ -82,8 +85,8 @@ async fn kinds_read_by_name_are_cached_metadata_only_until_a_rule_reads_more() {
     let want = expected("kwok-node-1;kwok-node-0;", "2", "b1;b2;");
     wait_for("summary rendered", T, || async { summary(&env) == want }).await;
     wait_for("status projected", T, || async {
-        jsonpath(&env, "roster", "r1", "{.status.hosts}") == r#"["kwok-node-0","kwok-node-1"]"#
-            && jsonpath(&env, "roster", "r1", "{.status.badges}") == r#"["b1","b2"]"#
+        jsonpath(&env, ROSTER, "r1", "{.status.hosts}") == r#"["kwok-node-0","kwok-node-1"]"#
+            && jsonpath(&env, ROSTER, "r1", "{.status.badges}") == r#"["b1","b2"]"#
     })
     .await;
     let log = op.log();
@@ -118,8 +121,8 @@ async fn kinds_read_by_name_are_cached_metadata_only_until_a_rule_reads_more() {
     let want = expected("kwok-node-0;", "3", "b0;b1;b2;");
     wait_for("summary follows", T, || async { summary(&env) == want }).await;
     wait_for("status follows", T, || async {
-        jsonpath(&env, "roster", "r1", "{.status.hosts}") == r#"["kwok-node-0"]"#
-            && jsonpath(&env, "roster", "r1", "{.status.badges}") == r#"["b0","b1","b2"]"#
+        jsonpath(&env, ROSTER, "r1", "{.status.hosts}") == r#"["kwok-node-0"]"#
+            && jsonpath(&env, ROSTER, "r1", "{.status.badges}") == r#"["b0","b1","b2"]"#
     })
     .await;
     assert_eq!(children(&env), ["ConfigMap/r1-summary"]);

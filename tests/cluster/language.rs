@@ -15,6 +15,9 @@ use support::{Scope, TestEnv, install_crds_at, kubectl, live_uids, wait_for};
 
 const T: Duration = Duration::from_secs(120);
 const IDLE: Duration = Duration::from_secs(6);
+/// The Crew kind by its full name: the ownership tests serve a Crew of their own on the same
+/// control plane, and `kubectl get crew` would pick one of the two.
+const CREW: &str = "crews.language.test.ruleop.dev";
 
 fn install_language_crds() {
     install_crds_at(&root().join("tests/rules/language/crds"));
@@ -63,8 +66,8 @@ async fn lookups_are_watched_and_a_collection_loses_exactly_its_removed_item() {
     // The settings ConfigMap does not exist yet: a failure, with the onFailure fields.
     env.apply_yaml(&crew(&["a", "b", "c"], &theme));
     wait_for("LookupMissing with phase Error", T, || async {
-        ready(&env, "crew", "crew").1 == "LookupMissing"
-            && jsonpath(&env, "crew", "crew", "{.status.phase}") == "Error"
+        ready(&env, CREW, "crew").1 == "LookupMissing"
+            && jsonpath(&env, CREW, "crew", "{.status.phase}") == "Error"
     })
     .await;
     assert!(children(&env).is_empty(), "{:?}", children(&env));
@@ -74,7 +77,7 @@ async fn lookups_are_watched_and_a_collection_loses_exactly_its_removed_item() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {token: t0}\n",
     );
     wait_for("Crew Ready", T, || async {
-        ready(&env, "crew", "crew").0 == "True"
+        ready(&env, CREW, "crew").0 == "True"
     })
     .await;
     let before = children(&env);
@@ -89,7 +92,7 @@ async fn lookups_are_watched_and_a_collection_loses_exactly_its_removed_item() {
         "{}",
         op.log()
     );
-    assert_eq!(jsonpath(&env, "crew", "crew", "{.status.phase}"), "Running");
+    assert_eq!(jsonpath(&env, CREW, "crew", "{.status.phase}"), "Running");
     assert_eq!(
         jsonpath(&env, "configmap", "crew-a", "{.data.banner}"),
         "medium/teal"
@@ -117,7 +120,7 @@ async fn lookups_are_watched_and_a_collection_loses_exactly_its_removed_item() {
     })
     .await;
     wait_for("Crew Ready again", T, || async {
-        ready(&env, "crew", "crew").0 == "True"
+        ready(&env, CREW, "crew").0 == "True"
     })
     .await;
     let after = children(&env);
@@ -125,7 +128,7 @@ async fn lookups_are_watched_and_a_collection_loses_exactly_its_removed_item() {
     expected.remove("ConfigMap/crew-b");
     assert_eq!(after, expected, "same objects, same uids");
     assert_eq!(
-        jsonpath(&env, "crew", "crew", "{.status.workers}"),
+        jsonpath(&env, CREW, "crew", "{.status.workers}"),
         r#"["img-a","img-c"]"#
     );
 

@@ -39,7 +39,9 @@ async fn a_restart_with_nothing_changed_writes_nothing_and_records_no_event() {
         ("roster", "crew"),
     ];
     wait_for("every parent Ready", T, || async {
-        parents.iter().all(|(k, n)| ready(&env, k, n).0 == "True")
+        parents
+            .iter()
+            .all(|(k, n)| ready(&env, resource(k), n).0 == "True")
     })
     .await;
     expect_children(
@@ -148,7 +150,7 @@ async fn a_restart_with_nothing_changed_writes_nothing_and_records_no_event() {
     }
     // Let the namespace go: nothing is left to run the cleanup once the operator stops.
     op.stop();
-    for (kind, name) in [("etcdcluster", "prod-etcd"), ("roster", "crew")] {
+    for (kind, name) in [("etcdcluster", "prod-etcd"), (ROSTER, "crew")] {
         env.kubectl(&[
             "patch",
             kind,
@@ -255,7 +257,7 @@ async fn parents_deleted_while_the_operator_is_down_are_cleaned_up_on_restart() 
     let parents = [
         ("memcached", "example-memcached"),
         ("etcdcluster", "prod-etcd"),
-        ("roster", "crew"),
+        (ROSTER, "crew"),
     ];
     wait_for("every parent Ready", T, || async {
         parents.iter().all(|(k, n)| ready(&env, k, n).0 == "True")
@@ -300,7 +302,7 @@ async fn parents_deleted_while_the_operator_is_down_are_cleaned_up_on_restart() 
 
     op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
     wait_for("cleanup ran and released both parents", T, || async {
-        env.get("etcdcluster", "prod-etcd").is_none() && env.get("roster", "crew").is_none()
+        env.get("etcdcluster", "prod-etcd").is_none() && env.get(ROSTER, "crew").is_none()
     })
     .await;
     for rule in ["etcdcluster", "roster"] {
@@ -342,7 +344,7 @@ async fn a_field_handed_over_on_a_hot_reload_keeps_its_value() {
     wait_for("Deployment at 3 and tally 30", T, || async {
         jsonpath(&env, "deployment", "crew-web", "{.spec.replicas}") == "3"
             && jsonpath(&env, "configmap", "crew-tally", "{.data.tally}") == "30"
-            && ready(&env, "roster", "crew").0 == "True"
+            && ready(&env, ROSTER, "crew").0 == "True"
     })
     .await;
     let expected = set(&["ConfigMap/crew-tally", "Deployment/crew-web"]);
@@ -411,7 +413,7 @@ async fn a_field_handed_over_on_a_hot_reload_keeps_its_value() {
     ]);
     env.kubectl(&[
         "patch",
-        "roster",
+        ROSTER,
         "crew",
         "--type",
         "merge",
@@ -474,7 +476,7 @@ async fn ordinal_seats_never_reach_the_count_while_a_lower_one_terminates() {
     env.kubectl(&["delete", "configmap", "crew-seat-0", "--wait=false"]);
     env.kubectl(&[
         "patch",
-        "roster",
+        ROSTER,
         "crew",
         "--type",
         "merge",

@@ -21,6 +21,12 @@ use support::{
 const T: Duration = Duration::from_secs(90);
 /// How long a settled operator must stay without writing.
 const IDLE: Duration = Duration::from_secs(10);
+/// The test kinds by their full names: other tests on the same control plane serve a Tenant
+/// (ship, examples), a Crew (language) and a Gadget (uptodate) of their own, and
+/// `kubectl get tenant` would pick one group's.
+const TENANT: &str = "tenants.ownership.ruleop.test";
+const CREW: &str = "crews.ownership.ruleop.test";
+const GADGET: &str = "gadgets.ownership.ruleop.test";
 
 fn rules(dir: &str) -> PathBuf {
     root().join("tests/rules/ownership").join(dir)
@@ -86,7 +92,7 @@ async fn a_tenant_owns_its_namespace_cluster_role_and_the_objects_inside() {
     let env = TestEnv::new("own-tenant").await;
     let name = format!("tenant-{}", unique_suffix());
     let viewer = format!("{name}-viewer");
-    env.delete_on_drop("tenant", &name);
+    env.delete_on_drop(TENANT, &name);
     env.delete_on_drop("namespace", &name);
     env.delete_on_drop("clusterrole", &viewer);
     let _op = Operator::start_cluster_wide(&rules("tenant"), &[]);
@@ -97,10 +103,10 @@ async fn a_tenant_owns_its_namespace_cluster_role_and_the_objects_inside() {
         )),
     );
     wait_for("Tenant Ready", T, || async {
-        ready(&env, "tenant", &name).0 == "True"
+        ready(&env, TENANT, &name).0 == "True"
     })
     .await;
-    let tenant = uid(&get(None, "tenant", &name).unwrap());
+    let tenant = uid(&get(None, TENANT, &name).unwrap());
 
     // Exactly its children, each controlled by the tenant.
     assert_eq!(children(None, "namespaces", &tenant), [name.as_str()]);
@@ -120,7 +126,7 @@ async fn a_tenant_owns_its_namespace_cluster_role_and_the_objects_inside() {
         let obj = get(None, what, child).unwrap();
         assert_eq!(controller(&obj).as_deref(), Some(tenant.as_str()), "{what}");
     }
-    assert_eq!(jsonpath(&env, "tenant", &name, "{.status.namespace}"), name);
+    assert_eq!(jsonpath(&env, TENANT, &name, "{.status.namespace}"), name);
 
     // Settled: no write to the tenant, its namespace or anything cluster-scoped (today the
     // namespace was applied and pruned on every reconcile).
@@ -130,7 +136,7 @@ async fn a_tenant_owns_its_namespace_cluster_role_and_the_objects_inside() {
     .await;
 
     // Garbage collection follows the ownerReferences.
-    kubectl(&["delete", "tenant", &name, "--wait=false"]);
+    kubectl(&["delete", TENANT, &name, "--wait=false"]);
     wait_for("the tenant's cluster role and namespace go", T, || async {
         get(None, "clusterrole", &viewer).is_none()
             && get(None, "namespace", &name)
@@ -223,14 +229,14 @@ async fn objects_holding_a_childs_name_first_are_never_adopted() {
     let _op = Operator::start_with_rules(&env.ns, &rules("crew"), &[]);
     apply_parent(&env, "Crew", "c", "{members: 2}");
     wait_for("Crew in Conflict with member 0 made", T, || async {
-        ready(&env, "crew", "c") == ("False".into(), "Conflict".into())
-            && jsonpath(&env, "crew", "c", "{.status.members}") == r#"["c-member-0"]"#
+        ready(&env, CREW, "c") == ("False".into(), "Conflict".into())
+            && jsonpath(&env, CREW, "c", "{.status.members}") == r#"["c-member-0"]"#
     })
     .await;
-    let crew = uid(&get(ns, "crew", "c").unwrap());
+    let crew = uid(&get(ns, CREW, "c").unwrap());
     let message = jsonpath(
         &env,
-        "crew",
+        CREW,
         "c",
         r#"{.status.conditions[?(@.type=="Ready")].message}"#,
     );
@@ -274,10 +280,10 @@ async fn children_that_lost_labels_or_owner_reference_are_repaired_not_duplicate
     let _op = Operator::start_with_rules(&env.ns, &rules("crew"), &[]);
     apply_parent(&env, "Crew", "c", "{members: 3}");
     wait_for("Crew Ready", T, || async {
-        ready(&env, "crew", "c").0 == "True"
+        ready(&env, CREW, "c").0 == "True"
     })
     .await;
-    let crew = uid(&get(ns, "crew", "c").unwrap());
+    let crew = uid(&get(ns, CREW, "c").unwrap());
     let members = ["c-member-0", "c-member-1", "c-member-2"];
     let uids: Vec<String> = members
         .iter()
@@ -317,7 +323,7 @@ async fn children_that_lost_labels_or_owner_reference_are_repaired_not_duplicate
     })
     .await;
     wait_for("Crew Ready again", T, || async {
-        ready(&env, "crew", "c").0 == "True"
+        ready(&env, CREW, "c").0 == "True"
     })
     .await;
 
@@ -493,7 +499,7 @@ async fn a_crd_status_without_conditions_gets_the_fields_it_declares() {
     };
     env.apply_yaml(&gadget(3));
     let ns = Some(env.ns.as_str());
-    let status = || get(ns, "gadget", "g").map(|g| g["status"].clone());
+    let status = || get(ns, GADGET, "g").map(|g| g["status"].clone());
     wait_for("the declared status fields written", T, || async {
         status().is_some_and(|s| s["secretName"] == "g-token" && s["size"] == 6)
     })

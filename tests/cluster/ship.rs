@@ -13,6 +13,9 @@ use support::operator::{Operator, ready, root};
 use support::{TestEnv, audit, wait_for};
 
 const T: Duration = Duration::from_secs(120);
+/// The Tenant kind by its full name: other tests on the same control plane serve a Tenant of
+/// their own (ownership, examples), and `kubectl get tenant` would pick one group's.
+const TENANT: &str = "tenants.ship.test.ruleop.dev";
 
 fn install_tenant_crd() {
     support::install_crds_at(&root().join("tests/rules/ship/crds"));
@@ -50,7 +53,7 @@ async fn describe_shows_each_child_event_and_logs_name_the_failed_parent() {
         "apiVersion: ship.test.ruleop.dev/v1\nkind: Tenant\nmetadata: {name: acme}\nspec: {tier: gold}\n",
     );
     wait_for("Tenant acme Ready", T, || async {
-        ready(&env, "tenant", "acme").0 == "True"
+        ready(&env, TENANT, "acme").0 == "True"
     })
     .await;
     let children: BTreeSet<String> = [
@@ -86,7 +89,7 @@ async fn describe_shows_each_child_event_and_logs_name_the_failed_parent() {
         "apiVersion: ship.test.ruleop.dev/v1\nkind: Tenant\nmetadata: {name: broken}\nspec: {tier: platinum}\n",
     );
     wait_for("Tenant broken InvalidTier", T, || async {
-        ready(&env, "tenant", "broken").1 == "InvalidTier"
+        ready(&env, TENANT, "broken").1 == "InvalidTier"
     })
     .await;
     let failed = wait_for_log_line(&op, &env.ns, "broken").await;
@@ -121,7 +124,7 @@ async fn wait_for_describe(env: &TestEnv, created: &[String]) -> String {
     let mut last = String::new();
     let deadline = tokio::time::Instant::now() + T;
     while tokio::time::Instant::now() < deadline {
-        last = env.kubectl(&["describe", "tenant", "acme"]);
+        last = env.kubectl(&["describe", TENANT, "acme"]);
         if created.iter().all(|m| last.contains(m.as_str())) {
             return last;
         }

@@ -15,6 +15,9 @@ use support::{TestEnv, audit, wait_for};
 const T: Duration = Duration::from_secs(90);
 /// How long an idle window lasts after the last nudge.
 const IDLE: Duration = Duration::from_secs(5);
+/// The Gadget kind by its full name: the ownership tests serve a Gadget of their own on the
+/// same control plane, and `kubectl get gadget` would pick one of the two.
+const GADGET: &str = "gadgets.uptodate.test.ruleop.dev";
 
 fn rules() -> PathBuf {
     root().join("tests/rules/uptodate")
@@ -292,7 +295,7 @@ async fn a_hand_edited_service_port_is_put_back() {
 }
 
 fn bays(env: &TestEnv) -> Vec<(i64, String, String)> {
-    let g = get(env, "gadget", "g");
+    let g = get(env, GADGET, "g");
     let mut bays: Vec<(i64, String, String)> = g["spec"]["bays"]
         .as_array()
         .unwrap()
@@ -343,11 +346,11 @@ async fn a_custom_kinds_lists_compare_by_their_schema_keys() {
     assert_eq!(bays(&env), merged("one"));
     assert_idle(&env, &op, "uptodate-fleet", "fleet", "g").await;
     assert_eq!(bays(&env), merged("one"), "the other manager's entry stays");
-    let tags = jsonpath(&env, "gadget", "g", "{.spec.tags}");
+    let tags = jsonpath(&env, GADGET, "g", "{.spec.tags}");
     assert_eq!(tags, r#"["red","blue","green"]"#);
 
     // A hand edit inside an entry is put back, by key.
-    let at = get(&env, "gadget", "g")["spec"]["bays"]
+    let at = get(&env, GADGET, "g")["spec"]["bays"]
         .as_array()
         .unwrap()
         .iter()
@@ -356,7 +359,7 @@ async fn a_custom_kinds_lists_compare_by_their_schema_keys() {
     let mark = audit::Mark::now();
     env.kubectl(&[
         "patch",
-        "gadget",
+        GADGET,
         "g",
         "--type",
         "json",
@@ -377,7 +380,7 @@ async fn a_custom_kinds_lists_compare_by_their_schema_keys() {
     );
     assert_idle(&env, &op, "uptodate-fleet", "fleet", "g").await;
     assert_eq!(
-        children(&env, "gadgets", "g", "fleet"),
+        children(&env, GADGET, "g", "fleet"),
         ["gadget.uptodate.test.ruleop.dev/g"]
     );
 }

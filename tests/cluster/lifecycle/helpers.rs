@@ -16,6 +16,15 @@ pub const T: Duration = Duration::from_secs(120);
 pub const IDLE: Duration = Duration::from_secs(6);
 /// Every kind the rules used here create.
 pub const CHILD_KINDS: &str = "deployments,services,pods,configmaps,statefulsets,cronjobs,jobs";
+/// The Roster kind by its full name: the caches tests serve a Roster of their own on the same
+/// control plane, and `kubectl get roster` would pick one of the two.
+pub const ROSTER: &str = "rosters.lifecycle.test.ruleop.dev";
+
+/// The resource kubectl gets for a parent kind named like its rule: `roster` is the Roster by
+/// its full name ([`ROSTER`]), the others are unique on the control plane.
+pub fn resource(kind: &str) -> &str {
+    if kind == "roster" { ROSTER } else { kind }
+}
 
 /// Installs the `Roster` test CRD once per test binary.
 pub fn install_roster_crd() {
@@ -138,7 +147,7 @@ pub fn state(env: &TestEnv, parents: &[(&str, &str)]) -> Vec<(Json, BTreeMap<Str
     parents
         .iter()
         .map(|(kind, name)| {
-            let status = env.get(kind, name).unwrap()["status"].clone();
+            let status = env.get(resource(kind), name).unwrap()["status"].clone();
             // Each parent's kind is its rule's name here.
             (status, children(env, kind))
         })
