@@ -59,14 +59,15 @@ layers-check: ## the layers hold: no kube/hyper/tokio under the planner and the 
 test: lint layers-check controlplane check-rules crds-check ## the whole suite: lint, layers, unit, golden and cluster tests
 	$(CARGO) test --workspace --all-targets
 
-# A random fault schedule (tests/faults_process/soak.rs) for as long as you like; `make test` runs
-# a short one with a fixed seed. The seed is printed first and with the schedule on failure.
+# A random fault schedule (tests/faults/faults_process/soak.rs) for as long as you like;
+# `make test` runs a short one with a fixed seed. The seed is printed first and with the
+# schedule on failure.
 .PHONY: soak
 SEED ?= $(shell date +%s)
 MINUTES ?= 10
 soak: controlplane ## random faults over many parents: SEED=N (default: the time), MINUTES=M (default 10), PARENTS=P per kind
 	RULEOP_SOAK_SEED=$(SEED) RULEOP_SOAK_MINUTES=$(MINUTES) RULEOP_SOAK_PARENTS=$(PARENTS) \
-	  $(CARGO) test --test faults_process a_random_fault_schedule -- --nocapture
+	  $(CARGO) test --test faults faults_process::soak::a_random_fault_schedule -- --nocapture
 
 # --- deployment and demo (deploy/, hack/) ---
 .PHONY: deploy-sync deploy-check demo

@@ -43,6 +43,12 @@ impl Write {
         self.user_agent.starts_with("ruleop/")
     }
 
+    /// Whether a `ruleop run` process sent it: a replica names itself in its User-Agent
+    /// (`ruleop/0.1.0 (host-1234)`); one-shot commands (`diff`, `check --cluster`) do not.
+    pub fn by_replica(&self) -> bool {
+        self.by_operator() && self.user_agent.ends_with(')')
+    }
+
     /// Whether it was answered with success.
     pub fn succeeded(&self) -> bool {
         (200..300).contains(&self.code)
@@ -129,13 +135,15 @@ impl Mark {
         self.operator_requests(Events::Included, keep)
     }
 
-    /// Asserts ruleop sent no mutating request at all after the mark, failed ones, Events
-    /// and Leases included: for commands that must only read (`diff`, `check --cluster`).
+    /// Asserts no one-shot ruleop command sent a mutating request after the mark, failed
+    /// ones, Events and Leases included: for commands that must only read (`diff`,
+    /// `check --cluster`). The operators of other tests on the same control plane
+    /// (`ruleop run`, [`Write::by_replica`]) are not counted.
     pub fn assert_read_only(&self, what: &str) {
         let writes: Vec<Write> = self
             .writes()
             .into_iter()
-            .filter(Write::by_operator)
+            .filter(|w| w.by_operator() && !w.by_replica())
             .collect();
         assert!(writes.is_empty(), "{what} wrote: {}", describe(&writes));
     }

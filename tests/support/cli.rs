@@ -1,5 +1,6 @@
-//! The `ruleop` binary under test run offline, and its output read: shared by the pure test
-//! binaries (`#[path = "support/cli.rs"] mod cli;`, no control plane) and `support`.
+//! The `ruleop` binary under test run offline, and its output read: shared by the `offline`
+//! test binary (`#[path = "../support/cli.rs"] mod cli;` in its `main.rs`, no control plane)
+//! and `support`.
 #![allow(dead_code)] // not every test binary uses every helper
 
 use std::ffi::OsStr;

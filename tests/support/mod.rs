@@ -1,6 +1,7 @@
 //! Test support for cluster tests: one local control plane per test binary.
 //!
-//! Use it from an integration test with `mod support;`. The first call to
+//! A test binary declares it in its `main.rs` (`#[path = "../support/mod.rs"] mod support;`)
+//! and its test files use it with `use crate::support;`. The first call to
 //! [`TestEnv::new`] (or [`kubeconfig`]) starts `target/controlplane/controlplane`
 //! (build it with `make controlplane`) unless `RULEOP_TEST_KUBECONFIG` names
 //! the kubeconfig of a cluster that is already running. The control plane is
@@ -28,7 +29,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -319,17 +320,86 @@ pub fn unique_suffix() -> String {
     )
 }
 
+/// How the tests of a binary share its control plane: every [`TestEnv`] holds a share, and
+/// a test whose operator acts on every namespace (a rule whose parent is the Namespace kind
+/// writes each one's status) holds it alone ([`TestEnv::alone`]). Shares never wait for a test
+/// that waits to be alone, so a test may hold several `TestEnv`s at once; the one alone starts
+/// when no share is held (at the latest when the others are done).
+struct Gate {
+    shares: usize,
+    alone: bool,
+}
+
+static GATE: Mutex<Gate> = Mutex::new(Gate {
+    shares: 0,
+    alone: false,
+});
+static GATE_OPENED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A share of the control plane, or the whole of it; given back when dropped.
+struct Hold {
+    alone: bool,
+}
+
+impl Hold {
+    async fn take(alone: bool) -> Hold {
+        loop {
+            let opened = GATE_OPENED.notified();
+            tokio::pin!(opened);
+            // Registered before the check, so a release between the two is not missed.
+            opened.as_mut().enable();
+            {
+                let mut gate = GATE.lock().unwrap_or_else(PoisonError::into_inner);
+                if !gate.alone && (!alone || gate.shares == 0) {
+                    if alone {
+                        gate.alone = true;
+                    } else {
+                        gate.shares += 1;
+                    }
+                    return Hold { alone };
+                }
+            }
+            opened.await;
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut gate = GATE.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.alone {
+            gate.alone = false;
+        } else {
+            gate.shares -= 1;
+        }
+        drop(gate);
+        GATE_OPENED.notify_waiters();
+    }
+}
+
 /// One test's view of the cluster: an admin client and a fresh namespace,
 /// deleted (with everything in it) when the `TestEnv` is dropped.
 pub struct TestEnv {
     pub client: Client,
     pub ns: String,
     cleanup: Mutex<Vec<Vec<String>>>,
+    // Last, so it is given back after the namespace is deleted (`Drop for TestEnv` runs first).
+    _hold: Hold,
 }
 
 impl TestEnv {
-    /// Creates the namespace `<prefix>-<unique suffix>`.
+    /// Creates the namespace `<prefix>-<unique suffix>`, sharing the cluster with other tests.
     pub async fn new(prefix: &str) -> TestEnv {
+        Self::create(prefix, Hold::take(false).await).await
+    }
+
+    /// Like [`TestEnv::new`], but waits until no other test holds a `TestEnv` and keeps
+    /// the others out until dropped: for an operator that acts on every namespace.
+    pub async fn alone(prefix: &str) -> TestEnv {
+        Self::create(prefix, Hold::take(true).await).await
+    }
+
+    async fn create(prefix: &str, hold: Hold) -> TestEnv {
         let ns = format!("{prefix}-{}", unique_suffix());
         let client = client().await;
         let api: Api<Namespace> = Api::all(client.clone());
@@ -343,6 +413,7 @@ impl TestEnv {
             client,
             ns,
             cleanup: Mutex::new(Vec::new()),
+            _hold: hold,
         }
     }
 

@@ -103,6 +103,13 @@ impl Operator {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether this process sent the audited request: `ruleop run` names its replica in its
+    /// User-Agent, ending with its pid (`ruleop/0.1.0 (host-1234)`). For a cluster-wide
+    /// operator's cluster-scoped writes, which other tests' operators make too.
+    pub fn sent(&self, w: &super::audit::Write) -> bool {
+        w.user_agent.ends_with(&format!("-{})", self.child.id()))
+    }
+
     pub fn metrics(&self) -> String {
         self.http_get("/metrics")
     }
