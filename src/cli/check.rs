@@ -240,23 +240,39 @@ fn cluster_crds(args: &CheckArgs) -> Result<CrdSet, CliError> {
 async fn cluster_schemas(args: &CheckArgs) -> Result<KindSchemas, CliError> {
     let client = connect(args).await?;
     // The messages `check` has always given: the URL, or why no request could be built.
-    async fn get(client: &kube::Client, path: &str) -> Result<Json, CliError> {
-        openapi_fetch::get(client, path).await.map_err(|e| match e {
-            FetchError::Read { path, source } => CliError::Cluster(format!("GET {path}: {source}")),
-            FetchError::Request { source, .. } => CliError::Cluster(source.to_string()),
-        })
-    }
-    let index = get(&client, openapi_fetch::INDEX).await?;
+    let fetch_error = |e| match e {
+        FetchError::Read { path, source } => CliError::Cluster(format!("GET {path}: {source}")),
+        FetchError::Request { source, .. } => CliError::Cluster(source.to_string()),
+    };
+    let index = openapi_fetch::get(&client, openapi_fetch::INDEX)
+        .await
+        .map_err(fetch_error)?;
     let mut documents = Vec::new();
     for (path, url) in openapi_fetch::published(&index) {
-        if path.starts_with("api/") || path.starts_with("apis/") {
-            documents.push(get(&client, url).await?);
+        if !(path.starts_with("api/") || path.starts_with("apis/")) {
+            continue;
+        }
+        match openapi_fetch::get(&client, url).await {
+            Ok(document) => documents.push(document),
+            // Deleted between the index and this read (a CRD removed meanwhile: 404, or an
+            // empty body): its kinds are gone too, so there is nothing to check against.
+            Err(FetchError::Read { source, .. }) if is_gone(&source) => {}
+            Err(e) => return Err(fetch_error(e)),
         }
     }
     Ok(KindSchemas::from_documents(
         &documents,
         "the cluster's OpenAPI schemas",
     ))
+}
+
+/// Whether a listed OpenAPI document no longer exists.
+fn is_gone(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(status) => status.code == 404,
+        kube::Error::SerdeError(_) => true,
+        _ => false,
+    }
 }
 
 /// Sorts the paths given into rule files, CRDs (from directories) and skipped files.

@@ -16,15 +16,16 @@ const T: Duration = Duration::from_secs(90);
 /// A kubeconfig for the shared cluster that authenticates with `token`.
 fn token_kubeconfig(dir: &Path, token: &str) -> std::path::PathBuf {
     let admin: serde_json::Value =
-        ruleop::yaml::from_str(&std::fs::read_to_string(support::kubeconfig()).unwrap()).unwrap();
+        ruleop_lang::yaml::from_str(&std::fs::read_to_string(support::kubeconfig()).unwrap())
+            .unwrap();
     let mut config = admin.clone();
     config["users"] =
-        ruleop::yaml::from_str(&format!("[{{name: sa, user: {{token: {token}}}}}]")).unwrap();
+        ruleop_lang::yaml::from_str(&format!("[{{name: sa, user: {{token: {token}}}}}]")).unwrap();
     let context = config["contexts"][0]["name"].clone();
     config["contexts"][0]["context"]["user"] = "sa".into();
     config["current-context"] = context;
     let path = dir.join("kubeconfig");
-    std::fs::write(&path, ruleop::yaml::to_string(&config)).unwrap();
+    std::fs::write(&path, ruleop_lang::yaml::to_string(&config)).unwrap();
     path
 }
 

@@ -364,7 +364,7 @@ fn a_crd_differing_from_the_rules_spec_crd_is_reported_with_its_source() {
     ]);
     assert!(ok, "{lines:#?}");
 
-    let mut stale: serde_json::Value = ruleop::yaml::from_str(&generated).unwrap();
+    let mut stale: serde_json::Value = ruleop_lang::yaml::from_str(&generated).unwrap();
     stale
         .pointer_mut("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/litres")
         .unwrap()
@@ -373,7 +373,7 @@ fn a_crd_differing_from_the_rules_spec_crd_is_reported_with_its_source() {
         .remove("default")
         .unwrap();
     let file = dir.path().join("stale.yaml");
-    std::fs::write(&file, ruleop::yaml::to_string(&stale)).unwrap();
+    std::fs::write(&file, ruleop_lang::yaml::to_string(&stale)).unwrap();
     let (ok, lines) = ruleop(&[
         "check".as_ref(),
         rule.as_os_str(),

@@ -59,7 +59,7 @@ fn renders_match_golden_files() {
             }
         }
         let resource = dir.path().join(format!("{op}-{case}.yaml"));
-        std::fs::write(&resource, ruleop::yaml::to_string(&parent)).unwrap();
+        std::fs::write(&resource, ruleop_lang::yaml::to_string(&parent)).unwrap();
         let mut out = Vec::new();
         render(
             &root().join(format!("rules/{op}.yaml")),
@@ -134,10 +134,10 @@ fn render_exits_non_zero_when_the_plan_fails() {
         .unwrap()
         .remove(0);
     let good = dir.path().join("good.yaml");
-    std::fs::write(&good, ruleop::yaml::to_string(&parent)).unwrap();
+    std::fs::write(&good, ruleop_lang::yaml::to_string(&parent)).unwrap();
     parent["spec"]["image"] = json!("nginx");
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, ruleop::yaml::to_string(&parent)).unwrap();
+    std::fs::write(&bad, ruleop_lang::yaml::to_string(&parent)).unwrap();
     let rule = root().join("rules/nginxserver.yaml");
     let render_it = |resource: &PathBuf| {
         cli::ruleop_stdout(&[

@@ -5,9 +5,10 @@
 use crate::cli;
 
 use jiff::Timestamp;
-use ruleop::meta;
-use ruleop::plan::{Action, Input, Plan, plan};
-use ruleop::rule::{CompiledRule, parse_rule};
+use ruleop_lang::load::parse_rule;
+use ruleop_lang::rule::CompiledRule;
+use ruleop_plan::{Action, Input, Plan, plan};
+use ruleop_schema::meta;
 use serde_json::{Value as Json, json};
 
 fn crew_rule() -> CompiledRule {
@@ -503,7 +504,7 @@ fn the_finalizer_deletes_replicas_one_at_a_time_highest_first() {
     }
     assert_eq!(order, ["r-node-2", "r-node-1", "r-node-0"]);
     let p = run(&rule, &parent, &observed);
-    assert_eq!(p.finalizer, ruleop::plan::FinalizerChange::Remove);
+    assert_eq!(p.finalizer, ruleop_plan::FinalizerChange::Remove);
 }
 
 #[test]

@@ -4,9 +4,10 @@
 use crate::cli;
 
 use jiff::Timestamp;
-use ruleop::meta;
-use ruleop::plan::{Action, Input, Plan, plan};
-use ruleop::rule::{CompiledRule, parse_rule};
+use ruleop_lang::load::parse_rule;
+use ruleop_lang::rule::CompiledRule;
+use ruleop_plan::{Action, Input, Plan, plan};
+use ruleop_schema::meta;
 use serde_json::{Value as Json, json};
 
 fn rule_from(source: &str) -> CompiledRule {

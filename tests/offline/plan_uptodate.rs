@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use ruleop::meta;
-use ruleop::openapi::{Document, Schemas};
-use ruleop::plan::{Action, Desired, Input, plan};
-use ruleop::rule::{CompiledRule, parse_rule};
+use ruleop_lang::load::parse_rule;
+use ruleop_lang::rule::CompiledRule;
+use ruleop_plan::{Action, Desired, Input, plan};
+use ruleop_schema::meta;
+use ruleop_schema::openapi::{Document, Schemas};
 use serde_json::{Value as Json, json};
 
 /// A rule shaped unlike the reference ones: a `Recreate` Job whose template holds values the

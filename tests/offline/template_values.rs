@@ -2,8 +2,8 @@
 //! stay template text, whatever the value's characters. Pure: no API server.
 
 use minijinja::HtmlEscape;
-use ruleop::rule::Limits;
-use ruleop::template::{Templates, from_json, to_json};
+use ruleop_lang::template::Limits;
+use ruleop_lang::template::{Templates, from_json, to_json};
 use serde_json::{Value as Json, json};
 
 fn templates(source: &str) -> Templates {
@@ -159,10 +159,10 @@ fn helm_filters_give_values() {
         assert_eq!(checksum.len(), 64, "{checksum}");
         assert_eq!(out["plain"], json!(s));
         assert_eq!(
-            ruleop::filters::decode(out["secret"].as_str().unwrap()).unwrap(),
+            ruleop_lang::template::filters::decode(out["secret"].as_str().unwrap()).unwrap(),
             s.as_bytes()
         );
-        let yaml: Json = ruleop::yaml::from_str(out["yaml"].as_str().unwrap()).unwrap();
+        let yaml: Json = ruleop_lang::yaml::from_str(out["yaml"].as_str().unwrap()).unwrap();
         assert_eq!(yaml, cfg, "{s:?}");
         assert_eq!(out["back"], json!([1, 2]));
         assert_eq!(out["json"], json!(3));
