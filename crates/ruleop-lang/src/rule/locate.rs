@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::yaml::granit::{Event, Parser, ScalarStyle};
+use crate::yaml::path::{Frame, child};
 
 /// A position in a rule file (1-based line and column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,11 +40,6 @@ struct Node {
     at: Location,
     /// For block scalars (`|`, `>`): the first content line.
     content_line: Option<usize>,
-}
-
-enum Frame {
-    Map { path: String, key: Option<String> },
-    Seq { path: String, index: usize },
 }
 
 impl Spans {
@@ -83,7 +79,7 @@ impl Spans {
                     }
                     let content_line = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded)
                         .then(|| block_content_line(source, span.start.index()));
-                    let path = Self::child_path(&mut stack);
+                    let path = child(&mut stack);
                     if stack.len() == 1 {
                         top.insert(path.clone(), value.into_owned());
                     }
@@ -96,7 +92,7 @@ impl Spans {
                     );
                 }
                 Event::MappingStart(..) | Event::SequenceStart(..) => {
-                    let path = Self::child_path(&mut stack);
+                    let path = child(&mut stack);
                     nodes.insert(
                         path.clone(),
                         Node {
@@ -114,7 +110,7 @@ impl Spans {
                     stack.pop();
                 }
                 Event::Alias(_) => {
-                    Self::child_path(&mut stack);
+                    child(&mut stack);
                 }
                 Event::StreamEnd => complete = true,
                 _ => {}
@@ -139,26 +135,6 @@ impl Spans {
         self.complete
             .then(|| self.top.get(key).map(String::as_str))
             .flatten()
-    }
-
-    /// The path of the node about to start, advancing the parent frame.
-    fn child_path(stack: &mut [Frame]) -> String {
-        match stack.last_mut() {
-            None => String::new(),
-            Some(Frame::Map { path, key }) => {
-                let key = key.take().unwrap_or_default();
-                if path.is_empty() {
-                    key
-                } else {
-                    format!("{path}.{key}")
-                }
-            }
-            Some(Frame::Seq { path, index }) => {
-                let p = format!("{path}[{index}]");
-                *index += 1;
-                p
-            }
-        }
     }
 
     /// Where the node at `path` starts, or the nearest enclosing node that exists.

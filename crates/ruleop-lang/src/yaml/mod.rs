@@ -12,7 +12,7 @@
 //! [`emit`]).
 
 mod emit;
-mod path;
+pub(crate) mod path;
 
 use std::fmt;
 

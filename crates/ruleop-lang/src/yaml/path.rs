@@ -4,8 +4,12 @@
 
 use super::granit::{Event, Parser};
 
-enum Frame {
+/// An open collection while walking a document's events, with its path: the shape both
+/// this module and the rule file's spans (`rule::Spans`) walk.
+pub(crate) enum Frame {
+    /// A mapping, and the key whose value comes next (none while a key is awaited).
     Map { path: String, key: Option<String> },
+    /// A sequence, and the index of its next item.
     Seq { path: String, index: usize },
 }
 
@@ -60,7 +64,7 @@ pub(super) fn at(text: &str, line: usize, column: usize) -> String {
 }
 
 /// The path of the node about to start, advancing its parent.
-fn child(stack: &mut [Frame]) -> String {
+pub(crate) fn child(stack: &mut [Frame]) -> String {
     match stack.last_mut() {
         None => String::new(),
         Some(Frame::Map { path, key }) => {
