@@ -33,7 +33,7 @@ use minijinja::{AutoEscape, Environment, ErrorKind, HtmlEscape, UndefinedBehavio
 use serde_json::Value as Json;
 
 pub use limits::Limits;
-use machinery::Program;
+use machinery::{ESCAPE_MODE, Program};
 use shape::Shapes;
 use yaml::{CLOSE, OPEN, kind_name, splice};
 
@@ -44,11 +44,6 @@ pub use plan_fuel::{PLAN_FUEL_PER_RENDER_FUEL, PlanScope};
 
 /// The variable an expression's value is stored in.
 const RESULT: &str = "__ruleop_result";
-/// The auto-escape mode of every template: minijinja then marks the output of macros,
-/// `{% filter %}` and `{% set %}` blocks as safe (template text holding tokens) and routes
-/// every other printed value, even inside filters like `replace` or `join`, through the
-/// formatter, which turns it into a token.
-pub(crate) const ESCAPE_MODE: &str = "ruleop";
 
 /// Values printed during one render, in order.
 #[derive(Default)]
@@ -91,6 +86,12 @@ pub enum TemplateError {
         /// What went wrong.
         message: String,
     },
+}
+
+impl From<minijinja::Error> for TemplateError {
+    fn from(err: minijinja::Error) -> Self {
+        TemplateError::jinja(&err)
+    }
 }
 
 impl TemplateError {

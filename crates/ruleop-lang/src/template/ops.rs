@@ -12,16 +12,7 @@ use super::budget::{
     ELEMENT_BYTES, charge, charge_built, check, count, display_len, exhausted, remaining, total,
 };
 
-/// The filter the bytecode calls for `~`.
-pub const CONCAT: &str = "__ruleop_concat";
-/// The filter the bytecode calls for `+`.
-pub const ADD: &str = "__ruleop_add";
-/// The filter the bytecode calls for `*`.
-pub const MUL: &str = "__ruleop_mul";
-/// The filter the bytecode calls for `value[start:stop:step]`.
-pub const SLICE: &str = "__ruleop_slice";
-/// The filter the bytecode calls for `needle in container`.
-pub const CONTAINS: &str = "__ruleop_in";
+pub(crate) use super::machinery::{ADD, CONCAT, CONTAINS, MUL, SLICE};
 
 /// minijinja's own operators, reached through expressions of a plain environment.
 struct Native {

@@ -4,7 +4,17 @@
 use minijinja::Value;
 use minijinja::machinery::{Instruction, Instructions};
 
-use crate::template::ops;
+// The names of the bounded filters (registered by `template::ops`) the patched bytecode calls.
+/// The filter the bytecode calls for `~`.
+pub const CONCAT: &str = "__ruleop_concat";
+/// The filter the bytecode calls for `+`.
+pub const ADD: &str = "__ruleop_add";
+/// The filter the bytecode calls for `*`.
+pub const MUL: &str = "__ruleop_mul";
+/// The filter the bytecode calls for `value[start:stop:step]`.
+pub const SLICE: &str = "__ruleop_slice";
+/// The filter the bytecode calls for `needle in container`.
+pub const CONTAINS: &str = "__ruleop_in";
 
 /// One instruction, as the static analyses (`access`, `names`, `check::refs`,
 /// `rule::reads`) tell them apart; every other instruction is `Other`.
@@ -149,11 +159,11 @@ pub(super) fn patch(instructions: &mut Instructions<'_>) {
     let mut index = 0;
     while let Some(instruction) = instructions.get_mut(index) {
         let guard = match instruction {
-            Instruction::StringConcat => Some((ops::CONCAT, 2)),
-            Instruction::Add => Some((ops::ADD, 2)),
-            Instruction::Mul => Some((ops::MUL, 2)),
-            Instruction::Slice => Some((ops::SLICE, 4)),
-            Instruction::In => Some((ops::CONTAINS, 2)),
+            Instruction::StringConcat => Some((CONCAT, 2)),
+            Instruction::Add => Some((ADD, 2)),
+            Instruction::Mul => Some((MUL, 2)),
+            Instruction::Slice => Some((SLICE, 4)),
+            Instruction::In => Some((CONTAINS, 2)),
             _ => None,
         };
         if let Some((name, args)) = guard {

@@ -13,5 +13,5 @@ mod program;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use bytecode::{Block, Op};
-pub(crate) use program::Program;
+pub(crate) use bytecode::{ADD, Block, CONCAT, CONTAINS, MUL, Op, SLICE};
+pub(crate) use program::{ESCAPE_MODE, Program};

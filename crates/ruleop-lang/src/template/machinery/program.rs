@@ -15,7 +15,12 @@ use minijinja::{AutoEscape, Environment, Error, State, Value};
 
 use super::ast::{self, Stmt};
 use super::bytecode::{Block, disassemble, patch, print_raw_text};
-use crate::template::{ESCAPE_MODE, TemplateError};
+
+/// The auto-escape mode of every template: minijinja then marks the output of macros,
+/// `{% filter %}` and `{% set %}` blocks as safe (template text holding tokens) and routes
+/// every other printed value, even inside filters like `replace` or `join`, through the
+/// formatter, which turns it into a token.
+pub(crate) const ESCAPE_MODE: &str = "ruleop";
 
 /// A template's name and text, which its bytecode borrows.
 struct Source {
@@ -35,25 +40,24 @@ self_cell::self_cell!(
 impl Program {
     /// Compiles `text` under `name` and patches its operators. `check` sees the parsed
     /// template first: the compiler folds constants, so sizes are checked before it runs.
-    pub(crate) fn compile(
+    pub(crate) fn compile<E: From<Error>>(
         name: &str,
         text: &str,
-        check: impl FnOnce(&Stmt<'_>) -> Result<(), TemplateError>,
-    ) -> Result<Program, TemplateError> {
+        check: impl FnOnce(&Stmt<'_>) -> Result<(), E>,
+    ) -> Result<Program, E> {
         let source = Source {
             name: name.to_string(),
             text: text.to_string(),
         };
         Program::try_new(source, |source| {
-            let jinja = |e: Error| TemplateError::jinja(&e);
-            check(&ast::parse(&source.text, &source.name).map_err(jinja)?)?;
+            check(&ast::parse(&source.text, &source.name).map_err(E::from)?)?;
             let config = TemplateConfig {
                 syntax_config: SyntaxConfig::default(),
                 // The environment's mode (see `ESCAPE_MODE`): macro and block output stays template text.
                 default_auto_escape: Arc::new(|_: &str| AutoEscape::Custom(ESCAPE_MODE.into())),
             };
             let mut compiled =
-                CompiledTemplate::new(&source.name, &source.text, &config).map_err(jinja)?;
+                CompiledTemplate::new(&source.name, &source.text, &config).map_err(E::from)?;
             compiled.instructions = print_raw_text(&compiled.instructions);
             patch(&mut compiled.instructions);
             for block in compiled.blocks.values_mut() {

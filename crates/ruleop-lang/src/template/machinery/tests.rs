@@ -114,7 +114,7 @@ fn the_pinned_minijinja_is_the_one_in_cargo_lock() {
 
 #[test]
 fn the_bytecode_of_a_fixed_template_keeps_its_shape() {
-    let program = Program::compile("fixed", FIXED, |_| Ok(())).unwrap();
+    let program = Program::compile("fixed", FIXED, |_| Ok::<(), minijinja::Error>(())).unwrap();
     let ops: Vec<String> = program
         .blocks()
         .iter()
