@@ -406,6 +406,16 @@ fn summary(r: &LoadedRule) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_document_deleted_after_the_index_was_read_is_gone_not_a_failure() {
+        use kube::core::Status;
+        let api = |code| kube::Error::Api(Box::new(Status::failure("x", "y").with_code(code)));
+        assert!(super::is_gone(&api(404)));
+        assert!(!super::is_gone(&api(403)));
+        let empty = serde_json::from_str::<serde_json::Value>("").unwrap_err();
+        assert!(super::is_gone(&kube::Error::SerdeError(empty)));
+    }
+
     use super::*;
 
     #[test]

@@ -305,8 +305,15 @@ impl Controller {
 
     /// Maps a watch change to the parents it concerns.
     fn route(&self, change: &Change) {
-        // Parents that look the object up by name, or wait for the name it holds.
-        for obj in std::iter::once(&change.object).chain(change.old.iter()) {
+        let rules: Vec<Arc<ActiveRule>> = self.rules_read().values().cloned().collect();
+        // Parents that look the object up by name, or wait for the name it holds (a child's):
+        // only objects of a looked-up or child kind can be either, so the busiest events (a
+        // related kind's, such as Pods) skip the index.
+        let named = rules.iter().any(|r| {
+            r.children.contains(&change.kind) || r.lookups.iter().any(|(gk, _)| gk == &change.kind)
+        });
+        let objects = std::iter::once(&change.object).chain(change.old.iter());
+        for obj in objects.filter(|_| named) {
             for (rule, (namespace, name)) in self.routes().by_name(&change.kind, obj) {
                 self.queue.add(Key {
                     rule,
@@ -315,7 +322,6 @@ impl Controller {
                 });
             }
         }
-        let rules: Vec<Arc<ActiveRule>> = self.rules_read().values().cloned().collect();
         for rule in rules {
             let name = &rule.rule().name;
             if rule.parent == change.kind {
