@@ -9,7 +9,7 @@ use super::gate::Snapshot;
 use super::observe::conflicts_of;
 use super::observe::{Observation, RuleKinds, observe, plan_observed};
 use super::queue::{Key, Outcome};
-use super::routes::{Facet, Interest};
+use super::routes::Facet;
 use super::{ActiveRule, Controller};
 use crate::apply::Target;
 use crate::cache::Cached;
@@ -167,11 +167,7 @@ impl Controller {
         if let Some(selectors) = seen.selectors.take() {
             self.record_selectors(rule, parent.key(), selectors);
         }
-        if let Some(routed) = seen.routed.take() {
-            let lookups = routed
-                .into_iter()
-                .map(|(kind, namespace, name)| Interest::Object(kind, namespace, name))
-                .collect();
+        if let Some(lookups) = seen.take_lookup_interests() {
             self.routes().set(
                 Facet::Lookups,
                 (compiled.name.clone(), parent.key()),

@@ -15,6 +15,7 @@ mod examples_a;
 mod examples_b;
 mod language;
 mod lifecycle;
+mod lookups;
 mod operators;
 mod ownership;
 mod rbac;

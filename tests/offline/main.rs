@@ -11,6 +11,7 @@ mod check_resource;
 mod golden;
 mod plan_language;
 mod plan_lifecycle;
+mod plan_lookups;
 mod plan_steps;
 mod plan_uptodate;
 mod template_values;

@@ -79,10 +79,19 @@ pub struct ReplicasTemplates {
 /// `spec.lookups[i]`.
 #[derive(Debug, Clone, Copy)]
 pub struct LookupTemplates {
-    /// `objectName`.
-    pub object_name: TemplateId,
+    /// `objectName` or `objectNames`.
+    pub names: LookupNames,
     /// `namespace`.
     pub namespace: Option<TemplateId>,
+}
+
+/// What a lookup names: one object, or a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupNames {
+    /// `objectName`: a template rendering one name.
+    One(TemplateId),
+    /// `objectNames`: an expression giving a list of names.
+    Many(ExprId),
 }
 
 /// `spec.status.ready` or `spec.status.conditions[i]`.
@@ -191,7 +200,10 @@ mod tests {
         }
         out.extend(c.related.iter().flatten().map(|&(_, id)| t.name(id)));
         for l in &c.lookups {
-            out.push(t.name(l.object_name));
+            out.push(match l.names {
+                super::LookupNames::One(id) => t.name(id),
+                super::LookupNames::Many(id) => t.name(id),
+            });
             out.extend(l.namespace.map(|n| t.name(n)));
         }
         out.extend(c.status_fields.values().map(|&f| t.name(f)));
@@ -220,6 +232,8 @@ mod tests {
             "tests/rules/language/crew.yaml",
             "tests/rules/soak/bundle.yaml",
             "examples/tenant/rule.yaml",
+            // A lookup over a list (`objectNames`).
+            "examples/reloader/rule.yaml",
         ] {
             paths.push(root.join(more));
         }

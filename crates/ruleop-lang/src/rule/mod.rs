@@ -18,7 +18,7 @@ pub use crate::template::Limits;
 pub use compile::{CompiledRule, compile};
 pub use compile_language::ON_FAILURE_PATH;
 pub use compiled::{
-    ChildTemplates, CleanupTemplates, Compiled, ConditionTemplates, ForEachTemplates,
+    ChildTemplates, CleanupTemplates, Compiled, ConditionTemplates, ForEachTemplates, LookupNames,
     LookupTemplates, ReplicasTemplates, ValidateTemplates,
 };
 pub use crd_spec::CrdSpec;
