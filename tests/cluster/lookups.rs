@@ -7,7 +7,7 @@ use crate::support;
 use std::time::Duration;
 
 use support::examples::{assert_passes_offline, read, rule_file};
-use support::operator::{Operator, jsonpath, ready, ruleop};
+use support::operator::{Operator, jsonpath, ready, root, ruleop};
 use support::{TestEnv, audit, kubectl_with_input, wait_for};
 
 const T: Duration = Duration::from_secs(90);
@@ -16,6 +16,11 @@ const LISTED: [&str; 3] = ["web-settings", "web-features", "shared-banner"];
 #[test]
 fn reloader_example_passes_check_and_its_rule_tests() {
     assert_passes_offline("reloader");
+    let docs = std::fs::read_to_string(root().join("docs/rules.md")).unwrap();
+    assert!(
+        docs.contains("| `reloader` (") && docs.contains("objectNames"),
+        "docs/rules.md does not describe list lookups or what examples/reloader cannot express"
+    );
 }
 
 /// Installs the CRD that `ruleop crd` generates from the example's `spec.crd`.
@@ -173,4 +178,5 @@ async fn editing_any_listed_configmap_rolls_the_deployment_once() {
         ready(&env, "reloadedapp", "web").0 == "True" && hash() != *hashes.last().unwrap()
     })
     .await;
+    audit::assert_no_writes("idle again", Duration::from_secs(6), |w| w.namespace == ns).await;
 }
