@@ -151,3 +151,78 @@ pub(crate) fn validate(rule: &CompiledRule, index: usize, parent: &cel::Value) -
     let check = rule.compiled.cel.validate.get(index)?;
     run(rule, check, parent, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Input, plan};
+
+    fn rule(body: &str) -> CompiledRule {
+        let source = format!(
+            "apiVersion: ruleop.dev/v1alpha1\nkind: Rule\nmetadata: {{name: r}}\nspec:\n  parent: {{apiVersion: shop.example.com/v1, kind: Box}}\n{body}"
+        );
+        ruleop_lang::load::parse_rule(std::path::Path::new("r.yaml"), &source).unwrap()
+    }
+
+    fn failure(rule: &CompiledRule, spec: Json) -> Option<Failure> {
+        let parent = json!({"apiVersion": "shop.example.com/v1", "kind": "Box",
+            "metadata": {"name": "b", "namespace": "default", "uid": "u", "generation": 1}, "spec": spec});
+        let now = "2024-01-01T00:00:00Z".parse().unwrap();
+        let input = Input {
+            parent: &parent,
+            observed: &[],
+            now,
+            schemas: None,
+        };
+        plan(rule, input).failure
+    }
+
+    #[test]
+    fn json_becomes_cel_values_of_the_same_types() {
+        assert_eq!(to_value(&json!(3)), cel::Value::Int(3));
+        assert_eq!(to_value(&json!(u64::MAX)), cel::Value::UInt(u64::MAX));
+        assert_eq!(to_value(&json!(1.5)), cel::Value::Float(1.5));
+        assert_eq!(to_value(&json!(null)), cel::Value::Null);
+    }
+
+    #[test]
+    fn a_failing_check_fails_the_plan_with_its_reason_and_message() {
+        let r = rule(concat!(
+            "  validate:\n",
+            "    - cel: self.spec.size <= 10\n",
+            "      message: too big\n",
+            "      messageExpression: \"'size ' + string(self.spec.size) + ' is over 10'\"\n",
+            "      reason: TooBig\n",
+            "    - cel: self.spec.size == oldSelf.spec.size\n      message: immutable\n",
+        ));
+        assert!(
+            failure(&r, json!({"size": 3})).is_none(),
+            "transition rules are skipped"
+        );
+        let f = failure(&r, json!({"size": 11})).unwrap();
+        assert_eq!(
+            (f.reason.as_str(), f.message.as_str()),
+            ("TooBig", "size 11 is over 10")
+        );
+        // Absent: the rule cannot evaluate, which is the rule's fault, located.
+        let f = failure(&r, json!({})).unwrap();
+        assert_eq!(f.reason, reason::RENDER_FAILED);
+        assert!(f.message.starts_with("r.yaml:7:"), "{}", f.message);
+    }
+
+    #[test]
+    fn field_rules_run_where_the_field_is_set_and_say_its_path() {
+        let r = rule(concat!(
+            "  crd:\n    spec:\n",
+            "      tags:\n        type: array\n        items:\n          type: string\n",
+            "          validations: [{rule: \"self.startsWith('t-')\", message: a tag starts with t-}]\n",
+        ));
+        assert!(failure(&r, json!({})).is_none());
+        assert!(failure(&r, json!({"tags": ["t-a", "t-b"]})).is_none());
+        let f = failure(&r, json!({"tags": ["t-a", "b"]})).unwrap();
+        assert_eq!(f.reason, reason::VALIDATION_FAILED);
+        assert_eq!(f.message, "spec.tags[1]: a tag starts with t-");
+    }
+}
