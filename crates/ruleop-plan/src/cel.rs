@@ -185,6 +185,12 @@ mod tests {
         assert_eq!(to_value(&json!(u64::MAX)), cel::Value::UInt(u64::MAX));
         assert_eq!(to_value(&json!(1.5)), cel::Value::Float(1.5));
         assert_eq!(to_value(&json!(null)), cel::Value::Null);
+        // Numbers compare across int, uint and double, as in the API server's CEL.
+        let r = rule(
+            "  validate:\n    - {cel: 'self.spec.ratio > 0 && self.spec.n < 2.5', message: m}\n",
+        );
+        assert!(failure(&r, json!({"ratio": 0.5, "n": 2})).is_none());
+        assert!(failure(&r, json!({"ratio": 0.0, "n": 2})).is_some());
     }
 
     #[test]
