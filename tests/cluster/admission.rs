@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 use support::examples::{assert_passes_offline, rule_file};
-use support::operator::{root, ruleop};
-use support::{TestEnv, kubectl_with_input, try_kubectl, wait_for_ok};
+use support::operator::{Operator, jsonpath, root, ruleop};
+use support::{TestEnv, kubectl_with_input, try_kubectl, wait_for, wait_for_ok};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -103,6 +103,12 @@ async fn a_generated_crd_refuses_bad_resources_with_the_rules_message() {
     let stored = env.get("webapp.examples.ruleop.dev", "shop").unwrap();
     assert_eq!(stored["spec"]["tier"], "frontend");
     assert_eq!(stored["spec"]["replicas"], 3);
+    // The operator runs what was admitted.
+    let _op = Operator::start_with_rules(&env.ns, &rule, &[]);
+    wait_for("the WebApp's Deployment", T, || async {
+        jsonpath(&env, "deployment", "shop", "{.spec.replicas}") == "3"
+    })
+    .await;
 }
 
 fn config_map(name: &str, data: Json) -> Json {
