@@ -5,6 +5,7 @@
 #[path = "../support/cli.rs"]
 mod cli;
 
+mod admission;
 mod check_crd;
 mod check_errors;
 mod check_resource;

@@ -5,6 +5,7 @@
 //! It sits on the schema model (`ruleop-schema`) and knows nothing of plans, the API client
 //! or an async runtime (see ARCHITECTURE.md).
 
+pub mod cel;
 pub mod check;
 pub mod crd;
 pub mod load;

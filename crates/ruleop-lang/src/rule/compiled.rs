@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::cel::CelRules;
 use crate::template::{ExprId, TemplateId};
 
 /// Every compiled template and expression of a rule, as handles.
@@ -32,15 +33,22 @@ pub struct Compiled {
     pub conditions: Vec<ConditionTemplates>,
     /// `spec.finalizer.cleanup[i]`.
     pub cleanup: Vec<CleanupTemplates>,
+    /// The CEL checks of `spec.validate` and of `spec.crd` fields.
+    pub cel: CelRules,
 }
 
 /// `spec.validate[i]`.
 #[derive(Debug, Clone, Copy)]
-pub struct ValidateTemplates {
-    /// `rule`.
-    pub rule: ExprId,
-    /// `message`.
-    pub message: TemplateId,
+pub enum ValidateTemplates {
+    /// A Jinja check.
+    Jinja {
+        /// `rule`.
+        rule: ExprId,
+        /// `message`.
+        message: TemplateId,
+    },
+    /// A CEL check: its index in [`Compiled::cel`]`.validate`.
+    Cel(usize),
 }
 
 /// `spec.children[i]`.
@@ -127,6 +135,7 @@ pub(super) struct Draft {
     pub(super) ready: Option<Option<ConditionTemplates>>,
     pub(super) conditions: Vec<Option<ConditionTemplates>>,
     pub(super) cleanup: Vec<Option<CleanupTemplates>>,
+    pub(super) cel: CelRules,
 }
 
 impl Draft {
@@ -153,6 +162,7 @@ impl Draft {
             ready: self.ready?,
             conditions: self.conditions.into_iter().collect::<Option<_>>()?,
             cleanup: self.cleanup.into_iter().collect::<Option<_>>()?,
+            cel: self.cel,
         })
     }
 }
@@ -183,7 +193,9 @@ mod tests {
         out.extend(c.macros.map(|m| t.name(m)));
         out.extend(c.values.iter().map(|&v| t.name(v)));
         for v in &c.validate {
-            out.extend([t.name(v.rule), t.name(v.message)]);
+            if let super::ValidateTemplates::Jinja { rule, message } = *v {
+                out.extend([t.name(rule), t.name(message)]);
+            }
         }
         for ch in &c.children {
             out.push(t.name(ch.template));
