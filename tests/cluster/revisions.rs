@@ -340,3 +340,61 @@ async fn revisions_are_recorded_pinned_and_numbered_on() {
     drop(op);
     cleanup();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_edit_through_the_configmap_is_a_refused_revision() {
+    support::install_crds_at(&root().join(CRD));
+    support::install_crds_at(&root().join("tests/rules/revisions/crds"));
+    let env = TestEnv::new("e2e-revisions-cm").await;
+    let rule = format!("shelf-{}", unique_suffix());
+    let v1 = std::fs::read_to_string(root().join("tests/rules/revisions/shelf.yaml"))
+        .unwrap()
+        .replace("name: shelf\n", &format!("name: {rule}\n"));
+    let write_cm = |content: &str| {
+        let mut cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rules"}, "data": {}});
+        cm["data"]["shelf.yaml"] = content.into();
+        env.apply_yaml(&serde_json::to_string(&cm).unwrap());
+    };
+    write_cm(&v1);
+    let empty = tempfile::tempdir().unwrap();
+    let source = format!("{}/rules", env.ns);
+    let op = Operator::start_with_rules(
+        &env.ns,
+        empty.path(),
+        &["--revisions=true", "--rules-configmap", &source],
+    );
+    let (r1, r2) = (format!("{rule}-1"), format!("{rule}-2"));
+    wait_for("revision 1 Active", T, || async { shows(&r1, "Active", 0) }).await;
+    write_cm(&v1.replace("edition: \"1\"", "edition: {{ oops"));
+    wait_for("revision 2 Refused", T, || async {
+        revision(&r2).is_some_and(|r| r["status"]["state"] == "Refused")
+    })
+    .await;
+    let rev2 = revision(&r2).unwrap();
+    let message = condition(&rev2, "Accepted")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let located = format!("configmap/{}/rules/shelf.yaml:", env.ns);
+    assert!(message.starts_with(&located), "{message}");
+    assert_eq!(
+        rev2["spec"]["source"],
+        format!("configmap/{}/rules/shelf.yaml", env.ns)
+    );
+    assert!(shows(&r1, "Active", 0), "{:?}", revision(&r1));
+    assert!(
+        op.http_get("/readyz").contains("200 OK"),
+        "/readyz stays ok"
+    );
+    drop(op);
+    let _ = try_kubectl(
+        &[
+            "delete",
+            "rulerevisions.ruleop.dev",
+            "-l",
+            &format!("ruleop.dev/rule={rule}"),
+            "--wait=false",
+        ],
+        None,
+    );
+}
