@@ -77,6 +77,9 @@ pub enum RevisionError {
         /// The located errors, one a line.
         errors: String,
     },
+    /// The API server did not answer whether it serves RuleRevisions.
+    #[error("cannot tell whether RuleRevisions are served")]
+    Unavailable,
     /// No such revision.
     #[error("rule {rule} has no revision {number}")]
     Missing {
@@ -194,6 +197,10 @@ impl Revisions {
             intents.push((r.rule.name.clone(), Intent::Removed));
         }
         let mut state = self.state.lock().await;
+        // Once per reload while they are off (no CRD, no RBAC): they may have been installed.
+        if !self.probe(&mut state).await && state.on == Some(false) {
+            return;
+        }
         for (name, intent) in intents {
             // A newer intent for a rule supersedes one still pending.
             state.pending.retain(|(n, _)| n != &name);
@@ -290,12 +297,9 @@ impl Revisions {
         intent: &Intent,
     ) -> Result<(), RevisionError> {
         if !self.probe(state).await {
-            // Off (no CRD, no RBAC: not retried until the next reload) or not answered
-            // (`on` still unknown: the intent waits for the next flush).
-            return Err(RevisionError::Missing {
-                rule: rule.into(),
-                number: 0,
-            });
+            // Off (no CRD, no RBAC: asked again on the next reload) or not answered (`on`
+            // still unknown: the intent waits for the next flush).
+            return Err(RevisionError::Unavailable);
         }
         let history = self.history(state, rule).await?;
         match intent {

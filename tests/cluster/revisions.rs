@@ -99,13 +99,15 @@ fn metadata_writes(mark: &audit::Mark, env: &TestEnv) -> Vec<audit::Write> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revisions_are_recorded_pinned_and_numbered_on() {
-    // The CRD passes a server-side dry run, then is installed for real.
+    // The CRD is installed (once per run, shared with the other test here), and passes a
+    // server-side dry run (after the install: a dry-run create racing the other test's
+    // install would find it existing).
+    support::install_crds_at(&root().join(CRD));
     let dry = support::kubectl_with_input(
         &["apply", "--dry-run=server", "-f", "-"],
         Some(&std::fs::read_to_string(root().join(CRD)).unwrap()),
     );
     assert!(dry.contains("(server dry run)"), "{dry}");
-    support::install_crds_at(&root().join(CRD));
     support::install_crds_at(&root().join("tests/rules/revisions/crds"));
     let env = TestEnv::new("e2e-revisions").await;
     // A rule name of this run only: RuleRevisions are cluster-scoped.
