@@ -82,6 +82,9 @@ impl Revisions {
         }
         let mut keep: BTreeSet<u64> = in_use;
         keep.extend(history.active);
+        // A compiled rule is kept while a parent may be planned with it (the active revision,
+        // or one a parent is still on); a later need rebuilds it from its stored text.
+        history.compiled.retain(|n, _| keep.contains(n));
         for n in prune(&numbers, self.limit, &keep) {
             let Some(stored) = history.stored.get(&n) else {
                 continue;

@@ -16,8 +16,10 @@
 //!
 //! ## Kept for a staged rollout (design)
 //!
-//! The compiled rule of every accepted revision loaded by this process is kept by number
-//! ([`Revisions::compiled`]); a revision only in the cluster (after a restart or a leader
+//! The compiled rule of each accepted revision loaded by this process is kept by number while
+//! a parent may be planned with it (the active revision, or one a parent is labelled with:
+//! with `Immediate`, only the active one once every parent moved), see
+//! [`Revisions::compiled`]; a revision only in the cluster (after a restart or a leader
 //! change) is rebuilt from its stored text ([`ruleop_lang::revision::rebuild`], checked
 //! against its hash). A rollout's progress must not live in memory: which parents are on
 //! which revision is their `ruleop.dev/revision` label (written before their children), and
@@ -114,7 +116,7 @@ struct History {
     active: Option<u64>,
     /// Whether the rule is loaded (counted and pruned).
     loaded: bool,
-    /// Compiled rules of accepted revisions this process loaded.
+    /// Compiled rules of accepted revisions, while a parent may be planned with them.
     compiled: BTreeMap<u64, Arc<CompiledRule>>,
 }
 
