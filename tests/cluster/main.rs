@@ -21,5 +21,6 @@ mod operators;
 mod ownership;
 mod rbac;
 mod reload;
+mod revisions;
 mod ship;
 mod uptodate;

@@ -11,6 +11,7 @@ pub mod crd;
 pub mod load;
 pub mod manifests;
 pub mod reason;
+pub mod revision;
 pub mod rule;
 pub mod ruleset;
 pub mod template;
