@@ -202,7 +202,9 @@ impl Controller {
         };
         if let Some(cache) = self.cache(&active.parent) {
             for p in cache.list(None) {
-                self.queue.add(key_for(rule, &p));
+                if super::select::enqueued_at_start(&active, &p) {
+                    self.queue.add(key_for(rule, &p));
+                }
             }
         }
     }

@@ -19,5 +19,6 @@ mod operators;
 mod ownership;
 mod rbac;
 mod reload;
+mod selectors;
 mod ship;
 mod uptodate;

@@ -13,5 +13,6 @@ mod plan_language;
 mod plan_lifecycle;
 mod plan_steps;
 mod plan_uptodate;
+mod selectors;
 mod template_values;
 mod testkit;
