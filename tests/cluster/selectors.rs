@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::examples::{assert_passes_offline, read, rule_file};
 use support::operator::{Operator, jsonpath, ready};
-use support::{Scope, TestEnv, audit, live_uids, wait_for};
+use support::{Scope, TestEnv, audit, live_uids, wait_for, wait_for_ok};
 
 const T: Duration = Duration::from_secs(90);
 const IDLE: Duration = Duration::from_secs(6);
@@ -50,7 +50,7 @@ fn the_service_per_pod_example_passes_offline() {
 async fn annotated_statefulsets_only_and_removing_the_annotation_releases_exactly_that_one() {
     let env = TestEnv::new("sel-ann").await;
     let start = audit::Mark::now();
-    let _op = Operator::start_with_rules(&env.ns, &rule_file("service-per-pod"), &[]);
+    let op = Operator::start_with_rules(&env.ns, &rule_file("service-per-pod"), &[]);
     let annotated = "  annotations: {service-per-pod-label: statefulset.kubernetes.io/pod-name}\n";
     env.apply_yaml(&read("service-per-pod", "sample.yaml"));
     env.apply_yaml(&statefulset("other", 1, annotated));
@@ -78,6 +78,29 @@ async fn annotated_statefulsets_only_and_removing_the_annotation_releases_exactl
         "8080"
     );
     audit::assert_no_writes("converged", IDLE, |w| w.namespace == env.ns).await;
+
+    // Edits of the unannotated StatefulSet queue nothing: no reconcile at all (the planner
+    // would plan nothing for it either, so only the count of reconciles can tell).
+    let reconciles = || op.counter("ruleop_reconciles_total", "rule=\"service-per-pod\"");
+    let quiet = wait_for_ok("no reconcile for 2s", T, || async {
+        let before = reconciles();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = reconciles();
+        if before == after {
+            Ok(after)
+        } else {
+            Err(format!("{before} -> {after}"))
+        }
+    })
+    .await;
+    env.kubectl(&["annotate", "statefulset", "plain", "example.com/touched=1"]);
+    env.kubectl(&["label", "statefulset", "plain", "touched=yes"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        reconciles(),
+        quiet,
+        "an unselected StatefulSet was reconciled"
+    );
 
     // Removing the annotation releases nginx alone: finalizer and condition gone, its
     // Services deleted (`onRelease: DeleteChildren`); `other` is not written.
