@@ -193,6 +193,10 @@ impl Controller {
         tracing::info!(rule = %name, file = %loaded.path.display(), hash = %loaded.hash, "rule active");
         // Parents already cached (kind shared with an earlier rule) need a first reconcile.
         self.enqueue_all(&name);
+        if loaded.rule.spec.parent.selector.is_some() {
+            let this = self.clone();
+            tokio::spawn(async move { this.sweep_unselected(&name).await });
+        }
     }
 
     /// Reconciles every parent of a rule.

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::Value as Json;
 
 use super::queue::{Key, Outcome};
@@ -176,6 +177,67 @@ impl Controller {
             result: "ok",
             reason: None,
         })
+    }
+
+    /// At a rule's start, finds the parents its label selector does not select that still
+    /// carry something of ruleop's (they stopped matching while ruleop was not running, or
+    /// an edited rule selects differently): the selecting watch never shows them. One list
+    /// per requirement, each of the objects failing it; each found parent is queued and
+    /// released as any dropped one. A rule whose parents are watched whole needs none of
+    /// this: its start queues every parent holding something.
+    pub(super) async fn sweep_unselected(&self, name: &str) {
+        let Some(rule) = self.rules_read().get(name).cloned() else {
+            return;
+        };
+        let Some(selector) = rule.rule().spec.parent.selector.clone() else {
+            return;
+        };
+        let Some(cache) = self.cache(&rule.parent) else {
+            return;
+        };
+        if cache.label_selector.is_none() {
+            return;
+        }
+        let apis: Vec<Api<DynamicObject>> =
+            if self.config.namespaces.is_empty() || !cache.namespaced {
+                vec![Api::all_with(self.client.clone(), &cache.resource)]
+            } else {
+                self.config
+                    .namespaces
+                    .iter()
+                    .map(|ns| self.actor.api(&cache, ns))
+                    .collect()
+            };
+        for api in &apis {
+            for query in selector.negations() {
+                let mut params = ListParams::default().labels(&query).limit(500);
+                loop {
+                    let page = match api.list(&params).await {
+                        Ok(page) => page,
+                        Err(e) => {
+                            tracing::warn!(rule = %name, error = %e, "cannot list parents the selector no longer selects; those stay unreleased until they match again");
+                            break;
+                        }
+                    };
+                    for o in page.items {
+                        let parent = serde_json::to_value(o).unwrap_or(Json::Null);
+                        if holds_something(&rule, &parent) {
+                            self.queue.add(Key {
+                                rule: name.to_string(),
+                                namespace: meta::namespace(&parent).to_string(),
+                                name: meta::name(&parent).to_string(),
+                            });
+                        }
+                    }
+                    match page.metadata.continue_ {
+                        Some(token) if !token.is_empty() => {
+                            params = params.continue_token(&token);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }
     }
 
     /// Deletes the children `rule` rendered for the parent with `uid` (`onRelease:

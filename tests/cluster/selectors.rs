@@ -172,18 +172,24 @@ async fn a_label_selector_is_sent_with_the_watch_and_release_keeps_children() {
     let rule = dir.path().join("rule.yaml");
     std::fs::write(&rule, LABEL_RULE).unwrap();
     let start = audit::Mark::now();
-    let op = Operator::start_with_rules(&env.ns, &rule, &[]);
+    let mut op = Operator::start_with_rules(&env.ns, &rule, &[]);
     let labelled = "  labels: {example.com/config: \"yes\"}\n";
     env.apply_yaml(&statefulset("a", 1, labelled));
     env.apply_yaml(&statefulset("b", 1, labelled));
+    env.apply_yaml(&statefulset("c", 1, labelled));
     env.apply_yaml(&statefulset("plain", 1, ""));
     let configs = || names(&env, "configmaps", "ruleop.dev/rule=sel-label");
+    let all = [
+        "ConfigMap/a-config",
+        "ConfigMap/b-config",
+        "ConfigMap/c-config",
+    ];
 
     wait_for("ConfigMaps of the labelled StatefulSets", T, || async {
-        configs() == ["ConfigMap/a-config", "ConfigMap/b-config"]
+        configs() == all
     })
     .await;
-    for name in ["a", "b"] {
+    for name in ["a", "b", "c"] {
         wait_for("Ready and the finalizer", T, || async {
             ready(&env, "statefulset", name).0 == "True"
                 && finalizers(&env, name).contains("ruleop.dev/cleanup")
@@ -206,7 +212,7 @@ async fn a_label_selector_is_sent_with_the_watch_and_release_keeps_children() {
         finalizers(&env, "a").is_empty() && ready(&env, "statefulset", "a").0.is_empty()
     })
     .await;
-    assert_eq!(configs(), ["ConfigMap/a-config", "ConfigMap/b-config"]);
+    assert_eq!(configs(), all);
     assert!(env.get("statefulset", "a").is_some(), "a is not deleted");
     let b = writes_to(&before, &env, "b");
     assert!(b.is_empty(), "{}", audit::describe(&b));
@@ -226,4 +232,17 @@ async fn a_label_selector_is_sent_with_the_watch_and_release_keeps_children() {
         env.get("statefulset", "b").is_none()
     })
     .await;
+
+    // `c` loses its label while ruleop is stopped: the selecting watch of the next start
+    // never shows it, so the start looks for such parents and releases it.
+    op.stop();
+    env.kubectl(&["label", "statefulset", "c", "example.com/config-"]);
+    let _op = Operator::start_with_rules(&env.ns, &rule, &[]);
+    wait_for("c released at start", T, || async {
+        finalizers(&env, "c").is_empty() && ready(&env, "statefulset", "c").0.is_empty()
+    })
+    .await;
+    audit::assert_no_writes("restarted", IDLE, |w| w.namespace == env.ns).await;
+    let plain = writes_to(&start, &env, "plain");
+    assert!(plain.is_empty(), "{}", audit::describe(&plain));
 }

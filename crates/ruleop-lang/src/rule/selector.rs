@@ -126,6 +126,22 @@ impl LabelSelector {
         unmet(&self.match_labels, &self.match_expressions, label).is_none()
     }
 
+    /// One `labelSelector` query per requirement, each selecting the objects that fail it:
+    /// together (their union) exactly the objects the selector does not select.
+    pub fn negations(&self) -> Vec<String> {
+        let exact = self.match_labels.iter().map(|(k, v)| format!("{k}!={v}"));
+        let expressions = self.match_expressions.iter().map(|r| {
+            let values = r.values.join(",");
+            match r.operator {
+                Operator::In => format!("{} notin ({values})", r.key),
+                Operator::NotIn => format!("{} in ({values})", r.key),
+                Operator::Exists => format!("!{}", r.key),
+                Operator::DoesNotExist => r.key.clone(),
+            }
+        });
+        exact.chain(expressions).collect()
+    }
+
     /// The selector in the API server's `labelSelector` query syntax; `None` when empty.
     pub fn to_query(&self) -> Option<String> {
         let parts: Vec<String> = self

@@ -97,6 +97,11 @@ fn selectors_parse_and_match_labels_and_annotations() {
         p.selector.as_ref().unwrap().to_query().as_deref(),
         Some("tier=web,env in (prod,staging),!legacy")
     );
+    // The complement, one query per requirement.
+    assert_eq!(
+        p.selector.as_ref().unwrap().negations(),
+        ["tier!=web", "env notin (prod,staging)", "legacy"]
+    );
 }
 
 #[test]
@@ -133,6 +138,10 @@ fn exact_annotations_and_not_in() {
     assert_eq!(
         p.selector.as_ref().unwrap().to_query().as_deref(),
         Some("example.com/team notin (a),example.com/team")
+    );
+    assert_eq!(
+        p.selector.as_ref().unwrap().negations(),
+        ["example.com/team in (a)", "!example.com/team"]
     );
 }
 
