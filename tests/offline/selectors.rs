@@ -71,6 +71,23 @@ fn render_of_an_unselected_parent_says_so_and_plans_nothing() {
 }
 
 #[test]
+fn check_resource_of_an_unselected_parent_says_not_selected() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = sample_with(dir.path(), "{other: x}");
+    let (ok, lines) = cli::ruleop_lines(&["check", &example("rule.yaml"), "--resource", &plain]);
+    assert!(ok, "{lines:#?}");
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("note  ")
+            && last.ends_with(
+                "StatefulSet nginx: not selected (annotation service-per-pod-label present \
+                 required by spec.parent.annotationSelector); not checked"
+            ),
+        "{lines:#?}"
+    );
+}
+
+#[test]
 fn a_test_expecting_the_wrong_selection_fails_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let tests = dir.path().join("tests");
