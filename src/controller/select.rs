@@ -168,7 +168,10 @@ impl Controller {
                     });
                 }
             };
-            if let Err(e) = self.actor.set_finalizer(&api, &current, false).await {
+            // A release queued twice (the status write's own event) finds it gone already.
+            if meta::has_finalizer(&current, meta::FINALIZER)
+                && let Err(e) = self.actor.set_finalizer(&api, &current, false).await
+            {
                 return fail(e);
             }
         }

@@ -114,6 +114,12 @@ async fn annotated_statefulsets_only_and_removing_the_annotation_releases_exactl
     .await;
     let other = writes_to(&before, &env, "other");
     assert!(other.is_empty(), "{}", audit::describe(&other));
+    // Released once: ruleop's status removed, then its finalizer; nothing more.
+    let released: Vec<String> = writes_to(&before, &env, "nginx")
+        .iter()
+        .map(|w| format!("{} {}", w.verb, w.subresource))
+        .collect();
+    assert_eq!(released, ["patch status", "patch "], "writes to nginx");
     assert_eq!(ready(&env, "statefulset", "other").0, "True");
     audit::assert_no_writes("released", IDLE, |w| w.namespace == env.ns).await;
 
@@ -214,6 +220,11 @@ async fn a_label_selector_is_sent_with_the_watch_and_release_keeps_children() {
     .await;
     assert_eq!(configs(), all);
     assert!(env.get("statefulset", "a").is_some(), "a is not deleted");
+    let released: Vec<String> = writes_to(&before, &env, "a")
+        .iter()
+        .map(|w| format!("{} {}", w.verb, w.subresource))
+        .collect();
+    assert_eq!(released, ["patch status", "patch "], "writes to a");
     let b = writes_to(&before, &env, "b");
     assert!(b.is_empty(), "{}", audit::describe(&b));
     audit::assert_no_writes("released", IDLE, |w| w.namespace == env.ns).await;
