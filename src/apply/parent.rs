@@ -154,6 +154,16 @@ impl Actor {
         Ok(())
     }
 
+    /// Removes ruleop's part of `parent`'s status (its conditions and fields): an apply of
+    /// an empty status drops every field ruleop's earlier applies owned, and no other.
+    pub async fn clear_status(
+        &self,
+        api: &Api<DynamicObject>,
+        parent: &Json,
+    ) -> Result<(), ActError> {
+        self.write_status(api, parent, &json!({})).await
+    }
+
     /// The conditions ruleop last wrote to `parent`'s status, while its cached copy does not
     /// show them yet (once it does they are forgotten).
     pub(super) fn written_conditions(&self, parent: &Json) -> Option<Json> {

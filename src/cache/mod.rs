@@ -134,6 +134,10 @@ pub struct KindCache {
     pub managed_only: bool,
     /// Whether only objects' metadata is watched (kinds no rule reads more of).
     pub metadata_only: bool,
+    /// The label selector sent with the watch (a parent kind every rule using it selects
+    /// by the same labels): objects outside it are never cached, and one that stops matching
+    /// arrives as a deletion although it still exists.
+    pub label_selector: Option<String>,
     inner: RwLock<Inner>,
     /// Whether every scope has listed once; watchable so reconciles can wait for it.
     synced: tokio::sync::watch::Sender<bool>,
@@ -156,6 +160,7 @@ impl KindCache {
             namespaced,
             managed_only,
             metadata_only: false,
+            label_selector: None,
             inner: RwLock::default(),
             synced: tokio::sync::watch::Sender::new(false),
             synced_scopes: std::sync::Mutex::new(0),
@@ -166,6 +171,12 @@ impl KindCache {
     /// The same cache, watching only its objects' metadata when `metadata_only`.
     pub fn with_metadata_only(mut self, metadata_only: bool) -> Self {
         self.metadata_only = metadata_only;
+        self
+    }
+
+    /// The same cache, watching only objects matching `selector` (API server syntax).
+    pub fn with_label_selector(mut self, selector: Option<String>) -> Self {
+        self.label_selector = selector;
         self
     }
 

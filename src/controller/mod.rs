@@ -11,6 +11,7 @@ mod reconcile;
 pub mod routes;
 mod rules;
 pub mod schemas;
+mod select;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -263,6 +264,7 @@ impl Controller {
     fn ensure_watch(self: &Arc<Self>, r: Resolved) {
         let managed_only = !self.needs_all_objects(&r.gk);
         let metadata_only = !managed_only && !self.needs_bodies(&r.gk);
+        let selector = self.watch_selector(&r.gk);
         let mut caches = self
             .caches
             .write()
@@ -270,7 +272,7 @@ impl Controller {
         if let Some(existing) = caches.get(&r.gk) {
             let all_objects = !existing.cache.managed_only || managed_only;
             let bodies = !existing.cache.metadata_only || metadata_only;
-            if all_objects && bodies {
+            if all_objects && bodies && existing.cache.label_selector == selector {
                 return;
             }
             // A kind watched for ruleop's children only, or for metadata only, is now needed
@@ -290,10 +292,11 @@ impl Controller {
                 managed_only,
                 scopes.len(),
             )
-            .with_metadata_only(metadata_only),
+            .with_metadata_only(metadata_only)
+            .with_label_selector(selector.clone()),
         );
         let cancel = self.cancel.child_token();
-        tracing::info!(kind = %r.gk, managed_only, metadata_only, "watching");
+        tracing::info!(kind = %r.gk, managed_only, metadata_only, selector = selector.as_deref().unwrap_or(""), "watching");
         for scope in scopes {
             tokio::spawn(cache::watch(
                 self.client.clone(),
@@ -329,7 +332,7 @@ impl Controller {
         }
         for rule in rules {
             let name = &rule.rule().name;
-            if rule.parent == change.kind {
+            if rule.parent == change.kind && select::routes_parent(&rule, change) {
                 self.queue.add(key_for(name, &change.object));
             }
             if rule.children.contains(&change.kind) {
@@ -339,7 +342,9 @@ impl Controller {
                         .filter(|_| obj.label(meta::RULE_LABEL) == Some(name.as_str()));
                     // A child whose labels were removed is still found by its controller.
                     for uid in labelled.into_iter().chain(obj.controller()) {
-                        if let Some(parent) = self.cache(&rule.parent).and_then(|c| c.by_uid(uid)) {
+                        if let Some(parent) = self.cache(&rule.parent).and_then(|c| c.by_uid(uid))
+                            && select::governs(&rule, &parent)
+                        {
                             self.queue.add(key_for(name, &parent));
                         }
                     }

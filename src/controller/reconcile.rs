@@ -70,12 +70,21 @@ impl Controller {
         let caches = self.admit(&rule, key)?;
         let parent_cache = caches.get(&rule.parent)?.clone();
         let Some(cached_parent) = parent_cache.get(&key.namespace, &key.name) else {
+            // A selecting watch drops a parent that lost its label as if it were deleted.
+            if parent_cache.label_selector.is_some() {
+                return self.release_unselected(&rule, key, None).await;
+            }
             self.queue.forget(key);
             self.forget_outcome(key);
             self.routes()
                 .remove(&(key.rule.clone(), (key.namespace.clone(), key.name.clone())));
             return None;
         };
+        if !super::select::governs(&rule, &cached_parent) {
+            return self
+                .release_unselected(&rule, key, Some(cached_parent))
+                .await;
+        }
         let now = Timestamp::now();
         // Renders run on the blocking pool, never on the runtime's thread: a rule whose
         // templates keep a core busy for seconds must not hold up lease renewal, health

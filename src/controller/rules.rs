@@ -193,6 +193,10 @@ impl Controller {
         tracing::info!(rule = %name, file = %loaded.path.display(), hash = %loaded.hash, "rule active");
         // Parents already cached (kind shared with an earlier rule) need a first reconcile.
         self.enqueue_all(&name);
+        if loaded.rule.spec.parent.selector.is_some() {
+            let this = self.clone();
+            tokio::spawn(async move { this.sweep_unselected(&name).await });
+        }
     }
 
     /// Reconciles every parent of a rule.
@@ -202,7 +206,9 @@ impl Controller {
         };
         if let Some(cache) = self.cache(&active.parent) {
             for p in cache.list(None) {
-                self.queue.add(key_for(rule, &p));
+                if super::select::enqueued_at_start(&active, &p) {
+                    self.queue.add(key_for(rule, &p));
+                }
             }
         }
     }

@@ -22,5 +22,6 @@ mod ownership;
 mod rbac;
 mod reload;
 mod revisions;
+mod selectors;
 mod ship;
 mod uptodate;

@@ -15,5 +15,6 @@ mod plan_lifecycle;
 mod plan_lookups;
 mod plan_steps;
 mod plan_uptodate;
+mod selectors;
 mod template_values;
 mod testkit;

@@ -47,6 +47,7 @@ use view::View;
 
 pub use lookup::{LookupTarget, lookup_targets, matches as lookup_matches};
 pub use ownership::is_ours;
+pub use parent_status::shows_rule_status;
 pub use ready::{conflict_condition, not_owned_message};
 pub use related::{Selector, related_selectors};
 
@@ -198,6 +199,10 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
     /// Set when the plan is empty because of bad input.
     pub failure: Option<Failure>,
+    /// Why the parent is outside the rule's selection (`spec.parent.selector`,
+    /// `annotationSelector`): the plan is empty, ruleop leaves the parent alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_selected: Option<String>,
 }
 
 pub use ruleop_lang::reason;
@@ -218,6 +223,12 @@ fn now_string(now: Timestamp) -> String {
 /// whose renders spent it fails as a whole, whatever render noticed, so no partial
 /// rendering is ever written.
 pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
+    if let Some(why) = rule.spec.parent.unselected(input.parent) {
+        return Plan {
+            not_selected: Some(why),
+            ..Plan::default()
+        };
+    }
     let scope = rule.templates.plan_scope();
     let plan = plan_renders(rule, input);
     let Some((name, limit)) = scope.refused() else {

@@ -58,6 +58,17 @@ fn previous_conditions<'a>(parent: &Json, types: impl Iterator<Item = &'a str>) 
         .collect()
 }
 
+/// Whether `parent`'s status shows what ruleop writes for `rule` (a condition of its types,
+/// one of its status fields): what releasing a parent the rule no longer selects removes.
+pub fn shows_rule_status(rule: &CompiledRule, parent: &Json) -> bool {
+    let fields = || {
+        let status = parent.get("status");
+        rule.status_fields()
+            .any(|f| status.and_then(|s| s.get(f)).is_some())
+    };
+    !previous_conditions(parent, condition_types(rule)).is_empty() || fields()
+}
+
 /// ruleop's part of the parent's status as it is now.
 pub(super) fn current_status(rule: &CompiledRule, parent: &Json, shape: &StatusShape) -> Json {
     let mut owned = previous_fields(rule, parent, shape);

@@ -31,6 +31,12 @@ pub fn plan_yaml(plan: &Plan) -> String {
 }
 
 fn write_plan(plan: &Plan, out: &mut String) -> std::fmt::Result {
+    if let Some(why) = &plan.not_selected {
+        return writeln!(
+            out,
+            "# not selected ({why}): ruleop leaves this parent alone"
+        );
+    }
     if let Some(f) = &plan.failure {
         writeln!(out, "# plan failed ({}): {}", f.reason, f.message)?;
     }

@@ -330,6 +330,7 @@ pub fn compile(
     }
 
     check_scopes(&mut c, &spec);
+    super::selector::check(&mut c, &spec.parent);
     let allowed = |api_version: &str, kind: &str| {
         spec.allow
             .iter()

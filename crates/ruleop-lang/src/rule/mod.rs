@@ -14,6 +14,7 @@ mod reads;
 mod same_names;
 mod scope;
 mod validation;
+mod selector;
 
 pub use crate::template::Limits;
 pub use compile::{CompiledRule, compile};
@@ -32,6 +33,7 @@ pub use ruleop_schema::kinds::builtin_cluster_scoped;
 pub use ruleop_schema::meta::split_api_version;
 pub use scope::known_scope;
 pub use validation::{CelValidation, Validation};
+pub use selector::{AnnotationSelector, LabelSelector, Operator, Requirement};
 
 use std::collections::BTreeMap;
 
@@ -121,6 +123,20 @@ pub struct ParentRef {
     /// `Namespaced` (default) or `Cluster`.
     #[serde(default)]
     pub scope: Scope,
+    /// Only parents whose labels match are governed (a Kubernetes label selector); others
+    /// get no finalizer, condition or child. A parent that stops matching is released
+    /// (`spec.onRuleRemoval` says what happens to its children).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Only parents whose annotations match are governed, e.g. `matchExpressions: [{key:
+    /// service-per-pod-label, operator: Exists}]`; as `selector`, over annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_selector: Option<AnnotationSelector>,
+    /// What happens to the children of a parent that stops matching the selectors:
+    /// `KeepChildren` (default) or `DeleteChildren`. Either way ruleop's finalizer and
+    /// condition are removed from it.
+    #[serde(default, skip_serializing_if = "RemovalPolicy::is_default")]
+    pub on_release: RemovalPolicy,
 }
 
 /// Whether a kind lives in namespaces.
