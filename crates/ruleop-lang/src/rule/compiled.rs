@@ -32,6 +32,8 @@ pub struct Compiled {
     pub conditions: Vec<ConditionTemplates>,
     /// `spec.finalizer.cleanup[i]`.
     pub cleanup: Vec<CleanupTemplates>,
+    /// `spec.decorations[i]`.
+    pub decorations: Vec<super::DecorationTemplates>,
 }
 
 /// `spec.validate[i]`.
@@ -118,6 +120,7 @@ pub(super) struct Draft {
     pub(super) ready: Option<Option<ConditionTemplates>>,
     pub(super) conditions: Vec<Option<ConditionTemplates>>,
     pub(super) cleanup: Vec<Option<CleanupTemplates>>,
+    pub(super) decorations: Vec<Option<super::DecorationTemplates>>,
 }
 
 impl Draft {
@@ -144,6 +147,7 @@ impl Draft {
             ready: self.ready?,
             conditions: self.conditions.into_iter().collect::<Option<_>>()?,
             cleanup: self.cleanup.into_iter().collect::<Option<_>>()?,
+            decorations: self.decorations.into_iter().collect::<Option<_>>()?,
         })
     }
 }
