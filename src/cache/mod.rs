@@ -59,6 +59,8 @@ struct Inner {
     /// Objects by their controller's uid: a child whose owner label was removed is found too.
     by_controller: HashMap<String, HashSet<ObjKey>>,
     by_uid: HashMap<String, ObjKey>,
+    /// Objects by the uids of the parents whose decorations they carry.
+    by_decorator: HashMap<String, HashSet<ObjKey>>,
     /// Objects by namespace and label, so selecting related objects does not scan the kind.
     by_label: HashMap<LabelKey, HashSet<ObjKey>>,
 }
@@ -80,6 +82,12 @@ impl Inner {
                 .insert(key.clone());
         }
         self.by_uid.insert(obj.uid().to_string(), key.clone());
+        for parent in obj.decorators() {
+            self.by_decorator
+                .entry(parent.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
         for (k, v) in obj.labels() {
             self.by_label
                 .entry((key.0.clone(), k.to_string(), v.to_string()))
@@ -109,6 +117,14 @@ impl Inner {
             }
         }
         self.by_uid.remove(old.uid());
+        for parent in old.decorators() {
+            if let Some(set) = self.by_decorator.get_mut(parent) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_decorator.remove(parent);
+                }
+            }
+        }
         for (k, v) in old.labels() {
             let label = (key.0.clone(), k.to_string(), v.to_string());
             if let Some(set) = self.by_label.get_mut(&label) {
@@ -244,6 +260,13 @@ impl KindCache {
         keys.into_iter()
             .filter_map(|k| inner.objects.get(k).cloned())
             .collect()
+    }
+
+    /// Objects carrying decorations of the parent with `uid`.
+    pub fn decorated_by(&self, uid: &str) -> Vec<Arc<Cached>> {
+        let inner = self.read();
+        let keys = inner.by_decorator.get(uid).into_iter().flatten();
+        keys.filter_map(|k| inner.objects.get(k).cloned()).collect()
     }
 
     /// Objects in `namespace` (every namespace when `None`) carrying all `selector` labels,

@@ -119,11 +119,13 @@ impl Controller {
                 "reconcile failed"
             );
         }
-        if writes > 0 || plan.status.is_some() {
+        let decorations = plan.decorate.len() + plan.undecorate.len();
+        if writes > 0 || decorations > 0 || plan.status.is_some() {
             tracing::info!(
                 parent = %key,
                 apply = writes - plan.delete.len(),
                 delete = plan.delete.len(),
+                decorate = decorations,
                 status = plan.status.is_some(),
                 failure = plan.failure.as_ref().map(|f| f.message.as_str()),
                 "reconciling"
@@ -153,6 +155,7 @@ impl Controller {
             children: &rule.children,
             related: &rule.related,
             lookups: &rule.lookups,
+            decorated: &rule.decorated,
         };
         let mut seen = observe(
             compiled,
@@ -164,8 +167,24 @@ impl Controller {
         );
         // Every parent change and every rule (re)start reconciles the parent, so the
         // routing indexes of related and looked-up objects are kept here, in one place.
-        if let Some(selectors) = seen.selectors.take() {
+        let decorated = seen.decorated.take();
+        let selectors = seen.selectors.take();
+        if selectors.is_some() || decorated.is_some() {
+            let (decorations, names) = decorated.unwrap_or_default();
+            let mut selectors = selectors.unwrap_or_default();
+            // Decoration selectors are indexed after the related ones (see `route`).
+            selectors.resize(compiled.spec.related.len(), plan::Selector::new());
+            selectors.extend(decorations);
             self.record_selectors(rule, parent.key(), selectors);
+            let names = names
+                .into_iter()
+                .map(|(kind, namespace, name)| Interest::Object(kind, namespace, name))
+                .collect();
+            self.routes().set(
+                Facet::Decorations,
+                (compiled.name.clone(), parent.key()),
+                names,
+            );
         }
         if let Some(routed) = seen.routed.take() {
             let lookups = routed

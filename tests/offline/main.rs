@@ -8,6 +8,7 @@ mod cli;
 mod check_crd;
 mod check_errors;
 mod check_resource;
+mod decorations;
 mod golden;
 mod plan_language;
 mod plan_lifecycle;
