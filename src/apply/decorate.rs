@@ -32,8 +32,9 @@ pub fn body(d: &Decorate) -> Json {
     json!({"apiVersion": d.key.api_version, "kind": d.key.kind, "metadata": metadata})
 }
 
-/// Applies `d` through `api`. An object gone meanwhile (404, or 409 for a uid that no longer
-/// matches) is no error: its watch event reconciles the parent again.
+/// Applies `d` through `api`: `false` when the object is gone or was replaced meanwhile
+/// (the API server answers 409 "uid mismatch" when no object exists, and creates nothing;
+/// 422 "metadata.uid ... immutable" when another object took the name, and leaves it alone). That is no error: the watch event of the change reconciles the parent again.
 pub async fn write(api: &Api<DynamicObject>, d: &Decorate) -> Result<bool, kube::Error> {
     let params = PatchParams::apply(&d.manager);
     match api
@@ -41,7 +42,7 @@ pub async fn write(api: &Api<DynamicObject>, d: &Decorate) -> Result<bool, kube:
         .await
     {
         Ok(_) => Ok(true),
-        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) if is_not_found(&e) || is_uid_mismatch(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -62,9 +63,6 @@ impl Actor {
             self.metrics.write("decorate");
             match write(&api, d).await {
                 Ok(_) => {}
-                // A uid that no longer matches: the object was replaced; its own event
-                // reconciles the parent again.
-                Err(e) if is_conflict(&e) && is_uid_mismatch(&e) => {}
                 Err(source) => {
                     return Err(ActError {
                         verb: "decorate",
@@ -79,7 +77,9 @@ impl Actor {
 }
 
 fn is_uid_mismatch(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.message.contains("uid") || s.message.contains("UID"))
+    matches!(e, kube::Error::Api(s)
+        if (is_conflict(e) && s.message.contains("uid mismatch"))
+            || (s.code == 422 && s.message.contains("metadata.uid")))
 }
 
 #[cfg(test)]

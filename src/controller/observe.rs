@@ -42,8 +42,11 @@ pub struct Observation {
     pub routed: Option<Vec<(GroupKind, String, String)>>,
     /// The rendered decoration targets, when the rule has decorations: a selector per
     /// decoration (empty for the other targets), and the objects decorated by name.
-    pub decorated: Option<(Vec<Selector>, Vec<(GroupKind, String, String)>)>,
+    pub decorated: Option<(Vec<Selector>, Vec<Named>)>,
 }
+
+/// An object read by name: its kind, namespace (empty: cluster-scoped) and name.
+pub type Named = (GroupKind, String, String);
 
 /// Reads `parent`'s possible children (owned objects of every child kind of any rule: a
 /// changed rule may have dropped a kind whose old children must still be pruned), related

@@ -8,6 +8,7 @@ mod support;
 
 mod caches;
 mod controlplane;
+mod decorations;
 mod deploy;
 mod diff;
 mod errors;
