@@ -57,6 +57,11 @@ async fn each_pod_of_a_statefulset_is_labelled_with_its_name() {
         })
         .await;
     }
+    // The rule's children, a Service per Pod, select the Pods by the decorated label.
+    assert_eq!(
+        jsonpath(&env, "service", "web-1", "{.spec.selector.pod-name}"),
+        "web-1"
+    );
     // A label of another manager, set by hand after the decoration.
     env.kubectl(&["label", "pod", "web-0", "team=blue"]);
 

@@ -62,7 +62,35 @@ fn the_example_labels_each_pod_of_the_statefulset_with_its_name() {
     );
     let manager = decoration_manager("pod-name-label", "sts-uid");
     assert!(planned.decorate.iter().all(|d| d.manager == manager));
-    assert!(planned.apply.is_empty() && planned.undecorate.is_empty());
+    assert!(planned.undecorate.is_empty());
+    // The Services per Pod are the rule's children; the Pods are only decorated.
+    let children: Vec<String> = planned
+        .apply
+        .iter()
+        .map(|d| ruleop_schema::meta::ObjectKey::of(&d.object).to_string())
+        .collect();
+    assert_eq!(children, ["Service/default/web-0", "Service/default/web-1"]);
+}
+
+#[test]
+fn render_prints_the_decorations() {
+    let (ok, out) = ruleop_stdout(&[
+        "render",
+        "--rule",
+        example("rule.yaml").to_str().unwrap(),
+        "--resource",
+        example("sample.yaml").to_str().unwrap(),
+        "--observed",
+        example("pods.yaml").to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            r#"# decorate: Pod/default/web-0 {"annotations":{},"labels":{"pod-name":"web-0"}}"#
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("other-0"), "{out}");
 }
 
 #[test]

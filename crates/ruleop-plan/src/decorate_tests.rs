@@ -18,7 +18,7 @@ fn rule() -> CompiledRule {
 fn parent() -> Json {
     json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "web", "namespace": "ns", "uid": "sts-1", "finalizers": ["ruleop.dev/cleanup"]},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}}})
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}}})
 }
 
 fn pod(name: &str, app: &str) -> Json {
@@ -61,7 +61,9 @@ fn each_selected_pod_gets_its_name_and_nothing_else_is_touched() {
     ];
     let plan = run(&rule(), &parent(), &observed);
     assert!(plan.failure.is_none(), "{:?}", plan.failure);
-    assert!(plan.apply.is_empty() && plan.delete.is_empty());
+    assert!(plan.delete.is_empty());
+    // The Services per Pod are children; no child is a Pod.
+    assert!(plan.apply.iter().all(|d| d.object["kind"] == "Service"));
     let written: Vec<(String, Json)> = plan
         .decorate
         .iter()
