@@ -488,4 +488,40 @@ mod tests {
         cache.delete(&pod("a", "controlled", json!({})));
         assert_eq!(cache.owned_by("p1").len(), 1);
     }
+
+    #[test]
+    fn decorated_objects_keep_their_decoration_fields_and_are_found_by_parent() {
+        let cache = pod_cache();
+        let manager = ruleop_plan::decoration_manager("r", "p1");
+        let fields = json!({"f:metadata": {"f:labels": {"f:pod-name": {}}}});
+        let obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "namespace": "a", "name": "decorated", "uid": "d", "labels": {"pod-name": "decorated"},
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:metadata": {}}},
+                {"manager": manager, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields}]}});
+        let resource = cache.resource.clone();
+        let dynamic: DynamicObject = serde_json::from_value(obj).unwrap();
+        let cached = object::to_cached(dynamic, &resource);
+        // The decoration manager's entry is kept whole: it says which keys were decorated.
+        let (labels, _) = ruleop_plan::owned_keys(&cached.json(), &manager);
+        assert_eq!(labels.into_iter().collect::<Vec<_>>(), ["pod-name"]);
+        assert_eq!(
+            cached.json()["metadata"]["managedFields"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        cache.apply(cached);
+        cache.apply(pod("a", "plain", json!({})));
+        let found: Vec<String> = cache
+            .decorated_by("p1")
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        assert_eq!(found, ["decorated"]);
+        assert!(cache.decorated_by("p2").is_empty());
+        // Once the decoration is gone, the object is no longer found by its parent.
+        cache.apply(pod("a", "decorated", json!({})));
+        assert!(cache.decorated_by("p1").is_empty());
+    }
 }
