@@ -279,3 +279,57 @@ async fn a_decoration_never_creates_its_object() {
         "{managers:?}"
     );
 }
+
+/// The ClusterRole `ruleop rbac` prints for the example is enough to decorate: `patch` on
+/// Pods, never `create` or `update`.
+#[tokio::test]
+async fn the_generated_role_is_enough_to_decorate() {
+    let env = TestEnv::new("decorate-rbac").await;
+    let role = format!("ruleop-decorate-{}", support::unique_suffix());
+    let rule = rule_file("pod-name-label");
+    let (ok, role_yaml) =
+        support::operator::ruleop(&["rbac", "--name", &role, "--rules", rule.to_str().unwrap()]);
+    assert!(ok, "{role_yaml}");
+    support::kubectl_with_input(&["apply", "-f", "-"], Some(&role_yaml));
+    env.delete_on_drop("clusterrole", &role);
+    env.kubectl(&["create", "serviceaccount", "ruleop"]);
+    let account = format!("{}:ruleop", env.ns);
+    support::kubectl(&[
+        "create",
+        "clusterrolebinding",
+        &role,
+        "--clusterrole",
+        &role,
+        "--serviceaccount",
+        &account,
+    ]);
+    env.delete_on_drop("clusterrolebinding", &role);
+    let who = format!("--as=system:serviceaccount:{account}");
+    let can = |verb: &str| {
+        support::try_kubectl(&["auth", "can-i", verb, "pods", "-n", &env.ns, &who], None).is_ok()
+    };
+    assert!(can("patch") && can("watch") && !can("create") && !can("update") && !can("delete"));
+
+    let token = env.kubectl(&["create", "token", "ruleop", "--duration=1h"]);
+    let dir = tempfile::tempdir().unwrap();
+    let admin: Json =
+        ruleop_lang::yaml::from_str(&std::fs::read_to_string(support::kubeconfig()).unwrap())
+            .unwrap();
+    let mut config = admin.clone();
+    config["users"] = json!([{"name": "sa", "user": {"token": token.trim()}}]);
+    config["contexts"][0]["context"]["user"] = json!("sa");
+    config["current-context"] = config["contexts"][0]["name"].clone();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, ruleop_lang::yaml::to_string(&config)).unwrap();
+
+    let _op = Operator::start_as(&env.ns, &rule, &[], &kubeconfig);
+    env.apply_yaml(&read("pod-name-label", "sample.yaml"));
+    for pod in ["web-0", "web-1"] {
+        wait_for(
+            &format!("{pod} labelled under the generated role"),
+            T,
+            || async { label(&env, pod, "pod-name").as_deref() == Some(pod) },
+        )
+        .await;
+    }
+}
