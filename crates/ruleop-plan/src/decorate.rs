@@ -266,6 +266,8 @@ pub(super) fn plan_decorations(
             plan.decorate.push(d);
         }
     }
+    // By object, as `render` prints them (the map above is by uid).
+    plan.decorate.sort_by_key(|d| d.key.to_string());
     Ok(())
 }
 

@@ -186,3 +186,85 @@ fn rule_errors_are_located() {
     let err = errors(&bad);
     assert!(err.contains("cluster-scoped"), "{err}");
 }
+
+const BY_NAME_AND_RELATED: &str = r#"
+apiVersion: ruleop.dev/v1alpha1
+kind: Rule
+metadata: {name: deco}
+spec:
+  parent: {apiVersion: apps/v1, kind: StatefulSet}
+  related:
+    - {name: secrets, apiVersion: v1, kind: Secret, selector: {app: "{{ parent.metadata.name }}"}}
+  decorations:
+    - name: config
+      apiVersion: v1
+      kind: ConfigMap
+      target: {objectName: "{{ parent.metadata.name }}-config"}
+      annotations:
+        example.org/used-by: "{{ parent.metadata.name }}"
+    - name: secrets
+      apiVersion: v1
+      kind: Secret
+      target: {related: secrets}
+      labels:
+        used: "yes"
+"#;
+
+#[test]
+fn objects_by_name_and_related_objects_are_decorated_in_the_parents_namespace() {
+    let rule = parse_rule("deco.yaml".as_ref(), BY_NAME_AND_RELATED).unwrap();
+    let object = |kind: &str, ns: &str, name: &str, labels: Json| {
+        json!({"apiVersion": "v1", "kind": kind,
+            "metadata": {"name": name, "namespace": ns, "uid": format!("{ns}-{name}"), "labels": labels}})
+    };
+    let observed = [
+        object("ConfigMap", "ns", "web-config", json!({})),
+        // Same name in another namespace: never a namespaced parent's to decorate.
+        object("ConfigMap", "other", "web-config", json!({})),
+        object("ConfigMap", "ns", "unrelated", json!({})),
+        object("Secret", "ns", "s1", json!({"app": "web"})),
+        object("Secret", "ns", "s2", json!({"app": "db"})),
+    ];
+    let plan = run(&rule, &parent(), &observed);
+    assert!(plan.failure.is_none(), "{:?}", plan.failure);
+    let written: Vec<(String, Json, Json)> = plan
+        .decorate
+        .iter()
+        .map(|d| (d.key.to_string(), json!(d.labels), json!(d.annotations)))
+        .collect();
+    assert_eq!(
+        written,
+        [
+            (
+                "ConfigMap/ns/web-config".to_string(),
+                json!({}),
+                json!({"example.org/used-by": "web"})
+            ),
+            (
+                "Secret/ns/s1".to_string(),
+                json!({"used": "yes"}),
+                json!({})
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_failing_decoration_template_fails_the_plan_at_its_line() {
+    let source = RULE.replace(
+        "{{ object.metadata.name }}",
+        "{{ object.metadata.name | nope }}",
+    );
+    let err = errors(&source);
+    assert!(err.contains("rule.yaml:") && err.contains("nope"), "{err}");
+    let source = RULE.replace("{{ object.metadata.name }}", "{{ object.spec.missing.x }}");
+    let rule = parse_rule("rule.yaml".as_ref(), &source).unwrap();
+    let plan = run(&rule, &parent(), &[pod("web-0", "web")]);
+    let failure = plan.failure.unwrap();
+    assert!(
+        failure.message.starts_with("rule.yaml:"),
+        "{}",
+        failure.message
+    );
+    assert!(plan.decorate.is_empty() && plan.apply.is_empty());
+}

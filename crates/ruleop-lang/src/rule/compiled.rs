@@ -207,6 +207,11 @@ mod tests {
         for s in &c.cleanup {
             out.extend([t.name(s.template), t.name(s.until)]);
         }
+        for d in &c.decorations {
+            let entries = d.selector.iter().chain(&d.labels).chain(&d.annotations);
+            out.extend(entries.map(|&(_, id)| t.name(id)));
+            out.extend(d.object_name.map(|n| t.name(n)));
+        }
         out
     }
 
@@ -224,6 +229,7 @@ mod tests {
             "tests/rules/language/crew.yaml",
             "tests/rules/soak/bundle.yaml",
             "examples/tenant/rule.yaml",
+            "examples/pod-name-label/rule.yaml",
         ] {
             paths.push(root.join(more));
         }
