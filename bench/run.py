@@ -279,16 +279,20 @@ class ControlPlane:
 
 def setup_cluster(cp):
     k = cp.kube
-    crd = yaml.safe_load(open(os.path.join(ROOT, "crds/memcached.yaml")))
-    k.req("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-    ok = False
-    for _ in range(200):
-        c = k.req("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/memcacheds.cache.example.com")
-        if any(x["type"] == "Established" and x["status"] == "True" for x in (c.get("status") or {}).get("conditions") or []):
-            ok = True
-            break
-        time.sleep(0.1)
-    assert ok, "CRD not established"
+    # The parent's CRD, and ruleop's RuleRevision CRD as the chart installs it (ruleop records
+    # revisions and pins parents to them; the peers ignore it).
+    for path, name in (("crds/memcached.yaml", "memcacheds.cache.example.com"),
+                       ("crds/ruleop.dev_rulerevisions.yaml", "rulerevisions.ruleop.dev")):
+        crd = yaml.safe_load(open(os.path.join(ROOT, path)))
+        k.req("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        ok = False
+        for _ in range(200):
+            c = k.req("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            if any(x["type"] == "Established" and x["status"] == "True" for x in (c.get("status") or {}).get("conditions") or []):
+                ok = True
+                break
+            time.sleep(0.1)
+        assert ok, f"CRD {name} not established"
     k.req("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     for _ in range(100):  # the default ServiceAccount, for pods
         try:

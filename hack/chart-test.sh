@@ -123,6 +123,8 @@ check "ClusterRole = ruleop rbac of the chart's rules (v1)" same_rules "$FULL" "
 rule_keys() { kubectl -n "$NS" get configmap "$FULL-rules" -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}'; }
 check "rules ConfigMap holds the own rule file" bash -c '[[ "$0" == "tenant.yaml " ]]' "$(rule_keys)"
 check "the Tenant CRD is installed" kubectl get crd tenants.ship.test.ruleop.dev -o name
+check "ruleop's RuleRevision CRD is installed (the chart's crds/)" \
+    kubectl get crd rulerevisions.ruleop.dev -o name
 
 generation="$(deployment '{.metadata.generation}')"
 upgrade() {

@@ -11,6 +11,10 @@
 # deploy/rbac/clusterrole.yaml is the output of `ruleop rbac --rules rules`.
 # charts/ruleop/files/ holds the chart's defaults: the same rules, ClusterRole and crds/, and
 # the chart's version and appVersion follow Cargo.toml's version (checked only).
+# ruleop's own CRDs (crds/ruleop.dev_*.yaml: RuleRevision) are not the reconciled kinds' CRDs:
+# they go to deploy/crds/ (a resource of the kustomize base) and charts/ruleop/crds/ (Helm
+# installs them before the release, never deletes them: revision history survives an
+# uninstall), not to charts/ruleop/files/crds/.
 # crds/ is generated from the rules' spec.crd first (hack/crds.sh; checked with --check).
 # RULEOP: the ruleop binary (default: $CARGO_TARGET_DIR/debug/ruleop, built if missing).
 set -euo pipefail
@@ -32,7 +36,8 @@ fi
 # Generate the expected tree into a scratch dir, then compare or install it.
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/rules" "$tmp/rbac" "$tmp/chart/rules" "$tmp/chart/rbac" "$tmp/chart/crds"
+mkdir -p "$tmp/rules" "$tmp/rbac" "$tmp/chart/rules" "$tmp/chart/rbac" "$tmp/chart/crds" \
+    "$tmp/own-crds"
 
 shopt -s nullglob
 rule_files=(rules/*.yaml rules/*.yml)
@@ -44,7 +49,12 @@ for f in "${rule_files[@]}"; do
     cp "$f" "$tmp/rules/"
     cp "$f" "$tmp/chart/rules/"
 done
-cp crds/*.yaml "$tmp/chart/crds/"
+for crd in crds/*.yaml; do
+    case "${crd##*/}" in
+    ruleop.dev_*) cp "$crd" "$tmp/own-crds/" ;;
+    *) cp "$crd" "$tmp/chart/crds/" ;;
+    esac
+done
 # deploy/kustomization.yaml with the configMapGenerator's file list between the markers
 # replaced by deploy/rules/<each rule file>.
 awk -v files="$(printf '%s\n' "${rule_files[@]##*/}")" '
@@ -78,6 +88,8 @@ if ((check)); then
     diff -u deploy/kustomization.yaml "$tmp/kustomization.yaml" || stale=1
     diff -u deploy/rbac/clusterrole.yaml "$tmp/rbac/clusterrole.yaml" || stale=1
     diff -ru charts/ruleop/files "$tmp/chart" || stale=1
+    diff -ru deploy/crds "$tmp/own-crds" || stale=1
+    diff -ru charts/ruleop/crds "$tmp/own-crds" || stale=1
     if ((stale)); then
         echo "deploy-sync: deploy/ or charts/ruleop/files/ is out of date with rules/ and crds/: run 'make deploy-sync' and commit" >&2
         exit 1
@@ -93,4 +105,7 @@ cp "$tmp/rbac/clusterrole.yaml" deploy/rbac/clusterrole.yaml
 cp "$tmp/kustomization.yaml" deploy/kustomization.yaml
 rm -rf charts/ruleop/files
 cp -r "$tmp/chart" charts/ruleop/files
-echo "deploy-sync: wrote deploy/rules/ (${#rule_files[@]} rules), its file list in deploy/kustomization.yaml deploy/rbac/clusterrole.yaml and charts/ruleop/files/"
+rm -rf deploy/crds charts/ruleop/crds
+cp -r "$tmp/own-crds" deploy/crds
+cp -r "$tmp/own-crds" charts/ruleop/crds
+echo "deploy-sync: wrote deploy/rules/ (${#rule_files[@]} rules), its file list in deploy/kustomization.yaml deploy/rbac/clusterrole.yaml, charts/ruleop/files/ and ruleop's CRDs in deploy/crds/ and charts/ruleop/crds/"

@@ -11,5 +11,6 @@ pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod reload;
+pub mod revisions;
 pub mod run;
 pub mod telemetry;

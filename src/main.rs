@@ -64,6 +64,9 @@ enum Command {
         #[arg(long)]
         rule: PathBuf,
     },
+    /// Print a ValidatingAdmissionPolicy and its binding enforcing the rule's
+    /// `spec.validate[].cel` checks at admission (for parents without a generated CRD).
+    Policy(cli::PolicyArgs),
     /// Print the JSON Schema of the rule format.
     Schema,
     /// Print the least-privilege ClusterRole the rule files need.
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
             cli::test(&paths, update, &mut out)
         }
         Command::Crd { rule } => cli::crd(&rule, &mut out),
+        Command::Policy(policy_args) => cli::policy(&policy_args, &mut out),
         Command::Schema => cli::schema(&mut out),
         Command::Rbac { mut rules, name } => {
             if rules.is_empty() {

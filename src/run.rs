@@ -20,6 +20,7 @@ use crate::client::leader::Elector;
 use crate::client::{ConnectError, USER_AGENT, client, connect_to, kube_config_of};
 use crate::controller::{Config, Controller};
 use crate::reload::{Reloader, Snapshot, configmap_snapshot, follow_paths};
+use crate::revisions::Revisions;
 use crate::telemetry::health::{self, Health};
 use crate::telemetry::{self, LogFormat, Metrics};
 
@@ -63,6 +64,15 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Record each distinct content of a rule as a `RuleRevision` and label each parent with
+    /// the revision that planned it (`ruleop.dev/revision`). Off without the RuleRevision
+    /// CRD, with a warning.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub revisions: bool,
+    /// RuleRevisions kept per rule (0: all); the oldest beyond it are deleted, never the
+    /// active one nor one a parent is still labelled with.
+    #[arg(long, default_value_t = crate::revisions::DEFAULT_HISTORY_LIMIT)]
+    pub revision_history_limit: usize,
     /// Path of the kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
@@ -294,13 +304,23 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         events: args.events,
     };
     let (controller, changes) = Controller::new(
-        fenced,
+        fenced.clone(),
         config,
         metrics.clone(),
         health.synced_flag(),
         cancel.clone(),
     );
-    let reloader = Arc::new(Reloader::new(controller.clone(), metrics, health));
+    let mut reloader = Reloader::new(controller.clone(), metrics, health);
+    if args.revisions {
+        let revisions = Arc::new(Revisions::new(
+            fenced,
+            controller.clone(),
+            args.revision_history_limit,
+        ));
+        tokio::spawn(revisions.clone().flush_every(cancel.clone()));
+        reloader = reloader.with_revisions(revisions);
+    }
+    let reloader = Arc::new(reloader);
     let (tx, mut rx) = mpsc::unbounded_channel::<Snapshot>();
     match &args.rules_configmap {
         Some(reference) => {

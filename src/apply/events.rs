@@ -9,7 +9,9 @@ use ruleop_plan::PlanEvent;
 use ruleop_schema::meta::{self, ObjectKey};
 
 impl Actor {
-    pub(super) async fn publish(&self, parent: &Json, events: &[PlanEvent]) {
+    /// Records `events` about `parent` (any object: a `RuleRevision` too), as the Event level
+    /// allows, in the background.
+    pub async fn publish(&self, parent: &Json, events: &[PlanEvent]) {
         let level = self.events;
         if !events.iter().any(|e| level.records(e.type_)) {
             return;

@@ -13,6 +13,7 @@ pub mod handover;
 mod memo;
 mod outcome;
 mod parent;
+mod pin;
 mod recorder;
 pub mod repair;
 pub mod ssa;
@@ -64,6 +65,8 @@ pub struct Target<'a> {
     pub kinds: &'a HashMap<GroupKind, Arc<KindCache>>,
     /// Consecutive failed attempts before this one.
     pub failures: u32,
+    /// The rule revision planning it, pinned on it as a label (`None`: revisions are off).
+    pub revision: Option<u64>,
 }
 
 /// After this many consecutive failures a race (404/409) is shown on the parent too; other
@@ -103,6 +106,9 @@ pub struct Actor {
     /// cached copy shows them: a reconcile on a copy a moment behind must not announce again
     /// what the write already showed.
     written: std::sync::Mutex<HashMap<String, Json>>,
+    /// The revision label ruleop last wrote on each parent (by uid), until the parent's
+    /// cached copy shows it.
+    pinned: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 fn api_for(client: &Client, cache: &KindCache, namespace: &str) -> Api<DynamicObject> {
@@ -138,6 +144,7 @@ impl Actor {
             events,
             applied: AppliedMemo::default(),
             written: std::sync::Mutex::default(),
+            pinned: std::sync::Mutex::default(),
         }
     }
 
@@ -161,8 +168,16 @@ impl Actor {
             }
         }
 
-        if plan.finalizer == FinalizerChange::Add
-            && let Err(e) = self.set_finalizer(&parent_api, parent, true).await
+        // The revision label rides with the finalizer when it is added, else is a metadata
+        // patch of its own, only when the revision changes (apply/pin.rs).
+        let pin = self
+            .revision_to_pin(parent, target.revision)
+            .filter(|_| plan.finalizer != FinalizerChange::Remove);
+        let finalizer = (plan.finalizer == FinalizerChange::Add).then_some(true);
+        if (finalizer.is_some() || pin.is_some())
+            && let Err(e) = self
+                .patch_metadata(&parent_api, parent, finalizer, pin)
+                .await
         {
             return self
                 .fail(

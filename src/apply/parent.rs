@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value as Json, json};
 
-use super::error::{ActError, INVALID, is_not_found};
+use super::error::{ActError, INVALID};
 use super::outcome::Outcome;
 use super::{Actor, PERMANENT_RETRY, REPORT_AFTER_FAILURES, Report, Target};
 use crate::apply::ssa;
@@ -180,37 +180,6 @@ impl Actor {
         parent: &Json,
         present: bool,
     ) -> Result<(), ActError> {
-        let mut finalizers: Vec<String> = parent
-            .pointer("/metadata/finalizers")
-            .and_then(Json::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|f| f.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        finalizers.retain(|f| f != meta::FINALIZER);
-        if present {
-            finalizers.push(meta::FINALIZER.into());
-        }
-        // resourceVersion makes the patch fail (409, retried) if the list changed meanwhile.
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": parent.pointer("/metadata/resourceVersion")}});
-        self.metrics.write("finalizer");
-        match api
-            .patch(
-                meta::name(parent),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if !present && is_not_found(&e) => Ok(()),
-            Err(e) => Err(ActError {
-                verb: "update finalizers of",
-                object: ObjectKey::of(parent).to_string(),
-                source: e,
-            }),
-        }
+        self.patch_metadata(api, parent, Some(present), None).await
     }
 }

@@ -40,6 +40,9 @@ pub struct CheckArgs {
     /// Objects as observed in the cluster (YAML, repeatable), for planning the resources.
     #[arg(long)]
     pub observed: Vec<PathBuf>,
+    /// Also print hints: Jinja checks that could be CEL (enforced at `kubectl apply`).
+    #[arg(long)]
+    pub hints: bool,
 }
 
 /// What the files to check are.
@@ -84,6 +87,11 @@ pub fn check(args: &CheckArgs, out: &mut impl Write) -> Result<(), CliError> {
         }
         for (location, message) in &warnings {
             writeln!(out, "warn  {}:{location}: {message}", r.path.display())?;
+        }
+        if args.hints {
+            for (location, message) in ruleop_lang::cel::hints::could_be_cel(&r.rule) {
+                writeln!(out, "hint  {}:{location}: {message}", r.path.display())?;
+            }
         }
         errors.append(&mut rule_errors);
     }

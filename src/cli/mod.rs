@@ -5,6 +5,7 @@ mod check_resource;
 pub mod crds;
 mod diff;
 pub mod livediff;
+mod policy;
 pub use ruleop_plan::print as output;
 pub mod rbac;
 mod test;
@@ -12,6 +13,7 @@ mod test;
 pub use check::{CheckArgs, check};
 pub use check_resource::{Inputs, check_resources};
 pub use diff::{DiffArgs, diff};
+pub use policy::{PolicyArgs, policy};
 pub use test::test;
 
 pub use ruleop_lang::manifests::read_objects;
@@ -220,18 +222,23 @@ pub fn plan_sample(
     ))
 }
 
-/// `ruleop crd`: prints the CRD generated from the rule's `spec.crd`.
-pub fn crd(rule_path: &Path, out: &mut impl Write) -> Result<(), CliError> {
+/// One rule file, compiled; its errors printed to stderr.
+fn load_rule(rule_path: &Path) -> Result<CompiledRule, CliError> {
     let source = std::fs::read_to_string(rule_path).map_err(|e| CliError::Input {
         path: rule_path.to_path_buf(),
         message: format!("cannot read: {e}"),
     })?;
-    let compiled = ruleop_lang::load::parse_rule(rule_path, &source).map_err(|errors| {
+    ruleop_lang::load::parse_rule(rule_path, &source).map_err(|errors| {
         for e in &errors {
             let _ = writeln!(std::io::stderr(), "error {e}");
         }
         CliError::InvalidRules(errors.len())
-    })?;
+    })
+}
+
+/// `ruleop crd`: prints the CRD generated from the rule's `spec.crd`.
+pub fn crd(rule_path: &Path, out: &mut impl Write) -> Result<(), CliError> {
+    let compiled = load_rule(rule_path)?;
     let crd = ruleop_lang::crd::generate(&compiled).map_err(|e| CliError::Input {
         path: rule_path.to_path_buf(),
         message: e.to_string(),

@@ -2,7 +2,7 @@
 //!
 //! Parents: read, watch, patch (finalizers) and their `status` and `finalizers`
 //! subresources. Children (every kind in a rule's `allow` list): full lifecycle. Related
-//! kinds: read and watch. Plus Events and the leader-election Lease.
+//! kinds: read and watch. Plus Events, the leader-election Lease and ruleop's RuleRevisions.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -88,6 +88,13 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
         "leases".into(),
         &["get", "create", "update"],
     );
+    // ruleop's own RuleRevisions (src/revisions/): kept, their status written, old ones pruned.
+    grant("ruleop.dev/v1alpha1", "rulerevisions".into(), WRITE);
+    grant(
+        "ruleop.dev/v1alpha1",
+        "rulerevisions/status".into(),
+        &["get", "patch", "update"],
+    );
 
     // One rule entry per group and verb set keeps the role short and readable.
     let mut merged: BTreeMap<(String, Vec<&str>), Vec<String>> = BTreeMap::new();
@@ -135,6 +142,24 @@ mod tests {
             .unwrap();
         assert_eq!(theme["resources"][0], "themes");
         assert_eq!(theme["verbs"], serde_json::json!(["get", "list", "watch"]));
+        let own: Vec<&Json> = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["apiGroups"][0] == "ruleop.dev")
+            .collect();
+        assert_eq!(own.len(), 2, "{own:?}");
+        assert_eq!(own[0]["resources"], serde_json::json!(["rulerevisions"]));
+        assert!(
+            own[0]["verbs"]
+                .as_array()
+                .unwrap()
+                .contains(&"delete".into())
+        );
+        assert_eq!(
+            own[1]["resources"],
+            serde_json::json!(["rulerevisions/status"])
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod gate;
 pub mod memo;
 pub mod observe;
 pub mod openapi_fetch;
+mod pins;
 pub mod queue;
 mod reconcile;
 pub mod routes;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::Actor;
 use crate::cache::{self, Cached, Change, GroupKind, KindCache};
 use crate::telemetry::{Metrics, RuleStateLabels};
+pub use pins::Counts;
 use plan::Selector;
 use queue::{Key, Queue};
 use routes::Routes;
@@ -96,6 +98,8 @@ pub struct Controller {
     routes: Mutex<Routes>,
     schemas: SchemaCache,
     gate: gate::Gate,
+    /// Rule revisions: the one each rule plans with, parents' last outcomes.
+    pins: pins::Pins,
     ready: Arc<AtomicBool>,
     cancel: CancellationToken,
 }
@@ -136,6 +140,7 @@ impl Controller {
             changes: tx,
             routes: Mutex::default(),
             gate: gate::Gate::default(),
+            pins: pins::Pins::default(),
             ready,
             cancel,
         });
@@ -465,6 +470,13 @@ impl Controller {
             };
             self.metrics.rules.get_or_create(&labels).set(1);
         }
+    }
+}
+
+impl Controller {
+    /// Records `events` about `object` (a `RuleRevision`) through the parents' Event recorder.
+    pub async fn publish(&self, object: &serde_json::Value, events: &[plan::PlanEvent]) {
+        self.actor.publish(object, events).await;
     }
 }
 

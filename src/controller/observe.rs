@@ -48,6 +48,20 @@ pub struct Observation {
 /// An object read by name: its kind, namespace (empty: cluster-scoped) and name.
 pub type Named = (GroupKind, String, String);
 
+impl Observation {
+    /// The routing interests of the looked-up objects (every name of a list lookup), taken
+    /// out; `None` when the rule has no lookups.
+    pub fn take_lookup_interests(&mut self) -> Option<Vec<Interest>> {
+        let routed = self.routed.take()?;
+        Some(
+            routed
+                .into_iter()
+                .map(|(kind, namespace, name)| Interest::Object(kind, namespace, name))
+                .collect(),
+        )
+    }
+}
+
 /// Reads `parent`'s possible children (owned objects of every child kind of any rule: a
 /// changed rule may have dropped a kind whose old children must still be pruned), related
 /// and looked-up objects from `caches`.
@@ -87,8 +101,12 @@ pub fn observe(
     let mut routed = None;
     if !rule_kinds.lookups.is_empty() {
         let targets = plan::lookup_targets(rule, &parent_json, now).unwrap_or_default();
-        let mut found_at = Vec::new();
-        for ((gk, namespaced), target) in rule_kinds.lookups.iter().zip(&targets) {
+        let mut found_at = Vec::with_capacity(targets.len());
+        for target in &targets {
+            // Every name of a list lookup is read and routed like a single lookup's.
+            let Some((gk, namespaced)) = rule_kinds.lookups.get(target.lookup) else {
+                continue;
+            };
             let ns = if *namespaced {
                 target.namespace.as_str()
             } else {
@@ -220,3 +238,7 @@ pub fn conflicts_of(plan: &Plan) -> Vec<Interest> {
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "observe_tests.rs"]
+mod tests;

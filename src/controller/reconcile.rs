@@ -71,6 +71,7 @@ impl Controller {
         let parent_cache = caches.get(&rule.parent)?.clone();
         let Some(cached_parent) = parent_cache.get(&key.namespace, &key.name) else {
             self.queue.forget(key);
+            self.forget_outcome(key);
             self.routes()
                 .remove(&(key.rule.clone(), (key.namespace.clone(), key.name.clone())));
             return None;
@@ -131,13 +132,22 @@ impl Controller {
                 "reconciling"
             );
         }
+        let revision = self.revision(&key.rule, &rule.loaded.hash);
+        // What the parent shows once this plan is carried out, for its revision's counts.
+        let ready = super::pins::ready_in(plan.status.as_ref().or(parent.get("status")));
         let target = Target {
             parent,
             parent_kind: &parent_cache,
             kinds,
             failures: self.queue.failures(key),
+            revision,
         };
-        Some(self.actor.execute(&target, plan).await)
+        let report = self.actor.execute(&target, plan).await;
+        if let Some(revision) = revision {
+            let ok = report.result == "ok";
+            self.note_outcome(key, revision, ready && ok, !ok);
+        }
+        Some(report)
     }
 
     /// Observes `parent` from `caches` and plans it, within one plan's total fuel (related
@@ -186,11 +196,7 @@ impl Controller {
                 names,
             );
         }
-        if let Some(routed) = seen.routed.take() {
-            let lookups = routed
-                .into_iter()
-                .map(|(kind, namespace, name)| Interest::Object(kind, namespace, name))
-                .collect();
+        if let Some(lookups) = seen.take_lookup_interests() {
             self.routes().set(
                 Facet::Lookups,
                 (compiled.name.clone(), parent.key()),

@@ -39,6 +39,8 @@ pub struct Reloader {
     controller: Arc<Controller>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// The leader's keeper of `RuleRevision`s (`None`: `--revisions=false`).
+    revisions: Option<Arc<crate::revisions::Revisions>>,
     applied: tokio::sync::Mutex<Applied>,
 }
 
@@ -49,8 +51,15 @@ impl Reloader {
             controller,
             metrics,
             health,
+            revisions: None,
             applied: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// Records each loaded and refused content as a `RuleRevision` through `revisions`.
+    pub fn with_revisions(mut self, revisions: Arc<crate::revisions::Revisions>) -> Self {
+        self.revisions = Some(revisions);
+        self
     }
 
     /// Plans `snapshot` against the running rules and applies the difference. A snapshot
@@ -88,6 +97,9 @@ impl Reloader {
             "rules loaded"
         );
         self.metrics.reloads.inc();
+        if let Some(revisions) = &self.revisions {
+            revisions.reload(&applied.rules, &diff, &snapshot).await;
+        }
         self.controller.apply_diff(&diff).await;
         self.health.set_rules_loaded();
         applied.rules = next;

@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admission;
 mod caches;
 mod controlplane;
 mod decorations;
@@ -16,9 +17,11 @@ mod examples_a;
 mod examples_b;
 mod language;
 mod lifecycle;
+mod lookups;
 mod operators;
 mod ownership;
 mod rbac;
 mod reload;
+mod revisions;
 mod ship;
 mod uptodate;

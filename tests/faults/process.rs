@@ -18,9 +18,12 @@ const T: Duration = Duration::from_secs(60);
 
 /// `ruleop run` on the reference rules with `kubeconfig`, metrics on `port`, stderr to `stderr`.
 fn spawn(kubeconfig: &Path, port: u16, extra: &[&str], log: &str, stderr: Stdio) -> Child {
+    // RuleRevisions (cluster-scoped, named by rule) would be shared by every test here.
+    let revisions = extra.iter().any(|a| a.starts_with("--revisions"));
     Command::new(env!("CARGO_BIN_EXE_ruleop"))
         .args(["run", "--kubeconfig", kubeconfig.to_str().unwrap()])
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args((!revisions).then_some("--revisions=false"))
         .args(extra)
         .env("RUST_LOG", log)
         .stdin(Stdio::null())

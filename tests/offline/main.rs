@@ -5,6 +5,7 @@
 #[path = "../support/cli.rs"]
 mod cli;
 
+mod admission;
 mod check_crd;
 mod check_errors;
 mod check_resource;
@@ -12,6 +13,7 @@ mod decorations;
 mod golden;
 mod plan_language;
 mod plan_lifecycle;
+mod plan_lookups;
 mod plan_steps;
 mod plan_uptodate;
 mod template_values;

@@ -68,9 +68,13 @@ impl Operator {
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
+        // RuleRevisions are cluster-scoped and named by rule: operators of other tests that
+        // load the same reference rules would share them. Only tests that ask have them.
+        let revisions = extra.iter().any(|a| a.starts_with("--revisions"));
         let mut child = command
             .args(["run", "--rules", rules.to_str().unwrap()])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args((!revisions).then_some("--revisions=false"))
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             // RULEOP_TEST_LOG overrides the operator's log filter (e.g. `info,kube_runtime=debug`).

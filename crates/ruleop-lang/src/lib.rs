@@ -5,11 +5,13 @@
 //! It sits on the schema model (`ruleop-schema`) and knows nothing of plans, the API client
 //! or an async runtime (see ARCHITECTURE.md).
 
+pub mod cel;
 pub mod check;
 pub mod crd;
 pub mod load;
 pub mod manifests;
 pub mod reason;
+pub mod revision;
 pub mod rule;
 pub mod ruleset;
 pub mod template;

@@ -5,6 +5,7 @@
 //! [`view`] sorts the observed objects, [`child`] renders children, [`ready`] computes
 //! conditions, [`finalize`] plans deletion, [`uptodate`] tells whether a child needs a write.
 
+mod cel;
 mod child;
 mod collection;
 mod decorate;
@@ -23,6 +24,7 @@ pub mod scale;
 pub mod status;
 pub mod testkit;
 mod uptodate;
+mod validate;
 mod view;
 
 use std::sync::Arc;
@@ -320,30 +322,8 @@ fn plan_renders(rule: &CompiledRule, input: Input<'_>) -> Plan {
         return fail(plan, f);
     }
 
-    for (v, compiled) in rule.spec.validate.iter().zip(&rule.compiled.validate) {
-        let name = compiled.rule;
-        match rule.templates.eval(name, &ctx) {
-            Ok(ok) if ok.is_true() => {}
-            Ok(_) => {
-                let message_name = compiled.message;
-                let message = rule
-                    .templates
-                    .render_text(message_name, &ctx)
-                    .unwrap_or_else(|e| {
-                        format!("{}: {e}", rule.locate_handle(message_name, Some(&e)))
-                    });
-                let f = Failure {
-                    reason: v
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| reason::VALIDATION_FAILED.into()),
-                    message,
-                    permanent: true,
-                };
-                return fail(plan, f);
-            }
-            Err(e) => return fail(plan, render_failure(rule, name, &e)),
-        }
+    if let Err(f) = validate::validate(rule, parent, &ctx) {
+        return fail(plan, f);
     }
 
     let mut waiting: Vec<String> = Vec::new();

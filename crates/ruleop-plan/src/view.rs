@@ -8,7 +8,7 @@ use super::lookup::{lookup_targets, matches};
 use super::ownership::{child_name, is_ours};
 use super::{Failure, Input, related_selectors};
 use crate::scale;
-use ruleop_lang::rule::{CompiledRule, Scope};
+use ruleop_lang::rule::{CompiledRule, LookupNames, Scope};
 use ruleop_schema::meta;
 
 /// Observed objects sorted by role.
@@ -19,7 +19,7 @@ pub(super) struct View<'a> {
     /// Related objects by related name.
     pub(super) related: BTreeMap<String, Vec<&'a Json>>,
     /// Looked-up objects found, by lookup name.
-    pub(super) lookups: BTreeMap<String, &'a Json>,
+    pub(super) lookups: BTreeMap<String, Found<'a>>,
     /// Required lookups not found: `Kind namespace/name (lookup <name>)`.
     pub(super) missing: Vec<String>,
 }
@@ -63,15 +63,27 @@ impl<'a> View<'a> {
         let mut lookups = BTreeMap::new();
         let mut missing = Vec::new();
         let targets = lookup_targets(rule, input.parent, input.now)?;
-        for (l, target) in rule.spec.lookups.iter().zip(&targets) {
+        // A list lookup is a list even when it names nothing.
+        for (l, compiled) in rule.spec.lookups.iter().zip(&rule.compiled.lookups) {
+            if matches!(compiled.names, LookupNames::Many(_)) {
+                lookups.insert(l.name.clone(), Found::Many(Vec::new()));
+            }
+        }
+        for target in &targets {
+            let Some(l) = rule.spec.lookups.get(target.lookup) else {
+                continue;
+            };
             match input
                 .observed
                 .iter()
                 .find(|o| matches(o, &l.api_version, &l.kind, target))
             {
-                Some(found) => {
-                    lookups.insert(l.name.clone(), found);
-                }
+                Some(found) => match lookups.get_mut(&l.name) {
+                    Some(Found::Many(list)) => list.push(found),
+                    _ => {
+                        lookups.insert(l.name.clone(), Found::One(found));
+                    }
+                },
                 None if l.optional => {}
                 None => {
                     let at = if target.namespace.is_empty() {
@@ -133,7 +145,7 @@ impl<'a> View<'a> {
         let lookups: Map<String, Json> = self
             .lookups
             .iter()
-            .map(|(k, o)| (k.clone(), (*o).clone()))
+            .map(|(k, found)| (k.clone(), found.to_json()))
             .collect();
         // Built from clones: `json!` would serialize the borrowed parent into a new tree.
         let mut doc = Map::new();
@@ -142,5 +154,21 @@ impl<'a> View<'a> {
         doc.insert("related".into(), Json::Object(related));
         doc.insert("lookups".into(), Json::Object(lookups));
         Json::Object(doc)
+    }
+}
+
+/// What one lookup found: its object, or (`objectNames`) the objects found, in the order of
+/// the names.
+pub(super) enum Found<'a> {
+    One(&'a Json),
+    Many(Vec<&'a Json>),
+}
+
+impl Found<'_> {
+    fn to_json(&self) -> Json {
+        match self {
+            Found::One(o) => (*o).clone(),
+            Found::Many(list) => Json::Array(list.iter().map(|o| (*o).clone()).collect()),
+        }
     }
 }

@@ -29,6 +29,8 @@ pub const ITEM_ANNOTATION: &str = "ruleop.dev/item";
 pub const HASH_ANNOTATION: &str = "ruleop.dev/hash";
 /// The finalizer of rules that declare cleanup.
 pub const FINALIZER: &str = "ruleop.dev/cleanup";
+/// On a parent: the number of the rule revision that last planned it (`RuleRevision`).
+pub const REVISION_LABEL: &str = "ruleop.dev/revision";
 
 /// `group`, `version` of an `apiVersion` (`v1` is the core group `""`).
 pub fn split_api_version(api_version: &str) -> (&str, &str) {

@@ -68,5 +68,21 @@ pub(super) fn field_schema(f: &Field) -> Json {
     set("minLength", f.min_length.map(|n| json!(n)));
     set("maxLength", f.max_length.map(|n| json!(n)));
     set("pattern", f.pattern.clone().map(Json::String));
+    if !f.validations.is_empty() {
+        let rules = f
+            .validations
+            .iter()
+            .map(|v| cel_rule(&v.rule, &v.message, v.message_expression.as_deref()));
+        m.insert("x-kubernetes-validations".into(), rules.collect());
+    }
     s
+}
+
+/// One `x-kubernetes-validations` entry.
+pub(super) fn cel_rule(rule: &str, message: &str, message_expression: Option<&str>) -> Json {
+    let mut v = json!({"rule": rule, "message": message});
+    if let Some(m) = message_expression {
+        v["messageExpression"] = json!(m);
+    }
+    v
 }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value as Json, json};
 
 pub use crate::rule::crd_spec::{Column, ColumnSpec, CrdSpec, Field, FieldType, Scale};
 use crate::rule::{CompiledRule, Scope, split_api_version};
-use fields::{field_schema, object_schema};
+use fields::{cel_rule, field_schema, object_schema};
 
 /// The status schema: the fields the rule writes (typed as `spec.crd.status` says, else any
 /// JSON value), its conditions and `observedGeneration`, so the API server prunes nothing
@@ -161,7 +161,7 @@ fn scale(rule: &CompiledRule, crd: &CrdSpec, scale: &Scale) -> Result<Json, CrdE
 }
 
 /// English plural of a lowercase kind, for the usual endings (`spec.crd.plural` overrides).
-fn plural_of(singular: &str) -> String {
+pub(crate) fn plural_of(singular: &str) -> String {
     let consonant_y = singular.ends_with('y')
         && !singular.ends_with("ay")
         && !singular.ends_with("ey")
@@ -247,6 +247,15 @@ pub fn generate(rule: &CompiledRule) -> Result<Json, CrdError> {
     } else {
         // Nothing required: an absent spec still gets the fields' defaults.
         spec_schema["default"] = json!({});
+    }
+    // `spec.validate[].cel` over the whole object, as `self` is in the planner.
+    let checks = &rule.compiled.cel.validate;
+    if !checks.is_empty() {
+        let rules = checks.iter().map(|c| {
+            let message_expression = c.message_expression.as_ref().map(|m| m.source.as_str());
+            cel_rule(&c.rule.source, &c.message, message_expression)
+        });
+        root.insert("x-kubernetes-validations".into(), rules.collect());
     }
     root.insert(
         "properties".into(),
@@ -464,5 +473,37 @@ mod tests {
         assert!(matches!(generate(&bad_status), Err(CrdError::ScaleStatus(f)) if f == "count"));
         assert_eq!(title("readyMembers"), "Ready Members");
         assert_eq!(title("size"), "Size");
+    }
+
+    /// `validate[].cel` goes to the root of the schema, field rules to their fields; Jinja
+    /// checks stay ruleop's.
+    #[test]
+    fn cel_rules_become_x_kubernetes_validations() {
+        let source = concat!(
+            "apiVersion: ruleop.dev/v1alpha1\nkind: Rule\nmetadata: {name: r}\nspec:\n",
+            "  parent: {apiVersion: shop.example.com/v1, kind: Box}\n",
+            "  validate:\n",
+            "    - {rule: parent.spec.size > 0, message: jinja}\n",
+            "    - {cel: self.spec.size <= 10, message: at most 10, messageExpression: \"'got ' + string(self.spec.size)\"}\n",
+            "  crd:\n    spec:\n      size: {type: integer}\n",
+            "      name:\n        type: string\n",
+            "        validations: [{rule: self == oldSelf, message: immutable}]\n",
+        );
+        let rule = crate::load::parse_rule(std::path::Path::new("r.yaml"), source).unwrap();
+        let crd = generate(&rule).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        assert_eq!(
+            schema["x-kubernetes-validations"],
+            json!([{"rule": "self.spec.size <= 10", "message": "at most 10", "messageExpression": "'got ' + string(self.spec.size)"}])
+        );
+        assert_eq!(
+            schema["properties"]["spec"]["properties"]["name"]["x-kubernetes-validations"],
+            json!([{"rule": "self == oldSelf", "message": "immutable"}])
+        );
+        assert!(
+            schema["properties"]["spec"]["properties"]["size"]
+                .get("x-kubernetes-validations")
+                .is_none()
+        );
     }
 }

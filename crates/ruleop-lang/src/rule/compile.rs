@@ -9,8 +9,7 @@ use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
 
 use super::compiled::{
-    ChildTemplates, CleanupTemplates, Compiled, ConditionTemplates, Draft, ValidateTemplates,
-    optional,
+    ChildTemplates, CleanupTemplates, Compiled, ConditionTemplates, Draft, optional,
 };
 use super::{
     Location, RULE_API_VERSION, RULE_KIND, RuleFile, RuleSpec, Scope, Spans, known_scope,
@@ -344,14 +343,7 @@ pub fn compile(
             .join(", ")
     };
 
-    for (i, v) in spec.validate.iter().enumerate() {
-        let rule = c.expression(&format!("spec.validate[{i}].rule"), &v.rule);
-        let message = c.template(&format!("spec.validate[{i}].message"), &v.message);
-        let compiled = rule.zip(message);
-        c.draft
-            .validate
-            .push(compiled.map(|(rule, message)| ValidateTemplates { rule, message }));
-    }
+    super::validation::compile(&mut c, &spec);
 
     let mut child_names = BTreeSet::new();
     for (i, child) in spec.children.iter().enumerate() {

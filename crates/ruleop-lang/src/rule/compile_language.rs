@@ -7,7 +7,9 @@ use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
 
 use super::compile::{Checker, one_line};
-use super::compiled::{ForEachTemplates, LookupTemplates, ReplicasTemplates, optional};
+use super::compiled::{
+    ForEachTemplates, LookupNames, LookupTemplates, ReplicasTemplates, optional,
+};
 use super::{Child, RuleSpec};
 
 /// Where the shared macros are registered (and located in errors).
@@ -115,13 +117,27 @@ pub(super) fn lookups(c: &mut Checker<'_>, spec: &RuleSpec, related: &BTreeSet<S
         if l.kind.is_empty() || l.api_version.is_empty() {
             c.error(&base, "a lookup needs apiVersion and kind");
         }
-        let object_name = c.template(&format!("{base}.objectName"), &l.object_name);
+        let names = match (&l.object_name, &l.object_names) {
+            (Some(name), None) => c
+                .template(&format!("{base}.objectName"), name)
+                .map(LookupNames::One),
+            (None, Some(names)) => c
+                .expression(&format!("{base}.objectNames"), names)
+                .map(LookupNames::Many),
+            _ => {
+                c.error(
+                    &base,
+                    "a lookup needs exactly one of objectName (one object) and objectNames (a list)",
+                );
+                None
+            }
+        };
         let namespace = optional(l.namespace.as_deref(), |ns| {
             c.template(&format!("{base}.namespace"), ns)
         });
         let compiled = (|| {
             Some(LookupTemplates {
-                object_name: object_name?,
+                names: names?,
                 namespace: namespace?,
             })
         })();

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::cel::CelRules;
 use crate::template::{ExprId, TemplateId};
 
 /// Every compiled template and expression of a rule, as handles.
@@ -32,17 +33,24 @@ pub struct Compiled {
     pub conditions: Vec<ConditionTemplates>,
     /// `spec.finalizer.cleanup[i]`.
     pub cleanup: Vec<CleanupTemplates>,
+    /// The CEL checks of `spec.validate` and of `spec.crd` fields.
+    pub cel: CelRules,
     /// `spec.decorations[i]`.
     pub decorations: Vec<super::DecorationTemplates>,
 }
 
 /// `spec.validate[i]`.
 #[derive(Debug, Clone, Copy)]
-pub struct ValidateTemplates {
-    /// `rule`.
-    pub rule: ExprId,
-    /// `message`.
-    pub message: TemplateId,
+pub enum ValidateTemplates {
+    /// A Jinja check.
+    Jinja {
+        /// `rule`.
+        rule: ExprId,
+        /// `message`.
+        message: TemplateId,
+    },
+    /// A CEL check: its index in [`Compiled::cel`]`.validate`.
+    Cel(usize),
 }
 
 /// `spec.children[i]`.
@@ -81,10 +89,19 @@ pub struct ReplicasTemplates {
 /// `spec.lookups[i]`.
 #[derive(Debug, Clone, Copy)]
 pub struct LookupTemplates {
-    /// `objectName`.
-    pub object_name: TemplateId,
+    /// `objectName` or `objectNames`.
+    pub names: LookupNames,
     /// `namespace`.
     pub namespace: Option<TemplateId>,
+}
+
+/// What a lookup names: one object, or a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupNames {
+    /// `objectName`: a template rendering one name.
+    One(TemplateId),
+    /// `objectNames`: an expression giving a list of names.
+    Many(ExprId),
 }
 
 /// `spec.status.ready` or `spec.status.conditions[i]`.
@@ -120,6 +137,7 @@ pub(super) struct Draft {
     pub(super) ready: Option<Option<ConditionTemplates>>,
     pub(super) conditions: Vec<Option<ConditionTemplates>>,
     pub(super) cleanup: Vec<Option<CleanupTemplates>>,
+    pub(super) cel: CelRules,
     pub(super) decorations: Vec<Option<super::DecorationTemplates>>,
 }
 
@@ -147,6 +165,7 @@ impl Draft {
             ready: self.ready?,
             conditions: self.conditions.into_iter().collect::<Option<_>>()?,
             cleanup: self.cleanup.into_iter().collect::<Option<_>>()?,
+            cel: self.cel,
             decorations: self.decorations.into_iter().collect::<Option<_>>()?,
         })
     }
@@ -178,7 +197,9 @@ mod tests {
         out.extend(c.macros.map(|m| t.name(m)));
         out.extend(c.values.iter().map(|&v| t.name(v)));
         for v in &c.validate {
-            out.extend([t.name(v.rule), t.name(v.message)]);
+            if let super::ValidateTemplates::Jinja { rule, message } = *v {
+                out.extend([t.name(rule), t.name(message)]);
+            }
         }
         for ch in &c.children {
             out.push(t.name(ch.template));
@@ -195,7 +216,10 @@ mod tests {
         }
         out.extend(c.related.iter().flatten().map(|&(_, id)| t.name(id)));
         for l in &c.lookups {
-            out.push(t.name(l.object_name));
+            out.push(match l.names {
+                super::LookupNames::One(id) => t.name(id),
+                super::LookupNames::Many(id) => t.name(id),
+            });
             out.extend(l.namespace.map(|n| t.name(n)));
         }
         out.extend(c.status_fields.values().map(|&f| t.name(f)));
@@ -229,6 +253,8 @@ mod tests {
             "tests/rules/language/crew.yaml",
             "tests/rules/soak/bundle.yaml",
             "examples/tenant/rule.yaml",
+            // A lookup over a list (`objectNames`).
+            "examples/reloader/rule.yaml",
             "examples/pod-name-label/rule.yaml",
         ] {
             paths.push(root.join(more));

@@ -83,6 +83,9 @@ pub struct Field {
     /// For an object: its fields (none: any keys, string values).
     #[serde(default)]
     pub fields: Option<BTreeMap<String, Field>>,
+    /// CEL rules on the value (`x-kubernetes-validations`), enforced by the API server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validations: Vec<super::CelValidation>,
 }
 
 /// The type of a field.

@@ -1,5 +1,5 @@
 //! Rule-format types of the language features: shared definitions, collections (`forEach`),
-//! lookups by name, replica rollouts and status fields written on failure.
+//! lookups by name (one or a list), replica rollouts and status fields written on failure.
 
 use std::collections::BTreeMap;
 
@@ -56,14 +56,24 @@ pub struct Lookup {
     pub api_version: String,
     /// Kind of the object.
     pub kind: String,
-    /// A template for the object's name, e.g. `"{{ parent.spec.themeRef }}"`.
-    pub object_name: String,
-    /// A template for its namespace (default: the parent's). Ignored for cluster-scoped
-    /// kinds. A namespaced parent may only read from its own namespace.
+    /// A template for the object's name, e.g. `"{{ parent.spec.themeRef }}"`. Exactly one
+    /// of `objectName` and `objectNames`.
+    #[serde(default)]
+    pub object_name: Option<String>,
+    /// A minijinja expression giving a list of names, e.g.
+    /// `(parent.metadata.annotations['reloader/configmaps'] | default('')) | split(',')`:
+    /// every named object is read, and `lookups.<name>` is the list of the found ones, in the
+    /// order of the names. Names are trimmed; empty ones and repeats are ignored; at most 100.
+    #[serde(default)]
+    pub object_names: Option<String>,
+    /// A template for its namespace (default: the parent's), the same for every name of
+    /// `objectNames`. Ignored for cluster-scoped kinds. A namespaced parent may only read
+    /// from its own namespace.
     #[serde(default)]
     pub namespace: Option<String>,
     /// `false` (default): while the object is missing the plan stops with `Ready=False`,
-    /// reason `LookupMissing`, and changes nothing. `true`: `lookups.<name>` is undefined.
+    /// reason `LookupMissing`, and changes nothing. `true`: `lookups.<name>` is undefined
+    /// (with `objectNames`: the missing objects are left out of the list).
     #[serde(default)]
     pub optional: bool,
 }

@@ -14,12 +14,13 @@ mod locate;
 mod reads;
 mod same_names;
 mod scope;
+mod validation;
 
 pub use crate::template::Limits;
 pub use compile::{CompiledRule, compile};
 pub use compile_language::ON_FAILURE_PATH;
 pub use compiled::{
-    ChildTemplates, CleanupTemplates, Compiled, ConditionTemplates, ForEachTemplates,
+    ChildTemplates, CleanupTemplates, Compiled, ConditionTemplates, ForEachTemplates, LookupNames,
     LookupTemplates, ReplicasTemplates, ValidateTemplates,
 };
 pub use crd_spec::CrdSpec;
@@ -32,6 +33,7 @@ pub use reads::Reads;
 pub use ruleop_schema::kinds::builtin_cluster_scoped;
 pub use ruleop_schema::meta::split_api_version;
 pub use scope::known_scope;
+pub use validation::{CelValidation, Validation};
 
 use std::collections::BTreeMap;
 
@@ -155,19 +157,6 @@ pub struct AllowedKind {
     /// unless declared here. The controller checks it against the cluster's discovery.
     #[serde(default)]
     pub scope: Option<Scope>,
-}
-
-/// A check on the parent.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Validation {
-    /// A minijinja expression that must be true, e.g. `parent.spec.size <= 10`.
-    pub rule: String,
-    /// A template for the message shown when the check fails.
-    pub message: String,
-    /// The condition reason when it fails (default `ValidationFailed`).
-    #[serde(default)]
-    pub reason: Option<String>,
 }
 
 /// A child object rendered for each parent.
