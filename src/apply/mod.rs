@@ -6,6 +6,7 @@
 //! [`error`] classifies failed API calls.
 
 mod children;
+pub mod decorate;
 mod error;
 mod events;
 pub mod handover;
@@ -254,6 +255,21 @@ impl Actor {
                         .await;
                 }
             }
+        }
+
+        // Decorations after the children, before any pruning: a failed one stops the plan.
+        if let Err(e) = self.decorate(target, &plan).await {
+            events.retain(|ev| ev.type_ == EventType::Warning);
+            return self
+                .fail(
+                    target,
+                    &parent_api,
+                    &plan.owned_status,
+                    &plan.status_shape,
+                    e,
+                    events,
+                )
+                .await;
         }
 
         // Prune only after every apply succeeded.

@@ -72,6 +72,14 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
         for lookup in &spec.lookups {
             grant(&lookup.api_version, plural(&lookup.kind), READ);
         }
+        // Decorations patch labels and annotations (server-side apply), never create.
+        for d in &spec.decorations {
+            grant(
+                &d.api_version,
+                plural(&d.kind),
+                &["get", "list", "watch", "patch"],
+            );
+        }
     }
     grant("events.k8s.io/v1", "events".into(), &["create", "patch"]);
     grant("v1", "events".into(), &["create", "patch"]);
@@ -151,6 +159,32 @@ mod tests {
         assert_eq!(
             own[1]["resources"],
             serde_json::json!(["rulerevisions/status"])
+        );
+    }
+
+    #[test]
+    fn decorated_kinds_are_granted_patch_only() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/pod-name-label/rule.yaml");
+        let source = std::fs::read_to_string(&path).unwrap();
+        let rule = ruleop_lang::load::parse_rule(&path, &source).unwrap();
+        let role = cluster_role("ruleop", &[&rule]);
+        let pods: Vec<&Json> = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&serde_json::json!("pods"))
+            })
+            .collect();
+        assert_eq!(pods.len(), 1, "{role}");
+        assert_eq!(pods[0]["apiGroups"], serde_json::json!([""]));
+        assert_eq!(
+            pods[0]["verbs"],
+            serde_json::json!(["get", "list", "patch", "watch"])
         );
     }
 }

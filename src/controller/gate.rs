@@ -193,6 +193,7 @@ mod tests {
             related: vec![gk("Related")],
             related_namespaced: vec![true],
             lookups: Vec::new(),
+            decorated: Vec::new(),
             schemas: super::super::schemas::ChildSchemas::none(),
             memo: Default::default(),
         });

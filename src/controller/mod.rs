@@ -64,6 +64,8 @@ struct ActiveRule {
     related_namespaced: Vec<bool>,
     /// Looked-up kinds, by lookup index, and whether each is namespaced.
     lookups: Vec<(GroupKind, bool)>,
+    /// Decorated kinds, by decoration index, and whether each is namespaced.
+    decorated: Vec<(GroupKind, bool)>,
     /// Which related and looked-up objects the rule reads beyond their metadata.
     reads: ruleop_lang::rule::Reads,
     /// The child kinds' schemas (for the planner's up-to-date comparison).
@@ -245,7 +247,10 @@ impl Controller {
     /// or looked-up kind).
     fn needs_all_objects(&self, gk: &GroupKind) -> bool {
         self.rules_read().values().any(|r| {
-            &r.parent == gk || r.related.contains(gk) || r.lookups.iter().any(|(k, _)| k == gk)
+            &r.parent == gk
+                || r.related.contains(gk)
+                || r.lookups.iter().any(|(k, _)| k == gk)
+                || r.decorated.iter().any(|(k, _)| k == gk)
         })
     }
 
@@ -257,6 +262,7 @@ impl Controller {
             let lookups = r.lookups.iter().map(|(k, _)| k).zip(&r.reads.lookups);
             &r.parent == gk
                 || r.children.contains(gk)
+                || r.decorated.iter().any(|(k, _)| k == gk)
                 || related.chain(lookups).any(|(k, whole)| k == gk && *whole)
         })
     }
@@ -318,7 +324,9 @@ impl Controller {
         // only objects of a looked-up or child kind can be either, so the busiest events (a
         // related kind's, such as Pods) skip the index.
         let named = rules.iter().any(|r| {
-            r.children.contains(&change.kind) || r.lookups.iter().any(|(gk, _)| gk == &change.kind)
+            r.children.contains(&change.kind)
+                || r.lookups.iter().any(|(gk, _)| gk == &change.kind)
+                || r.decorated.iter().any(|(gk, _)| gk == &change.kind)
         });
         let objects = std::iter::once(&change.object).chain(change.old.iter());
         for obj in objects.filter(|_| named) {
@@ -350,6 +358,7 @@ impl Controller {
                     }
                 }
             }
+            self.route_decorated(&rule, change);
             for (i, gk) in rule.related.iter().enumerate() {
                 if gk != &change.kind {
                     continue;
@@ -368,6 +377,40 @@ impl Controller {
         }
     }
 
+    /// Routes a change of a decorated kind: to the parents whose decorations the object
+    /// carries (or carried), and through the routing index to those whose decoration
+    /// selector matches it (indexed after the rule's related selectors).
+    fn route_decorated(&self, rule: &ActiveRule, change: &Change) {
+        let name = &rule.rule().name;
+        let objects = || std::iter::once(&change.object).chain(change.old.iter());
+        let mut decorated = rule.decorated.iter().map(|(gk, _)| gk);
+        if !decorated.any(|gk| gk == &change.kind) {
+            return;
+        }
+        let parents = self.cache(&rule.parent);
+        for uid in objects().flat_map(|o| o.decorators()) {
+            if let Some(parent) = parents.as_ref().and_then(|c| c.by_uid(uid)) {
+                self.queue.add(key_for(name, &parent));
+            }
+        }
+        let offset = rule.related.len();
+        for (i, (gk, _)) in rule.decorated.iter().enumerate() {
+            if gk != &change.kind {
+                continue;
+            }
+            let index = self.routes();
+            for obj in objects() {
+                for (namespace, parent) in index.matching(name, offset + i, obj) {
+                    self.queue.add(Key {
+                        rule: name.clone(),
+                        namespace,
+                        name: parent,
+                    });
+                }
+            }
+        }
+    }
+
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
         self.routes
             .lock()
@@ -379,20 +422,24 @@ impl Controller {
     fn record_selectors(&self, rule: &ActiveRule, parent: cache::ObjKey, selectors: Vec<Selector>) {
         let compiled = rule.rule();
         // A cluster-scoped related kind is selected across the cluster.
-        let scopes: Vec<Option<&str>> = rule
+        let namespaced = rule
             .related_namespaced
             .iter()
+            .chain(rule.decorated.iter().map(|(_, n)| n));
+        let scopes: Vec<Option<&str>> = namespaced
             .map(|namespaced| {
                 (*namespaced && compiled.spec.parent.scope == Scope::Namespaced)
                     .then_some(parent.0.as_str())
             })
             .collect();
         let scopes: Vec<Option<String>> = scopes.iter().map(|s| s.map(str::to_string)).collect();
+        let decorations = compiled.spec.decorations.iter();
         let anchors: Vec<Option<&str>> = compiled
             .spec
             .related
             .iter()
             .map(|r| routes::anchor_key(&r.selector))
+            .chain(decorations.map(|d| d.target.selector.as_ref().and_then(routes::anchor_key)))
             .collect();
         self.routes().set_selectors(
             (compiled.name.clone(), parent),

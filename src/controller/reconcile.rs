@@ -9,7 +9,7 @@ use super::gate::Snapshot;
 use super::observe::conflicts_of;
 use super::observe::{Observation, RuleKinds, observe, plan_observed};
 use super::queue::{Key, Outcome};
-use super::routes::Facet;
+use super::routes::{Facet, Interest};
 use super::{ActiveRule, Controller};
 use crate::apply::Target;
 use crate::cache::Cached;
@@ -129,11 +129,13 @@ impl Controller {
                 "reconcile failed"
             );
         }
-        if writes > 0 || plan.status.is_some() {
+        let decorations = plan.decorate.len() + plan.undecorate.len();
+        if writes > 0 || decorations > 0 || plan.status.is_some() {
             tracing::info!(
                 parent = %key,
                 apply = writes - plan.delete.len(),
                 delete = plan.delete.len(),
+                decorate = decorations,
                 status = plan.status.is_some(),
                 failure = plan.failure.as_ref().map(|f| f.message.as_str()),
                 "reconciling"
@@ -172,6 +174,7 @@ impl Controller {
             children: &rule.children,
             related: &rule.related,
             lookups: &rule.lookups,
+            decorated: &rule.decorated,
         };
         let mut seen = observe(
             compiled,
@@ -183,8 +186,24 @@ impl Controller {
         );
         // Every parent change and every rule (re)start reconciles the parent, so the
         // routing indexes of related and looked-up objects are kept here, in one place.
-        if let Some(selectors) = seen.selectors.take() {
+        let decorated = seen.decorated.take();
+        let selectors = seen.selectors.take();
+        if selectors.is_some() || decorated.is_some() {
+            let (decorations, names) = decorated.unwrap_or_default();
+            let mut selectors = selectors.unwrap_or_default();
+            // Decoration selectors are indexed after the related ones (see `route`).
+            selectors.resize(compiled.spec.related.len(), plan::Selector::new());
+            selectors.extend(decorations);
             self.record_selectors(rule, parent.key(), selectors);
+            let names = names
+                .into_iter()
+                .map(|(kind, namespace, name)| Interest::Object(kind, namespace, name))
+                .collect();
+            self.routes().set(
+                Facet::Decorations,
+                (compiled.name.clone(), parent.key()),
+                names,
+            );
         }
         if let Some(lookups) = seen.take_lookup_interests() {
             self.routes().set(

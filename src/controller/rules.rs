@@ -71,6 +71,7 @@ impl Controller {
                 .chain(&r.children)
                 .chain(&r.related)
                 .chain(r.lookups.iter().map(|(gk, _)| gk))
+                .chain(r.decorated.iter().map(|(gk, _)| gk))
                 .all(|gk| self.cache(gk).is_some_and(|c| c.is_synced()))
         });
         self.ready.store(synced, Ordering::Release);
@@ -105,6 +106,11 @@ impl Controller {
             spec.lookups
                 .iter()
                 .map(|l| (Role::Lookup, l.api_version.as_str(), l.kind.as_str())),
+        );
+        wanted.extend(
+            spec.decorations
+                .iter()
+                .map(|d| (Role::Decorated, d.api_version.as_str(), d.kind.as_str())),
         );
         let mut out = Vec::new();
         for (role, api_version, kind) in wanted {
@@ -143,6 +149,7 @@ impl Controller {
         let mut related = Vec::new();
         let mut related_namespaced = Vec::new();
         let mut lookups = Vec::new();
+        let mut decorated = Vec::new();
         for (role, r) in &kinds {
             match role {
                 Role::Parent => parent = Some(r.gk.clone()),
@@ -152,6 +159,7 @@ impl Controller {
                     related_namespaced.push(r.namespaced);
                 }
                 Role::Lookup => lookups.push((r.gk.clone(), r.namespaced)),
+                Role::Decorated => decorated.push((r.gk.clone(), r.namespaced)),
             }
         }
         let Some(parent) = parent else { return };
@@ -175,6 +183,7 @@ impl Controller {
             related,
             related_namespaced,
             lookups,
+            decorated,
             reads: loaded.rule.reads(),
             schemas,
             memo: super::memo::PlanMemo::default(),
@@ -291,6 +300,7 @@ pub(super) enum Role {
     Child,
     Related,
     Lookup,
+    Decorated,
 }
 
 /// Whether the rule's view of a kind's scope agrees with the cluster's discovery: a
@@ -305,7 +315,7 @@ pub(super) fn check_scope(
     let expected = match role {
         Role::Parent => rule.spec.parent.scope,
         Role::Child => rule.kind_scope(api_version, kind),
-        Role::Related | Role::Lookup => return Ok(()),
+        Role::Related | Role::Lookup | Role::Decorated => return Ok(()),
     };
     let served = if namespaced {
         Scope::Namespaced

@@ -9,6 +9,7 @@ mod support;
 mod admission;
 mod caches;
 mod controlplane;
+mod decorations;
 mod deploy;
 mod diff;
 mod errors;

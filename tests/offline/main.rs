@@ -9,6 +9,7 @@ mod admission;
 mod check_crd;
 mod check_errors;
 mod check_resource;
+mod decorations;
 mod golden;
 mod plan_language;
 mod plan_lifecycle;

@@ -8,6 +8,7 @@
 mod cel;
 mod child;
 mod collection;
+mod decorate;
 mod define;
 mod duplicates;
 mod finalize;
@@ -45,6 +46,10 @@ use ruleop_schema::status_shape::StatusShape;
 use status::{Condition, READY};
 use view::View;
 
+pub use decorate::{
+    Decorate, DecorationSelect, MANAGER_PREFIX as DECORATION_MANAGER_PREFIX, decoration_targets,
+    manager as decoration_manager, manager_parent as decoration_parent, owned_keys,
+};
 pub use lookup::{LookupTarget, lookup_targets, matches as lookup_matches};
 pub use ownership::is_ours;
 pub use parent_status::shows_rule_status;
@@ -179,6 +184,12 @@ pub struct Plan {
     pub apply: Vec<Desired>,
     /// Objects to delete (only after every apply succeeded).
     pub delete: Vec<Deletion>,
+    /// Objects not owned whose labels or annotations differ from the rule's decorations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decorate: Vec<Decorate>,
+    /// Objects the parent decorated that no decoration targets any more: their keys go.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undecorate: Vec<Decorate>,
     /// ruleop's part of the status (its status fields, conditions and
     /// `observedGeneration`), when it differs from the parent's. It is written whole with
     /// server-side apply, so fields other writers own are never touched.
@@ -350,6 +361,9 @@ fn plan_renders(rule: &CompiledRule, input: Input<'_>) -> Plan {
     if let Some(f) = duplicates::find(rule, &plan.apply) {
         return fail(plan, f);
     }
+    if let Err(f) = decorate::plan_decorations(rule, &input, &view, &ctx, &mut plan) {
+        return fail(plan, f);
+    }
 
     if rule.spec.parent.scope == Scope::Cluster {
         // A namespace is made before the objects that go into it.
@@ -507,6 +521,8 @@ fn failed_with(
 ) -> Plan {
     plan.apply.clear();
     plan.delete.clear();
+    plan.decorate.clear();
+    plan.undecorate.clear();
     let condition = Condition::unmet(READY, &failure.reason, failure.message.clone());
     // Announced once, when the parent first shows it: the status write this plan makes
     // reconciles the parent again, and a restart plans it again, both with nothing new.

@@ -70,7 +70,7 @@ impl CompiledRule {
 
     /// Whether parents of this rule carry ruleop's finalizer.
     pub fn needs_finalizer(&self) -> bool {
-        self.spec.finalizer.is_some()
+        self.spec.finalizer.is_some() || !self.spec.decorations.is_empty()
     }
 
     /// `file:line:col` of the template or expression registered as `name`, refined by the
@@ -428,6 +428,7 @@ pub fn compile(
     }
 
     super::compile_language::lookups(&mut c, &spec, &related_names);
+    super::decorations::compile(&mut c, &spec);
 
     let mut paths = HashMap::new();
     for (name, projection) in &spec.status.fields {

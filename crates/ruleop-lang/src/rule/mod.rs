@@ -8,6 +8,7 @@ mod compile;
 mod compile_language;
 mod compiled;
 pub mod crd_spec;
+mod decorations;
 mod language;
 mod locate;
 mod reads;
@@ -24,6 +25,7 @@ pub use compiled::{
     LookupTemplates, ReplicasTemplates, ValidateTemplates,
 };
 pub use crd_spec::CrdSpec;
+pub use decorations::{Decoration, DecorationTarget, DecorationTemplates};
 pub use language::{
     Definitions, FailureFields, ForEach, Lookup, NamedValue, ReplicaDeletion, Rollout,
 };
@@ -89,6 +91,10 @@ pub struct RuleSpec {
     /// Objects read by kind and name (never written), e.g. a Secret the parent names.
     #[serde(default)]
     pub lookups: Vec<Lookup>,
+    /// Labels and annotations set on objects the rule does not own (never other fields).
+    /// Declaring any adds a finalizer to parents, which removes them.
+    #[serde(default)]
+    pub decorations: Vec<Decoration>,
     /// Values and macros shared by every template, expression and status field.
     #[serde(default)]
     pub definitions: Definitions,
