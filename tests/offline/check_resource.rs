@@ -123,10 +123,6 @@ fn examples_pass() {
             "tests/rules/check-resource/observed.yaml",
         ]);
         assert!(ok, "{d}: {lines:#?}");
-        let lines: Vec<String> = lines
-            .into_iter()
-            .filter(|l| !builtin_condition_items_notice(l))
-            .collect();
         // Checked, not skipped: the sample renders children and every one has a schema.
         assert_eq!(lines.len(), 2, "{d}: {lines:#?}");
         assert!(
@@ -134,15 +130,6 @@ fn examples_pass() {
             "{d}: {lines:#?}"
         );
     }
-}
-
-/// The one warning an example may give: `examples/service-per-pod` decorates the built-in
-/// StatefulSet, whose condition items have no `observedGeneration` (a fact of the kind,
-/// nothing the rule could change; `check` says it for every built-in parent so).
-pub fn builtin_condition_items_notice(line: &str) -> bool {
-    line.starts_with("warn ")
-        && line.contains("examples/service-per-pod/rule.yaml:")
-        && line.contains("the condition items of StatefulSet do not declare it")
 }
 
 /// A sample whose two children name one object cannot be planned: `check --resource` fails,
