@@ -20,6 +20,15 @@ pub enum FetchError {
         #[source]
         source: kube::Error,
     },
+    /// The answer is not JSON.
+    #[error("cannot parse {path}: {source}")]
+    Parse {
+        /// What was requested.
+        path: String,
+        /// The failure.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The request could not be built.
     #[error("cannot request {path}: {source}")]
     Request {
@@ -31,7 +40,7 @@ pub enum FetchError {
     },
 }
 
-/// The JSON at `path` (the index, or a URL it lists).
+/// The JSON at `path` (the index, or a URL it lists), without its descriptions.
 pub async fn get(client: &Client, path: &str) -> Result<Json, FetchError> {
     let request = http::Request::get(path)
         .body(Vec::new())
@@ -39,13 +48,79 @@ pub async fn get(client: &Client, path: &str) -> Result<Json, FetchError> {
             path: path.to_string(),
             source,
         })?;
-    client
-        .request(request)
+    let text = client
+        .request_text(request)
         .await
         .map_err(|source| FetchError::Read {
             path: path.to_string(),
             source,
-        })
+        })?;
+    let slim: Slim = serde_json::from_str(&text).map_err(|source| FetchError::Parse {
+        path: path.to_string(),
+        source,
+    })?;
+    Ok(slim.0)
+}
+
+/// A JSON value read without the `description` texts of its schemas: they are most of a
+/// document's bytes (core/v1 is about 1 MB of them) and nothing here reads them, so leaving
+/// them out while parsing keeps the start-up peak of memory small.
+struct Slim(Json);
+
+impl<'de> serde::Deserialize<'de> for Slim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SlimVisitor).map(Slim)
+    }
+}
+
+struct SlimVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SlimVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(Slim(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Slim(value) = map.next_value()?;
+            // Only the text: a property named `description` (an object) stays.
+            if key == "description" && value.is_string() {
+                continue;
+            }
+            out.insert(key, value);
+        }
+        Ok(Json::Object(out))
+    }
 }
 
 /// Every document `index` lists: its group-version path (`api/v1`, `apis/apps/v1`, also
@@ -69,6 +144,23 @@ pub fn published_url<'a>(index: &'a Json, path: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn documents_are_read_without_description_texts() {
+        let text = r#"{"components": {"schemas": {"A": {"description": "long text",
+            "type": "object", "properties": {"description": {"type": "string",
+            "description": "a property named description"}, "n": {"type": "integer",
+            "minimum": -1.5, "maximum": 18446744073709551615}},
+            "x-kubernetes-list-map-keys": ["name"], "nullable": null}}}}"#;
+        let Slim(slim) = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            slim,
+            json!({"components": {"schemas": {"A": {"type": "object", "properties": {
+                "description": {"type": "string"},
+                "n": {"type": "integer", "minimum": -1.5, "maximum": 18446744073709551615u64}},
+                "x-kubernetes-list-map-keys": ["name"], "nullable": null}}}})
+        );
+    }
 
     #[test]
     fn the_index_lists_each_document_under_its_hashed_url() {
