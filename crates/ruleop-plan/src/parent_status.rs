@@ -106,10 +106,11 @@ pub(super) fn set_status(
         fields.insert(OBSERVED_GENERATION.into(), json!(g));
     }
     // A recovery is announced: Ready after a problem the parent showed (a Warning said so).
-    // Becoming ready after creation or scaling (`Progressing`) is not: the `Created` Event
-    // and the condition's lastTransitionTime tell it, and a new parent costs one write less.
+    // Becoming ready after creation or scaling (the waiting reason) is not: the `Created`
+    // Event and the condition's lastTransitionTime tell it, and a new parent costs one write
+    // less.
     let recovered = status::condition_status(previous, READY) == Some(false)
-        && status::condition_reason(previous, READY) != Some(super::reason::PROGRESSING);
+        && status::condition_reason(previous, READY) != Some(crate::ready::waiting_reason(rule));
     // Without conditions on the parent a transition cannot be told from a steady state.
     if shape.allows_conditions()
         && recovered
@@ -252,5 +253,17 @@ mod tests {
         assert!(after(crate::reason::PROGRESSING).is_empty());
         assert_eq!(after(crate::reason::RENDER_FAILED), [READY]);
         assert_eq!(after("LookupMissing"), [READY]);
+    }
+
+    #[test]
+    fn the_waiting_reason_is_the_rules_own_when_it_declares_ready() {
+        let memcached = include_str!("../../../rules/memcached.yaml");
+        let declared = ruleop_lang::load::parse_rule("m.yaml".as_ref(), memcached).unwrap();
+        assert_eq!(crate::ready::waiting_reason(&declared), "NotReady");
+        let generic = ruleop_lang::load::parse_rule("d.yaml".as_ref(), DEPLOYMENT).unwrap();
+        assert_eq!(
+            crate::ready::waiting_reason(&generic),
+            crate::reason::PROGRESSING
+        );
     }
 }
