@@ -158,7 +158,11 @@ mod tests {
             .collect();
         let out = occurrences(events.iter());
         assert_eq!(out.len(), 1);
-        assert!(out[0].note.chars().count() <= MAX_NOTE, "{}", out[0].note.len());
+        assert!(
+            out[0].note.chars().count() <= MAX_NOTE,
+            "{}",
+            out[0].note.len()
+        );
         assert!(out[0].note.ends_with("; ..."));
     }
 }

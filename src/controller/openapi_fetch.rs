@@ -3,6 +3,7 @@
 //! schema cache and by `ruleop check --cluster`.
 
 use kube::Client;
+use ruleop_schema::openapi::Document;
 use serde_json::Value as Json;
 
 /// The index of OpenAPI v3 documents.
@@ -42,24 +43,86 @@ pub enum FetchError {
 
 /// The JSON at `path` (the index, or a URL it lists), without its descriptions.
 pub async fn get(client: &Client, path: &str) -> Result<Json, FetchError> {
+    let text = text(client, path).await?;
+    let slim: Slim = serde_json::from_str(&text).map_err(|source| FetchError::Parse {
+        path: path.to_string(),
+        source,
+    })?;
+    Ok(slim.0)
+}
+
+/// The document at `path` (a URL the index lists), compiled as it is read: one component's
+/// JSON at a time, so reading core/v1 never holds its whole tree.
+pub async fn document(client: &Client, path: &str) -> Result<Document, FetchError> {
+    let text = text(client, path).await?;
+    let mut document = Document::default();
+    let mut reader = serde_json::Deserializer::from_str(&text);
+    serde::de::DeserializeSeed::deserialize(
+        Within(&["components", "schemas"], &mut document),
+        &mut reader,
+    )
+    .and_then(|()| reader.end())
+    .map_err(|source| FetchError::Parse {
+        path: path.to_string(),
+        source,
+    })?;
+    Ok(document)
+}
+
+async fn text(client: &Client, path: &str) -> Result<String, FetchError> {
     let request = http::Request::get(path)
         .body(Vec::new())
         .map_err(|source| FetchError::Request {
             path: path.to_string(),
             source,
         })?;
-    let text = client
+    client
         .request_text(request)
         .await
         .map_err(|source| FetchError::Read {
             path: path.to_string(),
             source,
-        })?;
-    let slim: Slim = serde_json::from_str(&text).map_err(|source| FetchError::Parse {
-        path: path.to_string(),
-        source,
-    })?;
-    Ok(slim.0)
+        })
+}
+
+/// Reads the object at the key path `.0` (e.g. `components.schemas`) of a JSON document into
+/// `.1`, one entry at a time; every other part of the document is skipped unread.
+struct Within<'a>(&'a [&'a str], &'a mut Document);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Within<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Within<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an OpenAPI document")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Within(path, document) = self;
+        while let Some(key) = map.next_key::<String>()? {
+            match path.split_first() {
+                Some((first, rest)) if *first == key => {
+                    map.next_value_seed(Within(rest, document))?;
+                }
+                Some(_) => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                // At the components: each one compiled, its JSON dropped.
+                None => {
+                    let Slim(schema) = map.next_value()?;
+                    document.add(key, &schema);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A JSON value read without the `description` texts of its schemas: they are most of a
@@ -159,6 +222,33 @@ mod tests {
                 "description": {"type": "string"},
                 "n": {"type": "integer", "minimum": -1.5, "maximum": 18446744073709551615u64}},
                 "x-kubernetes-list-map-keys": ["name"], "nullable": null}}}})
+        );
+    }
+
+    #[test]
+    fn a_document_read_one_component_at_a_time_is_the_document_parsed_whole() {
+        let text = r#"{"openapi": "3.0.0", "info": {"title": "x"}, "paths": {"/a": {}},
+            "components": {"securitySchemes": {}, "schemas": {
+            "io.k8s.api.apps.v1.Deployment": {"type": "object",
+                "description": "long text",
+                "properties": {"spec": {"properties": {"ports": {"type": "array",
+                    "items": {"type": "object"}, "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["port"]}}}},
+                "x-kubernetes-group-version-kind": [
+                    {"group": "apps", "version": "v1", "kind": "Deployment"}]}}}}"#;
+        let mut streamed = Document::default();
+        let mut reader = serde_json::Deserializer::from_str(text);
+        serde::de::DeserializeSeed::deserialize(
+            Within(&["components", "schemas"], &mut streamed),
+            &mut reader,
+        )
+        .unwrap();
+        let whole = Document::parse(&serde_json::from_str(text).unwrap());
+        assert_eq!(streamed, whole);
+        assert!(
+            std::sync::Arc::new(streamed)
+                .kind("apps", "v1", "Deployment")
+                .is_some()
         );
     }
 

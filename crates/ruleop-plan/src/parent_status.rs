@@ -247,8 +247,14 @@ mod tests {
                     schemas: None,
                 },
             );
-            assert_eq!(p.status.as_ref().unwrap()["conditions"][0]["status"], "True");
-            p.events.iter().map(|e| e.reason.clone()).collect::<Vec<_>>()
+            assert_eq!(
+                p.status.as_ref().unwrap()["conditions"][0]["status"],
+                "True"
+            );
+            p.events
+                .iter()
+                .map(|e| e.reason.clone())
+                .collect::<Vec<_>>()
         };
         assert!(after(crate::reason::PROGRESSING).is_empty());
         assert_eq!(after(crate::reason::RENDER_FAILED), [READY]);
