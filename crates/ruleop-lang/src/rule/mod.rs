@@ -14,8 +14,8 @@ mod locate;
 mod reads;
 mod same_names;
 mod scope;
-mod validation;
 mod selector;
+mod validation;
 
 pub use crate::template::Limits;
 pub use compile::{CompiledRule, compile};
@@ -34,8 +34,8 @@ pub use reads::Reads;
 pub use ruleop_schema::kinds::builtin_cluster_scoped;
 pub use ruleop_schema::meta::split_api_version;
 pub use scope::known_scope;
-pub use validation::{CelValidation, Validation};
 pub use selector::{AnnotationSelector, LabelSelector, Operator, Requirement};
+pub use validation::{CelValidation, Validation};
 
 use std::collections::BTreeMap;
 
