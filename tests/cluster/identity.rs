@@ -237,9 +237,8 @@ async fn a_rules_writes_go_out_as_its_service_account_and_rbac_bounds_them() {
 
     // Every write for the Site went out as its account; the Plain rule's as the operator.
     let seen = requests(&mark, &env.ns);
-    let site = |w: &&Write| {
-        w.resource.starts_with("sites") || w.resource == "services" || w.name == "s1"
-    };
+    let site =
+        |w: &&Write| w.resource.starts_with("sites") || w.resource == "services" || w.name == "s1";
     let site_writes: Vec<&Write> = seen.iter().filter(site).collect();
     assert!(
         site_writes.iter().all(|w| w.impersonated_user == user),

@@ -140,8 +140,7 @@ mod check_tests {
     fn a_bad_name_is_refused_where_it_is_written() {
         let source = "apiVersion: ruleop.dev/v1alpha1\nkind: Rule\nmetadata: {name: r}\nspec:\n  parent: {apiVersion: x.dev/v1, kind: Site}\n  serviceAccount:\n    name: Deployer\n    namespace: team.a\n";
         let err = crate::load::parse_rule("r.yaml".as_ref(), source)
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
