@@ -174,6 +174,8 @@ fn requests(mark: &Mark, ns: &str) -> Vec<Write> {
 async fn a_rules_writes_go_out_as_its_service_account_and_rbac_bounds_them() {
     let env = TestEnv::new("e2e-identity").await;
     let group = format!("ident{}.test.ruleop.dev", unique_suffix());
+    // Full names: other tests' CRDs may have the plural `sites` too.
+    let sites = format!("sites.{group}");
     install_crd(&env, &group, "Site");
     install_crd(&env, &group, "Plain");
     account(&env, &group);
@@ -200,16 +202,16 @@ async fn a_rules_writes_go_out_as_its_service_account_and_rbac_bounds_them() {
     })
     .await;
     wait_for("the plain parent Ready", T, || async {
-        ready(&env, "plains", "p1").0 == "True"
+        ready(&env, &format!("plains.{group}"), "p1").0 == "True"
     })
     .await;
 
     // The Service the account may not create: Forbidden, naming the account, verb and kind.
     wait_for("Forbidden on the site", T, || async {
-        ready(&env, "sites", "s1") == ("False".into(), "Forbidden".into())
+        ready(&env, &sites, "s1") == ("False".into(), "Forbidden".into())
     })
     .await;
-    let message = condition_message(&env, "sites", "s1");
+    let message = condition_message(&env, &sites, "s1");
     for part in [
         user.as_str(),
         "cannot create",
@@ -296,7 +298,7 @@ async fn a_rules_writes_go_out_as_its_service_account_and_rbac_bounds_them() {
     })
     .await;
     wait_for("the site Ready", T, || async {
-        ready(&env, "sites", "s1").0 == "True"
+        ready(&env, &sites, "s1").0 == "True"
     })
     .await;
     assert_eq!(jsonpath(&env, "configmap", "s1", "{.data.site}"), "s1");
@@ -311,5 +313,115 @@ async fn a_rules_writes_go_out_as_its_service_account_and_rbac_bounds_them() {
         audit::describe(&seen)
     );
     audit::assert_no_writes("healed", IDLE, |w| w.namespace == env.ns).await;
+    drop(op);
+}
+
+/// The operator runs as a ServiceAccount holding only what `ruleop rbac` prints for a rule
+/// with an account: its own ClusterRole (reads of the rule's kinds, no writes) and the grant
+/// to impersonate exactly that account; the account holds the rule's writes. That is enough:
+/// the children are created, as the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_roles_ruleop_rbac_prints_are_enough_for_a_rule_with_an_account() {
+    let env = TestEnv::new("e2e-identity-rbac").await;
+    let group = format!("identrbac{}.test.ruleop.dev", unique_suffix());
+    let sites = format!("sites.{group}");
+    install_crd(&env, &group, "Site");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("site.yaml"), site_rule(&group, &env.ns)).unwrap();
+
+    let name = format!("ruleop-test-{}", unique_suffix());
+    let operator = format!("{}/ruleop", env.ns);
+    let printed = support::operator::ruleop_ok(&[
+        "rbac",
+        "--name",
+        &name,
+        "--rules",
+        rules.to_str().unwrap(),
+        "--service-account",
+        &operator,
+    ]);
+    env.kubectl(&["create", "serviceaccount", "ruleop"]);
+    env.kubectl(&["create", "serviceaccount", "site-writer"]);
+    kubectl_with_input(&["apply", "-f", "-"], Some(&printed));
+    for role in [name.clone(), format!("{name}-rule-site")] {
+        env.delete_on_drop("clusterrole", &role);
+        env.delete_on_drop("clusterrolebinding", &role);
+    }
+    support::kubectl(&[
+        "create",
+        "clusterrolebinding",
+        &name,
+        "--clusterrole",
+        &name,
+        "--serviceaccount",
+        &format!("{}:ruleop", env.ns),
+    ]);
+    let can = |who: &str| {
+        support::kubectl(&[
+            "auth",
+            "can-i",
+            "create",
+            "services",
+            "-n",
+            &env.ns,
+            "--as",
+            &format!("system:serviceaccount:{}:{who}", env.ns),
+        ])
+        .trim()
+        .to_string()
+    };
+    let refused = support::try_kubectl(
+        &[
+            "auth",
+            "can-i",
+            "create",
+            "services",
+            "-n",
+            &env.ns,
+            "--as",
+            &format!("system:serviceaccount:{}:ruleop", env.ns),
+        ],
+        None,
+    );
+    assert!(
+        refused.is_err() || refused.as_deref().map(str::trim) == Ok("no"),
+        "the operator itself may not create Services: {refused:?}"
+    );
+    assert_eq!(can("site-writer"), "yes", "the account may");
+
+    let token = env.kubectl(&["create", "token", "ruleop", "--duration=1h"]);
+    let kubeconfig = crate::rbac::token_kubeconfig(dir.path(), token.trim());
+    let op = Operator::start_as(&env.ns, &rules, &[], &kubeconfig);
+    let mark = Mark::now();
+    env.apply_yaml(&format!(
+        "apiVersion: {group}/v1\nkind: Site\nmetadata: {{name: s1}}\n"
+    ));
+    let deadline = std::time::Instant::now() + T;
+    while ready(&env, &sites, "s1").0 != "True" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the site is not Ready: {:?}\n{}",
+            condition_message(&env, &sites, "s1"),
+            op.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(env.get("service", "s1").is_some() && env.get("configmap", "s1").is_some());
+    let user = format!("system:serviceaccount:{}:site-writer", env.ns);
+    let seen = requests(&mark, &env.ns);
+    // A write may meet a grant the API server's RBAC cache has not seen yet (a 403, retried).
+    let created = |resource: &str| {
+        seen.iter()
+            .any(|w| w.resource == resource && w.name == "s1" && w.succeeded())
+    };
+    assert!(
+        created("services")
+            && created("configmaps")
+            && seen.iter().all(|w| w.impersonated_user == user),
+        "every write made as the account:\n{}",
+        audit::describe(&seen)
+    );
     drop(op);
 }
