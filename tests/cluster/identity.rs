@@ -425,3 +425,30 @@ async fn the_roles_ruleop_rbac_prints_are_enough_for_a_rule_with_an_account() {
     );
     drop(op);
 }
+
+/// A rule naming no account namespace, in an operator that knows its own neither
+/// (`$POD_NAMESPACE`, `--rules-configmap`): the rule waits, saying where and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_without_a_namespace_waits_when_the_operator_knows_none() {
+    if std::env::var_os("POD_NAMESPACE").is_some() {
+        eprintln!("skipped: $POD_NAMESPACE is set, so the operator knows its namespace");
+        return;
+    }
+    let env = TestEnv::new("e2e-identity-ns").await;
+    let group = format!("identns{}.test.ruleop.dev", unique_suffix());
+    install_crd(&env, &group, "Site");
+    let dir = tempfile::tempdir().unwrap();
+    let rule = site_rule(&group, &env.ns).replace(
+        &format!("{{name: site-writer, namespace: {}}}", env.ns),
+        "{name: site-writer}",
+    );
+    std::fs::write(dir.path().join("site.yaml"), rule).unwrap();
+    let op = Operator::start_with_rules(&env.ns, dir.path(), &[]);
+    wait_for("the rule waits for a namespace", T, || async {
+        let log = op.log();
+        log.contains("site.yaml:6:") && log.contains("spec.serviceAccount.namespace is required")
+    })
+    .await;
+    assert!(op.metrics().contains("state=\"waiting\""));
+    assert!(!op.log().contains("rule active"));
+}
