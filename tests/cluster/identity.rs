@@ -284,6 +284,7 @@ async fn a_rules_writes_go_out_as_its_service_account_and_rbac_bounds_them() {
         .iter()
         .filter(|w| w.resource == "services" && w.code == 403)
         .count();
+    eprintln!("the refused write was retried {retries} times in {WINDOW:?}");
     assert!(
         retries <= MAX_RETRIES && retries == seen.len(),
         "{retries} retries in {WINDOW:?}:\n{}",
