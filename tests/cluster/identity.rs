@@ -17,9 +17,9 @@ const T: Duration = Duration::from_secs(60);
 const SETTLE: Duration = Duration::from_secs(5);
 /// The window the failing rule's retries are counted over.
 const WINDOW: Duration = Duration::from_secs(20);
-/// At most this many retries in [`WINDOW`]: exponential backoff gives two or three; a storm
-/// (a retry per watch event or a fixed short delay) gives dozens.
-const MAX_RETRIES: usize = 5;
+/// At most this many retries in [`WINDOW`]: exponential backoff with its jitter gives one to
+/// four; a storm (a retry per watch event or a fixed short delay) gives dozens.
+const MAX_RETRIES: usize = 6;
 /// Backoff is capped at 5 minutes, but a grant made within a minute of the first failure is
 /// picked up by a retry within about a minute.
 const HEAL: Duration = Duration::from_secs(120);
