@@ -59,7 +59,7 @@ impl Actor {
             let Some(cache) = target.kinds.get(&gk) else {
                 continue;
             };
-            let api = api_for(&self.client, cache, &d.key.namespace);
+            let api = api_for(&target.writer.client, cache, &d.key.namespace);
             self.metrics.write("decorate");
             match write(&api, d).await {
                 Ok(_) => {}

@@ -3,6 +3,9 @@
 //! Parents: read, watch, patch (finalizers) and their `status` and `finalizers`
 //! subresources. Children (every kind in a rule's `allow` list): full lifecycle. Related
 //! kinds: read and watch. Plus Events, the leader-election Lease and ruleop's RuleRevisions.
+//! A rule with `spec.serviceAccount` writes as that account: the operator keeps only the
+//! reads of its kinds, and [`super::rbac_accounts`] prints the impersonation grant and the
+//! account's role.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,6 +50,23 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
     for rule in rules {
         let spec = &rule.spec;
         let parent = plural(&spec.parent.kind);
+        for related in &spec.related {
+            grant(&related.api_version, plural(&related.kind), READ);
+        }
+        for lookup in &spec.lookups {
+            grant(&lookup.api_version, plural(&lookup.kind), READ);
+        }
+        if spec.service_account.is_some() {
+            // Its writes are its account's (`rbac_accounts`); the operator only watches.
+            grant(&spec.parent.api_version, parent, READ);
+            for allowed in &spec.allow {
+                grant(&allowed.api_version, plural(&allowed.kind), READ);
+            }
+            for d in &spec.decorations {
+                grant(&d.api_version, plural(&d.kind), READ);
+            }
+            continue;
+        }
         grant(
             &spec.parent.api_version,
             parent.clone(),
@@ -65,12 +85,6 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
         );
         for allowed in &spec.allow {
             grant(&allowed.api_version, plural(&allowed.kind), WRITE);
-        }
-        for related in &spec.related {
-            grant(&related.api_version, plural(&related.kind), READ);
-        }
-        for lookup in &spec.lookups {
-            grant(&lookup.api_version, plural(&lookup.kind), READ);
         }
         // Decorations patch labels and annotations (server-side apply), never create.
         for d in &spec.decorations {
@@ -96,7 +110,18 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
         &["get", "patch", "update"],
     );
 
-    // One rule entry per group and verb set keeps the role short and readable.
+    let policy = merge(grants);
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {ruleop_schema::meta::MANAGED_BY_LABEL: "ruleop"}},
+        "rules": policy,
+    })
+}
+
+/// Verbs by (group, resource) as policy rules: one entry per group and verb set keeps a
+/// role short and readable.
+pub(super) fn merge(grants: BTreeMap<(String, String), BTreeSet<&str>>) -> Vec<Json> {
     let mut merged: BTreeMap<(String, Vec<&str>), Vec<String>> = BTreeMap::new();
     for ((group, resource), verbs) in grants {
         merged
@@ -104,16 +129,10 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
             .or_default()
             .push(resource);
     }
-    let policy: Vec<Json> = merged
+    merged
         .into_iter()
         .map(|((group, verbs), resources)| json!({"apiGroups": [group], "resources": resources, "verbs": verbs}))
-        .collect();
-    json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": name, "labels": {ruleop_schema::meta::MANAGED_BY_LABEL: "ruleop"}},
-        "rules": policy,
-    })
+        .collect()
 }
 
 #[cfg(test)]

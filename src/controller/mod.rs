@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::Actor;
 use crate::cache::{self, Cached, Change, GroupKind, KindCache};
+use crate::client::identity::{Identities, Writer};
 use crate::telemetry::{Metrics, RuleStateLabels};
 pub use pins::Counts;
 use plan::Selector;
@@ -72,6 +73,8 @@ struct ActiveRule {
     schemas: ChildSchemas,
     /// Converged plans of this rule by their inputs (a reloaded rule starts empty).
     memo: memo::PlanMemo,
+    /// The client its writes go through (its ServiceAccount's, or the operator's).
+    writer: Arc<Writer>,
 }
 
 impl ActiveRule {
@@ -88,6 +91,8 @@ struct RunningCache {
 /// The controller's shared state.
 pub struct Controller {
     client: Client,
+    /// The write clients of the rules' accounts.
+    identities: Identities,
     config: Config,
     metrics: Arc<Metrics>,
     actor: Actor,
@@ -113,15 +118,17 @@ struct Resolved {
 }
 
 impl Controller {
-    /// A controller acting through `client`. Nothing runs until [`Controller::run`].
+    /// A controller reading through the operator's client of `identities` and writing
+    /// through each rule's. Nothing runs until [`Controller::run`].
     pub fn new(
-        client: Client,
+        identities: Identities,
         config: Config,
         metrics: Arc<Metrics>,
         ready: Arc<AtomicBool>,
         cancel: CancellationToken,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let client = identities.operator().clone();
         let actor = Actor::new(
             client.clone(),
             metrics.clone(),
@@ -131,6 +138,7 @@ impl Controller {
         let controller = Arc::new(Self {
             schemas: SchemaCache::new(client.clone()),
             client,
+            identities,
             config,
             metrics,
             actor,

@@ -150,6 +150,7 @@ impl Controller {
             kinds,
             failures: self.queue.failures(key),
             revision,
+            writer: &rule.writer,
         };
         let report = self.actor.execute(&target, plan).await;
         if let Some(revision) = revision {

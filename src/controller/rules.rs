@@ -8,6 +8,7 @@ use kube::core::GroupVersionKind;
 
 use super::{ActiveRule, Controller, Resolved, key_for};
 use crate::cache::{GroupKind, KindCache};
+use crate::client::identity::Writer;
 use ruleop_lang::load::LoadedRule;
 use ruleop_lang::rule::{CompiledRule, Scope, split_api_version};
 use ruleop_schema::meta;
@@ -50,8 +51,12 @@ impl Controller {
             .map(|(r, _)| r.clone())
             .collect();
         for loaded in pending {
-            match self.resolve(&loaded.rule).await {
-                Ok(kinds) => self.activate(loaded, kinds).await,
+            let ready = match self.resolve(&loaded.rule).await {
+                Ok(kinds) => self.writer_of(&loaded.rule).map(|writer| (kinds, writer)),
+                Err(why) => Err(why),
+            };
+            match ready {
+                Ok((kinds, writer)) => self.activate(loaded, kinds, writer).await,
                 Err(why) => {
                     let mut waiting = self
                         .waiting
@@ -75,6 +80,18 @@ impl Controller {
                 .all(|gk| self.cache(gk).is_some_and(|c| c.is_synced()))
         });
         self.ready.store(synced, Ordering::Release);
+        // Accounts no loaded rule writes as any more (a reload removed or changed them).
+        self.identities.prune();
+    }
+
+    /// The client `rule` writes with: the one of its ServiceAccount, else the operator's.
+    fn writer_of(&self, rule: &CompiledRule) -> Result<Arc<Writer>, String> {
+        self.identities
+            .writer(rule.spec.service_account.as_ref())
+            .map_err(|e| {
+                let at = rule.spans.find("spec.serviceAccount");
+                format!("{}:{at}: {e}", rule.path.display())
+            })
     }
 
     /// Resolves every kind a rule names through discovery.
@@ -142,6 +159,7 @@ impl Controller {
         self: &Arc<Self>,
         loaded: LoadedRule,
         kinds: Vec<(Role, Resolved)>,
+        writer: Arc<Writer>,
     ) {
         let name = loaded.rule.name.clone();
         let mut parent = None;
@@ -187,6 +205,7 @@ impl Controller {
             reads: loaded.rule.reads(),
             schemas,
             memo: super::memo::PlanMemo::default(),
+            writer,
         });
         self.rules
             .write()
@@ -264,7 +283,8 @@ impl Controller {
                 if !meta::has_finalizer(&parent, meta::FINALIZER) {
                     continue;
                 }
-                let api = self.actor.api(&parents, meta::namespace(&parent));
+                let api =
+                    crate::apply::api_for(&rule.writer.client, &parents, meta::namespace(&parent));
                 match self.actor.set_finalizer(&api, &parent, false).await {
                     Ok(()) => {
                         tracing::info!(rule = %name, parent = %meta::ObjectKey::of(&parent), "finalizer removed: rule gone")
@@ -285,7 +305,11 @@ impl Controller {
                     .iter()
                     .filter(|o| o.label(meta::RULE_LABEL) == Some(name.as_str()))
                 {
-                    if let Err(e) = self.actor.delete_object(&cache, &obj.json()).await {
+                    if let Err(e) = self
+                        .actor
+                        .delete_object(&rule.writer.client, &cache, &obj.json())
+                        .await
+                    {
                         tracing::warn!(rule = %name, error = %e, "cannot delete child of removed rule");
                     }
                 }

@@ -104,7 +104,9 @@ impl Controller {
         cached: Option<Arc<Cached>>,
     ) -> Option<Report> {
         let parents = self.cache(&rule.parent)?;
-        let api = self.actor.api(&parents, &key.namespace);
+        // The rule's writer: the release's writes go out as its account (reads stay the
+        // operator's).
+        let api = crate::apply::api_for(&rule.writer.client, &parents, &key.namespace);
         let parent = match cached {
             Some(c) => c.json(),
             None => match api.get_opt(&key.name).await {
@@ -208,7 +210,7 @@ impl Controller {
                 self.config
                     .namespaces
                     .iter()
-                    .map(|ns| self.actor.api(&cache, ns))
+                    .map(|ns| crate::apply::api_for(&self.client, &cache, ns))
                     .collect()
             };
         for api in &apis {
@@ -256,7 +258,11 @@ impl Controller {
                 .iter()
                 .filter(|o| o.label(meta::RULE_LABEL) == Some(name.as_str()))
             {
-                if let Err(e) = self.actor.delete_object(&cache, &obj.json()).await {
+                if let Err(e) = self
+                    .actor
+                    .delete_object(&rule.writer.client, &cache, &obj.json())
+                    .await
+                {
                     tracing::warn!(rule = %name, error = %e, "cannot delete child of released parent");
                 }
             }

@@ -15,6 +15,7 @@ mod diff;
 mod errors;
 mod examples_a;
 mod examples_b;
+mod identity;
 mod language;
 mod lifecycle;
 mod lookups;

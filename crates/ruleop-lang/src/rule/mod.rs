@@ -15,6 +15,7 @@ mod reads;
 mod same_names;
 mod scope;
 mod selector;
+mod service_account;
 mod validation;
 
 pub use crate::template::Limits;
@@ -35,6 +36,7 @@ pub use ruleop_schema::kinds::builtin_cluster_scoped;
 pub use ruleop_schema::meta::split_api_version;
 pub use scope::known_scope;
 pub use selector::{AnnotationSelector, LabelSelector, Operator, Requirement};
+pub use service_account::{ServiceAccount, ServiceAccountRef};
 pub use validation::{CelValidation, Validation};
 
 use std::collections::BTreeMap;
@@ -116,6 +118,9 @@ pub struct RuleSpec {
     /// The parent's spec in short, to generate its CRD (`ruleop crd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crd: Option<CrdSpec>,
+    /// The ServiceAccount this rule's writes impersonate (default: the operator's own identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<ServiceAccountRef>,
 }
 
 /// The parent kind.
