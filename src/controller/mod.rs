@@ -11,6 +11,7 @@ mod reconcile;
 pub mod routes;
 mod rules;
 pub mod schemas;
+pub mod staged;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -98,6 +99,8 @@ pub struct Controller {
     gate: gate::Gate,
     /// Rule revisions: the one each rule plans with, parents' last outcomes.
     pins: pins::Pins,
+    /// Rollouts in progress of `Staged` rules (empty for `Immediate` ones).
+    staged: RwLock<staged::Views>,
     ready: Arc<AtomicBool>,
     cancel: CancellationToken,
 }
@@ -139,6 +142,7 @@ impl Controller {
             routes: Mutex::default(),
             gate: gate::Gate::default(),
             pins: pins::Pins::default(),
+            staged: RwLock::default(),
             ready,
             cancel,
         });

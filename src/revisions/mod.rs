@@ -30,6 +30,7 @@
 
 mod flush;
 mod object;
+mod rollout;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -118,6 +119,8 @@ struct History {
     loaded: bool,
     /// Compiled rules of accepted revisions, while a parent may be planned with them.
     compiled: BTreeMap<u64, Arc<CompiledRule>>,
+    /// The staged rollout in progress (`spec.rollout.strategy: Staged`), if any.
+    rollout: Option<rollout::Running>,
 }
 
 #[derive(Default)]
@@ -332,6 +335,8 @@ impl Revisions {
                     self.write_state(rule, history, n, Err(object::SUPERSEDED))
                         .await?;
                 }
+                self.begin_rollout(rule, history, number, before, &loaded.rule)
+                    .await?;
                 if self
                     .controller
                     .set_revision(rule, &loaded.hash, Some(number))
@@ -480,6 +485,16 @@ impl Revisions {
     ) -> Result<Arc<CompiledRule>, RevisionError> {
         let mut state = self.state.lock().await;
         let history = self.history(&mut state, rule).await?;
+        self.compiled_in(rule, history, number).await
+    }
+
+    /// [`Revisions::compiled`] with the history at hand.
+    async fn compiled_in(
+        &self,
+        rule: &str,
+        history: &mut History,
+        number: u64,
+    ) -> Result<Arc<CompiledRule>, RevisionError> {
         if let Some(compiled) = history.compiled.get(&number) {
             return Ok(compiled.clone());
         }

@@ -184,13 +184,31 @@ pub fn status(state: &State, previous: &Json, now: Timestamp) -> Json {
         (None, Ok(())) => "Active",
         (None, Err(_)) => "Inactive",
     };
-    json!({
+    // A staged rollout's conditions and progress are the rollout's to write: kept as they are.
+    let mut conditions = conditions;
+    conditions.extend(
+        previous
+            .get("conditions")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                let t = c.get("type").and_then(Json::as_str);
+                t != Some(ACCEPTED) && t != Some(ACTIVE)
+            })
+            .cloned(),
+    );
+    let mut out = json!({
         "state": state_name,
         "parents": state.counts.parents,
         "ready": state.counts.ready,
         "failing": state.counts.failing,
         "conditions": conditions,
-    })
+    });
+    if let Some(rollout) = previous.get("rollout") {
+        out["rollout"] = rollout.clone();
+    }
+    out
 }
 
 fn inactive_message(why: &str) -> String {

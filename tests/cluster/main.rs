@@ -22,5 +22,6 @@ mod ownership;
 mod rbac;
 mod reload;
 mod revisions;
+mod rollout;
 mod ship;
 mod uptodate;

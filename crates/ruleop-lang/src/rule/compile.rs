@@ -520,6 +520,7 @@ pub fn compile(
         }
     }
     super::same_names::check(&mut c, &spec);
+    super::staging::check(&mut c, &spec);
     let resync = c.duration("spec.resync", spec.resync.as_deref());
 
     if !c.errors.is_empty() {

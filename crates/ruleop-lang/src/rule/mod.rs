@@ -13,6 +13,7 @@ mod locate;
 mod reads;
 mod same_names;
 mod scope;
+mod staging;
 mod validation;
 
 pub use crate::template::Limits;
@@ -31,6 +32,7 @@ pub use reads::Reads;
 pub use ruleop_schema::kinds::builtin_cluster_scoped;
 pub use ruleop_schema::meta::split_api_version;
 pub use scope::known_scope;
+pub use staging::{MaxFailures, StagingPolicy, StagingSelector, StagingStep, StagingStrategy};
 pub use validation::{CelValidation, Validation};
 
 use std::collections::BTreeMap;
@@ -108,6 +110,9 @@ pub struct RuleSpec {
     /// The parent's spec in short, to generate its CRD (`ruleop crd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crd: Option<CrdSpec>,
+    /// How a change of this rule reaches its parents: `Immediate` (default) or `Staged`.
+    #[serde(default, skip_serializing_if = "StagingPolicy::is_default")]
+    pub rollout: StagingPolicy,
 }
 
 /// The parent kind.
