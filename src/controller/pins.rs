@@ -167,7 +167,10 @@ impl Controller {
         )
     }
 
-    pub(super) fn active_parents(&self, rule: &str) -> Option<Vec<std::sync::Arc<crate::cache::Cached>>> {
+    pub(super) fn active_parents(
+        &self,
+        rule: &str,
+    ) -> Option<Vec<std::sync::Arc<crate::cache::Cached>>> {
         let active = self.rules_read().get(rule).cloned()?;
         let cache = self.cache(&active.parent)?;
         // The cache holds the watched namespaces only.

@@ -6,10 +6,10 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 use super::gate::Snapshot;
+use super::memo::PlanMemo;
 use super::observe::conflicts_of;
 use super::observe::{Observation, RuleKinds, observe, plan_observed};
 use super::queue::{Key, Outcome};
-use super::memo::PlanMemo;
 use super::routes::Facet;
 use super::staged::Choice;
 use super::{ActiveRule, Controller};

@@ -30,7 +30,7 @@
 
 mod flush;
 mod object;
-mod rollout;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 use std::path::Path;

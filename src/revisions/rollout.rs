@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use super::{History, RevisionError, Revisions, api_error};
 use crate::controller::staged::{StagedView, keep_memos};
 use ruleop_lang::rule::{CompiledRule, StagingPolicy, parse_duration};
-use ruleop_lang::staged::{Judgement, Outcome, Phase, RolloutState, effective_steps, judge, select};
+use ruleop_lang::staged::{
+    Judgement, Outcome, Phase, RolloutState, effective_steps, judge, select,
+};
 use ruleop_plan::{EventType, PlanEvent};
 
 /// How often rollouts in progress are looked at.
@@ -94,7 +96,12 @@ impl Revisions {
         if new {
             // Before any parent moves.
             self.write_rollout(history, number, &state).await?;
-            tracing::info!(rule, from = state.from, to = number, "staged rollout started");
+            tracing::info!(
+                rule,
+                from = state.from,
+                to = number,
+                "staged rollout started"
+            );
         } else {
             tracing::info!(rule, from = state.from, to = number, step = state.step, phase = ?state.phase, "staged rollout continues");
         }
@@ -278,7 +285,11 @@ impl Revisions {
         let step = format!("step {} of {}", state.step + 1, state.steps);
         let (progressing, halted) = match state.phase {
             Phase::Progressing => (
-                ("True", "Step", format!("{step}: {} parents moved", state.moved)),
+                (
+                    "True",
+                    "Step",
+                    format!("{step}: {} parents moved", state.moved),
+                ),
                 ("False", "Healthy", "no step failed".to_string()),
             ),
             Phase::Halted => (
@@ -293,11 +304,19 @@ impl Revisions {
                 ),
             ),
             Phase::Complete => (
-                ("False", "Complete", "every parent is on this revision".into()),
+                (
+                    "False",
+                    "Complete",
+                    "every parent is on this revision".into(),
+                ),
                 ("False", "Healthy", "no step failed".to_string()),
             ),
             Phase::Undone => (
-                ("False", "Undone", format!("every parent is back on revision {}", state.from)),
+                (
+                    "False",
+                    "Undone",
+                    format!("every parent is back on revision {}", state.from),
+                ),
                 ("False", "Undone", "undone".to_string()),
             ),
         };
@@ -348,7 +367,12 @@ impl Revisions {
 }
 
 /// Sets condition `type_` in `status` (its time kept when nothing else changed).
-fn set_condition(status: &mut Json, type_: &str, (s, reason, message): (&str, &str, String), now: &str) {
+fn set_condition(
+    status: &mut Json,
+    type_: &str,
+    (s, reason, message): (&str, &str, String),
+    now: &str,
+) {
     if !status.get("conditions").is_some_and(Json::is_array) {
         status["conditions"] = json!([]);
     }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use support::operator::{Operator, root};
+use support::operator::{Operator, root, ruleop, ruleop_ok};
 use support::{TestEnv, audit, kubectl, try_kubectl, unique_suffix, wait_for};
 
 const T: Duration = Duration::from_secs(90);
@@ -203,6 +203,31 @@ async fn a_staged_change_moves_canaries_then_shares_and_survives_sigkill() {
         "when: children.comb is defined",
         "when: children.comb is defined and parent.spec.ack == \"yes\"",
     );
+    // `ruleop diff` shows the first step's parents, and only them.
+    let proposed = tempfile::tempdir().unwrap();
+    let proposed = proposed.path().join("hive.yaml");
+    std::fs::write(&proposed, &v2).unwrap();
+    let (_, shown) = ruleop(&[
+        "diff",
+        "--rule",
+        proposed.to_str().unwrap(),
+        "-n",
+        &env.ns,
+        "--kubeconfig",
+        support::kubeconfig().to_str().unwrap(),
+    ]);
+    assert!(
+        shown.contains("the first step moves 10 of 40 parents"),
+        "{shown}"
+    );
+    for i in 0..N {
+        assert_eq!(
+            shown.contains(&format!("{}-comb", name(i))),
+            is_canary(i),
+            "{}: {shown}",
+            name(i)
+        );
+    }
     save(&s.file, &v2);
     wait_for("the canaries on revision 2", T, || async {
         on(&labels(env), "2") == canaries && canaries.iter().all(|c| edition(env, c) == "2")
@@ -211,7 +236,11 @@ async fn a_staged_change_moves_canaries_then_shares_and_survives_sigkill() {
     tokio::time::sleep(IDLE).await;
     // The canaries are not Ready: nothing else moved, nothing else was written.
     assert_eq!(on(&labels(env), "2"), canaries);
-    assert_eq!(written(&mark, env), canaries, "only the canaries are written");
+    assert_eq!(
+        written(&mark, env),
+        canaries,
+        "only the canaries are written"
+    );
     assert_eq!(revision(&r2)["status"]["rollout"]["step"], 0);
     assert_eq!(revision(&r2)["status"]["rollout"]["from"], 1);
     assert_eq!(condition(&revision(&r2), "Progressing")["status"], "True");
@@ -259,17 +288,25 @@ async fn a_staged_change_moves_canaries_then_shares_and_survives_sigkill() {
     let mut expected = canaries.clone();
     expected.extend(step2.iter().cloned());
     expected.sort();
-    assert_eq!(written(&mark, env), expected, "the canaries' status and step 2");
+    assert_eq!(
+        written(&mark, env),
+        expected,
+        "the canaries' status and step 2"
+    );
     assert_eq!(revision(&r2)["status"]["rollout"]["step"], 1);
 
     // Step 2 Ready: the rest move; then the rollout is complete and nothing is written.
     let rest: Vec<String> = (0..N).map(name).collect();
     ack(env, &rest);
-    wait_for("every parent on revision 2, rollout complete", T, || async {
-        on(&labels(env), "2").len() == N
-            && revision(&r2)["status"]["rollout"]["phase"] == "Complete"
-            && (0..N).all(|i| edition(env, &name(i)) == "2")
-    })
+    wait_for(
+        "every parent on revision 2, rollout complete",
+        T,
+        || async {
+            on(&labels(env), "2").len() == N
+                && revision(&r2)["status"]["rollout"]["phase"] == "Complete"
+                && (0..N).all(|i| edition(env, &name(i)) == "2")
+        },
+    )
     .await;
     audit::assert_no_writes("after the last step", IDLE, |w| w.namespace == env.ns).await;
     drop(op);
@@ -285,9 +322,10 @@ async fn a_failing_change_halts_after_the_canaries_and_a_revert_rolls_back() {
 
     // A key the API server refuses in a ConfigMap: every moved parent fails.
     let mark = audit::Mark::now();
-    let bad = s
-        .v1
-        .replace("edition: \"1\"", "edition: \"2\"\n          \"bad key!\": \"x\"");
+    let bad = s.v1.replace(
+        "edition: \"1\"",
+        "edition: \"2\"\n          \"bad key!\": \"x\"",
+    );
     save(&s.file, &bad);
     wait_for("the rollout halted", T, || async {
         condition(&revision(&r2), "RolloutHalted")["status"] == "True"
@@ -323,6 +361,13 @@ async fn a_failing_change_halts_after_the_canaries_and_a_revert_rolls_back() {
         written(&mark, env),
         canaries,
         "0 writes to parents outside the canary step"
+    );
+    let kubeconfig = support::kubeconfig().to_str().unwrap().to_string();
+    let status = ruleop_ok(&["rollout", "status", &s.rule, "--kubeconfig", &kubeconfig]);
+    assert!(status.contains("Halted, step 1 of 3"), "{status}");
+    assert!(
+        status.contains(&format!("{}/{}", env.ns, canaries[0])),
+        "{status}"
     );
     assert_eq!(on(&labels(env), "2"), canaries);
     assert!((0..N).all(|i| edition(env, &name(i)) == "1"));

@@ -13,7 +13,7 @@ pub mod manifests;
 pub mod reason;
 pub mod revision;
 pub mod rule;
-pub mod staged;
 pub mod ruleset;
+pub mod staged;
 pub mod template;
 pub mod yaml;
