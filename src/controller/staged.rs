@@ -85,6 +85,10 @@ impl Controller {
                 None => views.remove(rule),
             }
         };
+        if before.is_none() && view.is_none() {
+            // No rollout before nor now (every `Immediate` reload): nothing to reconcile.
+            return;
+        }
         let Some(active) = self.rules_read().get(rule).cloned() else {
             return;
         };
@@ -108,7 +112,6 @@ impl Controller {
                         .collect(),
                 )
             }
-            (None, None) => Some(HashSet::new()),
             _ => None,
         };
         for p in cache.list(None) {

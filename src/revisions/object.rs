@@ -264,6 +264,21 @@ mod tests {
     }
 
     #[test]
+    fn the_rollout_and_its_conditions_are_kept() {
+        let t: Timestamp = "2026-12-07T20:00:00Z".parse().unwrap();
+        let mut first = status(&state(None, Ok(()), 3), &json!({}), t);
+        first["rollout"] = json!({"from": 1, "step": 0});
+        first["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "RolloutHalted", "status": "True"}));
+        let next = status(&state(None, Ok(()), 4), &first, t);
+        assert_eq!(next["rollout"], first["rollout"]);
+        assert_eq!(next["conditions"][2]["type"], "RolloutHalted");
+        assert_eq!(next["parents"], 4);
+    }
+
+    #[test]
     fn a_refused_revision_shows_its_error() {
         let s = status(
             &state(Some("r.yaml:3:5: bad"), Ok(()), 0),

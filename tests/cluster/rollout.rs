@@ -32,7 +32,7 @@ fn name(i: usize) -> String {
 
 /// Every fourth parent is a canary.
 fn is_canary(i: usize) -> bool {
-    i % 4 == 0
+    i.is_multiple_of(4)
 }
 
 /// Creates `n` Hives, every fourth labelled `tier: canary`.

@@ -183,7 +183,7 @@ mod tests {
             .map(|i| Candidate {
                 key: format!("ns/p{i:03}"),
                 uid: format!("uid-{i}"),
-                labels: if i % 20 == 0 {
+                labels: if i.is_multiple_of(20) {
                     [("tier".to_string(), "canary".to_string())].into()
                 } else {
                     BTreeMap::new()
@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(steps[0].len(), 10);
         assert!(steps[0].iter().all(|k| {
             let i: usize = k[4..].parse().unwrap();
-            i % 20 == 0
+            i.is_multiple_of(20)
         }));
         assert_eq!(steps[1].len(), 48, "25% of 190, rounded up");
         assert_eq!(steps[2].len(), 142);
