@@ -123,6 +123,18 @@ fn written(mark: &audit::Mark, env: &TestEnv) -> Vec<String> {
     names
 }
 
+fn args(env: &TestEnv, lease: bool) -> Vec<&str> {
+    let mut args = vec!["--revisions=true"];
+    if lease {
+        args.extend([
+            "--leader-elect",
+            "--leader-elect-namespace",
+            env.ns.as_str(),
+        ]);
+    }
+    args
+}
+
 fn ack(env: &TestEnv, hives: &[String]) {
     for h in hives {
         env.kubectl(&[
@@ -145,6 +157,11 @@ struct Setup {
 }
 
 async fn setup(prefix: &str, n: usize) -> (Setup, Operator) {
+    setup_with(prefix, n, false).await
+}
+
+/// `lease`: the operator runs with `--leader-elect` (its lease in the test's namespace).
+async fn setup_with(prefix: &str, n: usize, lease: bool) -> (Setup, Operator) {
     support::install_crds_at(&root().join("crds/ruleop.dev_rulerevisions.yaml"));
     support::install_crds_at(&root().join("tests/rules/rollout/crds"));
     let env = TestEnv::new(prefix).await;
@@ -155,7 +172,7 @@ async fn setup(prefix: &str, n: usize) -> (Setup, Operator) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hive.yaml");
     save(&file, &v1);
-    let op = Operator::start_with_rules(&env.ns, dir.path(), &["--revisions=true"]);
+    let op = Operator::start_with_rules(&env.ns, dir.path(), &args(&env, lease));
     create_hives(&env, n);
     wait_for("every parent on revision 1", T, || async {
         let l = labels(&env);
@@ -382,4 +399,75 @@ async fn a_failing_change_halts_after_the_canaries_and_a_revert_rolls_back() {
     tokio::time::sleep(IDLE).await;
     assert_eq!(written(&mark, env), canaries, "only the canaries move back");
     drop(op);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_change_continues_the_rollout_and_pause_resume_undo_steer_it() {
+    const N: usize = 20;
+    let (s, mut a) = setup_with("e2e-rollout-leader", N, true).await;
+    let env = &s.env;
+    let kubeconfig = support::kubeconfig().to_str().unwrap().to_string();
+    let cli = |verb: &str| ruleop_ok(&["rollout", verb, &s.rule, "--kubeconfig", &kubeconfig]);
+    assert!(a.log().contains("became leader"));
+    let b = Operator::start_with_rules(&env.ns, s._dir.path(), &args(env, true));
+    wait_for("b stands by", T, || async {
+        b.log().contains("waiting for leadership")
+    })
+    .await;
+    let canaries: Vec<String> = (0..N).filter(|i| is_canary(*i)).map(name).collect();
+    let v2 = s.v1.replace("edition: \"1\"", "edition: \"2\"").replace(
+        "when: children.comb is defined",
+        "when: children.comb is defined and parent.spec.ack == \"yes\"",
+    );
+    save(&s.file, &v2);
+    wait_for("the canaries on revision 2", T, || async {
+        on(&labels(env), "2") == canaries && canaries.iter().all(|c| edition(env, c) == "2")
+    })
+    .await;
+    assert!(cli("pause").contains("rollout paused"));
+
+    // The leader dies mid-rollout: the new one continues at the same step, paused, and
+    // plans no parent with a revision it was not moved to (nothing written).
+    a.kill();
+    let mark = audit::Mark::now();
+    wait_for("b leads and continues the rollout", T, || async {
+        b.log().contains("became leader") && b.log().contains("staged rollout continues")
+    })
+    .await;
+    ack(env, &canaries);
+    tokio::time::sleep(IDLE).await;
+    let moved = on(&labels(env), "2");
+    assert_eq!(
+        moved, canaries,
+        "paused: the canaries Ready, nothing more moves"
+    );
+    assert_eq!(
+        written(&mark, env),
+        canaries,
+        "only the canaries' status (Ready) is written"
+    );
+    let status = cli("status");
+    assert!(
+        status.contains("Progressing (paused), step 1 of 3"),
+        "{status}"
+    );
+
+    // Resumed: the next step moves 25 % of the other 15 (4).
+    assert!(cli("resume").contains("rollout resumed"));
+    wait_for("step 2 moved its share", T, || async {
+        on(&labels(env), "2").len() == canaries.len() + 4
+    })
+    .await;
+    let moved = on(&labels(env), "2");
+
+    // Undone: exactly the moved parents go back to revision 1.
+    let mark = audit::Mark::now();
+    assert!(cli("undo").contains("rollout undone"));
+    wait_for("every parent back on revision 1", T, || async {
+        on(&labels(env), "1").len() == N && (0..N).all(|i| edition(env, &name(i)) == "1")
+    })
+    .await;
+    tokio::time::sleep(IDLE).await;
+    assert_eq!(written(&mark, env), moved, "only the moved parents go back");
+    drop(b);
 }
