@@ -26,7 +26,8 @@
 //! the rollout's step, its start time and a halt belong in the new revision's status
 //! (conditions `Progressing`/`RolloutHalted`, `status.rollout.step`), written before a step
 //! moves any parent. A new leader reads both and continues: parents are planned with the
-//! revision of their label until the step that moves them.
+//! revision of their label until the step that moves them. Implemented in [`rollout`] (the
+//! keeper's side) and `controller/staged.rs` (which compiled rule plans a parent).
 
 mod flush;
 mod object;
