@@ -458,13 +458,23 @@ async fn a_leader_change_continues_the_rollout_and_pause_resume_undo_steer_it() 
         on(&labels(env), "2").len() == canaries.len() + (N - canaries.len()).div_ceil(4)
     })
     .await;
+    // A parent created during the rollout starts on the newest revision.
+    env.apply_yaml(
+        "apiVersion: rollout.test.ruleop.dev/v1\nkind: Hive\nmetadata: {name: hnew, labels: {tier: main}}\nspec: {size: 1}\n",
+    );
+    wait_for("the new parent on revision 2", T, || async {
+        labels(env).get("hnew").map(String::as_str) == Some("2") && edition(env, "hnew") == "2"
+    })
+    .await;
     let moved = on(&labels(env), "2");
 
     // Undone: exactly the moved parents go back to revision 1.
     let mark = audit::Mark::now();
     assert!(cli("undo").contains("rollout undone"));
     wait_for("every parent back on revision 1", T, || async {
-        on(&labels(env), "1").len() == N && (0..N).all(|i| edition(env, &name(i)) == "1")
+        on(&labels(env), "1").len() == N + 1
+            && (0..N).all(|i| edition(env, &name(i)) == "1")
+            && edition(env, "hnew") == "1"
     })
     .await;
     tokio::time::sleep(IDLE).await;
