@@ -93,6 +93,20 @@ impl Revisions {
             self.controller.set_staged(rule, None);
             return Ok(());
         };
+        let from = self.compiled_in(rule, history, state.from).await?;
+        if new && kinds(&from) != kinds(compiled) {
+            // The controller watches and admits the running rule's kinds only: an old
+            // revision planned without its kinds' caches would see its children missing.
+            tracing::warn!(
+                rule,
+                from = state.from,
+                to = number,
+                "the change adds or removes kinds: rolled out at once, not in stages"
+            );
+            history.rollout = None;
+            self.controller.set_staged(rule, None);
+            return Ok(());
+        }
         if new {
             // Before any parent moves.
             self.write_rollout(history, number, &state).await?;
@@ -105,7 +119,6 @@ impl Revisions {
         } else {
             tracing::info!(rule, from = state.from, to = number, step = state.step, phase = ?state.phase, "staged rollout continues");
         }
-        let from = self.compiled_in(rule, history, state.from).await?;
         let view = StagedView {
             to: number,
             undo_to: (state.phase == Phase::Undone).then_some(state.from),
@@ -394,4 +407,21 @@ fn set_condition(
         }
         None => conditions.push(new),
     }
+}
+
+/// Every kind a rule names (parent, children, cleanup steps, related, lookups).
+fn kinds(rule: &CompiledRule) -> std::collections::BTreeSet<(String, String)> {
+    let spec = &rule.spec;
+    let pair = |a: &str, k: &str| (a.to_string(), k.to_string());
+    std::iter::once(pair(&spec.parent.api_version, &spec.parent.kind))
+        .chain(spec.children.iter().map(|c| pair(&c.api_version, &c.kind)))
+        .chain(
+            spec.finalizer
+                .iter()
+                .flat_map(|f| &f.cleanup)
+                .map(|c| pair(&c.api_version, &c.kind)),
+        )
+        .chain(spec.related.iter().map(|r| pair(&r.api_version, &r.kind)))
+        .chain(spec.lookups.iter().map(|l| pair(&l.api_version, &l.kind)))
+        .collect()
 }
