@@ -267,6 +267,7 @@ fn reconcile(c: &mut Criterion) {
         children: &children,
         related: &related,
         lookups: &[],
+        decorated: &[],
     };
     let memo = ruleop::controller::memo::PlanMemo::default();
     let one = || {

@@ -79,6 +79,14 @@ enum Command {
         /// Name of the ClusterRole.
         #[arg(long, default_value = "ruleop")]
         name: String,
+        /// The operator's own ServiceAccount (`NAMESPACE/NAME`), granted to impersonate the
+        /// rules' `spec.serviceAccount`s; its namespace is theirs when they name none.
+        #[arg(
+            long,
+            value_name = "NAMESPACE/NAME",
+            default_value = "ruleop-system/ruleop"
+        )]
+        service_account: String,
     },
     /// Run the controller against the cluster of the current kubeconfig.
     Run(ruleop::run::RunArgs),
@@ -112,11 +120,15 @@ fn main() -> ExitCode {
         Command::Crd { rule } => cli::crd(&rule, &mut out),
         Command::Policy(policy_args) => cli::policy(&policy_args, &mut out),
         Command::Schema => cli::schema(&mut out),
-        Command::Rbac { mut rules, name } => {
+        Command::Rbac {
+            mut rules,
+            name,
+            service_account,
+        } => {
             if rules.is_empty() {
                 rules.push(PathBuf::from("rules"));
             }
-            cli::rbac(&rules, &name, &mut out)
+            cli::rbac(&rules, &name, &service_account, &mut out)
         }
         Command::Diff(diff_args) => return run_diff(&diff_args, &mut out),
         Command::Rollout(rollout_args) => tokio::runtime::Runtime::new()

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::fence::Fence;
+use crate::client::identity::{Identities, Transport};
 use crate::client::leader::Elector;
 use crate::client::{ConnectError, USER_AGENT, client, connect_to, kube_config_of};
 use crate::controller::{Config, Controller};
@@ -214,6 +215,18 @@ pub fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
+/// The operator's own namespace, if known: `$POD_NAMESPACE`, else the namespace of
+/// `--rules-configmap`. A rule's ServiceAccount is looked for there when it names none.
+fn operator_namespace(args: &RunArgs) -> Option<String> {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|ns| !ns.is_empty())
+        .or_else(|| {
+            let reference = args.rules_configmap.as_deref()?;
+            Some(reference.split_once('/')?.0.to_string())
+        })
+}
+
 /// Runs the controller until a signal.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     telemetry::init_logging(args.log_format);
@@ -244,17 +257,19 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut kube_config = kube_config(&args).await?;
     name_replica(&mut kube_config, &identity);
     // The elector, the prober and the rules ConfigMap watch use `client`; everything the
-    // controller does goes through `fenced`, whose writes need a valid leadership.
-    let client = client(&kube_config, None)?;
+    // controller does goes through `fenced`, whose writes need a valid leadership: the
+    // operator's own client and every rule account's share its transport.
     let fence = if args.leader_elect {
         Fence::shut()
     } else {
         Fence::open()
     };
-    let fenced = if args.leader_elect {
-        crate::client::client(&kube_config, Some(&fence))?
+    let fenced = Transport::new(&kube_config, args.leader_elect.then_some(&fence))
+        .map_err(ConnectError::from)?;
+    let client = if args.leader_elect {
+        client(&kube_config, None)?
     } else {
-        client.clone()
+        fenced.client()
     };
     tokio::spawn(health::probe(
         client.clone(),
@@ -303,8 +318,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         identity,
         events: args.events,
     };
+    let identities = Identities::new(fenced, operator_namespace(&args));
+    // RuleRevisions are the operator's own objects: written as the operator.
+    let fenced = identities.operator().clone();
     let (controller, changes) = Controller::new(
-        fenced.clone(),
+        identities,
         config,
         metrics.clone(),
         health.synced_flag(),

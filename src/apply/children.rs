@@ -26,7 +26,7 @@ impl Actor {
                 "{key}: kind {gk} is not served by the cluster"
             )));
         };
-        let api = api_for(&self.client, cache, &key.namespace);
+        let api = api_for(&target.writer.client, cache, &key.namespace);
         let err = |verb: &'static str, source: kube::Error| ActError {
             verb,
             object: key.to_string(),
@@ -147,13 +147,18 @@ impl Actor {
     ) -> Result<(), ActError> {
         let gk = group_kind(&deletion.key.api_version, &deletion.key.kind);
         match target.kinds.get(&gk) {
-            Some(cache) => self.delete_in(cache, deletion).await,
+            Some(cache) => self.delete_in(&target.writer.client, cache, deletion).await,
             None => Ok(()),
         }
     }
 
-    async fn delete_in(&self, cache: &KindCache, deletion: &Deletion) -> Result<(), ActError> {
-        let api = api_for(&self.client, cache, &deletion.key.namespace);
+    async fn delete_in(
+        &self,
+        client: &kube::Client,
+        cache: &KindCache,
+        deletion: &Deletion,
+    ) -> Result<(), ActError> {
+        let api = api_for(client, cache, &deletion.key.namespace);
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: Some(deletion.uid.clone()),
@@ -217,15 +222,20 @@ impl Actor {
         Ok(())
     }
 
-    /// Deletes `obj` (of `cache`'s kind) if it is still the same object.
-    pub async fn delete_object(&self, cache: &KindCache, obj: &Json) -> Result<(), ActError> {
+    /// Deletes `obj` (of `cache`'s kind) through `client` if it is still the same object.
+    pub async fn delete_object(
+        &self,
+        client: &kube::Client,
+        cache: &KindCache,
+        obj: &Json,
+    ) -> Result<(), ActError> {
         let deletion = Deletion {
             child: String::new(),
             key: ObjectKey::of(obj),
             uid: meta::uid(obj).to_string(),
             reason: String::new(),
         };
-        self.delete_in(cache, &deletion).await
+        self.delete_in(client, cache, &deletion).await
     }
 }
 

@@ -19,6 +19,9 @@ pub struct ActError {
     pub source: kube::Error,
 }
 
+/// The reason of a write RBAC (or an admission policy) refused.
+pub const FORBIDDEN: &str = "Forbidden";
+
 /// The reason of a write the API server refused as invalid.
 pub const INVALID: &str = "Invalid";
 
@@ -65,7 +68,7 @@ impl ActError {
     pub fn reason(&self) -> &'static str {
         match &self.source {
             kube::Error::Api(s) if s.code == 429 => THROTTLED,
-            kube::Error::Api(s) if s.code == 403 => "Forbidden",
+            kube::Error::Api(s) if s.code == 403 => FORBIDDEN,
             kube::Error::Api(s) if s.code == 422 || s.code == 400 => INVALID,
             kube::Error::Api(s) if s.code == 409 => "Conflict",
             kube::Error::Api(s) if s.message.contains("failed to create typed patch object") => {

@@ -6,6 +6,7 @@
 //! [`error`] classifies failed API calls.
 
 mod children;
+pub mod decorate;
 mod error;
 mod events;
 pub mod handover;
@@ -27,6 +28,7 @@ use kube::api::{Api, DynamicObject, Patch};
 use serde_json::Value as Json;
 
 use crate::cache::{GroupKind, KindCache};
+use crate::client::identity::Writer;
 
 use crate::telemetry::Metrics;
 use children::ApplyResult;
@@ -66,6 +68,8 @@ pub struct Target<'a> {
     pub failures: u32,
     /// The rule revision planning it, pinned on it as a label (`None`: revisions are off).
     pub revision: Option<u64>,
+    /// The client the rule writes with: its ServiceAccount's, or the operator's.
+    pub writer: &'a Writer,
 }
 
 /// After this many consecutive failures a race (404/409) is shown on the parent too; other
@@ -94,9 +98,9 @@ impl EventLevel {
     }
 }
 
-/// Executes plans.
+/// Executes plans: every write with the rule's [`Writer`], Events as the operator (a rule's
+/// account needs no Event permission, and a `Forbidden` it meets is still recorded).
 pub struct Actor {
-    client: Client,
     metrics: Arc<Metrics>,
     recorder: Arc<Recorder>,
     events: EventLevel,
@@ -110,7 +114,8 @@ pub struct Actor {
     pinned: std::sync::Mutex<HashMap<String, u64>>,
 }
 
-fn api_for(client: &Client, cache: &KindCache, namespace: &str) -> Api<DynamicObject> {
+/// An `Api` for objects of `cache`'s kind in `namespace`, through `client`.
+pub fn api_for(client: &Client, cache: &KindCache, namespace: &str) -> Api<DynamicObject> {
     if cache.namespaced {
         Api::namespaced_with(client.clone(), namespace, &cache.resource)
     } else {
@@ -133,11 +138,11 @@ fn group_kind(api_version: &str, kind: &str) -> GroupKind {
 }
 
 impl Actor {
-    /// An actor writing with `client`, recording the Events `events` asks for as `reporter`.
+    /// An actor recording the Events `events` asks for as `reporter` with `client` (the
+    /// operator's); writes go through each target's writer.
     pub fn new(client: Client, metrics: Arc<Metrics>, reporter: &str, events: EventLevel) -> Self {
-        let recorder = Arc::new(Recorder::new(client.clone(), "ruleop", reporter));
+        let recorder = Arc::new(Recorder::new(client, "ruleop", reporter));
         Self {
-            client,
             metrics,
             recorder,
             events,
@@ -150,7 +155,11 @@ impl Actor {
     /// Carries out `plan` for `target`.
     pub async fn execute(&self, target: &Target<'_>, plan: Plan) -> Report {
         let parent = target.parent;
-        let parent_api = api_for(&self.client, target.parent_kind, meta::namespace(parent));
+        let parent_api = api_for(
+            &target.writer.client,
+            target.parent_kind,
+            meta::namespace(parent),
+        );
         let mut events = plan.events.clone();
         let written = self.written_conditions(parent);
         if let Some(f) = &plan.failure {
@@ -254,6 +263,21 @@ impl Actor {
                         .await;
                 }
             }
+        }
+
+        // Decorations after the children, before any pruning: a failed one stops the plan.
+        if let Err(e) = self.decorate(target, &plan).await {
+            events.retain(|ev| ev.type_ == EventType::Warning);
+            return self
+                .fail(
+                    target,
+                    &parent_api,
+                    &plan.owned_status,
+                    &plan.status_shape,
+                    e,
+                    events,
+                )
+                .await;
         }
 
         // Prune only after every apply succeeded.
@@ -374,11 +398,7 @@ impl Actor {
         }
         .map_err(kube::Error::BuildRequest)?;
         req.extensions_mut().insert("patch");
-        self.client.request::<Json>(req).await
-    }
-
-    /// An `Api` for objects of `cache`'s kind in `namespace`.
-    pub fn api(&self, cache: &KindCache, namespace: &str) -> Api<DynamicObject> {
-        api_for(&self.client, cache, namespace)
+        // Through `api`'s client: the rule's writer.
+        api.clone().into_client().request::<Json>(req).await
     }
 }

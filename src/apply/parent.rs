@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value as Json, json};
 
-use super::error::{ActError, INVALID};
+use super::error::{ActError, FORBIDDEN, INVALID};
 use super::outcome::Outcome;
 use super::{Actor, PERMANENT_RETRY, REPORT_AFTER_FAILURES, Report, Target};
 use crate::apply::ssa;
@@ -32,9 +32,18 @@ impl Actor {
         mut events: Vec<ruleop_plan::PlanEvent>,
     ) -> Report {
         let parent = target.parent;
-        let transient = error.is_transient();
+        // A write the rule's account may not make: its grant is most often applied a moment
+        // after the rule, so it is retried with backoff (healed without another change),
+        // and the message names the account the write went out as.
+        let denied = (error.reason() == FORBIDDEN)
+            .then_some(target.writer.account.as_ref())
+            .flatten();
+        let transient = error.is_transient() || denied.is_some();
         let refused = error.verb == STATUS_VERB && error.reason() == INVALID;
-        let message = error.message();
+        let message = match denied {
+            Some(account) => format!("{} (writing as {account})", error.message()),
+            None => error.message(),
+        };
         if error.is_race() && target.failures < REPORT_AFTER_FAILURES {
             // Expected races (a cache a moment behind): worth a warning, not an error yet.
             tracing::warn!(kind = meta::kind(parent), namespace = meta::namespace(parent), name = meta::name(parent), error = %message, "reconcile failed: transient error; retrying with backoff");
@@ -152,6 +161,16 @@ impl Actor {
             }
         }
         Ok(())
+    }
+
+    /// Removes ruleop's part of `parent`'s status (its conditions and fields): an apply of
+    /// an empty status drops every field ruleop's earlier applies owned, and no other.
+    pub async fn clear_status(
+        &self,
+        api: &Api<DynamicObject>,
+        parent: &Json,
+    ) -> Result<(), ActError> {
+        self.write_status(api, parent, &json!({})).await
     }
 
     /// The conditions ruleop last wrote to `parent`'s status, while its cached copy does not

@@ -59,6 +59,8 @@ struct Inner {
     /// Objects by their controller's uid: a child whose owner label was removed is found too.
     by_controller: HashMap<String, HashSet<ObjKey>>,
     by_uid: HashMap<String, ObjKey>,
+    /// Objects by the uids of the parents whose decorations they carry.
+    by_decorator: HashMap<String, HashSet<ObjKey>>,
     /// Objects by namespace and label, so selecting related objects does not scan the kind.
     by_label: HashMap<LabelKey, HashSet<ObjKey>>,
 }
@@ -80,6 +82,12 @@ impl Inner {
                 .insert(key.clone());
         }
         self.by_uid.insert(obj.uid().to_string(), key.clone());
+        for parent in obj.decorators() {
+            self.by_decorator
+                .entry(parent.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
         for (k, v) in obj.labels() {
             self.by_label
                 .entry((key.0.clone(), k.to_string(), v.to_string()))
@@ -109,6 +117,14 @@ impl Inner {
             }
         }
         self.by_uid.remove(old.uid());
+        for parent in old.decorators() {
+            if let Some(set) = self.by_decorator.get_mut(parent) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_decorator.remove(parent);
+                }
+            }
+        }
         for (k, v) in old.labels() {
             let label = (key.0.clone(), k.to_string(), v.to_string());
             if let Some(set) = self.by_label.get_mut(&label) {
@@ -134,6 +150,10 @@ pub struct KindCache {
     pub managed_only: bool,
     /// Whether only objects' metadata is watched (kinds no rule reads more of).
     pub metadata_only: bool,
+    /// The label selector sent with the watch (a parent kind every rule using it selects
+    /// by the same labels): objects outside it are never cached, and one that stops matching
+    /// arrives as a deletion although it still exists.
+    pub label_selector: Option<String>,
     inner: RwLock<Inner>,
     /// Whether every scope has listed once; watchable so reconciles can wait for it.
     synced: tokio::sync::watch::Sender<bool>,
@@ -156,6 +176,7 @@ impl KindCache {
             namespaced,
             managed_only,
             metadata_only: false,
+            label_selector: None,
             inner: RwLock::default(),
             synced: tokio::sync::watch::Sender::new(false),
             synced_scopes: std::sync::Mutex::new(0),
@@ -166,6 +187,12 @@ impl KindCache {
     /// The same cache, watching only its objects' metadata when `metadata_only`.
     pub fn with_metadata_only(mut self, metadata_only: bool) -> Self {
         self.metadata_only = metadata_only;
+        self
+    }
+
+    /// The same cache, watching only objects matching `selector` (API server syntax).
+    pub fn with_label_selector(mut self, selector: Option<String>) -> Self {
+        self.label_selector = selector;
         self
     }
 
@@ -244,6 +271,13 @@ impl KindCache {
         keys.into_iter()
             .filter_map(|k| inner.objects.get(k).cloned())
             .collect()
+    }
+
+    /// Objects carrying decorations of the parent with `uid`.
+    pub fn decorated_by(&self, uid: &str) -> Vec<Arc<Cached>> {
+        let inner = self.read();
+        let keys = inner.by_decorator.get(uid).into_iter().flatten();
+        keys.filter_map(|k| inner.objects.get(k).cloned()).collect()
     }
 
     /// Objects in `namespace` (every namespace when `None`) carrying all `selector` labels,
@@ -464,5 +498,41 @@ mod tests {
         assert_eq!(names, ["controlled", "labelled"]);
         cache.delete(&pod("a", "controlled", json!({})));
         assert_eq!(cache.owned_by("p1").len(), 1);
+    }
+
+    #[test]
+    fn decorated_objects_keep_their_decoration_fields_and_are_found_by_parent() {
+        let cache = pod_cache();
+        let manager = ruleop_plan::decoration_manager("r", "p1");
+        let fields = json!({"f:metadata": {"f:labels": {"f:pod-name": {}}}});
+        let obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "namespace": "a", "name": "decorated", "uid": "d", "labels": {"pod-name": "decorated"},
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:metadata": {}}},
+                {"manager": manager, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields}]}});
+        let resource = cache.resource.clone();
+        let dynamic: DynamicObject = serde_json::from_value(obj).unwrap();
+        let cached = object::to_cached(dynamic, &resource);
+        // The decoration manager's entry is kept whole: it says which keys were decorated.
+        let (labels, _) = ruleop_plan::owned_keys(&cached.json(), &manager);
+        assert_eq!(labels.into_iter().collect::<Vec<_>>(), ["pod-name"]);
+        assert_eq!(
+            cached.json()["metadata"]["managedFields"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        cache.apply(cached);
+        cache.apply(pod("a", "plain", json!({})));
+        let found: Vec<String> = cache
+            .decorated_by("p1")
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        assert_eq!(found, ["decorated"]);
+        assert!(cache.decorated_by("p2").is_empty());
+        // Once the decoration is gone, the object is no longer found by its parent.
+        cache.apply(pod("a", "decorated", json!({})));
+        assert!(cache.decorated_by("p1").is_empty());
     }
 }

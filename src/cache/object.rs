@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::ObjKey;
+use ruleop_plan::{DECORATION_MANAGER_PREFIX, decoration_parent};
 use ruleop_schema::meta;
 
 /// Nesting beyond which an object is kept parsed: serde_json refuses to parse text nested
@@ -28,6 +29,8 @@ pub struct Cached {
     /// The uid of the object's controller (ownerReference with `controller: true`).
     controller: Option<Box<str>>,
     labels: Box<[(Box<str>, Box<str>)]>,
+    /// The uids of the parents whose decorations the object carries.
+    decorators: Box<[Box<str>]>,
     body: Body,
 }
 
@@ -58,6 +61,7 @@ impl Cached {
                 uid: Box::default(),
                 controller: None,
                 labels: Box::default(),
+                decorators: Box::default(),
                 body: Body::Tree(obj),
             },
         }
@@ -89,6 +93,11 @@ impl Cached {
             .iter()
             .find(|(k, _)| &**k == key)
             .map(|(_, v)| &**v)
+    }
+
+    /// The uids of the parents whose decorations the object carries.
+    pub fn decorators(&self) -> impl Iterator<Item = &str> {
+        self.decorators.iter().map(|d| &**d)
     }
 
     /// The labels.
@@ -123,16 +132,26 @@ pub(super) fn to_cached(mut obj: DynamicObject, resource: &ApiResource) -> Arc<C
 
 /// The cached form of `obj`, its identity read from its metadata (the one reading of it).
 fn from_object(mut obj: DynamicObject) -> Cached {
-    // Only whether ruleop's field manager wrote the object is kept (see plan::is_ours).
+    // Only whether ruleop's field manager wrote the object is kept (see plan::is_ours), and
+    // the fields of decoration managers: they say which keys a parent decorated.
     obj.metadata.managed_fields = obj.metadata.managed_fields.map(|entries| {
         entries
             .into_iter()
-            .filter(|e| e.manager.as_deref() == Some(meta::FIELD_MANAGER))
-            .map(|e| ManagedFieldsEntry {
-                manager: e.manager,
-                operation: e.operation,
-                subresource: e.subresource,
-                ..ManagedFieldsEntry::default()
+            .filter_map(|e| match e.manager.as_deref() {
+                Some(meta::FIELD_MANAGER) => Some(ManagedFieldsEntry {
+                    manager: e.manager,
+                    operation: e.operation,
+                    subresource: e.subresource,
+                    ..ManagedFieldsEntry::default()
+                }),
+                Some(m) if m.starts_with(DECORATION_MANAGER_PREFIX) => Some(ManagedFieldsEntry {
+                    manager: e.manager,
+                    operation: e.operation,
+                    fields_type: e.fields_type,
+                    fields_v1: e.fields_v1,
+                    ..ManagedFieldsEntry::default()
+                }),
+                _ => None,
             })
             .collect()
     });
@@ -149,8 +168,8 @@ fn from_object(mut obj: DynamicObject) -> Cached {
     }
     let m = &obj.metadata;
     let text = match serde_json::to_string(&obj) {
-        // The metadata nests four levels at most (ruleop's managedFields entries have no
-        // fieldsV1), so the data's depth decides.
+        // The metadata nests a few levels only (ruleop's managedFields entries have no
+        // fieldsV1, decoration entries only labels and annotations), so the data's depth decides.
         Ok(text) if depth(&obj.data) <= MAX_TEXT_DEPTH => Some(text),
         _ => None,
     };
@@ -169,6 +188,13 @@ fn from_object(mut obj: DynamicObject) -> Cached {
             .iter()
             .flatten()
             .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
+            .collect(),
+        decorators: m
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|e| decoration_parent(e.manager.as_deref()?))
+            .map(Box::from)
             .collect(),
         body: match text {
             Some(text) => Body::Text(text.into_boxed_str()),

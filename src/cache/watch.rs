@@ -98,6 +98,8 @@ pub async fn watch(
     let mut config = crate::client::kubeclient::watcher_config().any_semantic();
     if cache.managed_only {
         config = config.labels(&format!("{}={}", meta::MANAGED_BY_LABEL, meta::MANAGED_BY));
+    } else if let Some(selector) = &cache.label_selector {
+        config = config.labels(selector);
     }
     let scope = if cache.namespaced {
         namespace.clone()

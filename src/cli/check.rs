@@ -251,6 +251,7 @@ async fn cluster_schemas(args: &CheckArgs) -> Result<KindSchemas, CliError> {
     let fetch_error = |e| match e {
         FetchError::Read { path, source } => CliError::Cluster(format!("GET {path}: {source}")),
         FetchError::Request { source, .. } => CliError::Cluster(source.to_string()),
+        FetchError::Parse { path, source } => CliError::Cluster(format!("GET {path}: {source}")),
     };
     let index = openapi_fetch::get(&client, openapi_fetch::INDEX)
         .await
@@ -264,7 +265,7 @@ async fn cluster_schemas(args: &CheckArgs) -> Result<KindSchemas, CliError> {
             Ok(document) => documents.push(document),
             // Deleted between the index and this read (a CRD removed meanwhile: 404, or an
             // empty body): its kinds are gone too, so there is nothing to check against.
-            Err(FetchError::Read { source, .. }) if is_gone(&source) => {}
+            Err(e) if is_gone(&e) => {}
             Err(e) => return Err(fetch_error(e)),
         }
     }
@@ -275,10 +276,13 @@ async fn cluster_schemas(args: &CheckArgs) -> Result<KindSchemas, CliError> {
 }
 
 /// Whether a listed OpenAPI document no longer exists.
-fn is_gone(e: &kube::Error) -> bool {
+fn is_gone(e: &FetchError) -> bool {
     match e {
-        kube::Error::Api(status) => status.code == 404,
-        kube::Error::SerdeError(_) => true,
+        FetchError::Read {
+            source: kube::Error::Api(status),
+            ..
+        } => status.code == 404,
+        FetchError::Parse { source, .. } => source.is_eof(),
         _ => false,
     }
 }
@@ -414,14 +418,23 @@ fn summary(r: &LoadedRule) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::controller::openapi_fetch::FetchError;
+
     #[test]
     fn a_document_deleted_after_the_index_was_read_is_gone_not_a_failure() {
         use kube::core::Status;
-        let api = |code| kube::Error::Api(Box::new(Status::failure("x", "y").with_code(code)));
+        let api = |code| FetchError::Read {
+            path: "p".into(),
+            source: kube::Error::Api(Box::new(Status::failure("x", "y").with_code(code))),
+        };
         assert!(super::is_gone(&api(404)));
         assert!(!super::is_gone(&api(403)));
-        let empty = serde_json::from_str::<serde_json::Value>("").unwrap_err();
-        assert!(super::is_gone(&kube::Error::SerdeError(empty)));
+        let parse = |text| FetchError::Parse {
+            path: "p".into(),
+            source: serde_json::from_str::<serde_json::Value>(text).unwrap_err(),
+        };
+        assert!(super::is_gone(&parse("")));
+        assert!(!super::is_gone(&parse("{]")));
     }
 
     use super::*;

@@ -153,6 +153,10 @@ fn check_sample(
             return Ok(1);
         }
     };
+    if let Some(why) = &plan.not_selected {
+        writeln!(out, "note  {what}: not selected ({why}); not checked")?;
+        return Ok(0);
+    }
     if let Some(failure) = plan.failure.as_ref().filter(|f| f.reason == LOOKUP_MISSING) {
         // Not the rule's fault nor the sample's: the cluster would have the object.
         writeln!(

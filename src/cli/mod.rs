@@ -8,6 +8,7 @@ pub mod livediff;
 mod policy;
 pub use ruleop_plan::print as output;
 pub mod rbac;
+pub mod rbac_accounts;
 mod rollout;
 mod test;
 
@@ -69,6 +70,9 @@ pub enum CliError {
         /// Its message.
         message: String,
     },
+    /// A command-line value is malformed.
+    #[error("{0}")]
+    Usage(String),
     /// Output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -262,8 +266,24 @@ pub fn schema(out: &mut impl Write) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `ruleop rbac`: prints the ClusterRole the rule files need.
-pub fn rbac(paths: &[PathBuf], name: &str, out: &mut impl Write) -> Result<(), CliError> {
+/// `ruleop rbac`: prints the ClusterRole the rule files need; for rules with
+/// `spec.serviceAccount`, then the grant to impersonate their accounts to `operator` (the
+/// operator's own ServiceAccount, `NAMESPACE/NAME`) and each account's role.
+pub fn rbac(
+    paths: &[PathBuf],
+    name: &str,
+    operator: &str,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let Some((namespace, account)) = operator.split_once('/') else {
+        return Err(CliError::Usage(format!(
+            "--service-account {operator:?}: expected NAMESPACE/NAME"
+        )));
+    };
+    let operator = rule::ServiceAccount {
+        namespace: namespace.into(),
+        name: account.into(),
+    };
     let (rules, errors) = ruleop_lang::load::load_paths(paths);
     for e in &errors {
         let _ = writeln!(std::io::stderr(), "error {e}");
@@ -281,5 +301,10 @@ pub fn rbac(paths: &[PathBuf], name: &str, out: &mut impl Write) -> Result<(), C
         files.join(", ")
     )?;
     write!(out, "{}", output::to_yaml(&role))?;
+    let accounts = crate::cli::rbac_accounts::account_objects(name, &compiled, &operator);
+    for object in &accounts {
+        writeln!(out, "---")?;
+        write!(out, "{}", output::to_yaml(object))?;
+    }
     Ok(())
 }

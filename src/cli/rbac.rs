@@ -3,6 +3,9 @@
 //! Parents: read, watch, patch (finalizers) and their `status` and `finalizers`
 //! subresources. Children (every kind in a rule's `allow` list): full lifecycle. Related
 //! kinds: read and watch. Plus Events, the leader-election Lease and ruleop's RuleRevisions.
+//! A rule with `spec.serviceAccount` writes as that account: the operator keeps only the
+//! reads of its kinds, and [`super::rbac_accounts`] prints the impersonation grant and the
+//! account's role.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,6 +50,23 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
     for rule in rules {
         let spec = &rule.spec;
         let parent = plural(&spec.parent.kind);
+        for related in &spec.related {
+            grant(&related.api_version, plural(&related.kind), READ);
+        }
+        for lookup in &spec.lookups {
+            grant(&lookup.api_version, plural(&lookup.kind), READ);
+        }
+        if spec.service_account.is_some() {
+            // Its writes are its account's (`rbac_accounts`); the operator only watches.
+            grant(&spec.parent.api_version, parent, READ);
+            for allowed in &spec.allow {
+                grant(&allowed.api_version, plural(&allowed.kind), READ);
+            }
+            for d in &spec.decorations {
+                grant(&d.api_version, plural(&d.kind), READ);
+            }
+            continue;
+        }
         grant(
             &spec.parent.api_version,
             parent.clone(),
@@ -66,11 +86,13 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
         for allowed in &spec.allow {
             grant(&allowed.api_version, plural(&allowed.kind), WRITE);
         }
-        for related in &spec.related {
-            grant(&related.api_version, plural(&related.kind), READ);
-        }
-        for lookup in &spec.lookups {
-            grant(&lookup.api_version, plural(&lookup.kind), READ);
+        // Decorations patch labels and annotations (server-side apply), never create.
+        for d in &spec.decorations {
+            grant(
+                &d.api_version,
+                plural(&d.kind),
+                &["get", "list", "watch", "patch"],
+            );
         }
     }
     grant("events.k8s.io/v1", "events".into(), &["create", "patch"]);
@@ -88,7 +110,18 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
         &["get", "patch", "update"],
     );
 
-    // One rule entry per group and verb set keeps the role short and readable.
+    let policy = merge(grants);
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {ruleop_schema::meta::MANAGED_BY_LABEL: "ruleop"}},
+        "rules": policy,
+    })
+}
+
+/// Verbs by (group, resource) as policy rules: one entry per group and verb set keeps a
+/// role short and readable.
+pub(super) fn merge(grants: BTreeMap<(String, String), BTreeSet<&str>>) -> Vec<Json> {
     let mut merged: BTreeMap<(String, Vec<&str>), Vec<String>> = BTreeMap::new();
     for ((group, resource), verbs) in grants {
         merged
@@ -96,16 +129,10 @@ pub fn cluster_role(name: &str, rules: &[&CompiledRule]) -> Json {
             .or_default()
             .push(resource);
     }
-    let policy: Vec<Json> = merged
+    merged
         .into_iter()
         .map(|((group, verbs), resources)| json!({"apiGroups": [group], "resources": resources, "verbs": verbs}))
-        .collect();
-    json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": name, "labels": {ruleop_schema::meta::MANAGED_BY_LABEL: "ruleop"}},
-        "rules": policy,
-    })
+        .collect()
 }
 
 #[cfg(test)]
@@ -151,6 +178,32 @@ mod tests {
         assert_eq!(
             own[1]["resources"],
             serde_json::json!(["rulerevisions/status"])
+        );
+    }
+
+    #[test]
+    fn decorated_kinds_are_granted_patch_only() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/pod-name-label/rule.yaml");
+        let source = std::fs::read_to_string(&path).unwrap();
+        let rule = ruleop_lang::load::parse_rule(&path, &source).unwrap();
+        let role = cluster_role("ruleop", &[&rule]);
+        let pods: Vec<&Json> = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&serde_json::json!("pods"))
+            })
+            .collect();
+        assert_eq!(pods.len(), 1, "{role}");
+        assert_eq!(pods[0]["apiGroups"], serde_json::json!([""]));
+        assert_eq!(
+            pods[0]["verbs"],
+            serde_json::json!(["get", "list", "patch", "watch"])
         );
     }
 }

@@ -3,6 +3,7 @@
 //! ([`leader`]).
 
 pub mod fence;
+pub mod identity;
 pub mod kubeclient;
 pub mod leader;
 pub mod transport;

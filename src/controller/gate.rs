@@ -163,9 +163,9 @@ mod tests {
 
     fn controller() -> Arc<Controller> {
         // Never contacted: the gate only looks at caches and the queue.
-        let client =
-            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
-                .unwrap();
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let transport = crate::client::identity::Transport::new(&config, None).unwrap();
+        let identities = crate::client::identity::Identities::new(transport, None);
         let config = Config {
             namespaces: Vec::new(),
             concurrency: 1,
@@ -174,7 +174,7 @@ mod tests {
         };
         let ready = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::new());
-        Controller::new(client, config, metrics, ready, CancellationToken::new()).0
+        Controller::new(identities, config, metrics, ready, CancellationToken::new()).0
     }
 
     fn rule(c: &Controller) -> Arc<ActiveRule> {
@@ -193,8 +193,10 @@ mod tests {
             related: vec![gk("Related")],
             related_namespaced: vec![true],
             lookups: Vec::new(),
+            decorated: Vec::new(),
             schemas: super::super::schemas::ChildSchemas::none(),
             memo: Default::default(),
+            writer: c.identities.writer(None).unwrap(),
         });
         c.rules.write().unwrap().insert("r".into(), active.clone());
         active

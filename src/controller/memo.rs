@@ -93,6 +93,8 @@ fn applies(rule: &CompiledRule, input: &Input<'_>) -> bool {
 fn is_quiet(plan: &Plan) -> bool {
     plan.apply.iter().all(|d| d.action == Action::UpToDate)
         && plan.delete.is_empty()
+        && plan.decorate.is_empty()
+        && plan.undecorate.is_empty()
         && plan.status.is_none()
         && plan.events.is_empty()
         && plan.finalizer == FinalizerChange::None

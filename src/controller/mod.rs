@@ -11,6 +11,7 @@ mod reconcile;
 pub mod routes;
 mod rules;
 pub mod schemas;
+mod select;
 pub mod staged;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::Actor;
 use crate::cache::{self, Cached, Change, GroupKind, KindCache};
+use crate::client::identity::{Identities, Writer};
 use crate::telemetry::{Metrics, RuleStateLabels};
 pub use pins::Counts;
 use plan::Selector;
@@ -64,12 +66,16 @@ struct ActiveRule {
     related_namespaced: Vec<bool>,
     /// Looked-up kinds, by lookup index, and whether each is namespaced.
     lookups: Vec<(GroupKind, bool)>,
+    /// Decorated kinds, by decoration index, and whether each is namespaced.
+    decorated: Vec<(GroupKind, bool)>,
     /// Which related and looked-up objects the rule reads beyond their metadata.
     reads: ruleop_lang::rule::Reads,
     /// The child kinds' schemas (for the planner's up-to-date comparison).
     schemas: ChildSchemas,
     /// Converged plans of this rule by their inputs (a reloaded rule starts empty).
     memo: memo::PlanMemo,
+    /// The client its writes go through (its ServiceAccount's, or the operator's).
+    writer: Arc<Writer>,
 }
 
 impl ActiveRule {
@@ -86,6 +92,8 @@ struct RunningCache {
 /// The controller's shared state.
 pub struct Controller {
     client: Client,
+    /// The write clients of the rules' accounts.
+    identities: Identities,
     config: Config,
     metrics: Arc<Metrics>,
     actor: Actor,
@@ -113,15 +121,17 @@ struct Resolved {
 }
 
 impl Controller {
-    /// A controller acting through `client`. Nothing runs until [`Controller::run`].
+    /// A controller reading through the operator's client of `identities` and writing
+    /// through each rule's. Nothing runs until [`Controller::run`].
     pub fn new(
-        client: Client,
+        identities: Identities,
         config: Config,
         metrics: Arc<Metrics>,
         ready: Arc<AtomicBool>,
         cancel: CancellationToken,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let client = identities.operator().clone();
         let actor = Actor::new(
             client.clone(),
             metrics.clone(),
@@ -131,6 +141,7 @@ impl Controller {
         let controller = Arc::new(Self {
             schemas: SchemaCache::new(client.clone()),
             client,
+            identities,
             config,
             metrics,
             actor,
@@ -248,7 +259,10 @@ impl Controller {
     /// or looked-up kind).
     fn needs_all_objects(&self, gk: &GroupKind) -> bool {
         self.rules_read().values().any(|r| {
-            &r.parent == gk || r.related.contains(gk) || r.lookups.iter().any(|(k, _)| k == gk)
+            &r.parent == gk
+                || r.related.contains(gk)
+                || r.lookups.iter().any(|(k, _)| k == gk)
+                || r.decorated.iter().any(|(k, _)| k == gk)
         })
     }
 
@@ -260,6 +274,7 @@ impl Controller {
             let lookups = r.lookups.iter().map(|(k, _)| k).zip(&r.reads.lookups);
             &r.parent == gk
                 || r.children.contains(gk)
+                || r.decorated.iter().any(|(k, _)| k == gk)
                 || related.chain(lookups).any(|(k, whole)| k == gk && *whole)
         })
     }
@@ -267,6 +282,7 @@ impl Controller {
     fn ensure_watch(self: &Arc<Self>, r: Resolved) {
         let managed_only = !self.needs_all_objects(&r.gk);
         let metadata_only = !managed_only && !self.needs_bodies(&r.gk);
+        let selector = self.watch_selector(&r.gk);
         let mut caches = self
             .caches
             .write()
@@ -274,7 +290,7 @@ impl Controller {
         if let Some(existing) = caches.get(&r.gk) {
             let all_objects = !existing.cache.managed_only || managed_only;
             let bodies = !existing.cache.metadata_only || metadata_only;
-            if all_objects && bodies {
+            if all_objects && bodies && existing.cache.label_selector == selector {
                 return;
             }
             // A kind watched for ruleop's children only, or for metadata only, is now needed
@@ -294,10 +310,11 @@ impl Controller {
                 managed_only,
                 scopes.len(),
             )
-            .with_metadata_only(metadata_only),
+            .with_metadata_only(metadata_only)
+            .with_label_selector(selector.clone()),
         );
         let cancel = self.cancel.child_token();
-        tracing::info!(kind = %r.gk, managed_only, metadata_only, "watching");
+        tracing::info!(kind = %r.gk, managed_only, metadata_only, selector = selector.as_deref().unwrap_or(""), "watching");
         for scope in scopes {
             tokio::spawn(cache::watch(
                 self.client.clone(),
@@ -319,7 +336,9 @@ impl Controller {
         // only objects of a looked-up or child kind can be either, so the busiest events (a
         // related kind's, such as Pods) skip the index.
         let named = rules.iter().any(|r| {
-            r.children.contains(&change.kind) || r.lookups.iter().any(|(gk, _)| gk == &change.kind)
+            r.children.contains(&change.kind)
+                || r.lookups.iter().any(|(gk, _)| gk == &change.kind)
+                || r.decorated.iter().any(|(gk, _)| gk == &change.kind)
         });
         let objects = std::iter::once(&change.object).chain(change.old.iter());
         for obj in objects.filter(|_| named) {
@@ -333,7 +352,7 @@ impl Controller {
         }
         for rule in rules {
             let name = &rule.rule().name;
-            if rule.parent == change.kind {
+            if rule.parent == change.kind && select::routes_parent(&rule, change) {
                 self.queue.add(key_for(name, &change.object));
             }
             if rule.children.contains(&change.kind) {
@@ -343,12 +362,15 @@ impl Controller {
                         .filter(|_| obj.label(meta::RULE_LABEL) == Some(name.as_str()));
                     // A child whose labels were removed is still found by its controller.
                     for uid in labelled.into_iter().chain(obj.controller()) {
-                        if let Some(parent) = self.cache(&rule.parent).and_then(|c| c.by_uid(uid)) {
+                        if let Some(parent) = self.cache(&rule.parent).and_then(|c| c.by_uid(uid))
+                            && select::governs(&rule, &parent)
+                        {
                             self.queue.add(key_for(name, &parent));
                         }
                     }
                 }
             }
+            self.route_decorated(&rule, change);
             for (i, gk) in rule.related.iter().enumerate() {
                 if gk != &change.kind {
                     continue;
@@ -367,6 +389,40 @@ impl Controller {
         }
     }
 
+    /// Routes a change of a decorated kind: to the parents whose decorations the object
+    /// carries (or carried), and through the routing index to those whose decoration
+    /// selector matches it (indexed after the rule's related selectors).
+    fn route_decorated(&self, rule: &ActiveRule, change: &Change) {
+        let name = &rule.rule().name;
+        let objects = || std::iter::once(&change.object).chain(change.old.iter());
+        let mut decorated = rule.decorated.iter().map(|(gk, _)| gk);
+        if !decorated.any(|gk| gk == &change.kind) {
+            return;
+        }
+        let parents = self.cache(&rule.parent);
+        for uid in objects().flat_map(|o| o.decorators()) {
+            if let Some(parent) = parents.as_ref().and_then(|c| c.by_uid(uid)) {
+                self.queue.add(key_for(name, &parent));
+            }
+        }
+        let offset = rule.related.len();
+        for (i, (gk, _)) in rule.decorated.iter().enumerate() {
+            if gk != &change.kind {
+                continue;
+            }
+            let index = self.routes();
+            for obj in objects() {
+                for (namespace, parent) in index.matching(name, offset + i, obj) {
+                    self.queue.add(Key {
+                        rule: name.clone(),
+                        namespace,
+                        name: parent,
+                    });
+                }
+            }
+        }
+    }
+
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
         self.routes
             .lock()
@@ -378,20 +434,24 @@ impl Controller {
     fn record_selectors(&self, rule: &ActiveRule, parent: cache::ObjKey, selectors: Vec<Selector>) {
         let compiled = rule.rule();
         // A cluster-scoped related kind is selected across the cluster.
-        let scopes: Vec<Option<&str>> = rule
+        let namespaced = rule
             .related_namespaced
             .iter()
+            .chain(rule.decorated.iter().map(|(_, n)| n));
+        let scopes: Vec<Option<&str>> = namespaced
             .map(|namespaced| {
                 (*namespaced && compiled.spec.parent.scope == Scope::Namespaced)
                     .then_some(parent.0.as_str())
             })
             .collect();
         let scopes: Vec<Option<String>> = scopes.iter().map(|s| s.map(str::to_string)).collect();
+        let decorations = compiled.spec.decorations.iter();
         let anchors: Vec<Option<&str>> = compiled
             .spec
             .related
             .iter()
             .map(|r| routes::anchor_key(&r.selector))
+            .chain(decorations.map(|d| d.target.selector.as_ref().and_then(routes::anchor_key)))
             .collect();
         self.routes().set_selectors(
             (compiled.name.clone(), parent),

@@ -11,7 +11,7 @@ use super::memo::PlanMemo;
 use super::routes::Interest;
 use crate::cache::{Cached, GroupKind, KindCache};
 use ruleop_lang::rule::{CompiledRule, Scope};
-use ruleop_plan::{self as plan, Action, Input, Plan, Selector};
+use ruleop_plan::{self as plan, Action, DecorationSelect, Input, Plan, Selector};
 use ruleop_schema::meta::{self, ObjectKey, split_api_version};
 use ruleop_schema::openapi::Schemas;
 
@@ -24,6 +24,8 @@ pub struct RuleKinds<'a> {
     pub related: &'a [GroupKind],
     /// Looked-up kinds, by lookup index, and whether each is namespaced.
     pub lookups: &'a [(GroupKind, bool)],
+    /// Decorated kinds, by decoration index, and whether each is namespaced.
+    pub decorated: &'a [(GroupKind, bool)],
 }
 
 /// What a reconcile read from the caches for one parent.
@@ -38,7 +40,13 @@ pub struct Observation {
     pub selectors: Option<Vec<Selector>>,
     /// The looked-up objects' (kind, namespace, name), when the rule has lookups.
     pub routed: Option<Vec<(GroupKind, String, String)>>,
+    /// The rendered decoration targets, when the rule has decorations: a selector per
+    /// decoration (empty for the other targets), and the objects decorated by name.
+    pub decorated: Option<(Vec<Selector>, Vec<Named>)>,
 }
+
+/// An object read by name: its kind, namespace (empty: cluster-scoped) and name.
+pub type Named = (GroupKind, String, String);
 
 impl Observation {
     /// The routing interests of the looked-up objects (every name of a list lookup), taken
@@ -111,12 +119,49 @@ pub fn observe(
         }
         routed = Some(found_at);
     }
+    let decorated = (!rule_kinds.decorated.is_empty()).then(|| {
+        let targets = plan::decoration_targets(rule, &parent_json, now).unwrap_or_default();
+        let mut selectors = vec![Selector::new(); rule_kinds.decorated.len()];
+        let mut names = Vec::new();
+        for (i, ((gk, namespaced), target)) in rule_kinds.decorated.iter().zip(&targets).enumerate()
+        {
+            let Some(c) = caches.get(gk) else { continue };
+            match target {
+                DecorationSelect::Selector(selector) => {
+                    let namespace = namespace.filter(|_| *namespaced);
+                    extend_unique(&mut observed, &mut seen, c.select(namespace, selector));
+                    selectors[i] = selector.clone();
+                }
+                DecorationSelect::Name(name) => {
+                    let ns = if *namespaced { parent.namespace() } else { "" };
+                    extend_unique(
+                        &mut observed,
+                        &mut seen,
+                        c.get(ns, name).into_iter().collect(),
+                    );
+                    names.push((gk.clone(), ns.to_string(), name.clone()));
+                }
+                // Observed as the related entry's objects.
+                DecorationSelect::Related(_) => {}
+            }
+        }
+        // What the parent decorated, selected or not any more: it may have to lose it.
+        for (gk, _) in rule_kinds.decorated {
+            if let Some(c) = caches.get(gk) {
+                extend_unique(&mut observed, &mut seen, c.decorated_by(uid));
+                // The actor writes decorations through the kind's cache (its resource).
+                kinds.insert(gk.clone(), c.clone());
+            }
+        }
+        (selectors, names)
+    });
     Observation {
         parent: parent_json,
         observed,
         kinds,
         selectors,
         routed,
+        decorated,
     }
 }
 

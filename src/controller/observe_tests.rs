@@ -79,6 +79,7 @@ fn every_listed_name_is_routed_until_the_list_drops_it() {
         children: &children,
         related: &[],
         lookups: &lookups,
+        decorated: &[],
     };
     let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
     let mut routes = Routes::default();

@@ -10,7 +10,7 @@ use super::memo::PlanMemo;
 use super::observe::conflicts_of;
 use super::observe::{Observation, RuleKinds, observe, plan_observed};
 use super::queue::{Key, Outcome};
-use super::routes::Facet;
+use super::routes::{Facet, Interest};
 use super::staged::Choice;
 use super::{ActiveRule, Controller};
 use crate::apply::Target;
@@ -73,12 +73,21 @@ impl Controller {
         let caches = self.admit(&rule, key)?;
         let parent_cache = caches.get(&rule.parent)?.clone();
         let Some(cached_parent) = parent_cache.get(&key.namespace, &key.name) else {
+            // A selecting watch drops a parent that lost its label as if it were deleted.
+            if parent_cache.label_selector.is_some() {
+                return self.release_unselected(&rule, key, None).await;
+            }
             self.queue.forget(key);
             self.forget_outcome(key);
             self.routes()
                 .remove(&(key.rule.clone(), (key.namespace.clone(), key.name.clone())));
             return None;
         };
+        if !super::select::governs(&rule, &cached_parent) {
+            return self
+                .release_unselected(&rule, key, Some(cached_parent))
+                .await;
+        }
         // A `Staged` rule plans a parent not moved yet with its revision's compiled rule.
         let pinned = if rule.rule().spec.rollout.is_staged() {
             match self.choose(&rule, &cached_parent) {
@@ -135,11 +144,13 @@ impl Controller {
                 "reconcile failed"
             );
         }
-        if writes > 0 || plan.status.is_some() {
+        let decorations = plan.decorate.len() + plan.undecorate.len();
+        if writes > 0 || decorations > 0 || plan.status.is_some() {
             tracing::info!(
                 parent = %key,
                 apply = writes - plan.delete.len(),
                 delete = plan.delete.len(),
+                decorate = decorations,
                 status = plan.status.is_some(),
                 failure = plan.failure.as_ref().map(|f| f.message.as_str()),
                 "reconciling"
@@ -157,6 +168,7 @@ impl Controller {
             kinds,
             failures: self.queue.failures(key),
             revision,
+            writer: &rule.writer,
         };
         let report = self.actor.execute(&target, plan).await;
         if let Some(revision) = revision {
@@ -183,6 +195,7 @@ impl Controller {
             children: &rule.children,
             related: &rule.related,
             lookups: &rule.lookups,
+            decorated: &rule.decorated,
         };
         let mut seen = observe(
             compiled,
@@ -194,8 +207,24 @@ impl Controller {
         );
         // Every parent change and every rule (re)start reconciles the parent, so the
         // routing indexes of related and looked-up objects are kept here, in one place.
-        if let Some(selectors) = seen.selectors.take() {
+        let decorated = seen.decorated.take();
+        let selectors = seen.selectors.take();
+        if selectors.is_some() || decorated.is_some() {
+            let (decorations, names) = decorated.unwrap_or_default();
+            let mut selectors = selectors.unwrap_or_default();
+            // Decoration selectors are indexed after the related ones (see `route`).
+            selectors.resize(compiled.spec.related.len(), plan::Selector::new());
+            selectors.extend(decorations);
             self.record_selectors(rule, parent.key(), selectors);
+            let names = names
+                .into_iter()
+                .map(|(kind, namespace, name)| Interest::Object(kind, namespace, name))
+                .collect();
+            self.routes().set(
+                Facet::Decorations,
+                (compiled.name.clone(), parent.key()),
+                names,
+            );
         }
         if let Some(lookups) = seen.take_lookup_interests() {
             self.routes().set(

@@ -34,6 +34,9 @@ pub enum Facet {
     Lookups,
     /// Children whose name another object holds.
     Conflicts,
+    /// `spec.decorations` targets by name (those by selector are indexed as related
+    /// selectors after the rule's own, at `related.len() + i`).
+    Decorations,
 }
 
 /// Parents by what they read.
@@ -126,7 +129,12 @@ impl Routes {
 
     /// Forgets a parent.
     pub fn remove(&mut self, parent: &Parent) {
-        for facet in [Facet::Related, Facet::Lookups, Facet::Conflicts] {
+        for facet in [
+            Facet::Related,
+            Facet::Lookups,
+            Facet::Conflicts,
+            Facet::Decorations,
+        ] {
             self.forget(&(facet, parent.clone()));
         }
         self.selectors.remove(parent);

@@ -8,6 +8,7 @@ use kube::core::GroupVersionKind;
 
 use super::{ActiveRule, Controller, Resolved, key_for};
 use crate::cache::{GroupKind, KindCache};
+use crate::client::identity::Writer;
 use ruleop_lang::load::LoadedRule;
 use ruleop_lang::rule::{CompiledRule, Scope, split_api_version};
 use ruleop_schema::meta;
@@ -50,8 +51,12 @@ impl Controller {
             .map(|(r, _)| r.clone())
             .collect();
         for loaded in pending {
-            match self.resolve(&loaded.rule).await {
-                Ok(kinds) => self.activate(loaded, kinds).await,
+            let ready = match self.resolve(&loaded.rule).await {
+                Ok(kinds) => self.writer_of(&loaded.rule).map(|writer| (kinds, writer)),
+                Err(why) => Err(why),
+            };
+            match ready {
+                Ok((kinds, writer)) => self.activate(loaded, kinds, writer).await,
                 Err(why) => {
                     let mut waiting = self
                         .waiting
@@ -71,9 +76,22 @@ impl Controller {
                 .chain(&r.children)
                 .chain(&r.related)
                 .chain(r.lookups.iter().map(|(gk, _)| gk))
+                .chain(r.decorated.iter().map(|(gk, _)| gk))
                 .all(|gk| self.cache(gk).is_some_and(|c| c.is_synced()))
         });
         self.ready.store(synced, Ordering::Release);
+        // Accounts no loaded rule writes as any more (a reload removed or changed them).
+        self.identities.prune();
+    }
+
+    /// The client `rule` writes with: the one of its ServiceAccount, else the operator's.
+    fn writer_of(&self, rule: &CompiledRule) -> Result<Arc<Writer>, String> {
+        self.identities
+            .writer(rule.spec.service_account.as_ref())
+            .map_err(|e| {
+                let at = rule.spans.find("spec.serviceAccount");
+                format!("{}:{at}: {e}", rule.path.display())
+            })
     }
 
     /// Resolves every kind a rule names through discovery.
@@ -106,6 +124,11 @@ impl Controller {
                 .iter()
                 .map(|l| (Role::Lookup, l.api_version.as_str(), l.kind.as_str())),
         );
+        wanted.extend(
+            spec.decorations
+                .iter()
+                .map(|d| (Role::Decorated, d.api_version.as_str(), d.kind.as_str())),
+        );
         let mut out = Vec::new();
         for (role, api_version, kind) in wanted {
             let (group, version) = split_api_version(api_version);
@@ -136,6 +159,7 @@ impl Controller {
         self: &Arc<Self>,
         loaded: LoadedRule,
         kinds: Vec<(Role, Resolved)>,
+        writer: Arc<Writer>,
     ) {
         let name = loaded.rule.name.clone();
         let mut parent = None;
@@ -143,6 +167,7 @@ impl Controller {
         let mut related = Vec::new();
         let mut related_namespaced = Vec::new();
         let mut lookups = Vec::new();
+        let mut decorated = Vec::new();
         for (role, r) in &kinds {
             match role {
                 Role::Parent => parent = Some(r.gk.clone()),
@@ -152,6 +177,7 @@ impl Controller {
                     related_namespaced.push(r.namespaced);
                 }
                 Role::Lookup => lookups.push((r.gk.clone(), r.namespaced)),
+                Role::Decorated => decorated.push((r.gk.clone(), r.namespaced)),
             }
         }
         let Some(parent) = parent else { return };
@@ -175,9 +201,11 @@ impl Controller {
             related,
             related_namespaced,
             lookups,
+            decorated,
             reads: loaded.rule.reads(),
             schemas,
             memo: super::memo::PlanMemo::default(),
+            writer,
         });
         self.rules
             .write()
@@ -193,6 +221,10 @@ impl Controller {
         tracing::info!(rule = %name, file = %loaded.path.display(), hash = %loaded.hash, "rule active");
         // Parents already cached (kind shared with an earlier rule) need a first reconcile.
         self.enqueue_all(&name);
+        if loaded.rule.spec.parent.selector.is_some() {
+            let this = self.clone();
+            tokio::spawn(async move { this.sweep_unselected(&name).await });
+        }
     }
 
     /// Reconciles every parent of a rule.
@@ -202,7 +234,9 @@ impl Controller {
         };
         if let Some(cache) = self.cache(&active.parent) {
             for p in cache.list(None) {
-                self.queue.add(key_for(rule, &p));
+                if super::select::enqueued_at_start(&active, &p) {
+                    self.queue.add(key_for(rule, &p));
+                }
             }
         }
     }
@@ -249,7 +283,8 @@ impl Controller {
                 if !meta::has_finalizer(&parent, meta::FINALIZER) {
                     continue;
                 }
-                let api = self.actor.api(&parents, meta::namespace(&parent));
+                let api =
+                    crate::apply::api_for(&rule.writer.client, &parents, meta::namespace(&parent));
                 match self.actor.set_finalizer(&api, &parent, false).await {
                     Ok(()) => {
                         tracing::info!(rule = %name, parent = %meta::ObjectKey::of(&parent), "finalizer removed: rule gone")
@@ -270,7 +305,11 @@ impl Controller {
                     .iter()
                     .filter(|o| o.label(meta::RULE_LABEL) == Some(name.as_str()))
                 {
-                    if let Err(e) = self.actor.delete_object(&cache, &obj.json()).await {
+                    if let Err(e) = self
+                        .actor
+                        .delete_object(&rule.writer.client, &cache, &obj.json())
+                        .await
+                    {
                         tracing::warn!(rule = %name, error = %e, "cannot delete child of removed rule");
                     }
                 }
@@ -285,6 +324,7 @@ pub(super) enum Role {
     Child,
     Related,
     Lookup,
+    Decorated,
 }
 
 /// Whether the rule's view of a kind's scope agrees with the cluster's discovery: a
@@ -299,7 +339,7 @@ pub(super) fn check_scope(
     let expected = match role {
         Role::Parent => rule.spec.parent.scope,
         Role::Child => rule.kind_scope(api_version, kind),
-        Role::Related | Role::Lookup => return Ok(()),
+        Role::Related | Role::Lookup | Role::Decorated => return Ok(()),
     };
     let served = if namespaced {
         Scope::Namespaced

@@ -346,7 +346,7 @@ impl SchemaCache {
         {
             return Ok(doc.clone());
         }
-        let doc = Arc::new(Document::parse(&self.get(&url).await?));
+        let doc = Arc::new(openapi_fetch::document(&self.client, &url).await?);
         self.lock().insert(path, (url, doc.clone()));
         Ok(doc)
     }

@@ -136,10 +136,13 @@ impl Controller {
     /// The parents of `rule` with their labels and last outcomes; `None` while the rule is
     /// not active or its parents' cache has not listed.
     pub fn staged_parents(&self, rule: &str) -> Option<Vec<StagedParent>> {
+        let active = self.rules_read().get(rule).cloned()?;
         let parents = self.active_parents(rule)?;
         Some(
             parents
                 .iter()
+                // A rule with a parent selector moves only the parents it governs.
+                .filter(|p| super::select::governs(&active, p))
                 .map(|p| {
                     let key = Key {
                         rule: rule.to_string(),

@@ -14,7 +14,7 @@ use support::{TestEnv, kubectl, kubectl_with_input, unique_suffix, wait_for};
 const T: Duration = Duration::from_secs(90);
 
 /// A kubeconfig for the shared cluster that authenticates with `token`.
-fn token_kubeconfig(dir: &Path, token: &str) -> std::path::PathBuf {
+pub(crate) fn token_kubeconfig(dir: &Path, token: &str) -> std::path::PathBuf {
     let admin: serde_json::Value =
         ruleop_lang::yaml::from_str(&std::fs::read_to_string(support::kubeconfig()).unwrap())
             .unwrap();

@@ -35,6 +35,9 @@ pub struct Write {
     pub code: i64,
     /// When the API server received the request (RFC 3339, microseconds).
     pub received: String,
+    /// The user the request was made as through impersonation (empty when none): a rule
+    /// with a ServiceAccount writes as `system:serviceaccount:NS:NAME`.
+    pub impersonated_user: String,
 }
 
 impl Write {
@@ -66,7 +69,11 @@ impl std::fmt::Display for Write {
             f,
             "{} {}{sub} {}/{} -> {} ({})",
             self.verb, self.resource, self.namespace, self.name, self.code, self.user_agent
-        )
+        )?;
+        if !self.impersonated_user.is_empty() {
+            write!(f, " as {}", self.impersonated_user)?;
+        }
+        Ok(())
     }
 }
 
@@ -191,6 +198,7 @@ fn parse(line: &str) -> Option<Write> {
             .and_then(Json::as_i64)
             .unwrap_or(0),
         received: s("/requestReceivedTimestamp"),
+        impersonated_user: s("/impersonatedUser/username"),
     })
 }
 

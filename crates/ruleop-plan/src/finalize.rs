@@ -31,6 +31,20 @@ pub(super) fn finalize(
     if !meta::has_finalizer(input.parent, meta::FINALIZER) {
         return plan;
     }
+    // Decorations go first: the finalizer is what lets them be removed at all.
+    if super::decorate::undecorate_all(rule, input, &mut plan) {
+        let fields = previous_fields(rule, input.parent, &plan.status_shape);
+        let message = "removing decorations".to_string();
+        set_status(
+            rule,
+            input,
+            &mut plan,
+            fields,
+            &[Condition::unmet(READY, reason::DELETING, message)],
+        );
+        plan.requeue_after = Some(Duration::from_secs(2));
+        return plan;
+    }
     let Some(fin) = &rule.spec.finalizer else {
         plan.finalizer = FinalizerChange::Remove;
         return plan;

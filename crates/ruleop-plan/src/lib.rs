@@ -8,6 +8,7 @@
 mod cel;
 mod child;
 mod collection;
+mod decorate;
 mod define;
 mod duplicates;
 mod finalize;
@@ -45,8 +46,13 @@ use ruleop_schema::status_shape::StatusShape;
 use status::{Condition, READY};
 use view::View;
 
+pub use decorate::{
+    Decorate, DecorationSelect, MANAGER_PREFIX as DECORATION_MANAGER_PREFIX, decoration_targets,
+    manager as decoration_manager, manager_parent as decoration_parent, owned_keys,
+};
 pub use lookup::{LookupTarget, lookup_targets, matches as lookup_matches};
 pub use ownership::is_ours;
+pub use parent_status::shows_rule_status;
 pub use ready::{conflict_condition, not_owned_message};
 pub use related::{Selector, related_selectors};
 
@@ -178,6 +184,12 @@ pub struct Plan {
     pub apply: Vec<Desired>,
     /// Objects to delete (only after every apply succeeded).
     pub delete: Vec<Deletion>,
+    /// Objects not owned whose labels or annotations differ from the rule's decorations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decorate: Vec<Decorate>,
+    /// Objects the parent decorated that no decoration targets any more: their keys go.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undecorate: Vec<Decorate>,
     /// ruleop's part of the status (its status fields, conditions and
     /// `observedGeneration`), when it differs from the parent's. It is written whole with
     /// server-side apply, so fields other writers own are never touched.
@@ -198,6 +210,10 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
     /// Set when the plan is empty because of bad input.
     pub failure: Option<Failure>,
+    /// Why the parent is outside the rule's selection (`spec.parent.selector`,
+    /// `annotationSelector`): the plan is empty, ruleop leaves the parent alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_selected: Option<String>,
 }
 
 pub use ruleop_lang::reason;
@@ -218,6 +234,12 @@ fn now_string(now: Timestamp) -> String {
 /// whose renders spent it fails as a whole, whatever render noticed, so no partial
 /// rendering is ever written.
 pub fn plan(rule: &CompiledRule, input: Input<'_>) -> Plan {
+    if let Some(why) = rule.spec.parent.unselected(input.parent) {
+        return Plan {
+            not_selected: Some(why),
+            ..Plan::default()
+        };
+    }
     let scope = rule.templates.plan_scope();
     let plan = plan_renders(rule, input);
     let Some((name, limit)) = scope.refused() else {
@@ -337,6 +359,9 @@ fn plan_renders(rule: &CompiledRule, input: Input<'_>) -> Plan {
         }
     }
     if let Some(f) = duplicates::find(rule, &plan.apply) {
+        return fail(plan, f);
+    }
+    if let Err(f) = decorate::plan_decorations(rule, &input, &view, &ctx, &mut plan) {
         return fail(plan, f);
     }
 
@@ -496,6 +521,8 @@ fn failed_with(
 ) -> Plan {
     plan.apply.clear();
     plan.delete.clear();
+    plan.decorate.clear();
+    plan.undecorate.clear();
     let condition = Condition::unmet(READY, &failure.reason, failure.message.clone());
     // Announced once, when the parent first shows it: the status write this plan makes
     // reconciles the parent again, and a restart plans it again, both with nothing new.

@@ -58,6 +58,17 @@ fn previous_conditions<'a>(parent: &Json, types: impl Iterator<Item = &'a str>) 
         .collect()
 }
 
+/// Whether `parent`'s status shows what ruleop writes for `rule` (a condition of its types,
+/// one of its status fields): what releasing a parent the rule no longer selects removes.
+pub fn shows_rule_status(rule: &CompiledRule, parent: &Json) -> bool {
+    let fields = || {
+        let status = parent.get("status");
+        rule.status_fields()
+            .any(|f| status.and_then(|s| s.get(f)).is_some())
+    };
+    !previous_conditions(parent, condition_types(rule)).is_empty() || fields()
+}
+
 /// ruleop's part of the parent's status as it is now.
 pub(super) fn current_status(rule: &CompiledRule, parent: &Json, shape: &StatusShape) -> Json {
     let mut owned = previous_fields(rule, parent, shape);
@@ -105,12 +116,16 @@ pub(super) fn set_status(
     if let Some(g) = generation {
         fields.insert(OBSERVED_GENERATION.into(), json!(g));
     }
-    let was_ready = status::condition_status(previous, READY);
+    // A recovery is announced: Ready after a problem the parent showed (a Warning said so).
+    // Becoming ready after creation or scaling (the waiting reason) is not: the `Created`
+    // Event and the condition's lastTransitionTime tell it, and a new parent costs one write
+    // less.
+    let recovered = status::condition_status(previous, READY) == Some(false)
+        && status::condition_reason(previous, READY) != Some(crate::ready::waiting_reason(rule));
     // Without conditions on the parent a transition cannot be told from a steady state.
     if shape.allows_conditions()
-        && let Some(ready) = conditions.iter().find(|c| c.type_ == READY)
-        && was_ready != Some(ready.status)
-        && ready.status
+        && recovered
+        && conditions.iter().any(|c| c.type_ == READY && c.status)
     {
         plan.events.push(normal(
             super::reason::READY,
@@ -213,5 +228,59 @@ mod tests {
         let settled = run(&deployment(status), &observed, Some(&schemas));
         assert!(settled.status.is_none(), "{:?}", settled.status);
         assert!(settled.events.is_empty(), "{:?}", settled.events);
+    }
+
+    #[test]
+    fn ready_is_announced_after_a_problem_not_after_progress() {
+        let rule = ruleop_lang::load::parse_rule("d.yaml".as_ref(), DEPLOYMENT).unwrap();
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let first = plan(
+            &rule,
+            Input {
+                parent: &deployment(json!({})),
+                observed: &[],
+                now,
+                schemas: None,
+            },
+        );
+        let mut child = first.apply[0].object.clone();
+        child["metadata"]["uid"] = json!("c1");
+        child["metadata"]["managedFields"] = json!([{"manager": meta::FIELD_MANAGER}]);
+        let after = |reason: &str| {
+            let status = json!({"conditions": [{"type": READY, "status": "False",
+                "reason": reason, "message": "m", "lastTransitionTime": "2025-01-01T00:00:00Z"}]});
+            let p = plan(
+                &rule,
+                Input {
+                    parent: &deployment(status),
+                    observed: std::slice::from_ref(&child),
+                    now,
+                    schemas: None,
+                },
+            );
+            assert_eq!(
+                p.status.as_ref().unwrap()["conditions"][0]["status"],
+                "True"
+            );
+            p.events
+                .iter()
+                .map(|e| e.reason.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(after(crate::reason::PROGRESSING).is_empty());
+        assert_eq!(after(crate::reason::RENDER_FAILED), [READY]);
+        assert_eq!(after("LookupMissing"), [READY]);
+    }
+
+    #[test]
+    fn the_waiting_reason_is_the_rules_own_when_it_declares_ready() {
+        let memcached = include_str!("../../../rules/memcached.yaml");
+        let declared = ruleop_lang::load::parse_rule("m.yaml".as_ref(), memcached).unwrap();
+        assert_eq!(crate::ready::waiting_reason(&declared), "NotReady");
+        let generic = ruleop_lang::load::parse_rule("d.yaml".as_ref(), DEPLOYMENT).unwrap();
+        assert_eq!(
+            crate::ready::waiting_reason(&generic),
+            crate::reason::PROGRESSING
+        );
     }
 }

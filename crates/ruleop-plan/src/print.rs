@@ -31,6 +31,12 @@ pub fn plan_yaml(plan: &Plan) -> String {
 }
 
 fn write_plan(plan: &Plan, out: &mut String) -> std::fmt::Result {
+    if let Some(why) = &plan.not_selected {
+        return writeln!(
+            out,
+            "# not selected ({why}): ruleop leaves this parent alone"
+        );
+    }
     if let Some(f) = &plan.failure {
         writeln!(out, "# plan failed ({}): {}", f.reason, f.message)?;
     }
@@ -40,6 +46,17 @@ fn write_plan(plan: &Plan, out: &mut String) -> std::fmt::Result {
     }
     for d in &plan.delete {
         writeln!(out, "---\n# delete: {} ({})", d.key, d.reason)?;
+    }
+    for d in &plan.decorate {
+        let set = json!({"labels": d.labels, "annotations": d.annotations});
+        writeln!(out, "# decorate: {} {set}", d.key)?;
+    }
+    for d in &plan.undecorate {
+        writeln!(
+            out,
+            "# undecorate: {} (its decoration is no longer rendered)",
+            d.key
+        )?;
     }
     for e in &plan.events {
         writeln!(out, "# event {:?} {}: {}", e.type_, e.reason, e.message)?;

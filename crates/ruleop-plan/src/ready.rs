@@ -54,6 +54,16 @@ pub(super) fn conditions(
     Ok(out)
 }
 
+/// The reason of `Ready=False` while a parent is on its way (children being created, scaled
+/// or becoming ready), as opposed to a problem: the rule's `status.ready.falseReason`
+/// (default `NotReady`) when it declares `Ready`, else `Progressing`.
+pub fn waiting_reason(rule: &CompiledRule) -> &str {
+    match &rule.spec.status.ready {
+        Some(r) => r.false_reason.as_deref().unwrap_or("NotReady"),
+        None => reason::PROGRESSING,
+    }
+}
+
 /// `Ready=False` for children whose names objects this parent does not own hold (`keys`,
 /// in plan order). The controller says the same of conflicts it finds only when writing, so
 /// `ruleop diff`, which sees them all beforehand, plans the very condition it writes.

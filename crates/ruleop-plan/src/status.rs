@@ -362,6 +362,17 @@ pub fn condition_status(status: Option<&Json>, type_: &str) -> Option<bool> {
         .map(|s| s == "True")
 }
 
+/// The reason of the condition `type_` in `status`, if it has one.
+pub fn condition_reason<'a>(status: Option<&'a Json>, type_: &str) -> Option<&'a str> {
+    status?
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Json::as_str) == Some(type_))?
+        .get("reason")?
+        .as_str()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 
 use crate::schema::json_schema::{
-    Gvk, MAX_REF_HOPS, QUANTITY, components_of, kind_index, ref_name, wrapped,
+    Gvk, MAX_REF_HOPS, QUANTITY, components_of, kinds_of, ref_name, wrapped,
 };
 use crate::status_shape::{SchemaView, StatusShape};
 
@@ -55,16 +55,20 @@ impl Document {
     /// Parses a document as served at `/openapi/v3/apis/<group>/<version>`. Parts it does not
     /// understand are kept as "no information".
     pub fn parse(doc: &Json) -> Document {
-        let Some(components) = components_of(doc) else {
-            return Document::default();
-        };
-        Document {
-            types: components
-                .iter()
-                .map(|(name, schema)| (name.clone(), parse_node(schema)))
-                .collect(),
-            kinds: kind_index(components),
+        let mut document = Document::default();
+        for (name, schema) in components_of(doc).into_iter().flatten() {
+            document.add(name.clone(), schema);
         }
+        document
+    }
+
+    /// Adds the component `name` (its schema `schema`): a reader can build a document one
+    /// component at a time and drop each one's JSON at once.
+    pub fn add(&mut self, name: String, schema: &Json) {
+        for gvk in kinds_of(schema) {
+            self.kinds.insert(gvk, name.clone());
+        }
+        self.types.insert(name, parse_node(schema));
     }
 
     /// The schema of `kind` in this document, if it describes that kind.

@@ -26,6 +26,7 @@ fn write(resource: &str, namespace: &str, name: &str) -> audit::Write {
         user_agent: "ruleop/test".into(),
         code: 200,
         received: String::new(),
+        impersonated_user: String::new(),
     }
 }
 

@@ -380,6 +380,7 @@ mod tests {
             user_agent: format!("ruleop/0.1.0 ({replica})"),
             code: 200,
             received: received.into(),
+            impersonated_user: String::new(),
         }
     }
 

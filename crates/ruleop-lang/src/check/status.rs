@@ -135,7 +135,15 @@ fn omitted(
             .into_iter()
             .filter(|k| !shape.allows_condition_key(k))
             .collect();
-        if !lost.is_empty() {
+        // A built-in kind's condition items are not the author's to change: the keys they
+        // lack are worth a warning only to a rule that declares status of its own, not to one
+        // (a decorator) that leaves ruleop's default `Ready` condition as the kind takes it.
+        let status = &rule.spec.status;
+        let declares_status = !status.fields.is_empty()
+            || !status.on_failure.is_empty()
+            || status.ready.is_some()
+            || !status.conditions.is_empty();
+        if !lost.is_empty() && (!shape.is_builtin() || declares_status) {
             out.push(warn(
                 at_parent,
                 format!(

@@ -70,7 +70,7 @@ impl CompiledRule {
 
     /// Whether parents of this rule carry ruleop's finalizer.
     pub fn needs_finalizer(&self) -> bool {
-        self.spec.finalizer.is_some()
+        self.spec.finalizer.is_some() || !self.spec.decorations.is_empty()
     }
 
     /// `file:line:col` of the template or expression registered as `name`, refined by the
@@ -330,6 +330,7 @@ pub fn compile(
     }
 
     check_scopes(&mut c, &spec);
+    super::selector::check(&mut c, &spec.parent);
     let allowed = |api_version: &str, kind: &str| {
         spec.allow
             .iter()
@@ -427,6 +428,7 @@ pub fn compile(
     }
 
     super::compile_language::lookups(&mut c, &spec, &related_names);
+    super::decorations::compile(&mut c, &spec);
 
     let mut paths = HashMap::new();
     for (name, projection) in &spec.status.fields {
@@ -521,6 +523,7 @@ pub fn compile(
     }
     super::same_names::check(&mut c, &spec);
     super::staging::check(&mut c, &spec);
+    super::service_account::check(&mut c, &spec);
     let resync = c.duration("spec.resync", spec.resync.as_deref());
 
     if !c.errors.is_empty() {

@@ -35,6 +35,8 @@ pub struct Compiled {
     pub cleanup: Vec<CleanupTemplates>,
     /// The CEL checks of `spec.validate` and of `spec.crd` fields.
     pub cel: CelRules,
+    /// `spec.decorations[i]`.
+    pub decorations: Vec<super::DecorationTemplates>,
 }
 
 /// `spec.validate[i]`.
@@ -136,6 +138,7 @@ pub(super) struct Draft {
     pub(super) conditions: Vec<Option<ConditionTemplates>>,
     pub(super) cleanup: Vec<Option<CleanupTemplates>>,
     pub(super) cel: CelRules,
+    pub(super) decorations: Vec<Option<super::DecorationTemplates>>,
 }
 
 impl Draft {
@@ -163,6 +166,7 @@ impl Draft {
             conditions: self.conditions.into_iter().collect::<Option<_>>()?,
             cleanup: self.cleanup.into_iter().collect::<Option<_>>()?,
             cel: self.cel,
+            decorations: self.decorations.into_iter().collect::<Option<_>>()?,
         })
     }
 }
@@ -227,6 +231,11 @@ mod tests {
         for s in &c.cleanup {
             out.extend([t.name(s.template), t.name(s.until)]);
         }
+        for d in &c.decorations {
+            let entries = d.selector.iter().chain(&d.labels).chain(&d.annotations);
+            out.extend(entries.map(|&(_, id)| t.name(id)));
+            out.extend(d.object_name.map(|n| t.name(n)));
+        }
         out
     }
 
@@ -246,6 +255,7 @@ mod tests {
             "examples/tenant/rule.yaml",
             // A lookup over a list (`objectNames`).
             "examples/reloader/rule.yaml",
+            "examples/pod-name-label/rule.yaml",
         ] {
             paths.push(root.join(more));
         }

@@ -8,11 +8,14 @@ mod compile;
 mod compile_language;
 mod compiled;
 pub mod crd_spec;
+mod decorations;
 mod language;
 mod locate;
 mod reads;
 mod same_names;
 mod scope;
+mod selector;
+mod service_account;
 mod staging;
 mod validation;
 
@@ -24,6 +27,7 @@ pub use compiled::{
     LookupTemplates, ReplicasTemplates, ValidateTemplates,
 };
 pub use crd_spec::CrdSpec;
+pub use decorations::{Decoration, DecorationTarget, DecorationTemplates};
 pub use language::{
     Definitions, FailureFields, ForEach, Lookup, NamedValue, ReplicaDeletion, Rollout,
 };
@@ -32,6 +36,8 @@ pub use reads::Reads;
 pub use ruleop_schema::kinds::builtin_cluster_scoped;
 pub use ruleop_schema::meta::split_api_version;
 pub use scope::known_scope;
+pub use selector::{AnnotationSelector, LabelSelector, Operator, Requirement};
+pub use service_account::{ServiceAccount, ServiceAccountRef};
 pub use staging::{MaxFailures, StagingPolicy, StagingSelector, StagingStep, StagingStrategy};
 pub use validation::{CelValidation, Validation};
 
@@ -89,6 +95,10 @@ pub struct RuleSpec {
     /// Objects read by kind and name (never written), e.g. a Secret the parent names.
     #[serde(default)]
     pub lookups: Vec<Lookup>,
+    /// Labels and annotations set on objects the rule does not own (never other fields).
+    /// Declaring any adds a finalizer to parents, which removes them.
+    #[serde(default)]
+    pub decorations: Vec<Decoration>,
     /// Values and macros shared by every template, expression and status field.
     #[serde(default)]
     pub definitions: Definitions,
@@ -113,6 +123,9 @@ pub struct RuleSpec {
     /// How a change of this rule reaches its parents: `Immediate` (default) or `Staged`.
     #[serde(default, skip_serializing_if = "StagingPolicy::is_default")]
     pub rollout: StagingPolicy,
+    /// The ServiceAccount this rule's writes impersonate (default: the operator's own identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<ServiceAccountRef>,
 }
 
 /// The parent kind.
@@ -126,6 +139,20 @@ pub struct ParentRef {
     /// `Namespaced` (default) or `Cluster`.
     #[serde(default)]
     pub scope: Scope,
+    /// Only parents whose labels match are governed (a Kubernetes label selector); others
+    /// get no finalizer, condition or child. A parent that stops matching is released
+    /// (`spec.onRuleRemoval` says what happens to its children).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Only parents whose annotations match are governed, e.g. `matchExpressions: [{key:
+    /// service-per-pod-label, operator: Exists}]`; as `selector`, over annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_selector: Option<AnnotationSelector>,
+    /// What happens to the children of a parent that stops matching the selectors:
+    /// `KeepChildren` (default) or `DeleteChildren`. Either way ruleop's finalizer and
+    /// condition are removed from it.
+    #[serde(default, skip_serializing_if = "RemovalPolicy::is_default")]
+    pub on_release: RemovalPolicy,
 }
 
 /// Whether a kind lives in namespaces.

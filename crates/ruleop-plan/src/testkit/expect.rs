@@ -38,6 +38,10 @@ pub struct Expect {
     /// The finalizer change: `Add`, `Remove` or `None`.
     #[serde(default)]
     pub finalizer: Option<FinalizerName>,
+    /// Whether the rule's selectors (`spec.parent.selector`, `annotationSelector`) select
+    /// the parent; an unselected parent's plan is empty.
+    #[serde(default)]
+    pub selected: Option<bool>,
 }
 
 /// A finalizer change as written in tests.
@@ -127,6 +131,14 @@ fn changes(title: &str, list: &[Change]) -> String {
 /// Every way `plan` (planned for `parent`) differs from `expect`, one readable message each.
 pub fn check(expect: &Expect, plan: &Plan, parent: &Json) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(want) = expect.selected
+        && want != plan.not_selected.is_none()
+    {
+        out.push(match &plan.not_selected {
+            Some(why) => format!("selected: expected true, got false ({why})"),
+            None => "selected: expected false, got true".to_string(),
+        });
+    }
     if let Some(want) = &expect.failure {
         let got = plan.failure.as_ref().map(|f| f.reason.clone());
         if *want != got {

@@ -88,15 +88,22 @@ pub fn resolve<'a>(
 pub fn kind_index(components: &Map<String, Json>) -> HashMap<Gvk, String> {
     let mut kinds = HashMap::new();
     for (name, schema) in components {
-        let gvks = schema
-            .get("x-kubernetes-group-version-kind")
-            .and_then(Json::as_array);
-        for gvk in gvks.into_iter().flatten() {
-            let s = |f: &str| gvk.get(f).and_then(Json::as_str).unwrap_or("").to_string();
-            kinds.insert((s("group"), s("version"), s("kind")), name.clone());
+        for gvk in kinds_of(schema) {
+            kinds.insert(gvk, name.clone());
         }
     }
     kinds
+}
+
+/// The kinds one component describes (`x-kubernetes-group-version-kind`).
+pub fn kinds_of(schema: &Json) -> impl Iterator<Item = Gvk> + '_ {
+    let gvks = schema
+        .get("x-kubernetes-group-version-kind")
+        .and_then(Json::as_array);
+    gvks.into_iter().flatten().map(|gvk| {
+        let s = |f: &str| gvk.get(f).and_then(Json::as_str).unwrap_or("").to_string();
+        (s("group"), s("version"), s("kind"))
+    })
 }
 
 /// The schema of field `name` of an object of schema `schema`: its own property, else the
