@@ -58,6 +58,8 @@ enum Command {
     /// Show what a rule (a new version of it) would change on the live cluster, writing
     /// nothing. Exit status 0: no changes, 1: changes, 2: error.
     Diff(cli::DiffArgs),
+    /// Look at and steer a rule's staged rollout: status, pause, resume, undo.
+    Rollout(cli::RolloutArgs),
     /// Print the parent's CustomResourceDefinition generated from the rule's `spec.crd`.
     Crd {
         /// The rule file.
@@ -129,6 +131,9 @@ fn main() -> ExitCode {
             cli::rbac(&rules, &name, &service_account, &mut out)
         }
         Command::Diff(diff_args) => return run_diff(&diff_args, &mut out),
+        Command::Rollout(rollout_args) => tokio::runtime::Runtime::new()
+            .map_err(|e| cli::CliError::Cluster(format!("cannot start the async runtime: {e}")))
+            .and_then(|rt| rt.block_on(cli::rollout(&rollout_args, &mut out))),
         Command::Run(run_args) => {
             drop(out);
             return run_controller(run_args);

@@ -336,6 +336,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             args.revision_history_limit,
         ));
         tokio::spawn(revisions.clone().flush_every(cancel.clone()));
+        tokio::spawn(revisions.clone().rollouts_every(cancel.clone()));
         reloader = reloader.with_revisions(revisions);
     }
     let reloader = Arc::new(reloader);

@@ -188,6 +188,17 @@ pub async fn diff(args: &DiffArgs, out: &mut impl Write) -> Result<bool, CliErro
     parents.sort_by(|a, b| {
         (meta::namespace(a), meta::name(a)).cmp(&(meta::namespace(b), meta::name(b)))
     });
+    if spec.rollout.is_staged() {
+        // Only the first step's parents change when the rule is loaded: show those.
+        let first = livediff::first_step(&spec.rollout, &parents);
+        writeln!(
+            out,
+            "staged rollout: the first step moves {} of {} parents (the others stay on their revision until it is Ready):",
+            first.len(),
+            parents.len()
+        )?;
+        parents.retain(|p| first.contains(&livediff::parent_key(p)));
+    }
     // ruleop's children anywhere (a cluster-scoped parent's may be in any namespace), by
     // the owner label the controller indexes them by.
     let managed = format!("{}={}", meta::MANAGED_BY_LABEL, meta::MANAGED_BY);

@@ -235,6 +235,40 @@ pub fn summary(diffs: &[ParentDiff], total: usize) -> String {
     }
 }
 
+/// `namespace/name` of a parent, as staged rollouts name it.
+pub fn parent_key(parent: &Json) -> String {
+    crate::controller::staged::parent_key(meta::namespace(parent), meta::name(parent))
+}
+
+/// The parents the first step of a staged rollout moves (the same choice as the
+/// controller's: selector, or a share by uid hash).
+pub fn first_step(
+    policy: &ruleop_lang::rule::StagingPolicy,
+    parents: &[Json],
+) -> std::collections::HashSet<String> {
+    use ruleop_lang::staged::{Candidate, effective_steps, select};
+    let candidates: Vec<Candidate> = parents
+        .iter()
+        .map(|p| Candidate {
+            key: parent_key(p),
+            uid: meta::uid(p).to_string(),
+            labels: p
+                .pointer("/metadata/labels")
+                .and_then(Json::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect(),
+        })
+        .collect();
+    select(&effective_steps(policy), &candidates)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

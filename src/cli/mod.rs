@@ -9,12 +9,14 @@ mod policy;
 pub use ruleop_plan::print as output;
 pub mod rbac;
 pub mod rbac_accounts;
+mod rollout;
 mod test;
 
 pub use check::{CheckArgs, check};
 pub use check_resource::{Inputs, check_resources};
 pub use diff::{DiffArgs, diff};
 pub use policy::{PolicyArgs, policy};
+pub use rollout::{RolloutArgs, RolloutVerb, rollout};
 pub use test::test;
 
 pub use ruleop_lang::manifests::read_objects;

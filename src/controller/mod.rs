@@ -12,6 +12,7 @@ pub mod routes;
 mod rules;
 pub mod schemas;
 mod select;
+pub mod staged;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -106,6 +107,8 @@ pub struct Controller {
     gate: gate::Gate,
     /// Rule revisions: the one each rule plans with, parents' last outcomes.
     pins: pins::Pins,
+    /// Rollouts in progress of `Staged` rules (empty for `Immediate` ones).
+    staged: RwLock<staged::Views>,
     ready: Arc<AtomicBool>,
     cancel: CancellationToken,
 }
@@ -150,6 +153,7 @@ impl Controller {
             routes: Mutex::default(),
             gate: gate::Gate::default(),
             pins: pins::Pins::default(),
+            staged: RwLock::default(),
             ready,
             cancel,
         });

@@ -102,6 +102,20 @@ impl Controller {
         }
     }
 
+    /// How a parent's last reconcile ended, if it had one.
+    pub(super) fn last_outcome(&self, key: &Key) -> Option<super::staged::LastOutcome> {
+        let map = self
+            .pins
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.get(key).map(|s| super::staged::LastOutcome {
+            revision: s.revision,
+            ready: s.ready,
+            failing: s.failing,
+        })
+    }
+
     /// Forgets a parent that is gone.
     pub(super) fn forget_outcome(&self, key: &Key) {
         self.pins
@@ -153,7 +167,10 @@ impl Controller {
         )
     }
 
-    fn active_parents(&self, rule: &str) -> Option<Vec<std::sync::Arc<crate::cache::Cached>>> {
+    pub(super) fn active_parents(
+        &self,
+        rule: &str,
+    ) -> Option<Vec<std::sync::Arc<crate::cache::Cached>>> {
         let active = self.rules_read().get(rule).cloned()?;
         let cache = self.cache(&active.parent)?;
         // The cache holds the watched namespaces only.

@@ -6,14 +6,17 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 use super::gate::Snapshot;
+use super::memo::PlanMemo;
 use super::observe::conflicts_of;
 use super::observe::{Observation, RuleKinds, observe, plan_observed};
 use super::queue::{Key, Outcome};
 use super::routes::{Facet, Interest};
+use super::staged::Choice;
 use super::{ActiveRule, Controller};
 use crate::apply::Target;
 use crate::cache::Cached;
 use crate::telemetry::{ResultLabels, RuleLabels};
+use ruleop_lang::rule::CompiledRule;
 use ruleop_plan as plan;
 use ruleop_schema::meta;
 
@@ -85,6 +88,16 @@ impl Controller {
                 .release_unselected(&rule, key, Some(cached_parent))
                 .await;
         }
+        // A `Staged` rule plans a parent not moved yet with its revision's compiled rule.
+        let pinned = if rule.rule().spec.rollout.is_staged() {
+            match self.choose(&rule, &cached_parent) {
+                Choice::Active => None,
+                Choice::Pinned(n, compiled, memo) => Some((n, compiled, memo)),
+                Choice::Wait => return None,
+            }
+        } else {
+            None
+        };
         let now = Timestamp::now();
         // Renders run on the blocking pool, never on the runtime's thread: a rule whose
         // templates keep a core busy for seconds must not hold up lease renewal, health
@@ -92,8 +105,10 @@ impl Controller {
         // reads is owned or shared (`Arc`), the plan memo included.
         let planned = {
             let (this, rule) = (Arc::clone(self), Arc::clone(&rule));
+            let with = pinned.as_ref().map(|(_, c, m)| (c.clone(), m.clone()));
             tokio::task::spawn_blocking(move || {
-                this.observe_and_plan(&rule, &caches, &cached_parent, now)
+                let with = with.as_ref().map(|(c, m)| (&**c, &**m));
+                this.observe_and_plan(&rule, with, &caches, &cached_parent, now)
             })
             .await
         };
@@ -141,7 +156,10 @@ impl Controller {
                 "reconciling"
             );
         }
-        let revision = self.revision(&key.rule, &rule.loaded.hash);
+        let revision = match &pinned {
+            Some((n, _, _)) => Some(*n),
+            None => self.revision(&key.rule, &rule.loaded.hash),
+        };
         // What the parent shows once this plan is carried out, for its revision's counts.
         let ready = super::pins::ready_in(plan.status.as_ref().or(parent.get("status")));
         let target = Target {
@@ -161,15 +179,17 @@ impl Controller {
     }
 
     /// Observes `parent` from `caches` and plans it, within one plan's total fuel (related
-    /// selectors and lookup targets are renders too). Synchronous: run off the runtime.
+    /// selectors and lookup targets are renders too), with the active rule or `with` (an
+    /// older revision's compiled rule and its memo). Synchronous: run off the runtime.
     fn observe_and_plan(
         &self,
         rule: &ActiveRule,
+        with: Option<(&CompiledRule, &PlanMemo)>,
         caches: &Snapshot,
         parent: &Cached,
         now: Timestamp,
     ) -> (Observation, plan::Plan) {
-        let compiled = rule.rule();
+        let (compiled, memo) = with.unwrap_or((rule.rule(), &rule.memo));
         let _fuel = compiled.templates.plan_scope();
         let rule_kinds = RuleKinds {
             children: &rule.children,
@@ -214,7 +234,7 @@ impl Controller {
             );
         }
         let schemas = rule.schemas.current();
-        let plan = plan_observed(compiled, &rule.memo, &mut seen, Some(&schemas), now);
+        let plan = plan_observed(compiled, memo, &mut seen, Some(&schemas), now);
         (seen, plan)
     }
 }

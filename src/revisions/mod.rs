@@ -26,10 +26,12 @@
 //! the rollout's step, its start time and a halt belong in the new revision's status
 //! (conditions `Progressing`/`RolloutHalted`, `status.rollout.step`), written before a step
 //! moves any parent. A new leader reads both and continues: parents are planned with the
-//! revision of their label until the step that moves them.
+//! revision of their label until the step that moves them. Implemented in [`rollout`] (the
+//! keeper's side) and `controller/staged.rs` (which compiled rule plans a parent).
 
 mod flush;
 mod object;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -118,6 +120,8 @@ struct History {
     loaded: bool,
     /// Compiled rules of accepted revisions, while a parent may be planned with them.
     compiled: BTreeMap<u64, Arc<CompiledRule>>,
+    /// The staged rollout in progress (`spec.rollout.strategy: Staged`), if any.
+    rollout: Option<rollout::Running>,
 }
 
 #[derive(Default)]
@@ -332,6 +336,8 @@ impl Revisions {
                     self.write_state(rule, history, n, Err(object::SUPERSEDED))
                         .await?;
                 }
+                self.begin_rollout(rule, history, number, before, &loaded.rule)
+                    .await?;
                 if self
                     .controller
                     .set_revision(rule, &loaded.hash, Some(number))
@@ -480,6 +486,16 @@ impl Revisions {
     ) -> Result<Arc<CompiledRule>, RevisionError> {
         let mut state = self.state.lock().await;
         let history = self.history(&mut state, rule).await?;
+        self.compiled_in(rule, history, number).await
+    }
+
+    /// [`Revisions::compiled`] with the history at hand.
+    async fn compiled_in(
+        &self,
+        rule: &str,
+        history: &mut History,
+        number: u64,
+    ) -> Result<Arc<CompiledRule>, RevisionError> {
         if let Some(compiled) = history.compiled.get(&number) {
             return Ok(compiled.clone());
         }

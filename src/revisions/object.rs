@@ -184,13 +184,31 @@ pub fn status(state: &State, previous: &Json, now: Timestamp) -> Json {
         (None, Ok(())) => "Active",
         (None, Err(_)) => "Inactive",
     };
-    json!({
+    // A staged rollout's conditions and progress are the rollout's to write: kept as they are.
+    let mut conditions = conditions;
+    conditions.extend(
+        previous
+            .get("conditions")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                let t = c.get("type").and_then(Json::as_str);
+                t != Some(ACCEPTED) && t != Some(ACTIVE)
+            })
+            .cloned(),
+    );
+    let mut out = json!({
         "state": state_name,
         "parents": state.counts.parents,
         "ready": state.counts.ready,
         "failing": state.counts.failing,
         "conditions": conditions,
-    })
+    });
+    if let Some(rollout) = previous.get("rollout") {
+        out["rollout"] = rollout.clone();
+    }
+    out
 }
 
 fn inactive_message(why: &str) -> String {
@@ -243,6 +261,21 @@ mod tests {
             old["conditions"][1]["lastTransitionTime"],
             "2026-12-07T21:00:00Z"
         );
+    }
+
+    #[test]
+    fn the_rollout_and_its_conditions_are_kept() {
+        let t: Timestamp = "2026-12-07T20:00:00Z".parse().unwrap();
+        let mut first = status(&state(None, Ok(()), 3), &json!({}), t);
+        first["rollout"] = json!({"from": 1, "step": 0});
+        first["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "RolloutHalted", "status": "True"}));
+        let next = status(&state(None, Ok(()), 4), &first, t);
+        assert_eq!(next["rollout"], first["rollout"]);
+        assert_eq!(next["conditions"][2]["type"], "RolloutHalted");
+        assert_eq!(next["parents"], 4);
     }
 
     #[test]

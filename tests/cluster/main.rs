@@ -24,6 +24,7 @@ mod ownership;
 mod rbac;
 mod reload;
 mod revisions;
+mod rollout;
 mod selectors;
 mod ship;
 mod uptodate;

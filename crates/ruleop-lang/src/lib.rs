@@ -14,5 +14,6 @@ pub mod reason;
 pub mod revision;
 pub mod rule;
 pub mod ruleset;
+pub mod staged;
 pub mod template;
 pub mod yaml;

@@ -522,6 +522,7 @@ pub fn compile(
         }
     }
     super::same_names::check(&mut c, &spec);
+    super::staging::check(&mut c, &spec);
     super::service_account::check(&mut c, &spec);
     let resync = c.duration("spec.resync", spec.resync.as_deref());
 

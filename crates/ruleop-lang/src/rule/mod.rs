@@ -16,6 +16,7 @@ mod same_names;
 mod scope;
 mod selector;
 mod service_account;
+mod staging;
 mod validation;
 
 pub use crate::template::Limits;
@@ -37,6 +38,7 @@ pub use ruleop_schema::meta::split_api_version;
 pub use scope::known_scope;
 pub use selector::{AnnotationSelector, LabelSelector, Operator, Requirement};
 pub use service_account::{ServiceAccount, ServiceAccountRef};
+pub use staging::{MaxFailures, StagingPolicy, StagingSelector, StagingStep, StagingStrategy};
 pub use validation::{CelValidation, Validation};
 
 use std::collections::BTreeMap;
@@ -118,6 +120,9 @@ pub struct RuleSpec {
     /// The parent's spec in short, to generate its CRD (`ruleop crd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crd: Option<CrdSpec>,
+    /// How a change of this rule reaches its parents: `Immediate` (default) or `Staged`.
+    #[serde(default, skip_serializing_if = "StagingPolicy::is_default")]
+    pub rollout: StagingPolicy,
     /// The ServiceAccount this rule's writes impersonate (default: the operator's own identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<ServiceAccountRef>,
