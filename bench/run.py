@@ -11,7 +11,8 @@ SYSTEMS (comma list), CONTROLPLANE (binary), RULEOP (binary), COLD_ONLY=1 (only 
 cold sync and idle phases; no reload run), IDLE_SECONDS, DONE_TIMEOUT, NODES (simulated
 nodes; default from the pod count), SCALE=1 (the growth run: cold sync, idle and
 create-to-ready at each of SCALE_SIZES parents, default 1000,5000,10000; see scale_main),
-RULEOP_ARGS (extra `ruleop run` arguments, e.g. "--events warnings").
+RULEOP_ARGS (extra `ruleop run` arguments, e.g. "--events warnings"), RELOAD_PARENTS (parents of
+the hot-reload run).
 """
 import base64
 import concurrent.futures as cf
@@ -47,7 +48,7 @@ IDLE_SECONDS = int(os.environ.get("IDLE_SECONDS", "5" if QUICK else "60"))
 SETTLE_SECONDS = 3 if QUICK else 5  # after convergence, before the idle window
 UPDATE_RATES = [10, 25] if QUICK else [10, 25, 50, 100, 200]
 UPDATE_STEP_SECONDS = 3 if QUICK else 10
-RELOAD_PARENTS = 50 if QUICK else 100
+RELOAD_PARENTS = int(os.environ.get("RELOAD_PARENTS", "50" if QUICK else "100"))
 DONE_TIMEOUT = float(os.environ.get("DONE_TIMEOUT", "60" if QUICK else "600"))
 # A cold sync's time grows with the parent count (about 0.07 s per parent at 1,000 on 2
 # cores): without DONE_TIMEOUT=, a run of many parents gets 0.3 s per parent to converge.
