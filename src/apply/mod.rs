@@ -187,16 +187,7 @@ impl Actor {
                 .patch_metadata(&parent_api, parent, finalizer, pin)
                 .await
         {
-            return self
-                .fail(
-                    target,
-                    &parent_api,
-                    &plan.owned_status,
-                    &plan.status_shape,
-                    e,
-                    events,
-                )
-                .await;
+            return self.fail(target, &parent_api, &plan, e, events).await;
         }
 
         let mut applied_all = true;
@@ -251,16 +242,7 @@ impl Actor {
                 }
                 Err(e) => {
                     events.retain(|ev| ev.type_ == EventType::Warning);
-                    return self
-                        .fail(
-                            target,
-                            &parent_api,
-                            &plan.owned_status,
-                            &plan.status_shape,
-                            e,
-                            events,
-                        )
-                        .await;
+                    return self.fail(target, &parent_api, &plan, e, events).await;
                 }
             }
         }
@@ -268,32 +250,14 @@ impl Actor {
         // Decorations after the children, before any pruning: a failed one stops the plan.
         if let Err(e) = self.decorate(target, &plan).await {
             events.retain(|ev| ev.type_ == EventType::Warning);
-            return self
-                .fail(
-                    target,
-                    &parent_api,
-                    &plan.owned_status,
-                    &plan.status_shape,
-                    e,
-                    events,
-                )
-                .await;
+            return self.fail(target, &parent_api, &plan, e, events).await;
         }
 
         // Prune only after every apply succeeded.
         if applied_all {
             for deletion in &plan.delete {
                 if let Err(e) = self.delete_one(target, deletion).await {
-                    return self
-                        .fail(
-                            target,
-                            &parent_api,
-                            &plan.owned_status,
-                            &plan.status_shape,
-                            e,
-                            events,
-                        )
-                        .await;
+                    return self.fail(target, &parent_api, &plan, e, events).await;
                 }
             }
         } else {
@@ -331,32 +295,14 @@ impl Actor {
         if let Some(new_status) = new_status
             && let Err(e) = self.write_status(&parent_api, parent, &new_status).await
         {
-            return self
-                .fail(
-                    target,
-                    &parent_api,
-                    &plan.owned_status,
-                    &plan.status_shape,
-                    e,
-                    events,
-                )
-                .await;
+            return self.fail(target, &parent_api, &plan, e, events).await;
         }
         self.publish(parent, &events).await;
 
         if plan.finalizer == FinalizerChange::Remove
             && let Err(e) = self.set_finalizer(&parent_api, parent, false).await
         {
-            return self
-                .fail(
-                    target,
-                    &parent_api,
-                    &plan.owned_status,
-                    &plan.status_shape,
-                    e,
-                    Vec::new(),
-                )
-                .await;
+            return self.fail(target, &parent_api, &plan, e, Vec::new()).await;
         }
         if conflict {
             return Report {

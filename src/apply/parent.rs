@@ -11,7 +11,6 @@ use crate::apply::ssa;
 use ruleop_plan::status::{self, Condition, READY};
 use ruleop_plan::{EventType, reason};
 use ruleop_schema::meta::{self, ObjectKey};
-use ruleop_schema::status_shape::StatusShape;
 
 /// The verb of a failed status write.
 const STATUS_VERB: &str = "update status of";
@@ -26,11 +25,11 @@ impl Actor {
         &self,
         target: &Target<'_>,
         parent_api: &Api<DynamicObject>,
-        owned: &Json,
-        shape: &StatusShape,
+        plan: &ruleop_plan::Plan,
         error: ActError,
         mut events: Vec<ruleop_plan::PlanEvent>,
     ) -> Report {
+        let (owned, shape) = (&plan.owned_status, &plan.status_shape);
         let parent = target.parent;
         // A write the rule's account may not make: its grant is most often applied a moment
         // after the rule, so it is retried with backoff (healed without another change),
